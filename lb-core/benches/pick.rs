@@ -1,0 +1,2 @@
+//! Pick benchmarks (written below).
+fn main() {}

@@ -1,0 +1,91 @@
+//! The gRPC load-balancing policy API for synchronous Rust, with `pick_first` and
+//! `round_robin`.
+//!
+//! A channel turns a target into calls in four steps; this crate holds the contracts
+//! between them, and nothing in its policy modules starts a thread or reads a clock.
+//!
+//! ```text
+//!  resolver ──ResolverUpdate──> LbPolicy ──LbState{state, picker}──> calls pick()
+//!                                  │  ^                                   │
+//!                   new_subchannel │  │ subchannel_update                 v
+//!                                  v  │                               Transport
+//!                               Subchannel ───────connect────────> Connection
+//! ```
+//!
+//! # Connectivity
+//!
+//! [`ConnectivityState`] is gRPC's five-state machine;
+//! [`ConnectivityStateEvaluator`] aggregates children by gRPC's rule (READY >
+//! CONNECTING > IDLE > TRANSIENT_FAILURE).
+//!
+//! ```
+//! use lb_core::{aggregate_states, ConnectivityState::*};
+//! assert_eq!(aggregate_states([TransientFailure, Connecting]), Connecting);
+//! ```
+//!
+//! # Policies
+//!
+//! An [`LbPolicy`] runs on the channel's serializer thread. Every method gets the time
+//! and a [`ChannelController`], through which it creates subchannels, publishes an
+//! [`LbState`], asks for re-resolution or asks to be woken at an [`Instant`] (delivered
+//! as [`LbPolicy::work`]). Builders are registered by name in an [`LbPolicyRegistry`],
+//! which also parses `loadBalancingConfig` lists:
+//!
+//! ```
+//! use lb_core::LbPolicyRegistry;
+//! let registry = LbPolicyRegistry::with_builtins();
+//! let json = serde_json::json!([{"pick_first": {"shuffleAddressList": true}}]);
+//! assert_eq!(registry.parse_load_balancing_config(&json)?.name(), "pick_first");
+//! # Ok::<(), lb_core::ConfigError>(())
+//! ```
+//!
+//! # Pickers
+//!
+//! A [`Picker`] routes one call on the caller's thread and never blocks. It answers
+//! [`PickResult::Pick`] (a subchannel borrowed from the picker, plus metadata and a
+//! completion callback), `Queue`, `Fail` or `Drop`.
+//!
+//! # Transports
+//!
+//! [`Transport`] is the seam to whatever carries calls: implement it to plug in your
+//! own. Backoff between connection attempts ([`Backoff`]) is shared by every
+//! transport.
+//!
+//! [`Instant`]: std::time::Instant
+
+mod address;
+mod backoff;
+pub mod config;
+mod metadata;
+mod picker;
+pub mod policies;
+mod policy;
+mod random;
+mod registry;
+mod resolver;
+mod state;
+mod status;
+mod subchannel;
+pub mod transport;
+
+pub use address::{Address, Attributes, Endpoint, endpoints, flatten_addresses};
+pub use backoff::{Backoff, BackoffConfig};
+pub use config::ConfigError;
+pub use metadata::{InvalidMetadata, Metadata};
+pub use picker::{
+    CompletionCallback, DropPicker, ExitIdlePicker, FailPicker, Pick, PickInfo, PickResult, Picker,
+    QueuePicker, RoundRobinCounter,
+};
+pub use policy::{
+    ChannelController, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions, LbState,
+    ParsedLbConfig, UpdateError, WorkScheduler,
+};
+pub use random::{RandomSource, SharedRandom, SplitMix64};
+pub use registry::LbPolicyRegistry;
+pub use resolver::ResolverUpdate;
+pub use state::{ConnectivityState, ConnectivityStateEvaluator, aggregate_states};
+pub use status::{Code, Status};
+pub use subchannel::{Subchannel, SubchannelBackend, SubchannelId, SubchannelState};
+pub use transport::{Connection, Transport};
+
+pub use metadata::{is_binary_key, validate_ascii_value, validate_key};

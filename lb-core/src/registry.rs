@@ -1,0 +1,122 @@
+//! The registry of policy builders and the `loadBalancingConfig` parser.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::{ConfigError, json_type};
+use crate::policy::{LbPolicyBuilder, ParsedLbConfig};
+
+/// Policy builders by name.
+///
+/// # Examples
+///
+/// ```
+/// use lb_core::LbPolicyRegistry;
+/// let reg = LbPolicyRegistry::with_builtins();
+/// let json = serde_json::json!([{"unknown_policy": {}}, {"round_robin": {}}]);
+/// let chosen = reg.parse_load_balancing_config(&json)?;
+/// assert_eq!(chosen.name(), "round_robin");
+///
+/// let err = reg.parse_load_balancing_config(&serde_json::json!([{"a": {}}, {"b": {}}])).unwrap_err();
+/// assert_eq!(err.to_string(), "no registered policy among [\"a\", \"b\"]");
+/// # Ok::<(), lb_core::ConfigError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct LbPolicyRegistry {
+    builders: BTreeMap<&'static str, Arc<dyn LbPolicyBuilder>>,
+}
+
+impl LbPolicyRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry with `pick_first` and `round_robin`.
+    pub fn with_builtins() -> Self {
+        let mut reg = Self::new();
+        reg.register(crate::policies::pick_first::PickFirstBuilder);
+        reg.register(crate::policies::round_robin::RoundRobinBuilder);
+        reg
+    }
+
+    /// Registers `builder` under its name, replacing any builder of that name.
+    pub fn register(&mut self, builder: impl LbPolicyBuilder) {
+        self.register_arc(Arc::new(builder));
+    }
+
+    /// Registers a shared builder under its name.
+    pub fn register_arc(&mut self, builder: Arc<dyn LbPolicyBuilder>) {
+        self.builders.insert(builder.name(), builder);
+    }
+
+    /// The builder registered as `name` (case-sensitive).
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn LbPolicyBuilder>> {
+        self.builders.get(name)
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.builders.keys().copied()
+    }
+
+    /// Chooses a policy from a `loadBalancingConfig` list (`[{"name": {config}}, …]`):
+    /// the first entry whose name is registered wins and its config is parsed; entries
+    /// with unknown names are skipped. A config error in the chosen entry is an error
+    /// (gRPC does not fall through to later entries).
+    ///
+    /// # Errors
+    ///
+    /// The list is malformed, names no registered policy (the error lists the names
+    /// tried), or the chosen policy rejects its config (the error names the field,
+    /// prefixed with `[index].name`).
+    pub fn parse_load_balancing_config(&self, list: &Value) -> Result<ParsedLbConfig, ConfigError> {
+        let entries = list.as_array().ok_or_else(|| {
+            ConfigError::new(
+                "",
+                format!(
+                    "must be an array of {{policy: config}} objects, not {}",
+                    json_type(list)
+                ),
+            )
+        })?;
+        let mut tried = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let at = format!("[{i}]");
+            let obj = entry.as_object().ok_or_else(|| {
+                ConfigError::new(&at, format!("must be an object, not {}", json_type(entry)))
+            })?;
+            if obj.len() != 1 {
+                return Err(ConfigError::new(
+                    &at,
+                    format!("must hold exactly one policy name, found {}", obj.len()),
+                ));
+            }
+            let (name, config) = obj.iter().next().expect("one entry");
+            let Some(builder) = self.get(name) else {
+                tried.push(name.clone());
+                continue;
+            };
+            let config = builder
+                .parse_config(config, self)
+                .map_err(|e| e.within(name).within(&at))?;
+            return Ok(ParsedLbConfig {
+                builder: builder.clone(),
+                config,
+            });
+        }
+        Err(ConfigError::new(
+            "",
+            format!("no registered policy among {tried:?}"),
+        ))
+    }
+}
+
+impl fmt::Debug for LbPolicyRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.builders.keys()).finish()
+    }
+}

@@ -1,0 +1,183 @@
+//! Subchannels: a policy's handle on one connection to one address.
+
+use std::any::Any;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::address::Address;
+use crate::state::ConnectivityState;
+use crate::status::Status;
+
+/// A subchannel's stable identity, unique within the channel that made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubchannelId(pub u64);
+
+impl fmt::Display for SubchannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "subchannel#{}", self.0)
+    }
+}
+
+/// A state update for a subchannel, delivered to the policy that created it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubchannelState {
+    /// The new state.
+    pub connectivity_state: ConnectivityState,
+    /// Why the last attempt failed; set with TRANSIENT_FAILURE.
+    pub last_error: Option<Status>,
+}
+
+impl SubchannelState {
+    /// A state with no error.
+    pub fn new(connectivity_state: ConnectivityState) -> Self {
+        Self {
+            connectivity_state,
+            last_error: None,
+        }
+    }
+
+    /// TRANSIENT_FAILURE because of `error`.
+    pub fn failure(error: Status) -> Self {
+        Self {
+            connectivity_state: ConnectivityState::TransientFailure,
+            last_error: Some(error),
+        }
+    }
+}
+
+/// What stands behind a [`Subchannel`]: the channel (or a test fake) that owns its
+/// connection. Implement this to build your own channel; policies never see it.
+pub trait SubchannelBackend: Send + Sync + 'static {
+    /// Starts connecting if the subchannel is IDLE; otherwise does nothing.
+    fn connect(&self, id: SubchannelId);
+    /// Releases the subchannel for good. Called at most once per subchannel.
+    fn shutdown(&self, id: SubchannelId);
+    /// The backend as `Any`, so its owner can get its own type back.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A handle on one connection to one address, created by
+/// [`ChannelController::new_subchannel`](crate::ChannelController::new_subchannel).
+///
+/// Clones are the same subchannel. A policy owns the subchannels it creates and shuts
+/// them down when it no longer needs them; state updates go to the policy that created
+/// the subchannel, through [`LbPolicy::subchannel_update`](crate::LbPolicy::subchannel_update).
+///
+/// ```text
+///             connect()                     connected
+///   IDLE ─────────────────> CONNECTING ──────────────────> READY
+///    ^                          │                            │
+///    │ backoff expired          │ attempt failed             │ connection lost,
+///    │                          v                            │ GOAWAY
+///    └──────────────── TRANSIENT_FAILURE                     v
+///                                                          IDLE
+///
+///   shutdown() from any state: no further updates, the connection is closed.
+/// ```
+///
+/// A subchannel starts IDLE and connects only when asked. Backoff between attempts is
+/// the channel's business (gRPC's connection-backoff spec), not the policy's.
+/// [`Subchannel::shutdown`] is idempotent.
+///
+/// # Examples
+///
+/// ```
+/// # use std::any::Any;
+/// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+/// use lb_core::{Address, Subchannel, SubchannelBackend, SubchannelId};
+///
+/// #[derive(Default)]
+/// struct Count(AtomicUsize);
+/// impl SubchannelBackend for Count {
+///     fn connect(&self, _: SubchannelId) {}
+///     fn shutdown(&self, _: SubchannelId) { self.0.fetch_add(1, Ordering::SeqCst); }
+///     fn as_any(&self) -> &dyn Any { self }
+/// }
+///
+/// let backend = Arc::new(Count::default());
+/// let sc = Subchannel::new(SubchannelId(1), Address::new("a:1"), backend.clone());
+/// sc.shutdown();
+/// sc.clone().shutdown();
+/// assert_eq!(backend.0.load(Ordering::SeqCst), 1);
+/// ```
+#[derive(Clone)]
+pub struct Subchannel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: SubchannelId,
+    address: Address,
+    backend: Arc<dyn SubchannelBackend>,
+    shut_down: AtomicBool,
+}
+
+impl Subchannel {
+    /// A handle on subchannel `id`, for a channel implementation to hand to policies.
+    pub fn new(id: SubchannelId, address: Address, backend: Arc<dyn SubchannelBackend>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                address,
+                backend,
+                shut_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The stable id.
+    pub fn id(&self) -> SubchannelId {
+        self.inner.id
+    }
+
+    /// The address this subchannel connects to.
+    pub fn address(&self) -> &Address {
+        &self.inner.address
+    }
+
+    /// Asks the subchannel to connect if it is IDLE. Does nothing after shutdown.
+    pub fn connect(&self) {
+        if !self.is_shut_down() {
+            self.inner.backend.connect(self.inner.id);
+        }
+    }
+
+    /// Shuts the subchannel down. Only the first call has an effect.
+    pub fn shutdown(&self) {
+        if !self.inner.shut_down.swap(true, Ordering::AcqRel) {
+            self.inner.backend.shutdown(self.inner.id);
+        }
+    }
+
+    /// Whether [`Subchannel::shutdown`] has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.shut_down.load(Ordering::Acquire)
+    }
+
+    /// The backend, for the channel that created this subchannel.
+    pub fn backend(&self) -> &dyn SubchannelBackend {
+        &*self.inner.backend
+    }
+}
+
+impl PartialEq for Subchannel {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.id == other.inner.id
+    }
+}
+
+impl Eq for Subchannel {}
+
+impl Hash for Subchannel {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.inner.id.hash(state);
+    }
+}
+
+impl fmt::Debug for Subchannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.inner.id, self.inner.address)
+    }
+}

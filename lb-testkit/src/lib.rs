@@ -1,0 +1,39 @@
+//! Test fakes for load-balancing policies and channels.
+//!
+//! - [`FakeController`]: a [`ChannelController`](lb_core::ChannelController) that
+//!   records everything a policy does as [`Event`]s, with `verify_*` helpers. Its
+//!   subchannels are fakes whose state the test sets with
+//!   [`FakeController::update_subchannel`].
+//! - [`ManualClock`]: time that moves only when the test says so.
+//! - [`picks`]: take picks and check that they cycle over an expected multiset.
+//! - [`InMemoryTransport`]: a [`Transport`](lb_core::Transport) whose servers are
+//!   closures, with scriptable failures.
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_core::{endpoints, ConnectivityState, LbPolicyBuilder, ResolverUpdate};
+//! use lb_core::policies::round_robin::RoundRobinBuilder;
+//! use lb_testkit::{picks, FakeController, ManualClock};
+//!
+//! let clock = ManualClock::new();
+//! let mut ctrl = FakeController::new();
+//! let mut policy = RoundRobinBuilder.build(ctrl.policy_options());
+//! let update = ResolverUpdate::from_endpoints(endpoints(["a:1", "b:1"]));
+//! policy.resolver_update(update, None, &mut ctrl, clock.now()).unwrap();
+//! for sc in ctrl.verify_new_subchannels(2) {
+//!     ctrl.update_subchannel(&mut *policy, &sc, ConnectivityState::Ready, clock.now());
+//! }
+//! let state = ctrl.latest_state();
+//! assert_eq!(state.connectivity_state, ConnectivityState::Ready);
+//! picks::verify_round_robin(&*state.picker, &["a:1", "b:1"]);
+//! ```
+
+mod clock;
+mod controller;
+mod memory;
+pub mod picks;
+
+pub use clock::ManualClock;
+pub use controller::{Event, FakeController, FakeWorkScheduler};
+pub use memory::{InMemoryTransport, ServerHandler};

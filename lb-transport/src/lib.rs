@@ -1,0 +1,10 @@
+//! Sans-IO HTTP/2 and gRPC for synchronous Rust.
+//!
+//! The protocol is layered as in `h2`, without its async I/O bound:
+//!
+//! - [`hpack`]: header compression (RFC 7541); knows nothing about frames.
+//! - [`frame`]: the ten HTTP/2 frame types (RFC 9113 section 6), one file each, with
+//!   `load`/`encode` pairs and the RFC's MUST rules next to the checks.
+
+pub mod frame;
+pub mod hpack;
