@@ -1,2 +1,92 @@
-//! Pick benchmarks (written below).
-fn main() {}
+//! Pick-path benchmarks: the cost of one `Picker::pick`, single-threaded and as the
+//! aggregate throughput of two threads picking from the same picker.
+//!
+//! Reported by `cargo xtask bench`, which reads criterion's estimates and prints the
+//! two-thread scaling ratio. The two-thread figure is wall time divided by the total
+//! number of picks, so `1_thread / 2_threads` is the speed-up.
+
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use lb_core::{
+    ConnectivityState, LbPolicyBuilder, Metadata, PickInfo, Picker, ResolverUpdate, endpoints,
+};
+use lb_testkit::{FakeController, ManualClock};
+
+/// A READY picker built through the real policy with `n` READY subchannels.
+fn ready_picker(builder: &dyn LbPolicyBuilder, n: usize) -> Arc<dyn Picker> {
+    let clock = ManualClock::new();
+    let mut ctrl = FakeController::new();
+    let mut policy = builder.build(ctrl.policy_options());
+    let addrs: Vec<String> = (0..n).map(|i| format!("10.0.0.{i}:443")).collect();
+    let update = ResolverUpdate::from_endpoints(endpoints(addrs.iter().map(String::as_str)));
+    policy
+        .resolver_update(update, None, &mut ctrl, clock.now())
+        .expect("update accepted");
+    for sc in ctrl.created_subchannels().to_vec() {
+        ctrl.update_subchannel(&mut *policy, &sc, ConnectivityState::Ready, clock.now());
+    }
+    let state = ctrl.latest_state();
+    assert_eq!(state.connectivity_state, ConnectivityState::Ready);
+    state.picker
+}
+
+fn pick_loop(picker: &dyn Picker, iters: u64) {
+    let md = Metadata::new();
+    let info = PickInfo {
+        method: "/bench.Echo/Unary",
+        metadata: &md,
+    };
+    for _ in 0..iters {
+        black_box(picker.pick(black_box(&info)).subchannel().map(|s| s.id()));
+    }
+}
+
+/// Time per pick when `threads` threads each do `iters` picks at once.
+fn parallel_picks(picker: &Arc<dyn Picker>, threads: u64, iters: u64) -> Duration {
+    let start = Arc::new(Barrier::new(threads as usize + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let picker = picker.clone();
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                pick_loop(&*picker, iters);
+            })
+        })
+        .collect();
+    start.wait();
+    let t = Instant::now();
+    for h in handles {
+        h.join().expect("bench thread");
+    }
+    t.elapsed() / threads as u32
+}
+
+/// Benchmarks one picker as `<name>/1_thread` and `<name>/2_threads`.
+fn bench_picker(c: &mut Criterion, name: &str, picker: Arc<dyn Picker>) {
+    let mut group = c.benchmark_group(name);
+    // Both arms use the same loop on spawned threads, so their ratio is the scaling.
+    group.bench_function("1_thread", |b| {
+        b.iter_custom(|iters| parallel_picks(&picker, 1, iters))
+    });
+    group.bench_function("2_threads", |b| {
+        b.iter_custom(|iters| parallel_picks(&picker, 2, iters))
+    });
+    group.finish();
+}
+
+fn picks(c: &mut Criterion) {
+    use lb_core::policies::{pick_first::PickFirstBuilder, round_robin::RoundRobinBuilder};
+    bench_picker(
+        c,
+        "round_robin_pick_10",
+        ready_picker(&RoundRobinBuilder, 10),
+    );
+    bench_picker(c, "pick_first_pick", ready_picker(&PickFirstBuilder, 3));
+}
+
+criterion_group!(benches, picks);
+criterion_main!(benches);

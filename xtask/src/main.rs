@@ -1,2 +1,89 @@
-//! Project automation.
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! - `test`: everything CI runs (format, lints, tests, docs, the no-async-runtime
+//!   dependency check).
+//! - `demo`: the most complete end-to-end path that has landed.
+//! - `bench`: the benchmarks, with their targets and ratios (never part of `test`).
+
+mod bench;
+mod deps;
+mod tidy;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <test | demo | bench>
+
+  test    format, clippy, the whole test suite, docs, dependency check (what CI runs)
+  demo    run the end-to-end demo
+  bench   run the benchmarks and print figures against their targets";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("demo") => demo(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test() -> Result<(), String> {
+    let root = util::project_root();
+    util::step("format", || {
+        util::cargo(&root, &["fmt", "--all", "--", "--check"])
+    })?;
+    util::step("clippy", || {
+        util::cargo(
+            &root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    })?;
+    util::step("dependency check", || deps::check(&root))?;
+    util::step("tests", || {
+        util::cargo_test(&root, &["test", "--workspace"])
+    })?;
+    util::step("docs", || {
+        util::cargo_env(
+            &root,
+            &["doc", "--workspace", "--no-deps"],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        )
+    })?;
+    println!("xtask test: all steps passed");
+    Ok(())
+}
+
+fn demo(args: &[String]) -> Result<(), String> {
+    let root = util::project_root();
+    let mut cmd = vec![
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "lb-testkit",
+        "--example",
+        "demo",
+        "--",
+    ];
+    cmd.extend(args.iter().map(String::as_str));
+    util::cargo(&root, &cmd)
+}

@@ -141,7 +141,8 @@ impl PickFirst {
     }
 
     /// Replaces the address list, keeping the subchannels of addresses that stay.
-    fn set_addresses(&mut self, addresses: Vec<Address>) {
+    /// Returns whether the connected address went away with the old list.
+    fn set_addresses(&mut self, addresses: Vec<Address>) -> bool {
         let mut old: Vec<Entry> = std::mem::take(&mut self.entries);
         let selected = match self.phase {
             Phase::Ready(i) => old.get(i).map(|e| e.address.clone()),
@@ -164,11 +165,18 @@ impl PickFirst {
                 sc.shutdown();
             }
         }
-        self.phase = match selected.and_then(|a| self.entries.iter().position(|e| e.address == a)) {
-            Some(i) => Phase::Ready(i),
-            None if matches!(self.phase, Phase::Ready(_)) => Phase::Idle,
-            None => self.phase,
-        };
+        let was_ready = matches!(self.phase, Phase::Ready(_));
+        match selected.and_then(|a| self.entries.iter().position(|e| e.address == a)) {
+            Some(i) => {
+                self.phase = Phase::Ready(i);
+                false
+            }
+            None if was_ready => {
+                self.phase = Phase::Idle;
+                true
+            }
+            None => false,
+        }
     }
 
     fn publish_connecting(&mut self, controller: &mut dyn ChannelController) {
@@ -312,17 +320,19 @@ impl LbPolicy for PickFirst {
         let config = config.and_then(|c| c.downcast_ref::<PickFirstConfig>());
         let addresses = self.addresses(&endpoints, config);
         if addresses.is_empty() {
-            self.set_addresses(Vec::new());
+            let _ = self.set_addresses(Vec::new());
             self.phase = Phase::TransientFailure;
             let reason = "resolver produced zero addresses";
             controller.update_picker(LbState::failing(Status::unavailable(reason)));
             return Err(UpdateError::BadResolverState(reason.into()));
         }
         let first_update = self.entries.is_empty();
-        self.set_addresses(addresses);
+        let lost_connection = self.set_addresses(addresses);
         match self.phase {
             Phase::Ready(_) => {}
-            Phase::Idle if !first_update => {}
+            // IDLE after a lost connection waits for a call; a first update or a lost
+            // address connects now.
+            Phase::Idle if !first_update && !lost_connection => {}
             _ => self.start_pass(controller, now),
         }
         Ok(())
