@@ -181,3 +181,72 @@ impl fmt::Debug for Subchannel {
         write!(f, "{}({})", self.inner.id, self.inner.address)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl SubchannelBackend for Recorder {
+        fn connect(&self, id: SubchannelId) {
+            self.0.lock().push(format!("connect {}", id.0));
+        }
+        fn shutdown(&self, id: SubchannelId) {
+            self.0.lock().push(format!("shutdown {}", id.0));
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    #[test]
+    fn shutdown_is_idempotent_across_clones_and_threads() {
+        let rec = Arc::new(Recorder::default());
+        let sc = Subchannel::new(SubchannelId(7), Address::new("a:1"), rec.clone());
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                let sc = sc.clone();
+                s.spawn(move || sc.shutdown());
+            }
+        });
+        assert!(sc.is_shut_down());
+        assert_eq!(*rec.0.lock(), ["shutdown 7"]);
+    }
+
+    #[test]
+    fn connect_after_shutdown_does_nothing() {
+        let rec = Arc::new(Recorder::default());
+        let sc = Subchannel::new(SubchannelId(1), Address::new("a:1"), rec.clone());
+        sc.connect();
+        sc.shutdown();
+        sc.connect();
+        assert_eq!(*rec.0.lock(), ["connect 1", "shutdown 1"]);
+    }
+
+    #[test]
+    fn identity_is_the_id_and_the_backend_is_recoverable() {
+        let rec = Arc::new(Recorder::default());
+        let a = Subchannel::new(SubchannelId(1), Address::new("a:1"), rec.clone());
+        let b = Subchannel::new(SubchannelId(2), Address::new("a:1"), rec.clone());
+        assert_ne!(a, b, "same address, different subchannels");
+        assert_eq!(a, a.clone());
+        assert!(a.backend().as_any().downcast_ref::<Recorder>().is_some());
+        assert_eq!(format!("{a:?}"), "subchannel#1(a:1)");
+    }
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        assert_send_sync::<Subchannel>();
+        assert_send_sync::<crate::LbState>();
+        assert_send_sync::<std::sync::Arc<dyn crate::Picker>>();
+        assert_send_sync::<crate::Metadata>();
+        assert_send_sync::<crate::Status>();
+        assert_send_sync::<crate::LbConfig>();
+        assert_send_sync::<crate::RoundRobinCounter>();
+    }
+}

@@ -17,9 +17,9 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use lb_core::transport::{CallRequest, CallResponse, ConnectOptions, ConnectionEvent};
 use lb_core::{
     Address, ChannelController, Connection, ConnectivityState, LbPolicy, LbPolicyOptions,
-    LbPolicyRegistry, LbState, Metadata, PickInfo, PickResult, Picker, QueuePicker,
-    ResolverUpdate, SharedRandom, Status, Subchannel, SubchannelBackend, SubchannelId,
-    SubchannelState, Transport, WorkScheduler, endpoints,
+    LbPolicyRegistry, LbState, Metadata, PickInfo, PickResult, Picker, QueuePicker, ResolverUpdate,
+    SharedRandom, Status, Subchannel, SubchannelBackend, SubchannelId, SubchannelState, Transport,
+    WorkScheduler, endpoints,
 };
 use lb_testkit::InMemoryTransport;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -81,12 +81,17 @@ struct Controller {
 impl ChannelController for Controller {
     fn new_subchannel(&mut self, address: &Address) -> Subchannel {
         self.next_id += 1;
-        let sc = Subchannel::new(SubchannelId(self.next_id), address.clone(), self.backend.clone());
+        let sc = Subchannel::new(
+            SubchannelId(self.next_id),
+            address.clone(),
+            self.backend.clone(),
+        );
         self.subchannels.insert(sc.id(), sc.clone());
         sc
     }
     fn update_picker(&mut self, state: LbState) {
-        self.log.push(format!("policy is {}", state.connectivity_state));
+        self.log
+            .push(format!("policy is {}", state.connectivity_state));
         *self.shared.picker.write() = Some(state.picker);
         *self.shared.changed_lock.lock() += 1;
         self.shared.changed.notify_all();
@@ -107,7 +112,9 @@ fn serializer(
         let now = Instant::now();
         match input {
             Input::Connect(id) => {
-                let Some(sc) = ctrl.subchannels.get(&id).cloned() else { continue };
+                let Some(sc) = ctrl.subchannels.get(&id).cloned() else {
+                    continue;
+                };
                 let state = SubchannelState::new(ConnectivityState::Connecting);
                 policy.subchannel_update(&sc, &state, &mut ctrl, now);
                 let tx = ctrl.backend.tx.clone();
@@ -124,11 +131,14 @@ fn serializer(
                 }
             }
             Input::Event(id, event) => {
-                let Some(sc) = ctrl.subchannels.get(&id).cloned() else { continue };
+                let Some(sc) = ctrl.subchannels.get(&id).cloned() else {
+                    continue;
+                };
                 let state = match event {
                     ConnectionEvent::Ready => SubchannelState::new(ConnectivityState::Ready),
                     ConnectionEvent::Closed(Some(err)) => {
-                        ctrl.log.push(format!("{}: {}", sc.address(), err.message()));
+                        ctrl.log
+                            .push(format!("{}: {}", sc.address(), err.message()));
                         ctrl.shared.connections.write().remove(&id);
                         SubchannelState::failure(err)
                     }
@@ -157,10 +167,17 @@ fn serializer(
 fn call(shared: &Shared, message: &[u8]) -> Result<(String, Duration), Status> {
     let t = Instant::now();
     let md = Metadata::new();
-    let info = PickInfo { method: "/demo.Echo/Say", metadata: &md };
+    let info = PickInfo {
+        method: "/demo.Echo/Say",
+        metadata: &md,
+    };
     loop {
         let seen = *shared.changed_lock.lock();
-        let picker = shared.picker.read().clone().unwrap_or_else(|| Arc::new(QueuePicker));
+        let picker = shared
+            .picker
+            .read()
+            .clone()
+            .unwrap_or_else(|| Arc::new(QueuePicker));
         let conn = match picker.pick(&info) {
             PickResult::Pick(p) => shared.connections.read().get(&p.subchannel.id()).cloned(),
             PickResult::Queue => None,
@@ -181,7 +198,9 @@ fn call(shared: &Shared, message: &[u8]) -> Result<(String, Duration), Status> {
         // Queued (or the connection just went away): wait for the next picker.
         let mut guard = shared.changed_lock.lock();
         if *guard == seen {
-            shared.changed.wait_for(&mut guard, Duration::from_millis(50));
+            shared
+                .changed
+                .wait_for(&mut guard, Duration::from_millis(50));
         }
     }
 }
@@ -190,17 +209,24 @@ fn main() {
     let transport = InMemoryTransport::new();
     for name in BACKENDS {
         transport.add_server(name, move |_req: &CallRequest| {
-            Ok(CallResponse { message: name.as_bytes().to_vec(), ..Default::default() })
+            Ok(CallResponse {
+                message: name.as_bytes().to_vec(),
+                ..Default::default()
+            })
         });
     }
 
-    let service_config = r#"{"loadBalancingConfig": [{"weighted_round_robin": {}}, {"round_robin": {}}]}"#;
+    let service_config =
+        r#"{"loadBalancingConfig": [{"weighted_round_robin": {}}, {"round_robin": {}}]}"#;
     let registry = Arc::new(LbPolicyRegistry::with_builtins());
     let json: serde_json::Value = serde_json::from_str(service_config).expect("valid JSON");
     let chosen = registry
         .parse_load_balancing_config(&json["loadBalancingConfig"])
         .expect("a registered policy");
-    println!("service config {service_config}\n  -> chose {:?}", chosen.name());
+    println!(
+        "service config {service_config}\n  -> chose {:?}",
+        chosen.name()
+    );
 
     let (tx, rx) = unbounded();
     let backend = Arc::new(Backend { tx: tx.clone() });
@@ -250,7 +276,9 @@ fn main() {
                         }
                         match call(shared, b"hello") {
                             Ok((from, latency)) => {
-                                *seen.entry((killed.load(Ordering::SeqCst), from)).or_default() += 1;
+                                *seen
+                                    .entry((killed.load(Ordering::SeqCst), from))
+                                    .or_default() += 1;
                                 latencies.push(latency);
                             }
                             Err(e) => *failures.entry(e.to_string()).or_default() += 1,
@@ -260,7 +288,10 @@ fn main() {
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().expect("worker")).collect()
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .collect()
     });
     let elapsed = started.elapsed();
     tx.send(Input::Stop).expect("serializer running");
@@ -284,7 +315,10 @@ fn main() {
     for line in log {
         println!("  {line}");
     }
-    for (phase, label) in [(false, "before backend-b stopped"), (true, "after backend-b stopped")] {
+    for (phase, label) in [
+        (false, "before backend-b stopped"),
+        (true, "after backend-b stopped"),
+    ] {
         println!("\ncalls {label}:");
         for ((p, from), n) in &by_phase {
             if *p == phase {
@@ -303,6 +337,8 @@ fn main() {
         pct(1.0),
     );
     for (why, n) in failures {
-        println!("  {n} failed with {why} (picked backend-b as it stopped; the channel will retry these)");
+        println!(
+            "  {n} failed with {why} (picked backend-b as it stopped; the channel will retry these)"
+        );
     }
 }
