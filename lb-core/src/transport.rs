@@ -59,8 +59,48 @@ pub struct CallResponse {
     pub trailers: Metadata,
 }
 
+/// Why a call failed, and whether the server can have seen it.
+///
+/// ```
+/// use lb_core::{Status, transport::CallError};
+/// let e = CallError::unprocessed(Status::unavailable("stream refused"));
+/// assert!(e.unprocessed);
+/// let e: CallError = Status::internal("boom").into();
+/// assert!(!e.unprocessed);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{status}")]
+pub struct CallError {
+    /// The status the call ends with if it is not retried.
+    pub status: Status,
+    /// The server never processed the call: the stream was refused
+    /// (REFUSED_STREAM, or above a GOAWAY's last stream id) or the connection was lost
+    /// before the request was written. A channel may send such a call again, on
+    /// another connection, without the caller noticing (gRPC's transparent retry).
+    pub unprocessed: bool,
+}
+
+impl CallError {
+    /// A failure the server never saw.
+    pub fn unprocessed(status: Status) -> Self {
+        Self {
+            status,
+            unprocessed: true,
+        }
+    }
+}
+
+impl From<Status> for CallError {
+    fn from(status: Status) -> Self {
+        Self {
+            status,
+            unprocessed: false,
+        }
+    }
+}
+
 /// Receives a call's result; called exactly once, from any thread.
-pub type CallCompletion = Box<dyn FnOnce(Result<CallResponse, Status>) + Send>;
+pub type CallCompletion = Box<dyn FnOnce(Result<CallResponse, CallError>) + Send>;
 
 /// What happened to a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,7 +140,8 @@ pub struct ConnectOptions {
 pub trait Connection: Send + Sync + 'static {
     /// Starts a unary call. `done` receives the result exactly once, whatever
     /// happens: the response, the server's status, DEADLINE_EXCEEDED at the deadline,
-    /// or UNAVAILABLE if the connection goes away first.
+    /// or UNAVAILABLE if the connection goes away first (marked
+    /// [`CallError::unprocessed`] when the server cannot have seen the call).
     fn start_call(&self, call: CallRequest, done: CallCompletion);
 
     /// Closes the connection: calls under way end with UNAVAILABLE, and a

@@ -191,9 +191,15 @@ fn call(shared: &Shared, message: &[u8]) -> Result<(String, Duration), Status> {
                     let _ = tx.send(r);
                 }),
             );
-            let response = rx.recv().map_err(|_| Status::internal("call dropped"))??;
-            let from = String::from_utf8_lossy(&response.message).into_owned();
-            return Ok((from, t.elapsed()));
+            match rx.recv().map_err(|_| Status::internal("call dropped"))? {
+                Ok(response) => {
+                    let from = String::from_utf8_lossy(&response.message).into_owned();
+                    return Ok((from, t.elapsed()));
+                }
+                // The server never saw it: pick again (transparent retry).
+                Err(e) if e.unprocessed => continue,
+                Err(e) => return Err(e.status),
+            }
         }
         // Queued (or the connection just went away): wait for the next picker.
         let mut guard = shared.changed_lock.lock();

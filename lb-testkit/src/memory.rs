@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use lb_core::transport::{
-    CallCompletion, CallRequest, CallResponse, ConnectOptions, ConnectionEvent, ConnectionEvents,
+    CallCompletion, CallError, CallRequest, CallResponse, ConnectOptions, ConnectionEvent,
+    ConnectionEvents,
 };
 use lb_core::{Address, Connection, Status, Transport};
 use parking_lot::Mutex;
@@ -194,7 +195,9 @@ impl MemConnection {
 impl Connection for MemConnection {
     fn start_call(&self, call: CallRequest, done: CallCompletion) {
         if self.closed.load(Ordering::SeqCst) {
-            return done(Err(Status::unavailable("connection closed")));
+            return done(Err(CallError::unprocessed(Status::unavailable(
+                "connection closed before the call was sent",
+            ))));
         }
         let server = self
             .servers
@@ -203,10 +206,12 @@ impl Connection for MemConnection {
             .get(&self.address)
             .map(|s| (s.handler.clone(), s.calls.clone()));
         let Some((handler, calls)) = server else {
-            return done(Err(Status::unavailable("server gone")));
+            return done(Err(CallError::unprocessed(Status::unavailable(
+                "server gone before the call was sent",
+            ))));
         };
         calls.fetch_add(1, Ordering::SeqCst);
-        done(handler(&call));
+        done(handler(&call).map_err(CallError::from));
     }
 
     fn close(&self) {

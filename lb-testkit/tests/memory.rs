@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use lb_core::transport::{CallRequest, CallResponse, ConnectOptions, ConnectionEvent};
+use lb_core::transport::{CallError, CallRequest, CallResponse, ConnectOptions, ConnectionEvent};
 use lb_core::{Address, Code, Connection, Status, Transport};
 use lb_testkit::InMemoryTransport;
 use parking_lot::Mutex;
@@ -32,7 +32,7 @@ fn connect(
     (conn, events)
 }
 
-fn call(conn: &dyn Connection) -> Result<CallResponse, Status> {
+fn call(conn: &dyn Connection) -> Result<CallResponse, CallError> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     conn.start_call(
         CallRequest::new("/s/m", b"x".to_vec()),
@@ -65,7 +65,12 @@ fn unknown_and_refusing_servers_close_with_unavailable() {
         &events.lock()[..],
         [ConnectionEvent::Closed(Some(_))]
     ));
-    assert_eq!(call(&*conn).unwrap_err().code(), Code::Unavailable);
+    let err = call(&*conn).unwrap_err();
+    assert_eq!(err.status.code(), Code::Unavailable);
+    assert!(
+        err.unprocessed,
+        "a call on a refused connection was never sent"
+    );
     t.refuse_connections("a:1", false);
     let (conn, events) = connect(&t, "a:1");
     assert_eq!(*events.lock(), [ConnectionEvent::Ready]);
@@ -84,7 +89,7 @@ fn stopping_a_server_fails_its_connections_and_counts_them() {
     assert!(
         matches!(e1.lock().last(), Some(ConnectionEvent::Closed(Some(s))) if s.code() == Code::Unavailable)
     );
-    assert_eq!(call(&*c1).unwrap_err().code(), Code::Unavailable);
+    assert_eq!(call(&*c1).unwrap_err().status.code(), Code::Unavailable);
     assert_eq!(t.connection_count("a:1"), 0);
 }
 
@@ -113,8 +118,9 @@ fn server_errors_reach_the_caller() {
     });
     let (conn, _) = connect(&t, "a:1");
     let err = call(&*conn).unwrap_err();
+    assert!(!err.unprocessed, "the server saw this call");
     assert_eq!(
-        (err.code(), err.message()),
+        (err.status.code(), err.status.message()),
         (Code::NotFound, "no such thing")
     );
 }
