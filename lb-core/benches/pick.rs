@@ -5,6 +5,9 @@
 //! two-thread scaling ratio. The two-thread figure is wall time divided by the total
 //! number of picks, so `1_thread / 2_threads` is the speed-up.
 
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
