@@ -5,6 +5,9 @@
 //! - [`hpack`]: header compression (RFC 7541); knows nothing about frames.
 //! - [`frame`]: the ten HTTP/2 frame types (RFC 9113 section 6), one file each, with
 //!   `load`/`encode` pairs and the RFC's MUST rules next to the checks.
+//! - [`grpc`]: what gRPC adds on top: `grpc-timeout`, percent-encoded `grpc-message`,
+//!   base64 binary metadata, length-prefixed messages, status mapping.
 
 pub mod frame;
+pub mod grpc;
 pub mod hpack;

@@ -1,0 +1,13 @@
+//! The gRPC layer on top of HTTP/2: the wire forms gRPC adds to headers and DATA.
+//!
+//! - [`timeout`]: `grpc-timeout` values.
+//! - [`percent`]: the percent-encoding of `grpc-message`.
+//! - [`base64`]: the encoding of binary (`-bin`) metadata values.
+//! - [`message`]: length-prefixed messages in DATA frames.
+//! - [`status`]: synthesizing a gRPC status from HTTP/2 error codes.
+
+pub mod base64;
+pub mod message;
+pub mod percent;
+pub mod status;
+pub mod timeout;
