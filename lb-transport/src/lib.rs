@@ -5,9 +5,12 @@
 //! - [`hpack`]: header compression (RFC 7541); knows nothing about frames.
 //! - [`frame`]: the ten HTTP/2 frame types (RFC 9113 section 6), one file each, with
 //!   `load`/`encode` pairs and the RFC's MUST rules next to the checks.
+//! - [`proto`]: the connection and stream state machine for both roles, with the
+//!   limits that bound a hostile peer.
 //! - [`grpc`]: what gRPC adds on top: `grpc-timeout`, percent-encoded `grpc-message`,
 //!   base64 binary metadata, length-prefixed messages, status mapping.
 
 pub mod frame;
 pub mod grpc;
 pub mod hpack;
+pub mod proto;
