@@ -5,8 +5,10 @@
 //! - [`base64`]: the encoding of binary (`-bin`) metadata values.
 //! - [`message`]: length-prefixed messages in DATA frames.
 //! - [`status`]: synthesizing a gRPC status from HTTP/2 error codes.
+//! - [`call`]: one unary call on a stream, for the client and the server.
 
 pub mod base64;
+pub mod call;
 pub mod message;
 pub mod percent;
 pub mod status;

@@ -1,0 +1,592 @@
+//! One unary call on a stream, without I/O: the request headers a client sends, the
+//! state that turns a response into a result, and the server's side of the same.
+
+use std::time::Duration;
+
+use lb_core::transport::{CallError, CallResponse};
+use lb_core::{Code, Metadata, Status, is_binary_key};
+
+use crate::grpc::message::{self, MessageDecoder};
+use crate::grpc::{base64, percent, timeout};
+use crate::hpack::Header;
+use crate::proto::{ConnectionError, ResetCause};
+
+/// The `content-type` of gRPC with protobuf messages.
+pub const CONTENT_TYPE: &str = "application/grpc";
+
+/// Headers that carry gRPC's own fields and never appear in call metadata.
+fn is_reserved(name: &[u8]) -> bool {
+    name.starts_with(b":")
+        || matches!(
+            name,
+            b"content-type"
+                | b"te"
+                | b"grpc-status"
+                | b"grpc-message"
+                | b"grpc-timeout"
+                | b"grpc-encoding"
+                | b"grpc-accept-encoding"
+                | b"user-agent"
+                | b"content-length"
+        )
+}
+
+/// What a client puts in a request's header block.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead<'a> {
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// The `:authority`.
+    pub authority: &'a str,
+    /// The method path.
+    pub path: &'a str,
+    /// Time left until the deadline, sent as `grpc-timeout`.
+    pub timeout: Option<Duration>,
+    /// The `user-agent`.
+    pub user_agent: &'a str,
+    /// Custom metadata.
+    pub metadata: &'a Metadata,
+}
+
+/// The request header block in the order gRPC asks for: pseudo-headers, `te`,
+/// `grpc-timeout`, `content-type`, `user-agent`, then custom metadata (binary values
+/// base64-encoded).
+///
+/// ```
+/// use lb_core::Metadata;
+/// use lb_transport::grpc::call::{request_headers, RequestHead};
+/// let md = Metadata::new();
+/// let h = request_headers(&RequestHead {
+///     scheme: "http", authority: "svc:50051", path: "/pkg.Svc/Do",
+///     timeout: None, user_agent: "lb/0.1", metadata: &md,
+/// });
+/// assert_eq!(h[0].name, b":method");
+/// assert!(h.iter().any(|h| h.name == b"te" && h.value == b"trailers"));
+/// ```
+pub fn request_headers(head: &RequestHead<'_>) -> Vec<Header> {
+    let mut headers = vec![
+        Header::new(":method", "POST"),
+        Header::new(":scheme", head.scheme),
+        Header::new(":path", head.path),
+        Header::new(":authority", head.authority),
+        Header::new("te", "trailers"),
+    ];
+    if let Some(t) = head.timeout {
+        headers.push(Header::new("grpc-timeout", timeout::encode(t)));
+    }
+    headers.push(Header::new("content-type", CONTENT_TYPE));
+    headers.push(Header::new("user-agent", head.user_agent));
+    push_metadata(head.metadata, &mut headers);
+    headers
+}
+
+/// Appends `metadata` as headers, base64-encoding binary values.
+pub fn push_metadata(metadata: &Metadata, headers: &mut Vec<Header>) {
+    for (key, value) in metadata.iter() {
+        if is_reserved(key.as_bytes()) {
+            continue;
+        }
+        if is_binary_key(key) {
+            headers.push(Header::new(key, base64::encode(value)));
+        } else {
+            headers.push(Header::new(key, value));
+        }
+    }
+}
+
+/// The custom metadata in a received header list. Binary values that are not valid
+/// base64, and entries that are not valid metadata, are dropped (with a log line),
+/// never a reason to fail the call.
+pub fn metadata_from_headers(headers: &[Header]) -> Metadata {
+    let mut md = Metadata::new();
+    for h in headers {
+        if is_reserved(&h.name) {
+            continue;
+        }
+        let Ok(key) = std::str::from_utf8(&h.name) else {
+            continue;
+        };
+        let result = if is_binary_key(key) {
+            match base64::decode_joined(&h.value) {
+                Ok(values) => values.iter().try_for_each(|v| md.insert_bin(key, v)),
+                Err(e) => {
+                    log::debug!("dropping metadata {key}: {e}");
+                    continue;
+                }
+            }
+        } else {
+            md.insert_raw(key, &h.value)
+        };
+        if let Err(e) = result {
+            log::debug!("dropping metadata {key}: {e}");
+        }
+    }
+    md
+}
+
+fn find<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name == name.as_bytes())
+        .map(|h| h.value.as_slice())
+}
+
+/// The status a header block carries: `grpc-status` and `grpc-message`, or a status
+/// synthesized from the HTTP status when `grpc-status` is missing.
+fn status_from(headers: &[Header], http_status: Option<u16>) -> Status {
+    let message = find(headers, "grpc-message")
+        .map(percent::decode)
+        .unwrap_or_default();
+    match find(headers, "grpc-status") {
+        Some(code) => match Code::from_wire(code) {
+            Some(code) => Status::new(code, message),
+            None => Status::unknown(format!(
+                "invalid grpc-status {:?}: {message}",
+                String::from_utf8_lossy(code)
+            )),
+        },
+        None => {
+            let http = http_status.unwrap_or(200);
+            Status::new(
+                Code::from_http_status(http),
+                format!("HTTP status {http} without grpc-status"),
+            )
+        }
+    }
+}
+
+fn http_status(headers: &[Header]) -> Option<u16> {
+    find(headers, ":status")
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse().ok())
+}
+
+/// The client's view of one unary call, fed with the stream's events.
+///
+/// ```
+/// use lb_transport::grpc::call::ClientCall;
+/// use lb_transport::grpc::message;
+/// use lb_transport::hpack::Header;
+/// let mut call = ClientCall::new(1024);
+/// assert!(call.on_headers(vec![Header::new(":status", "200"), Header::new("content-type", "application/grpc")], false).is_none());
+/// let mut body = Vec::new();
+/// message::encode(b"hi", &mut body);
+/// assert!(call.on_data(&body, false).is_none());
+/// let done = call.on_headers(vec![Header::new("grpc-status", "0")], true).unwrap();
+/// assert_eq!(done.unwrap().message, b"hi");
+/// ```
+#[derive(Debug)]
+pub struct ClientCall {
+    headers: Option<Vec<Header>>,
+    decoder: MessageDecoder,
+    message: Option<Vec<u8>>,
+    extra_messages: usize,
+    error: Option<Status>,
+}
+
+impl ClientCall {
+    /// A call that accepts response messages up to `max_message_len` bytes.
+    pub fn new(max_message_len: usize) -> Self {
+        Self {
+            headers: None,
+            decoder: MessageDecoder::new(max_message_len),
+            message: None,
+            extra_messages: 0,
+            error: None,
+        }
+    }
+
+    /// A header block arrived. Returns the result when the stream ended.
+    pub fn on_headers(
+        &mut self,
+        headers: Vec<Header>,
+        end_stream: bool,
+    ) -> Option<Result<CallResponse, CallError>> {
+        if self.headers.is_none() {
+            let http = http_status(&headers);
+            let grpc_type = find(&headers, "content-type")
+                .is_some_and(|ct| ct.starts_with(CONTENT_TYPE.as_bytes()));
+            if end_stream {
+                // Trailers-Only: everything is in this one block.
+                return Some(self.finish(&headers, http));
+            }
+            if http != Some(200) || !grpc_type {
+                let code = Code::from_http_status(http.unwrap_or(0));
+                self.error = Some(Status::new(
+                    code,
+                    format!(
+                        "unexpected response: HTTP status {:?}, content-type {:?}",
+                        http,
+                        find(&headers, "content-type").map(String::from_utf8_lossy)
+                    ),
+                ));
+            }
+            self.headers = Some(headers);
+            return None;
+        }
+        end_stream.then(|| self.finish(&headers, Some(200)))
+    }
+
+    /// Data arrived. Returns the result when the stream ended (or failed).
+    pub fn on_data(
+        &mut self,
+        data: &[u8],
+        end_stream: bool,
+    ) -> Option<Result<CallResponse, CallError>> {
+        if self.error.is_none() {
+            match self.decoder.push(data) {
+                Ok(()) => {
+                    while let Some(m) = self.decoder.next_message() {
+                        if self.message.is_none() {
+                            self.message = Some(m);
+                        } else {
+                            self.extra_messages += 1;
+                        }
+                    }
+                }
+                Err(status) => {
+                    // Bounded memory: stop buffering. The caller resets the stream.
+                    self.error = Some(status.clone());
+                    return Some(Err(status.into()));
+                }
+            }
+        }
+        end_stream.then(|| self.finish(&[], None))
+    }
+
+    /// The stream was reset or the connection ended: the final result.
+    pub fn on_reset(&mut self, cause: &ResetCause) -> CallError {
+        match cause {
+            ResetCause::Refused => CallError::unprocessed(Status::unavailable(
+                "stream refused by the server before processing",
+            )),
+            ResetCause::Peer(reason) => crate::grpc::status::status_for_reset(*reason).into(),
+            ResetCause::Protocol(reason, detail) => {
+                Status::internal(format!("protocol error {reason}: {detail}")).into()
+            }
+            ResetCause::Connection(err) => connection_error_status(err).into(),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        trailers: &[Header],
+        http: Option<u16>,
+    ) -> Result<CallResponse, CallError> {
+        if let Some(err) = self.error.take() {
+            return Err(err.into());
+        }
+        let status = status_from(trailers, http);
+        if status.code() != Code::Ok {
+            return Err(status.into());
+        }
+        if let Err(e) = self.decoder.finish() {
+            return Err(e.into());
+        }
+        if self.extra_messages > 0 {
+            return Err(Status::unimplemented(format!(
+                "unary call got {} response messages",
+                self.extra_messages + 1
+            ))
+            .into());
+        }
+        let Some(message) = self.message.take() else {
+            return Err(Status::unimplemented("unary call got no response message").into());
+        };
+        Ok(CallResponse {
+            headers: self
+                .headers
+                .as_deref()
+                .map(metadata_from_headers)
+                .unwrap_or_default(),
+            message,
+            trailers: metadata_from_headers(trailers),
+        })
+    }
+}
+
+/// The status calls end with when their connection fails.
+pub fn connection_error_status(err: &ConnectionError) -> Status {
+    Status::unavailable(format!("connection failed: {err}"))
+}
+
+/// What the server learned from a request's header block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerRequestHead {
+    /// The method path.
+    pub path: String,
+    /// The custom metadata.
+    pub metadata: Metadata,
+    /// The client's `grpc-timeout`.
+    pub timeout: Option<Duration>,
+}
+
+/// Why a request is refused before its handler runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not gRPC at all: answer with this plain HTTP status.
+    Http(u16),
+    /// A gRPC request that cannot be served: answer Trailers-Only with this status.
+    Grpc(Status),
+}
+
+/// Checks a gRPC request's header block.
+///
+/// # Errors
+///
+/// A non-POST or non-gRPC request gives [`Refusal::Http`] (405 or 415); a bad
+/// `grpc-timeout` gives INTERNAL; a compressed request gives UNIMPLEMENTED.
+pub fn parse_request_head(headers: &[Header]) -> Result<ServerRequestHead, Refusal> {
+    if find(headers, ":method") != Some(b"POST") {
+        return Err(Refusal::Http(405));
+    }
+    let grpc =
+        find(headers, "content-type").is_some_and(|ct| ct.starts_with(CONTENT_TYPE.as_bytes()));
+    if !grpc {
+        return Err(Refusal::Http(415));
+    }
+    if find(headers, "grpc-encoding").is_some_and(|e| e != b"identity") {
+        return Err(Refusal::Grpc(Status::unimplemented(
+            "compressed requests are not supported",
+        )));
+    }
+    let timeout = match find(headers, "grpc-timeout") {
+        None => None,
+        Some(t) => Some(timeout::decode(t).map_err(|e| Refusal::Grpc(Status::internal(e)))?),
+    };
+    let path = find(headers, ":path")
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    Ok(ServerRequestHead {
+        path: path.into_owned(),
+        metadata: metadata_from_headers(headers),
+        timeout,
+    })
+}
+
+/// A server's response headers with `metadata`.
+pub fn response_headers(metadata: &Metadata) -> Vec<Header> {
+    let mut headers = vec![
+        Header::new(":status", "200"),
+        Header::new("content-type", CONTENT_TYPE),
+    ];
+    push_metadata(metadata, &mut headers);
+    headers
+}
+
+/// A server's trailers: `grpc-status`, `grpc-message` (percent-encoded, only when
+/// not empty) and `metadata`.
+pub fn trailers(status: &Status, metadata: &Metadata) -> Vec<Header> {
+    let mut headers = vec![Header::new(
+        "grpc-status",
+        status.code().as_i32().to_string(),
+    )];
+    if !status.message().is_empty() {
+        headers.push(Header::new(
+            "grpc-message",
+            percent::encode(status.message()),
+        ));
+    }
+    push_metadata(metadata, &mut headers);
+    headers
+}
+
+/// A Trailers-Only response: HTTP 200, the gRPC content type and the trailers in one
+/// block.
+pub fn trailers_only(status: &Status, metadata: &Metadata) -> Vec<Header> {
+    let mut headers = vec![
+        Header::new(":status", "200"),
+        Header::new("content-type", CONTENT_TYPE),
+    ];
+    headers.extend(trailers(status, metadata));
+    headers
+}
+
+/// Appends one response message with its prefix.
+pub fn encode_message(body: &[u8], dst: &mut Vec<u8>) {
+    message::encode(body, dst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_headers() -> Vec<Header> {
+        vec![
+            Header::new(":status", "200"),
+            Header::new("content-type", "application/grpc+proto"),
+            Header::new("x-a", "1"),
+        ]
+    }
+
+    fn body(msg: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        message::encode(msg, &mut b);
+        b
+    }
+
+    #[test]
+    fn request_headers_follow_the_spec_order_and_encode_binary_metadata() {
+        let mut md = Metadata::new();
+        md.insert("x-user", "ann").unwrap();
+        md.insert_bin("x-trace-bin", &[0, 1, 0xff]).unwrap();
+        let h = request_headers(&RequestHead {
+            scheme: "http",
+            authority: "a:1",
+            path: "/s/m",
+            timeout: Some(Duration::from_millis(250)),
+            user_agent: "ua",
+            metadata: &md,
+        });
+        let names: Vec<&[u8]> = h.iter().map(|h| h.name.as_slice()).collect();
+        assert_eq!(
+            names,
+            [
+                &b":method"[..],
+                b":scheme",
+                b":path",
+                b":authority",
+                b"te",
+                b"grpc-timeout",
+                b"content-type",
+                b"user-agent",
+                b"x-user",
+                b"x-trace-bin"
+            ]
+        );
+        assert_eq!(h[5].value, b"250000u");
+        assert_eq!(h[9].value, b"AAH/");
+        assert_eq!(metadata_from_headers(&h), md, "metadata round-trips");
+    }
+
+    #[test]
+    fn a_full_response_yields_message_headers_and_trailers() {
+        let mut call = ClientCall::new(100);
+        assert!(call.on_headers(ok_headers(), false).is_none());
+        assert!(call.on_data(&body(b"pong"), false).is_none());
+        let mut t = vec![Header::new("grpc-status", "0"), Header::new("x-t", "2")];
+        t.push(Header::new("x-b-bin", "AQI="));
+        let r = call.on_headers(t, true).unwrap().unwrap();
+        assert_eq!(r.message, b"pong");
+        assert_eq!(r.headers.get("x-a"), Some("1"));
+        assert_eq!(r.trailers.get("x-t"), Some("2"));
+        assert_eq!(r.trailers.get_bin("x-b-bin"), Some(&[1u8, 2][..]));
+    }
+
+    #[test]
+    fn trailers_only_errors_keep_code_and_decoded_message() {
+        let mut call = ClientCall::new(100);
+        let mut h = ok_headers();
+        h.push(Header::new("grpc-status", "7"));
+        h.push(Header::new("grpc-message", "permission %C3%A9 100%25"));
+        let err = call.on_headers(h, true).unwrap().unwrap_err();
+        assert!(!err.unprocessed);
+        assert_eq!(err.status.code(), Code::PermissionDenied);
+        assert_eq!(err.status.message(), "permission é 100%");
+    }
+
+    #[test]
+    fn non_grpc_responses_map_http_status() {
+        for (status, code) in [
+            ("503", Code::Unavailable),
+            ("404", Code::Unimplemented),
+            ("200", Code::Unknown),
+        ] {
+            let mut call = ClientCall::new(100);
+            let h = vec![
+                Header::new(":status", status),
+                Header::new("content-type", "text/html"),
+            ];
+            assert!(call.on_headers(h, false).is_none());
+            let err = call.on_data(b"<html>", true).unwrap().unwrap_err();
+            assert_eq!(err.status.code(), code, "{status}");
+        }
+        // A missing grpc-status on a gRPC response is UNKNOWN.
+        let mut call = ClientCall::new(100);
+        call.on_headers(ok_headers(), false);
+        call.on_data(&body(b"x"), false);
+        let err = call
+            .on_headers(vec![Header::new("x", "y")], true)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.status.code(), Code::Unknown);
+    }
+
+    #[test]
+    fn cardinality_and_size_violations() {
+        let mut call = ClientCall::new(100);
+        call.on_headers(ok_headers(), false);
+        let err = call
+            .on_headers(vec![Header::new("grpc-status", "0")], true)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.status.code(), Code::Unimplemented, "no message");
+
+        let mut call = ClientCall::new(100);
+        call.on_headers(ok_headers(), false);
+        let mut two = body(b"a");
+        two.extend(body(b"b"));
+        call.on_data(&two, false);
+        let err = call
+            .on_headers(vec![Header::new("grpc-status", "0")], true)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.status.code(), Code::Unimplemented, "two messages");
+
+        let mut call = ClientCall::new(3);
+        call.on_headers(ok_headers(), false);
+        let err = call.on_data(&body(b"toolong"), false).unwrap().unwrap_err();
+        assert_eq!(err.status.code(), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn resets_map_to_statuses_and_refusals_are_unprocessed() {
+        let mut call = ClientCall::new(10);
+        let e = call.on_reset(&ResetCause::Refused);
+        assert!(e.unprocessed);
+        assert_eq!(e.status.code(), Code::Unavailable);
+        let e = call.on_reset(&ResetCause::Peer(crate::frame::Reason::CANCEL));
+        assert_eq!(e.status.code(), Code::Cancelled);
+        let e = call.on_reset(&ResetCause::Connection(ConnectionError::Eof));
+        assert_eq!((e.status.code(), e.unprocessed), (Code::Unavailable, false));
+    }
+
+    #[test]
+    fn invalid_binary_metadata_is_dropped_not_fatal() {
+        let h = vec![
+            Header::new("x-bad-bin", "!!"),
+            Header::new("x-ok", "1"),
+            Header::new("X-Up", "2"),
+        ];
+        let md = metadata_from_headers(&h);
+        assert_eq!(md.len(), 1);
+        assert_eq!(md.get("x-ok"), Some("1"));
+    }
+
+    #[test]
+    fn server_request_parsing_and_responses() {
+        let mut h = request_headers(&RequestHead {
+            scheme: "http",
+            authority: "a",
+            path: "/s/m",
+            timeout: Some(Duration::from_secs(2)),
+            user_agent: "ua",
+            metadata: &Metadata::new(),
+        });
+        let head = parse_request_head(&h).unwrap();
+        assert_eq!(head.path, "/s/m");
+        assert_eq!(head.timeout, Some(Duration::from_secs(2)));
+        h[0] = Header::new(":method", "GET");
+        assert_eq!(parse_request_head(&h), Err(Refusal::Http(405)));
+
+        let status = Status::new(Code::NotFound, "no 100%");
+        let t = trailers_only(&status, &Metadata::new());
+        let mut call = ClientCall::new(10);
+        let err = call.on_headers(t, true).unwrap().unwrap_err();
+        assert_eq!(err.status, status);
+        assert_eq!(
+            trailers(&Status::new(Code::Ok, ""), &Metadata::new()).len(),
+            1
+        );
+    }
+}
