@@ -8,6 +8,9 @@
 //! - [`picks`]: take picks and check that they cycle over an expected multiset.
 //! - [`InMemoryTransport`]: a [`Transport`](lb_core::Transport) whose servers are
 //!   closures, with scriptable failures.
+//! - [`peers`]: real peers we did not write (grpcio server and client, nghttp2's
+//!   `nghttpd`, `nghttp`, `h2load`) for interop tests, installed by
+//!   `cargo xtask test`.
 //!
 //! # Examples
 //!
@@ -32,6 +35,7 @@
 mod clock;
 mod controller;
 mod memory;
+pub mod peers;
 pub mod picks;
 
 pub use clock::ManualClock;

@@ -7,9 +7,11 @@
 //!   `load`/`encode` pairs and the RFC's MUST rules next to the checks.
 //! - [`proto`]: the connection and stream state machine for both roles, with the
 //!   limits that bound a hostile peer.
+//! - [`driver`]: mio event loops around the sans-IO connection.
 //! - [`grpc`]: what gRPC adds on top: `grpc-timeout`, percent-encoded `grpc-message`,
 //!   base64 binary metadata, length-prefixed messages, status mapping.
 
+pub mod driver;
 pub mod frame;
 pub mod grpc;
 pub mod hpack;

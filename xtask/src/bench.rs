@@ -40,7 +40,7 @@ const PICK_BENCHES: &[PickBench] = &[
     PickBench {
         package: "lb-group",
         bench: "weighted_target",
-        group: "weighted_target_pick_10",
+        group: "weighted_target_pick",
         what: "weighted_target pick, 10 READY children",
         target_ns: 50.0,
         target_scaling: 1.8,

@@ -4,19 +4,23 @@
 //!   dependency check).
 //! - `demo`: the most complete end-to-end path that has landed.
 //! - `bench`: the benchmarks, with their targets and ratios (never part of `test`).
+//! - `peers`: install the real peers for interop tests (grpcio, nghttp2); `test`
+//!   does this too.
 
 mod bench;
 mod deps;
+mod peers;
 mod tidy;
 mod util;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <test | demo | bench>
+const USAGE: &str = "usage: cargo xtask <test | demo | bench | peers>
 
   test    format, clippy, the whole test suite, docs, dependency check (what CI runs)
   demo    run the end-to-end demo
-  bench   run the benchmarks and print figures against their targets";
+  bench   run the benchmarks and print figures against their targets
+  peers   install the interop peers (grpcio venv, nghttp2 tools) if missing";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +28,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("peers") => peers::ensure(&util::project_root()),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -58,8 +63,11 @@ fn test() -> Result<(), String> {
         )
     })?;
     util::step("dependency check", || deps::check(&root))?;
+    util::step("peers", || peers::ensure(&root))?;
+    let peers_env = peers::test_env(&root);
+    let peers_env: Vec<(&str, &str)> = peers_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     util::step("tests", || {
-        util::cargo_test(&root, &["test", "--workspace"])
+        util::cargo_test_env(&root, &["test", "--workspace"], &peers_env)
     })?;
     util::step("docs", || {
         util::cargo_env(

@@ -46,12 +46,18 @@ pub(crate) fn cargo_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Resu
     }
 }
 
-/// Runs a `cargo test` command, streaming its output, and prints the total of the
-/// runner's `test result:` lines as one closing line.
-pub(crate) fn cargo_test(dir: &Path, args: &[&str]) -> Result<(), String> {
+/// Runs a `cargo test` command with extra environment variables, streaming its
+/// output, and prints the total of the runner's `test result:` lines as one
+/// closing line.
+pub(crate) fn cargo_test_env(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(), String> {
     let mut child = Command::new(cargo_bin())
         .args(args)
         .current_dir(dir)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run cargo: {e}"))?;

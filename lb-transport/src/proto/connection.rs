@@ -942,10 +942,12 @@ impl Connection {
     fn handle_go_away(&mut self, g: GoAway) {
         let last = g.last_stream_id;
         self.goaway_received = Some(self.goaway_received.map_or(last, |prev| prev.min(last)));
-        // Our streams above the last id were never processed: refused.
+        // Our streams above the last id were never processed: refused. (A graceful
+        // shutdown often starts with last = 2^31-1, which refuses nothing.)
+        let above = (Bound::Excluded(last), Bound::Unbounded);
         let refused: Vec<StreamId> = self
             .streams
-            .range(StreamId::new(last.value().saturating_add(1))..)
+            .range(above)
             .map(|(id, _)| *id)
             .filter(|id| self.role == Role::Client || id.is_server_initiated())
             .collect();

@@ -249,6 +249,36 @@ fn graceful_go_away_finishes_old_streams_and_refuses_new_ones() {
 }
 
 #[test]
+fn two_phase_go_away_refuses_nothing_until_the_final_last_stream_id() {
+    // Servers such as gRPC C-core first send GOAWAY with the largest stream id, then
+    // the real one.
+    let (mut client, now, id) = raw_server_client();
+    let second = client.open_stream(request("/2"), true, now).unwrap();
+    let _ = transmit(&mut client, now);
+    let mut bytes = Vec::new();
+    GoAway::new(StreamId::MAX, Reason::NO_ERROR).encode(&mut bytes);
+    client.handle_read(&bytes, now);
+    let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Reset { .. })),
+        "{events:?}"
+    );
+    let mut bytes = Vec::new();
+    GoAway::new(id, Reason::NO_ERROR).encode(&mut bytes);
+    client.handle_read(&bytes, now);
+    let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert!(events.contains(&Event::Reset {
+        stream: second,
+        cause: ResetCause::Refused
+    }));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Reset { stream, .. } if *stream == id))
+    );
+}
+
+#[test]
 fn client_reset_reaches_the_server() {
     let mut p = Pair::default();
     let id = p.client.open_stream(request("/slow"), true, p.now).unwrap();

@@ -1,0 +1,671 @@
+//! The client transport: one mio I/O thread serving many HTTP/2 connections, behind
+//! lb-core's [`Transport`] trait.
+//!
+//! ```text
+//!  any thread                              I/O thread ("lb-io")
+//!  ──────────                              ────────────────────
+//!  H2Transport::connect ──Command──┐       mio Poll: sockets + Waker
+//!  Connection::start_call ─Command─┼──> commands drained on wake
+//!  Connection::close ──────Command─┘       sans-IO proto::Connection per socket
+//!                                          events ──> ConnectionEvents callback
+//!                                          results ─> CallCompletion callbacks
+//! ```
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use lb_core::transport::{
+    CallCompletion, CallError, CallRequest, ConnectOptions, ConnectionEvent, ConnectionEvents,
+};
+use lb_core::{Address, Connection, Status, Transport};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+
+use crate::driver::socket::{self, ReadOutcome};
+use crate::frame::{Reason, StreamId};
+use crate::grpc::call::{self, ClientCall, RequestHead};
+use crate::grpc::message::DEFAULT_MAX_MESSAGE_LEN;
+use crate::proto::{self, ConnectionConfig, Event, OpenError};
+
+const WAKER: Token = Token(usize::MAX);
+
+/// Settings of an [`H2Transport`].
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// HTTP/2 settings, limits and keepalive of every connection.
+    pub connection: ConnectionConfig,
+    /// The largest response message accepted.
+    pub max_message_size: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            connection: ConnectionConfig::default(),
+            max_message_size: DEFAULT_MAX_MESSAGE_LEN,
+        }
+    }
+}
+
+enum Command {
+    Connect {
+        id: u64,
+        addr: SocketAddr,
+        authority: String,
+        user_agent: String,
+        deadline: Instant,
+        events: ConnectionEvents,
+    },
+    Call {
+        id: u64,
+        call: CallRequest,
+        done: CallCompletion,
+    },
+    Close {
+        id: u64,
+    },
+    Shutdown,
+}
+
+/// A command sender that wakes the I/O thread after each push.
+#[derive(Clone)]
+struct Handle {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl Handle {
+    /// Sends `cmd`; gives it back if the I/O thread is gone.
+    fn send(&self, cmd: Command) -> Result<(), Box<Command>> {
+        self.tx.send(cmd).map_err(|e| Box::new(e.0))?;
+        if let Err(e) = self.waker.wake() {
+            log::warn!("waking the I/O thread failed: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// An HTTP/2 gRPC transport: many connections on one I/O thread.
+///
+/// Dropping the transport closes every connection (calls under way end with
+/// UNAVAILABLE) and joins its thread.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use lb_transport::driver::client::{H2Transport, TransportConfig};
+/// let transport = Arc::new(H2Transport::new(TransportConfig::default())?);
+/// // Hand `transport` to a channel as its `Arc<dyn lb_core::Transport>`.
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct H2Transport {
+    handle: Handle,
+    next_id: AtomicU64,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl H2Transport {
+    /// Starts the I/O thread.
+    ///
+    /// # Errors
+    ///
+    /// The poller or the thread could not be created.
+    pub fn new(config: TransportConfig) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("lb-io".into())
+            .spawn(move || IoLoop::new(poll, rx, config).run())?;
+        Ok(Self {
+            handle: Handle { tx, waker },
+            next_id: AtomicU64::new(1),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Closes every connection and stops the I/O thread. Idempotent.
+    pub fn shutdown(&self) {
+        let _ = self.handle.send(Command::Shutdown);
+        if let Some(t) = self.thread.lock().take() {
+            if let Err(panic) = t.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+}
+
+impl Drop for H2Transport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for H2Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("H2Transport")
+    }
+}
+
+/// Parses `host:port` (or `[v6]:port`), resolving a name with the system resolver.
+fn socket_addr(address: &str) -> Result<SocketAddr, Status> {
+    if let Ok(addr) = address.parse() {
+        return Ok(addr);
+    }
+    address
+        .to_socket_addrs()
+        .map_err(|e| Status::unavailable(format!("cannot resolve {address:?}: {e}")))?
+        .next()
+        .ok_or_else(|| Status::unavailable(format!("{address:?} resolved to no address")))
+}
+
+impl Transport for H2Transport {
+    fn connect(
+        &self,
+        address: &Address,
+        options: &ConnectOptions,
+        events: ConnectionEvents,
+    ) -> Result<Arc<dyn Connection>, Status> {
+        let addr = socket_addr(&address.address)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.handle
+            .send(Command::Connect {
+                id,
+                addr,
+                authority: options.authority.clone(),
+                user_agent: options.user_agent.clone(),
+                deadline: options.connect_deadline,
+                events,
+            })
+            .map_err(|_| Status::unavailable("transport is shut down"))?;
+        Ok(Arc::new(ClientConnection {
+            id,
+            handle: self.handle.clone(),
+            closed: AtomicBool::new(false),
+        }))
+    }
+}
+
+/// The handle a channel holds for one connection.
+struct ClientConnection {
+    id: u64,
+    handle: Handle,
+    closed: AtomicBool,
+}
+
+impl Connection for ClientConnection {
+    fn start_call(&self, call: CallRequest, done: CallCompletion) {
+        let cmd = Command::Call {
+            id: self.id,
+            call,
+            done,
+        };
+        if let Err(cmd) = self.handle.send(cmd) {
+            if let Command::Call { done, .. } = *cmd {
+                done(Err(CallError::unprocessed(Status::unavailable(
+                    "transport is shut down",
+                ))));
+            }
+        }
+    }
+
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.handle.send(Command::Close { id: self.id });
+        }
+    }
+}
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A call waiting for its response.
+struct PendingCall {
+    call: ClientCall,
+    done: CallCompletion,
+    deadline: Option<Instant>,
+}
+
+struct Conn {
+    socket: TcpStream,
+    h2: proto::Connection,
+    events: ConnectionEvents,
+    authority: String,
+    user_agent: String,
+    /// The TCP connect finished.
+    connected: bool,
+    /// Give up if not READY by then.
+    connect_deadline: Option<Instant>,
+    calls: HashMap<StreamId, PendingCall>,
+    out: Vec<u8>,
+    out_pos: usize,
+    write_blocked: bool,
+    reported_ready: bool,
+}
+
+struct IoLoop {
+    poll: Poll,
+    rx: Receiver<Command>,
+    config: TransportConfig,
+    conns: HashMap<u64, Conn>,
+    scratch: Vec<u8>,
+    shutting_down: bool,
+}
+
+impl IoLoop {
+    fn new(poll: Poll, rx: Receiver<Command>, config: TransportConfig) -> Self {
+        Self {
+            poll,
+            rx,
+            config,
+            conns: HashMap::new(),
+            scratch: vec![0; 64 << 10],
+            shutting_down: false,
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self
+                .next_deadline()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("I/O loop poll failed: {e}");
+                    break;
+                }
+            }
+            let now = Instant::now();
+            let mut touched: Vec<u64> = Vec::new();
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    continue;
+                }
+                let id = event.token().0 as u64;
+                self.on_socket_event(id, event.is_readable(), event.is_writable(), now);
+                touched.push(id);
+            }
+            touched.extend(self.drain_commands(now));
+            touched.extend(self.fire_timers(now));
+            touched.sort_unstable();
+            touched.dedup();
+            for id in touched {
+                self.service(id, now);
+            }
+            if self.shutting_down && self.conns.is_empty() {
+                break;
+            }
+        }
+        // Whatever is left (a poll failure) still ends every call.
+        for id in self.conns.keys().copied().collect::<Vec<_>>() {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.h2.close();
+            }
+            self.service(id, Instant::now());
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .flat_map(|c| {
+                c.h2.poll_timeout()
+                    .into_iter()
+                    .chain(c.connect_deadline)
+                    .chain(c.calls.values().filter_map(|p| p.deadline))
+            })
+            .min()
+    }
+
+    /// Handles every queued command; returns the connections they touched.
+    fn drain_commands(&mut self, now: Instant) -> Vec<u64> {
+        let mut touched = Vec::new();
+        loop {
+            let cmd = match self.rx.try_recv() {
+                Ok(cmd) => cmd,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.begin_shutdown();
+                    touched.extend(self.conns.keys().copied());
+                    break;
+                }
+            };
+            match cmd {
+                Command::Connect {
+                    id,
+                    addr,
+                    authority,
+                    user_agent,
+                    deadline,
+                    events,
+                } => {
+                    if let Err(e) = self.open(
+                        id,
+                        addr,
+                        authority,
+                        user_agent,
+                        deadline,
+                        events.clone(),
+                        now,
+                    ) {
+                        events(ConnectionEvent::Closed(Some(Status::unavailable(format!(
+                            "connect to {addr} failed: {e}"
+                        )))));
+                        continue;
+                    }
+                    touched.push(id);
+                }
+                Command::Call { id, call, done } => {
+                    self.start_call(id, call, done, now);
+                    touched.push(id);
+                }
+                Command::Close { id } => {
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.h2.close();
+                        touched.push(id);
+                    }
+                }
+                Command::Shutdown => {
+                    self.begin_shutdown();
+                    touched.extend(self.conns.keys().copied());
+                }
+            }
+        }
+        touched
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        for conn in self.conns.values_mut() {
+            conn.h2.close();
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        id: u64,
+        addr: SocketAddr,
+        authority: String,
+        user_agent: String,
+        deadline: Instant,
+        events: ConnectionEvents,
+        now: Instant,
+    ) -> io::Result<()> {
+        if self.shutting_down {
+            return Err(io::Error::other("transport is shutting down"));
+        }
+        let mut socket = TcpStream::connect(addr)?;
+        self.poll.registry().register(
+            &mut socket,
+            Token(id as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let h2 = proto::Connection::client(self.config.connection.clone(), now);
+        self.conns.insert(
+            id,
+            Conn {
+                socket,
+                h2,
+                events,
+                authority,
+                user_agent,
+                connected: false,
+                connect_deadline: Some(deadline),
+                calls: HashMap::new(),
+                out: Vec::new(),
+                out_pos: 0,
+                write_blocked: true,
+                reported_ready: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn start_call(&mut self, id: u64, call: CallRequest, done: CallCompletion, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return done(Err(CallError::unprocessed(Status::unavailable(
+                "connection closed",
+            ))));
+        };
+        let timeout = match call.deadline {
+            Some(d) if d <= now => {
+                return done(Err(Status::deadline_exceeded(
+                    "deadline passed before the call started",
+                )
+                .into()));
+            }
+            Some(d) => Some(d - now),
+            None => None,
+        };
+        let headers = call::request_headers(&RequestHead {
+            scheme: "http",
+            authority: call.authority.as_deref().unwrap_or(&conn.authority),
+            path: &call.method,
+            timeout,
+            user_agent: &conn.user_agent,
+            metadata: &call.metadata,
+        });
+        let stream = match conn.h2.open_stream(headers, false, now) {
+            Ok(stream) => stream,
+            Err(OpenError::NotAccepting | OpenError::IdsExhausted | OpenError::NotClient) => {
+                return done(Err(CallError::unprocessed(Status::unavailable(
+                    "connection is not accepting new calls",
+                ))));
+            }
+        };
+        let mut body = Vec::with_capacity(call.message.len() + 5);
+        call::encode_message(&call.message, &mut body);
+        if let Err(e) = conn.h2.send_data(stream, &body, true) {
+            return done(Err(Status::internal(e.to_string()).into()));
+        }
+        conn.calls.insert(
+            stream,
+            PendingCall {
+                call: ClientCall::new(self.config.max_message_size),
+                done,
+                deadline: call.deadline,
+            },
+        );
+    }
+
+    fn on_socket_event(&mut self, id: u64, readable: bool, writable: bool, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if writable {
+            conn.write_blocked = false;
+            if !conn.connected {
+                match conn.socket.take_error() {
+                    Ok(None) if conn.socket.peer_addr().is_ok() => {
+                        conn.connected = true;
+                        let _ = conn.socket.set_nodelay(true);
+                    }
+                    Ok(None) => return, // Still connecting.
+                    Ok(Some(e)) | Err(e) => {
+                        conn.h2.handle_io_error(format!("connect failed: {e}"));
+                        return;
+                    }
+                }
+            }
+        }
+        if readable && conn.connected {
+            match socket::read_into(&mut conn.socket, &mut conn.h2, &mut self.scratch, now) {
+                Ok(ReadOutcome::Eof) => conn.h2.handle_eof(),
+                Ok(_) => {}
+                Err(e) => conn.h2.handle_io_error(e.to_string()),
+            }
+        }
+    }
+
+    /// Fires connection timers, connect deadlines and call deadlines.
+    fn fire_timers(&mut self, now: Instant) -> Vec<u64> {
+        let mut touched = Vec::new();
+        for (id, conn) in &mut self.conns {
+            let mut fired = false;
+            if conn.h2.poll_timeout().is_some_and(|t| t <= now) {
+                conn.h2.handle_timeout(now);
+                fired = true;
+            }
+            if conn.connect_deadline.is_some_and(|t| t <= now) {
+                conn.connect_deadline = None;
+                conn.h2.handle_io_error("connect timed out".into());
+                fired = true;
+            }
+            let expired: Vec<StreamId> = conn
+                .calls
+                .iter()
+                .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+                .map(|(s, _)| *s)
+                .collect();
+            for stream in expired {
+                if let Some(p) = conn.calls.remove(&stream) {
+                    conn.h2.reset_stream(stream, Reason::CANCEL);
+                    (p.done)(Err(Status::deadline_exceeded("deadline exceeded").into()));
+                    fired = true;
+                }
+            }
+            if fired {
+                touched.push(*id);
+            }
+        }
+        touched
+    }
+
+    /// Delivers a connection's events, writes what it has to say, updates interest,
+    /// and removes it once closed.
+    fn service(&mut self, id: u64, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        while let Some(event) = conn.h2.poll_event() {
+            conn.dispatch(event);
+        }
+        if conn.connected && !conn.write_blocked {
+            match socket::transmit(
+                &mut conn.socket,
+                &mut conn.h2,
+                &mut conn.out,
+                &mut conn.out_pos,
+                now,
+            ) {
+                Ok(all) => conn.write_blocked = !all,
+                Err(e) => conn.h2.handle_io_error(e.to_string()),
+            }
+            // An I/O error above queues more events.
+            while let Some(event) = conn.h2.poll_event() {
+                conn.dispatch(event);
+            }
+        }
+        if conn.h2.is_closed() && conn.calls.is_empty() {
+            let mut conn = self.conns.remove(&id).expect("present");
+            let _ = self.poll.registry().deregister(&mut conn.socket);
+            return;
+        }
+        let interest = if conn.write_blocked || !conn.connected {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if let Err(e) =
+            self.poll
+                .registry()
+                .reregister(&mut conn.socket, Token(id as usize), interest)
+        {
+            conn.h2.handle_io_error(e.to_string());
+        }
+    }
+}
+
+impl Conn {
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Connected => {
+                self.connect_deadline = None;
+                self.reported_ready = true;
+                (self.events)(ConnectionEvent::Ready);
+            }
+            Event::Headers {
+                stream,
+                headers,
+                end_stream,
+            } => {
+                let result = match self.calls.get_mut(&stream) {
+                    Some(p) => p.call.on_headers(headers, end_stream),
+                    None => return,
+                };
+                self.complete(stream, result);
+            }
+            Event::Data {
+                stream,
+                data,
+                end_stream,
+            } => {
+                let result = match self.calls.get_mut(&stream) {
+                    Some(p) => p.call.on_data(&data, end_stream),
+                    None => return,
+                };
+                if result.as_ref().is_some_and(Result::is_err) && !end_stream {
+                    self.h2.reset_stream(stream, Reason::CANCEL);
+                }
+                self.complete(stream, result);
+            }
+            Event::Reset { stream, cause } => {
+                if let Some(mut p) = self.calls.remove(&stream) {
+                    (p.done)(Err(p.call.on_reset(&cause)));
+                }
+            }
+            Event::GoAway { reason, debug, .. } => {
+                let too_many_pings =
+                    reason == Reason::ENHANCE_YOUR_CALM && debug == b"too_many_pings";
+                (self.events)(ConnectionEvent::GoAway {
+                    reason: format!("{reason}: {}", String::from_utf8_lossy(&debug)),
+                    too_many_pings,
+                });
+            }
+            Event::Closed(err) => {
+                let status = match err {
+                    None => None,
+                    Some(proto::ConnectionError::Local) if self.reported_ready => None,
+                    Some(e) => Some(call::connection_error_status(&e)),
+                };
+                // A connection that never became READY always reports a failure.
+                let status = match (status, self.reported_ready) {
+                    (None, false) => {
+                        Some(Status::unavailable("connection closed before it was ready"))
+                    }
+                    (s, _) => s,
+                };
+                (self.events)(ConnectionEvent::Closed(status));
+            }
+        }
+    }
+
+    fn complete(
+        &mut self,
+        stream: StreamId,
+        result: Option<Result<lb_core::transport::CallResponse, CallError>>,
+    ) {
+        if let Some(result) = result {
+            if let Some(p) = self.calls.remove(&stream) {
+                (p.done)(result);
+            }
+        }
+    }
+}
+
+/// How long [`H2Transport`] waits, at most, for its thread when dropped (documented for
+/// users; the thread ends as soon as every connection has flushed its GOAWAY).
+pub const SHUTDOWN_HINT: Duration = Duration::from_millis(100);

@@ -1,0 +1,7 @@
+//! The mio drivers: thin loops that move bytes between sockets and sans-IO
+//! connections.
+
+pub mod client;
+pub mod socket;
+
+pub use client::{H2Transport, TransportConfig};

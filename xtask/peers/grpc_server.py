@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""A gRPC server we did not write (grpcio, gRPC C-core), for interop tests.
+
+Usage:
+    grpc_server.py --port 0 [--id NAME] [--tls-cert F --tls-key F]
+                   [--log-calls] [--watch-stdin]
+
+Binds 127.0.0.1 only (port 0 picks a free port), prints exactly one line
+`LISTENING <port>` to stdout once serving, then serves until SIGTERM or
+SIGINT, on which it stops gracefully (in-flight calls get `--grace` seconds to
+finish, clients see GOAWAY) and exits 0.
+
+Messages are raw bytes (grpcio's generic handlers with no (de)serializers), so
+no generated code is needed. Methods:
+
+  /bench.Echo/Unary   returns the request bytes (wire-compatible with
+                      `bench.Msg { bytes payload = 1; }`).
+  /test.Echo/Echo     returns the request bytes; every request metadata key
+                      starting with `x-` comes back as initial AND trailing
+                      metadata (`-bin` values included), plus initial metadata
+                      `x-server-id: <--id>`.
+  /test.Echo/Status   fails with the status code in request metadata
+                      `x-status-code` (an integer) and the message from
+                      `x-status-message-bin` (UTF-8, so it may hold any
+                      character), else `x-status-message` (ASCII), else the
+                      request body (UTF-8).
+  /test.Echo/Sleep    sleeps the milliseconds given as ASCII digits in the
+                      request body (at most 30 s, cut short if the call is
+                      cancelled), then returns the request bytes.
+  /test.Echo/Who      returns the `--id` value as bytes.
+
+With `--log-calls`, each call prints `CALL <method>` on stdout when it starts
+(tests use it to know a call has reached the server). With `--watch-stdin`, the
+server also stops when its stdin reaches end of file, so it never outlives the
+test process that started it with a pipe as stdin.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+
+import grpc
+
+MAX_MESSAGE = 16 * 1024 * 1024
+MAX_SLEEP_MS = 30_000
+CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+_print_lock = threading.Lock()
+
+
+def say(line):
+    """Prints one line to stdout and flushes it (the harness reads it)."""
+    with _print_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def metadata_value(context, key):
+    """The first request metadata value under `key`, or None."""
+    for k, v in context.invocation_metadata():
+        if k == key:
+            return v
+    return None
+
+
+class Service:
+    """The handlers; `log_calls` makes each call announce itself."""
+
+    def __init__(self, server_id, log_calls):
+        self.server_id = server_id
+        self.log_calls = log_calls
+
+    def _log(self, method):
+        if self.log_calls:
+            say("CALL " + method)
+
+    def unary(self, request, context):
+        self._log("/bench.Echo/Unary")
+        return request
+
+    def echo(self, request, context):
+        self._log("/test.Echo/Echo")
+        echoed = [(k, v) for k, v in context.invocation_metadata() if k.startswith("x-")]
+        # grpcio hands `-bin` values over decoded (bytes) and encodes bytes
+        # values again on the way out, so they pass through unchanged.
+        context.send_initial_metadata(tuple(echoed) + (("x-server-id", self.server_id),))
+        context.set_trailing_metadata(tuple(echoed))
+        return request
+
+    def status(self, request, context):
+        self._log("/test.Echo/Status")
+        raw_code = metadata_value(context, "x-status-code")
+        try:
+            code = CODES[int(raw_code)]
+        except (TypeError, ValueError, KeyError):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad x-status-code: %r" % (raw_code,))
+        message = metadata_value(context, "x-status-message-bin")
+        if message is not None:
+            message = message.decode("utf-8")
+        else:
+            message = metadata_value(context, "x-status-message")
+        if message is None:
+            message = request.decode("utf-8", errors="replace")
+        if code == grpc.StatusCode.OK:
+            return b""
+        context.abort(code, message)
+
+    def sleep(self, request, context):
+        self._log("/test.Echo/Sleep")
+        try:
+            ms = min(int(request.decode("ascii").strip() or "0"), MAX_SLEEP_MS)
+        except (UnicodeDecodeError, ValueError):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "body must be ASCII milliseconds")
+        deadline = time.monotonic() + ms / 1000.0
+        # Sleep in short slices so a cancelled call frees its worker soon.
+        while context.is_active():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, 0.05))
+        return request
+
+    def who(self, request, context):
+        self._log("/test.Echo/Who")
+        return self.server_id.encode("utf-8")
+
+
+def handlers(service):
+    """The generic handlers for both services, bytes in and bytes out."""
+    unary = grpc.unary_unary_rpc_method_handler
+    return (
+        grpc.method_handlers_generic_handler("bench.Echo", {"Unary": unary(service.unary)}),
+        grpc.method_handlers_generic_handler(
+            "test.Echo",
+            {
+                "Echo": unary(service.echo),
+                "Status": unary(service.status),
+                "Sleep": unary(service.sleep),
+                "Who": unary(service.who),
+            },
+        ),
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description="grpcio echo server for interop tests")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--id", default="grpcio")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--grace", type=float, default=2.0)
+    parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--log-calls", action="store_true")
+    parser.add_argument("--watch-stdin", action="store_true")
+    args = parser.parse_args()
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=args.workers),
+        handlers=handlers(Service(args.id, args.log_calls)),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            # Without this, a second server could silently share the port.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    address = "127.0.0.1:%d" % args.port
+    try:
+        if args.tls_cert is not None:
+            with open(args.tls_key, "rb") as f:
+                key = f.read()
+            with open(args.tls_cert, "rb") as f:
+                cert = f.read()
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as e:
+        print("grpc_server: cannot bind %s: %s" % (address, e), file=sys.stderr)
+        return 2
+    if port == 0:
+        print("grpc_server: cannot bind %s" % address, file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.watch_stdin:
+
+        def watch():
+            # A raw read holds no lock that interpreter shutdown would wait for.
+            while os.read(0, 4096):
+                pass
+            stop.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    server.start()
+    say("LISTENING %d" % port)
+    # Waiting in slices keeps the main thread responsive to signals.
+    while not stop.wait(0.5):
+        pass
+    server.stop(args.grace).wait(args.grace + 5.0)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skipping interpreter teardown avoids waiting on (or aborting over) the
+    # daemon threads of grpcio and the stdin watcher; the server is stopped.
+    os._exit(code)
