@@ -28,6 +28,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
+use crate::driver::proxy::{self, ProxyMode, ProxyReply};
 use crate::driver::socket::{self, ReadOutcome};
 use crate::frame::{Reason, StreamId};
 use crate::grpc::call::{self, ClientCall, RequestHead};
@@ -43,6 +44,8 @@ pub struct TransportConfig {
     pub connection: ConnectionConfig,
     /// The largest response message accepted.
     pub max_message_size: usize,
+    /// Which HTTP CONNECT proxy, if any, connections go through.
+    pub proxy: ProxyMode,
 }
 
 impl Default for TransportConfig {
@@ -50,19 +53,25 @@ impl Default for TransportConfig {
         Self {
             connection: ConnectionConfig::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_LEN,
+            proxy: ProxyMode::FromEnv,
         }
     }
 }
 
+/// Everything the I/O thread needs to open one connection.
+struct ConnectSpec {
+    id: u64,
+    addr: SocketAddr,
+    /// `host:port` to ask the proxy to connect to, when `addr` is a proxy.
+    tunnel_to: Option<String>,
+    authority: String,
+    user_agent: String,
+    deadline: Instant,
+    events: ConnectionEvents,
+}
+
 enum Command {
-    Connect {
-        id: u64,
-        addr: SocketAddr,
-        authority: String,
-        user_agent: String,
-        deadline: Instant,
-        events: ConnectionEvents,
-    },
+    Connect(ConnectSpec),
     Call {
         id: u64,
         call: CallRequest,
@@ -108,6 +117,7 @@ impl Handle {
 /// ```
 pub struct H2Transport {
     handle: Handle,
+    proxy: ProxyMode,
     next_id: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -122,11 +132,13 @@ impl H2Transport {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
+        let proxy = config.proxy.clone();
         let thread = std::thread::Builder::new()
             .name("lb-io".into())
             .spawn(move || IoLoop::new(poll, rx, config).run())?;
         Ok(Self {
             handle: Handle { tx, waker },
+            proxy,
             next_id: AtomicU64::new(1),
             thread: Mutex::new(Some(thread)),
         })
@@ -174,17 +186,23 @@ impl Transport for H2Transport {
         options: &ConnectOptions,
         events: ConnectionEvents,
     ) -> Result<Arc<dyn Connection>, Status> {
-        let addr = socket_addr(&address.address)?;
+        let tunnel_to = self.proxy.proxy_for(&address.address);
+        let addr = match &tunnel_to {
+            Some(proxy) => socket_addr(proxy)?,
+            None => socket_addr(&address.address)?,
+        };
+        let tunnel_to = tunnel_to.map(|_| address.address.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.handle
-            .send(Command::Connect {
+            .send(Command::Connect(ConnectSpec {
                 id,
                 addr,
+                tunnel_to,
                 authority: options.authority.clone(),
                 user_agent: options.user_agent.clone(),
                 deadline: options.connect_deadline,
                 events,
-            })
+            }))
             .map_err(|_| Status::unavailable("transport is shut down"))?;
         Ok(Arc::new(ClientConnection {
             id,
@@ -237,14 +255,28 @@ struct PendingCall {
     deadline: Option<Instant>,
 }
 
+/// How far a connection has come.
+#[derive(Debug)]
+enum Phase {
+    /// The TCP connect is under way.
+    Tcp { tunnel_to: Option<String> },
+    /// CONNECT sent (or being sent) to a proxy; its answer is being read.
+    Proxy {
+        request: Vec<u8>,
+        written: usize,
+        reply: Vec<u8>,
+    },
+    /// Bytes flow between the socket and HTTP/2.
+    Open,
+}
+
 struct Conn {
     socket: TcpStream,
     h2: proto::Connection,
     events: ConnectionEvents,
     authority: String,
     user_agent: String,
-    /// The TCP connect finished.
-    connected: bool,
+    phase: Phase,
     /// Give up if not READY by then.
     connect_deadline: Option<Instant>,
     calls: HashMap<StreamId, PendingCall>,
@@ -343,23 +375,9 @@ impl IoLoop {
                 }
             };
             match cmd {
-                Command::Connect {
-                    id,
-                    addr,
-                    authority,
-                    user_agent,
-                    deadline,
-                    events,
-                } => {
-                    if let Err(e) = self.open(
-                        id,
-                        addr,
-                        authority,
-                        user_agent,
-                        deadline,
-                        events.clone(),
-                        now,
-                    ) {
+                Command::Connect(spec) => {
+                    let (id, addr, events) = (spec.id, spec.addr, spec.events.clone());
+                    if let Err(e) = self.open(spec, now) {
                         events(ConnectionEvent::Closed(Some(Status::unavailable(format!(
                             "connect to {addr} failed: {e}"
                         )))));
@@ -393,37 +411,29 @@ impl IoLoop {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn open(
-        &mut self,
-        id: u64,
-        addr: SocketAddr,
-        authority: String,
-        user_agent: String,
-        deadline: Instant,
-        events: ConnectionEvents,
-        now: Instant,
-    ) -> io::Result<()> {
+    fn open(&mut self, spec: ConnectSpec, now: Instant) -> io::Result<()> {
         if self.shutting_down {
             return Err(io::Error::other("transport is shutting down"));
         }
-        let mut socket = TcpStream::connect(addr)?;
+        let mut socket = TcpStream::connect(spec.addr)?;
         self.poll.registry().register(
             &mut socket,
-            Token(id as usize),
+            Token(spec.id as usize),
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let h2 = proto::Connection::client(self.config.connection.clone(), now);
         self.conns.insert(
-            id,
+            spec.id,
             Conn {
                 socket,
                 h2,
-                events,
-                authority,
-                user_agent,
-                connected: false,
-                connect_deadline: Some(deadline),
+                events: spec.events,
+                authority: spec.authority,
+                user_agent: spec.user_agent,
+                phase: Phase::Tcp {
+                    tunnel_to: spec.tunnel_to,
+                },
+                connect_deadline: Some(spec.deadline),
                 calls: HashMap::new(),
                 out: Vec::new(),
                 out_pos: 0,
@@ -487,21 +497,12 @@ impl IoLoop {
         };
         if writable {
             conn.write_blocked = false;
-            if !conn.connected {
-                match conn.socket.take_error() {
-                    Ok(None) if conn.socket.peer_addr().is_ok() => {
-                        conn.connected = true;
-                        let _ = conn.socket.set_nodelay(true);
-                    }
-                    Ok(None) => return, // Still connecting.
-                    Ok(Some(e)) | Err(e) => {
-                        conn.h2.handle_io_error(format!("connect failed: {e}"));
-                        return;
-                    }
-                }
-            }
         }
-        if readable && conn.connected {
+        if let Err(e) = conn.advance_phase(readable, writable, &mut self.scratch, now) {
+            conn.h2.handle_io_error(e);
+            return;
+        }
+        if readable && matches!(conn.phase, Phase::Open) {
             match socket::read_into(&mut conn.socket, &mut conn.h2, &mut self.scratch, now) {
                 Ok(ReadOutcome::Eof) => conn.h2.handle_eof(),
                 Ok(_) => {}
@@ -553,7 +554,7 @@ impl IoLoop {
         while let Some(event) = conn.h2.poll_event() {
             conn.dispatch(event);
         }
-        if conn.connected && !conn.write_blocked {
+        if matches!(conn.phase, Phase::Open) && !conn.write_blocked {
             match socket::transmit(
                 &mut conn.socket,
                 &mut conn.h2,
@@ -574,7 +575,7 @@ impl IoLoop {
             let _ = self.poll.registry().deregister(&mut conn.socket);
             return;
         }
-        let interest = if conn.write_blocked || !conn.connected {
+        let interest = if conn.write_blocked || !matches!(conn.phase, Phase::Open) {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -590,6 +591,81 @@ impl IoLoop {
 }
 
 impl Conn {
+    /// Moves the connection through TCP connect and the proxy's CONNECT exchange.
+    fn advance_phase(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        scratch: &mut [u8],
+        now: Instant,
+    ) -> Result<(), String> {
+        use std::io::{Read, Write};
+        if let Phase::Tcp { tunnel_to } = &mut self.phase {
+            if !writable {
+                return Ok(());
+            }
+            match self.socket.take_error() {
+                Ok(None) if self.socket.peer_addr().is_ok() => {}
+                Ok(None) => return Ok(()), // Still connecting.
+                Ok(Some(e)) | Err(e) => return Err(format!("connect failed: {e}")),
+            }
+            let _ = self.socket.set_nodelay(true);
+            self.phase = match tunnel_to.take() {
+                Some(target) => Phase::Proxy {
+                    request: proxy::connect_request(&target),
+                    written: 0,
+                    reply: Vec::new(),
+                },
+                None => Phase::Open,
+            };
+        }
+        let Phase::Proxy {
+            request,
+            written,
+            reply,
+        } = &mut self.phase
+        else {
+            return Ok(());
+        };
+        while *written < request.len() {
+            match self.socket.write(&request[*written..]) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(format!("writing to the proxy failed: {e}")),
+            }
+        }
+        if !readable {
+            return Ok(());
+        }
+        let mut eof = false;
+        loop {
+            match self.socket.read(scratch) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => reply.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("reading from the proxy failed: {e}")),
+            }
+            if reply.len() > proxy::MAX_RESPONSE {
+                break;
+            }
+        }
+        // Parse before judging the close: a refusal often comes with one.
+        match proxy::parse_reply(reply)? {
+            ProxyReply::Partial if eof => Err("proxy closed the connection".into()),
+            ProxyReply::Partial => Ok(()),
+            ProxyReply::Established(_) if eof => Err("proxy closed the tunnel at once".into()),
+            ProxyReply::Established(extra) => {
+                let tail = reply[reply.len() - extra..].to_vec();
+                self.phase = Phase::Open;
+                self.h2.handle_read(&tail, now);
+                Ok(())
+            }
+        }
+    }
+
     fn dispatch(&mut self, event: Event) {
         match event {
             Event::Connected => {

@@ -2,6 +2,7 @@
 //! connections.
 
 pub mod client;
+pub mod proxy;
 pub mod socket;
 
 pub use client::{H2Transport, TransportConfig};
