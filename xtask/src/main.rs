@@ -49,30 +49,30 @@ fn test() -> Result<(), String> {
     util::step("format", || {
         util::cargo(&root, &["fmt", "--all", "--", "--check"])
     })?;
-    util::step("clippy", || {
-        util::cargo(
-            &root,
-            &[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        )
-    })?;
+    // Twice: the default features, and every feature (lb-transport's `tls`).
+    for features in [None, Some("--all-features")] {
+        util::step("clippy", || {
+            let mut args = vec!["clippy", "--workspace", "--all-targets"];
+            args.extend(features);
+            args.extend(["--", "-D", "warnings"]);
+            util::cargo(&root, &args)
+        })?;
+    }
     util::step("dependency check", || deps::check(&root))?;
     util::step("peers", || peers::ensure(&root))?;
     let peers_env = peers::test_env(&root);
     let peers_env: Vec<(&str, &str)> = peers_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     util::step("tests", || {
-        util::cargo_test_env(&root, &["test", "--workspace"], &peers_env)
+        util::cargo_test_env(
+            &root,
+            &["test", "--workspace", "--all-features"],
+            &peers_env,
+        )
     })?;
     util::step("docs", || {
         util::cargo_env(
             &root,
-            &["doc", "--workspace", "--no-deps"],
+            &["doc", "--workspace", "--no-deps", "--all-features"],
             &[("RUSTDOCFLAGS", "-D warnings")],
         )
     })?;

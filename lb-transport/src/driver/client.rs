@@ -30,6 +30,9 @@ use parking_lot::Mutex;
 
 use crate::driver::proxy::{self, ProxyMode, ProxyReply};
 use crate::driver::socket::{self, ReadOutcome};
+use crate::driver::stream::Stream;
+#[cfg(feature = "tls")]
+use crate::driver::tls::TlsConfig;
 use crate::frame::{Reason, StreamId};
 use crate::grpc::call::{self, ClientCall, RequestHead};
 use crate::grpc::message::DEFAULT_MAX_MESSAGE_LEN;
@@ -46,6 +49,9 @@ pub struct TransportConfig {
     pub max_message_size: usize,
     /// Which HTTP CONNECT proxy, if any, connections go through.
     pub proxy: ProxyMode,
+    /// TLS for every connection (`https`); `None` is plaintext (`http`).
+    #[cfg(feature = "tls")]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for TransportConfig {
@@ -54,6 +60,8 @@ impl Default for TransportConfig {
             connection: ConnectionConfig::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_LEN,
             proxy: ProxyMode::FromEnv,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -271,7 +279,7 @@ enum Phase {
 }
 
 struct Conn {
-    socket: TcpStream,
+    stream: Stream,
     h2: proto::Connection,
     events: ConnectionEvents,
     authority: String,
@@ -421,11 +429,18 @@ impl IoLoop {
             Token(spec.id as usize),
             Interest::READABLE | Interest::WRITABLE,
         )?;
+        #[allow(unused_mut)]
+        let mut stream = Stream::new(socket);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.config.tls {
+            let session = tls.start(&spec.authority).map_err(io::Error::other)?;
+            stream.tls = Some(Box::new(session));
+        }
         let h2 = proto::Connection::client(self.config.connection.clone(), now);
         self.conns.insert(
             spec.id,
             Conn {
-                socket,
+                stream,
                 h2,
                 events: spec.events,
                 authority: spec.authority,
@@ -461,7 +476,11 @@ impl IoLoop {
             None => None,
         };
         let headers = call::request_headers(&RequestHead {
-            scheme: "http",
+            scheme: if conn.stream.is_tls() {
+                "https"
+            } else {
+                "http"
+            },
             authority: call.authority.as_deref().unwrap_or(&conn.authority),
             path: &call.method,
             timeout,
@@ -502,11 +521,20 @@ impl IoLoop {
             conn.h2.handle_io_error(e);
             return;
         }
+        if writable && matches!(conn.phase, Phase::Open) {
+            if let Err(e) = conn.stream.flush_tls() {
+                conn.h2.handle_io_error(e.to_string());
+                return;
+            }
+        }
         if readable && matches!(conn.phase, Phase::Open) {
-            match socket::read_into(&mut conn.socket, &mut conn.h2, &mut self.scratch, now) {
+            match socket::read_into(&mut conn.stream, &mut conn.h2, &mut self.scratch, now) {
                 Ok(ReadOutcome::Eof) => conn.h2.handle_eof(),
                 Ok(_) => {}
                 Err(e) => conn.h2.handle_io_error(e.to_string()),
+            }
+            if let Err(e) = conn.stream.check_alpn() {
+                conn.h2.handle_io_error(e);
             }
         }
     }
@@ -555,14 +583,16 @@ impl IoLoop {
             conn.dispatch(event);
         }
         if matches!(conn.phase, Phase::Open) && !conn.write_blocked {
-            match socket::transmit(
-                &mut conn.socket,
+            let sent = socket::transmit(
+                &mut conn.stream,
                 &mut conn.h2,
                 &mut conn.out,
                 &mut conn.out_pos,
                 now,
-            ) {
-                Ok(all) => conn.write_blocked = !all,
+            )
+            .and_then(|all| conn.stream.flush_tls().map(|()| all));
+            match sent {
+                Ok(all) => conn.write_blocked = !all || conn.stream.wants_write(),
                 Err(e) => conn.h2.handle_io_error(e.to_string()),
             }
             // An I/O error above queues more events.
@@ -572,7 +602,7 @@ impl IoLoop {
         }
         if conn.h2.is_closed() && conn.calls.is_empty() {
             let mut conn = self.conns.remove(&id).expect("present");
-            let _ = self.poll.registry().deregister(&mut conn.socket);
+            let _ = self.poll.registry().deregister(&mut conn.stream.tcp);
             return;
         }
         let interest = if conn.write_blocked || !matches!(conn.phase, Phase::Open) {
@@ -583,7 +613,7 @@ impl IoLoop {
         if let Err(e) =
             self.poll
                 .registry()
-                .reregister(&mut conn.socket, Token(id as usize), interest)
+                .reregister(&mut conn.stream.tcp, Token(id as usize), interest)
         {
             conn.h2.handle_io_error(e.to_string());
         }
@@ -604,12 +634,12 @@ impl Conn {
             if !writable {
                 return Ok(());
             }
-            match self.socket.take_error() {
-                Ok(None) if self.socket.peer_addr().is_ok() => {}
+            match self.stream.tcp.take_error() {
+                Ok(None) if self.stream.tcp.peer_addr().is_ok() => {}
                 Ok(None) => return Ok(()), // Still connecting.
                 Ok(Some(e)) | Err(e) => return Err(format!("connect failed: {e}")),
             }
-            let _ = self.socket.set_nodelay(true);
+            let _ = self.stream.tcp.set_nodelay(true);
             self.phase = match tunnel_to.take() {
                 Some(target) => Phase::Proxy {
                     request: proxy::connect_request(&target),
@@ -628,7 +658,7 @@ impl Conn {
             return Ok(());
         };
         while *written < request.len() {
-            match self.socket.write(&request[*written..]) {
+            match self.stream.tcp.write(&request[*written..]) {
                 Ok(n) => *written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(format!("writing to the proxy failed: {e}")),
@@ -639,7 +669,7 @@ impl Conn {
         }
         let mut eof = false;
         loop {
-            match self.socket.read(scratch) {
+            match self.stream.tcp.read(scratch) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -657,6 +687,9 @@ impl Conn {
             ProxyReply::Partial if eof => Err("proxy closed the connection".into()),
             ProxyReply::Partial => Ok(()),
             ProxyReply::Established(_) if eof => Err("proxy closed the tunnel at once".into()),
+            ProxyReply::Established(extra) if extra > 0 && self.stream.is_tls() => {
+                Err("proxy sent bytes before the TLS handshake".into())
+            }
             ProxyReply::Established(extra) => {
                 let tail = reply[reply.len() - extra..].to_vec();
                 self.phase = Phase::Open;

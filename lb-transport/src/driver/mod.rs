@@ -4,5 +4,8 @@
 pub mod client;
 pub mod proxy;
 pub mod socket;
+mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use client::{H2Transport, TransportConfig};

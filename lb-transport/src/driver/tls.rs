@@ -1,0 +1,139 @@
+//! TLS for client connections (the `tls` feature): rustls with ALPN `h2`.
+//!
+//! Server certificates are verified by default, against the Mozilla root store
+//! (webpki-roots), or against roots the program gives.
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+/// TLS settings of a transport.
+///
+/// ```
+/// let tls = lb_transport::driver::tls::TlsConfig::with_webpki_roots();
+/// assert_eq!(tls.client_config().alpn_protocols, [b"h2".to_vec()]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    config: Arc<ClientConfig>,
+    server_name: Option<String>,
+}
+
+/// Why TLS settings could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsConfigError {
+    /// The PEM text held no certificate, or a malformed one.
+    #[error("invalid PEM certificates: {0}")]
+    Pem(String),
+    /// A certificate could not be used as a root.
+    #[error("unusable root certificate: {0}")]
+    Root(String),
+}
+
+impl TlsConfig {
+    /// Verifies servers against the Mozilla root store.
+    pub fn with_webpki_roots() -> Self {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Self::with_roots(roots)
+    }
+
+    /// Verifies servers against the certificates in `pem` (for example a private
+    /// CA, or a test's self-signed certificate).
+    ///
+    /// # Errors
+    ///
+    /// `pem` holds no certificate, a malformed one, or one that cannot be a root.
+    pub fn with_root_pem(pem: &[u8]) -> Result<Self, TlsConfigError> {
+        let mut roots = RootCertStore::empty();
+        let mut found = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| TlsConfigError::Pem(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| TlsConfigError::Root(e.to_string()))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(TlsConfigError::Pem("no certificate found".into()));
+        }
+        Ok(Self::with_roots(roots))
+    }
+
+    fn with_roots(roots: RootCertStore) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Self::from_client_config(config)
+    }
+
+    /// Uses a rustls config of the program's own (client certificates, a custom
+    /// verifier…). Its ALPN protocols are replaced by `h2`.
+    pub fn from_client_config(mut config: ClientConfig) -> Self {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Self {
+            config: Arc::new(config),
+            server_name: None,
+        }
+    }
+
+    /// Verifies the server's certificate for `name` instead of the connection's
+    /// authority host.
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// The rustls config in use.
+    pub fn client_config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Starts a TLS session for a connection whose authority is `authority`
+    /// (`host:port`).
+    pub(crate) fn start(&self, authority: &str) -> Result<ClientConnection, String> {
+        let host = match &self.server_name {
+            Some(name) => name.as_str(),
+            None => host_of(authority),
+        };
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| format!("invalid TLS server name {host:?}: {e}"))?;
+        ClientConnection::new(self.config.clone(), name).map_err(|e| e.to_string())
+    }
+}
+
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_come_from_the_authority() {
+        assert_eq!(host_of("example.com:443"), "example.com");
+        assert_eq!(host_of("[::1]:443"), "::1");
+        assert_eq!(host_of("example.com"), "example.com");
+        let tls = TlsConfig::with_webpki_roots();
+        assert!(tls.start("example.com:443").is_ok());
+        assert!(tls.start("bad name!:443").is_err());
+    }
+
+    #[test]
+    fn pem_without_certificates_is_an_error() {
+        assert!(matches!(
+            TlsConfig::with_root_pem(b"not pem"),
+            Err(TlsConfigError::Pem(_))
+        ));
+    }
+}
