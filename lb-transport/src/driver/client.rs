@@ -126,6 +126,7 @@ impl Handle {
 pub struct H2Transport {
     handle: Handle,
     proxy: ProxyMode,
+    keepalive: Arc<KeepaliveTime>,
     next_id: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -141,15 +142,25 @@ impl H2Transport {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let proxy = config.proxy.clone();
+        let keepalive = Arc::new(KeepaliveTime::new(&config.connection));
+        let loop_keepalive = keepalive.clone();
         let thread = std::thread::Builder::new()
             .name("lb-io".into())
-            .spawn(move || IoLoop::new(poll, rx, config).run())?;
+            .spawn(move || IoLoop::new(poll, rx, config, loop_keepalive).run())?;
         Ok(Self {
             handle: Handle { tx, waker },
             proxy,
+            keepalive,
             next_id: AtomicU64::new(1),
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// The keepalive time new connections use: the configured one, doubled each time
+    /// a server answered pings with GOAWAY ENHANCE_YOUR_CALM "too_many_pings"
+    /// (gRFC A8). `None` when keepalive is off.
+    pub fn keepalive_time(&self) -> Option<Duration> {
+        self.keepalive.get()
     }
 
     /// Closes every connection and stops the I/O thread. Idempotent.
@@ -220,6 +231,33 @@ impl Transport for H2Transport {
     }
 }
 
+/// The keepalive time shared by the transport handle and its I/O thread, in
+/// milliseconds (0 = off).
+#[derive(Debug)]
+struct KeepaliveTime(AtomicU64);
+
+impl KeepaliveTime {
+    fn new(config: &ConnectionConfig) -> Self {
+        let ms = config.keepalive.map_or(0, |k| k.time.as_millis() as u64);
+        Self(AtomicU64::new(ms))
+    }
+
+    fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    fn double(&self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |ms| {
+                (ms != 0).then(|| ms.saturating_mul(2))
+            });
+    }
+}
+
 /// The handle a channel holds for one connection.
 struct ClientConnection {
     id: u64,
@@ -280,6 +318,7 @@ enum Phase {
 
 struct Conn {
     stream: Stream,
+    keepalive: Arc<KeepaliveTime>,
     h2: proto::Connection,
     events: ConnectionEvents,
     authority: String,
@@ -298,17 +337,24 @@ struct IoLoop {
     poll: Poll,
     rx: Receiver<Command>,
     config: TransportConfig,
+    keepalive: Arc<KeepaliveTime>,
     conns: HashMap<u64, Conn>,
     scratch: Vec<u8>,
     shutting_down: bool,
 }
 
 impl IoLoop {
-    fn new(poll: Poll, rx: Receiver<Command>, config: TransportConfig) -> Self {
+    fn new(
+        poll: Poll,
+        rx: Receiver<Command>,
+        config: TransportConfig,
+        keepalive: Arc<KeepaliveTime>,
+    ) -> Self {
         Self {
             poll,
             rx,
             config,
+            keepalive,
             conns: HashMap::new(),
             scratch: vec![0; 64 << 10],
             shutting_down: false,
@@ -436,11 +482,16 @@ impl IoLoop {
             let session = tls.start(&spec.authority).map_err(io::Error::other)?;
             stream.tls = Some(Box::new(session));
         }
-        let h2 = proto::Connection::client(self.config.connection.clone(), now);
+        let mut connection = self.config.connection.clone();
+        if let (Some(ka), Some(time)) = (&mut connection.keepalive, self.keepalive.get()) {
+            ka.time = time;
+        }
+        let h2 = proto::Connection::client(connection, now);
         self.conns.insert(
             spec.id,
             Conn {
                 stream,
+                keepalive: self.keepalive.clone(),
                 h2,
                 events: spec.events,
                 authority: spec.authority,
@@ -739,6 +790,10 @@ impl Conn {
             Event::GoAway { reason, debug, .. } => {
                 let too_many_pings =
                     reason == Reason::ENHANCE_YOUR_CALM && debug == b"too_many_pings";
+                if too_many_pings {
+                    log::warn!("server says too_many_pings: doubling the keepalive time");
+                    self.keepalive.double();
+                }
                 (self.events)(ConnectionEvent::GoAway {
                     reason: format!("{reason}: {}", String::from_utf8_lossy(&debug)),
                     too_many_pings,
