@@ -10,9 +10,12 @@
 //! - [`driver`]: mio event loops around the sans-IO connection.
 //! - [`grpc`]: what gRPC adds on top: `grpc-timeout`, percent-encoded `grpc-message`,
 //!   base64 binary metadata, length-prefixed messages, status mapping.
+//! - [`server`]: a small synchronous gRPC server (unary calls) on a mio thread and
+//!   worker threads.
 
 pub mod driver;
 pub mod frame;
 pub mod grpc;
 pub mod hpack;
 pub mod proto;
+pub mod server;

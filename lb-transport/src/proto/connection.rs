@@ -155,6 +155,9 @@ enum Timer {
 
 const TIMERS: usize = 3;
 
+/// The payload of the PING that ends the first phase of a graceful GOAWAY.
+const SHUTDOWN_PING: [u8; 8] = *b"shutdown";
+
 /// What the peer told us in SETTINGS.
 #[derive(Clone, Copy, Debug)]
 struct PeerSettings {
@@ -289,6 +292,8 @@ pub struct Connection {
     reset_tokens: f64,
     reset_tokens_at: Instant,
     goaway_sent: Option<StreamId>,
+    /// A graceful GOAWAY's PING is unanswered (see [`Connection::go_away`]).
+    shutdown_ping_outstanding: bool,
     goaway_received: Option<StreamId>,
     error: Option<ConnectionError>,
     closed: bool,
@@ -350,6 +355,7 @@ impl Connection {
             reset_tokens,
             reset_tokens_at: now,
             goaway_sent: None,
+            shutdown_ping_outstanding: false,
             goaway_received: None,
             error: None,
             closed: false,
@@ -667,12 +673,31 @@ impl Connection {
             RstStream::new(id, reason).encode(&mut self.out);
         }
         self.stream_gone(id, &stream);
+        self.finish_if_drained();
     }
 
     /// Sends GOAWAY: no new streams are accepted; streams up to the last one the peer
     /// opened finish. With an error `reason` the connection ends at once.
+    ///
+    /// A server's graceful GOAWAY (NO_ERROR) has two phases, as RFC 9113 section 6.8
+    /// suggests: a GOAWAY with the largest stream id and a PING; when the PING is
+    /// acknowledged, every stream the client sent before seeing the GOAWAY has
+    /// arrived, and the final GOAWAY names the real last stream. So no request in
+    /// flight is refused.
     pub fn go_away(&mut self, reason: Reason, debug: &[u8]) {
         if self.closed || self.goaway_sent.is_some() {
+            return;
+        }
+        if self.role == Role::Server && reason == Reason::NO_ERROR {
+            GoAway {
+                last_stream_id: StreamId::MAX,
+                reason,
+                debug_data: debug.to_vec(),
+            }
+            .encode(&mut self.out);
+            Ping::new(SHUTDOWN_PING).encode(&mut self.out);
+            self.goaway_sent = Some(StreamId::MAX);
+            self.shutdown_ping_outstanding = true;
             return;
         }
         let last = self.last_peer_stream;
@@ -910,6 +935,15 @@ impl Connection {
     }
 
     fn handle_ping(&mut self, p: Ping, now: Instant) {
+        if p.ack && p.payload == SHUTDOWN_PING && self.shutdown_ping_outstanding {
+            // Phase two of a graceful GOAWAY: everything sent before the first has come.
+            self.shutdown_ping_outstanding = false;
+            let last = self.last_peer_stream;
+            GoAway::new(last, Reason::NO_ERROR).encode(&mut self.out);
+            self.goaway_sent = Some(last);
+            self.finish_if_drained();
+            return;
+        }
         if p.ack {
             self.ping_outstanding = false;
             self.timers[Timer::KeepaliveTimeout as usize] = None;
@@ -1160,7 +1194,7 @@ impl Connection {
             return self.stream_error(id, Reason::STREAM_CLOSED, "headers on a closed stream");
         }
         self.last_peer_stream = id;
-        if self.goaway_sent.is_some() {
+        if self.goaway_sent.is_some_and(|last| id > last) {
             // Above our GOAWAY's last stream id: refuse without processing.
             RstStream::new(id, Reason::REFUSED_STREAM).encode(&mut self.out);
             return;
@@ -1336,7 +1370,8 @@ impl Connection {
     }
 
     fn finish_if_drained(&mut self) {
-        let draining = self.goaway_received.is_some() || self.goaway_sent.is_some();
+        let draining = self.goaway_received.is_some()
+            || (self.goaway_sent.is_some() && !self.shutdown_ping_outstanding);
         if draining && self.streams.is_empty() && !self.closed {
             self.finish(None);
         }

@@ -217,23 +217,24 @@ fn streams_beyond_max_concurrent_wait_for_a_slot() {
 }
 
 #[test]
-fn graceful_go_away_finishes_old_streams_and_refuses_new_ones() {
+fn graceful_go_away_serves_streams_in_flight_and_refuses_later_ones() {
     let mut p = Pair::default();
     let first = p.client.open_stream(request("/1"), true, p.now).unwrap();
     p.drive();
     p.server.go_away(Reason::NO_ERROR, b"");
-    // A stream the client opens before it sees the GOAWAY is refused, unprocessed.
-    let late = p.client.open_stream(request("/2"), true, p.now).unwrap();
+    // A stream the client sends before it sees the GOAWAY is still served: the first
+    // GOAWAY names the largest stream id, and the final one comes after a PING.
+    let in_flight = p.client.open_stream(request("/2"), true, p.now).unwrap();
     p.drive();
-    assert!(
-        p.client_events
-            .iter()
-            .any(|e| matches!(e, Event::GoAway { last_stream_id, .. } if *last_stream_id == first))
-    );
-    assert!(p.client_events.contains(&Event::Reset {
-        stream: late,
-        cause: ResetCause::Refused
-    }));
+    let goaways: Vec<StreamId> = p
+        .client_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::GoAway { last_stream_id, .. } => Some(*last_stream_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(goaways, [StreamId::MAX, in_flight]);
     assert_eq!(
         p.client.open_stream(request("/3"), true, p.now),
         Err(OpenError::NotAccepting)
@@ -244,8 +245,54 @@ fn graceful_go_away_finishes_old_streams_and_refuses_new_ones() {
         client_result(&p.client_events, first).2,
         "the old stream finished"
     );
+    assert!(
+        client_result(&p.client_events, in_flight).2,
+        "the in-flight stream was served"
+    );
     assert_eq!(p.client_events.last(), Some(&Event::Closed(None)));
     assert_eq!(p.server_events.last(), Some(&Event::Closed(None)));
+}
+
+#[test]
+fn a_stream_opened_after_the_final_go_away_is_refused() {
+    let mut c = RawClient::new(ConnectionConfig::default());
+    let h = c.headers(1, false);
+    let _ = c.send(&h);
+    c.server.go_away(Reason::NO_ERROR, b"");
+    let out = transmit(&mut c.server, c.now);
+    let ping = frames(&out).into_iter().find_map(|f| match f {
+        Frame::Ping(p) if !p.ack => Some(p),
+        _ => None,
+    });
+    let mut ack = Vec::new();
+    Ping::pong(ping.expect("shutdown ping").payload).encode(&mut ack);
+    let out = c.send(&ack);
+    assert!(
+        frames(&out)
+            .iter()
+            .any(|f| matches!(f, Frame::GoAway(g) if g.last_stream_id == StreamId::new(1)))
+    );
+    let late = c.headers(3, true);
+    assert_eq!(
+        rst_reasons(&c.send(&late)),
+        [(StreamId::new(3), Reason::REFUSED_STREAM)]
+    );
+}
+
+#[test]
+fn draining_ends_when_the_last_stream_is_reset_locally() {
+    let mut c = RawClient::new(ConnectionConfig::default());
+    let h = c.headers(1, false);
+    let _ = c.send(&h);
+    c.server.go_away(Reason::NO_ERROR, b"");
+    let out = transmit(&mut c.server, c.now);
+    let mut ack = Vec::new();
+    Ping::pong(*b"shutdown").encode(&mut ack);
+    assert!(!frames(&out).is_empty());
+    let _ = c.send(&ack);
+    assert!(!c.server.is_closed(), "stream 1 is still open");
+    c.server.reset_stream(StreamId::new(1), Reason::NO_ERROR);
+    assert!(c.server.is_closed(), "the drained connection closes");
 }
 
 #[test]

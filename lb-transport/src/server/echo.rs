@@ -1,0 +1,146 @@
+//! The built-in benchmark and test services, answering like the grpcio peer in
+//! `xtask/peers/grpc_server.py`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lb_core::{Code, Metadata, Status};
+
+use crate::server::{Handler, Request, Response};
+
+/// The longest `/test.Echo/Sleep` waits.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// The built-in handlers by path; `/test.Echo/Echo` and `/test.Echo/Who` answer
+/// with `server_id`.
+pub(super) fn handlers(server_id: &str) -> Vec<(&'static str, Arc<Handler>)> {
+    let id = server_id.to_owned();
+    let who = server_id.as_bytes().to_vec();
+    vec![
+        (
+            "/bench.Echo/Unary",
+            Arc::new(|req: Request| Ok(Response::new(req.message))),
+        ),
+        (
+            "/test.Echo/Echo",
+            Arc::new(move |req: Request| Ok(echo(req, &id))),
+        ),
+        ("/test.Echo/Status", Arc::new(status)),
+        ("/test.Echo/Sleep", Arc::new(sleep)),
+        (
+            "/test.Echo/Who",
+            Arc::new(move |_: Request| Ok(Response::new(who.clone()))),
+        ),
+    ]
+}
+
+/// The request bytes back, with the `x-` metadata in the headers and the trailers.
+fn echo(req: Request, server_id: &str) -> Response {
+    let mut echoed = Metadata::new();
+    for (key, value) in req.metadata.iter().filter(|(k, _)| k.starts_with("x-")) {
+        // The keys and values were valid in the request, so they are valid here.
+        if let Err(e) = echoed.insert_raw(key, value) {
+            log::debug!("not echoing {key}: {e}");
+        }
+    }
+    let mut headers = echoed.clone();
+    if let Err(e) = headers.insert("x-server-id", server_id) {
+        log::debug!("server id not sent: {e}");
+    }
+    Response {
+        message: req.message,
+        headers,
+        trailers: echoed,
+    }
+}
+
+/// Fails with the status the request asks for.
+fn status(req: Request) -> Result<Response, Status> {
+    let raw = req.metadata.get("x-status-code");
+    let code = raw
+        .and_then(|c| c.trim().parse::<i32>().ok())
+        .and_then(Code::from_i32)
+        .ok_or_else(|| Status::invalid_argument(format!("bad x-status-code: {raw:?}")))?;
+    let message = match (
+        req.metadata.get_bin("x-status-message-bin"),
+        req.metadata.get("x-status-message"),
+    ) {
+        (Some(bin), _) => String::from_utf8_lossy(bin).into_owned(),
+        (None, Some(text)) => text.to_owned(),
+        (None, None) => String::from_utf8_lossy(&req.message).into_owned(),
+    };
+    if code == Code::Ok {
+        return Ok(Response::default());
+    }
+    Err(Status::new(code, message))
+}
+
+/// Waits the ASCII milliseconds in the body (cut short if the call is cancelled),
+/// then echoes.
+fn sleep(req: Request) -> Result<Response, Status> {
+    let text = std::str::from_utf8(&req.message).unwrap_or("?").trim();
+    let ms: u64 = if text.is_empty() {
+        0
+    } else {
+        text.parse()
+            .map_err(|_| Status::invalid_argument("body must be ASCII milliseconds"))?
+    };
+    let wait = Duration::from_millis(ms).min(MAX_SLEEP);
+    if req.wait_cancelled(Instant::now() + wait) {
+        return Err(Status::cancelled("call cancelled while sleeping"));
+    }
+    Ok(Response::new(req.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_returns_x_metadata_in_headers_and_trailers() {
+        let mut req = Request::new("/test.Echo/Echo", b"hi".to_vec());
+        req.metadata.insert("x-a", "1").unwrap();
+        req.metadata.insert("other", "2").unwrap();
+        req.metadata.insert_bin("x-b-bin", &[0, 255]).unwrap();
+        let resp = echo(req, "srv");
+        assert_eq!(resp.message, b"hi");
+        assert_eq!(resp.trailers.len(), 2);
+        assert_eq!(resp.trailers.get_bin("x-b-bin"), Some(&[0u8, 255][..]));
+        assert_eq!(resp.headers.get("x-a"), Some("1"));
+        assert_eq!(resp.headers.get("x-server-id"), Some("srv"));
+        assert_eq!(resp.headers.get("other"), None);
+    }
+
+    #[test]
+    fn status_takes_code_and_message_from_metadata() {
+        let mut req = Request::new("/test.Echo/Status", b"body".to_vec());
+        req.metadata.insert("x-status-code", "7").unwrap();
+        req.metadata
+            .insert_bin("x-status-message-bin", "permission é 100%".as_bytes())
+            .unwrap();
+        let err = status(req).unwrap_err();
+        assert_eq!(
+            err,
+            Status::new(Code::PermissionDenied, "permission é 100%")
+        );
+
+        let mut req = Request::new("/test.Echo/Status", b"from body".to_vec());
+        req.metadata.insert("x-status-code", "14").unwrap();
+        assert_eq!(status(req).unwrap_err().message(), "from body");
+
+        let mut req = Request::new("/test.Echo/Status", Vec::new());
+        req.metadata.insert("x-status-code", "0").unwrap();
+        assert_eq!(status(req), Ok(Response::default()));
+
+        let req = Request::new("/test.Echo/Status", Vec::new());
+        assert_eq!(status(req).unwrap_err().code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn sleep_zero_echoes_and_bad_bodies_are_refused() {
+        let resp = sleep(Request::new("/test.Echo/Sleep", b"0".to_vec())).unwrap();
+        assert_eq!(resp.message, b"0");
+        let err = sleep(Request::new("/test.Echo/Sleep", b"soon".to_vec())).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,424 @@
+//! A small synchronous gRPC server: unary calls only, no async runtime.
+//!
+//! Built for tests, demos and an RLS server, on the same sans-IO HTTP/2
+//! [`Connection`](crate::proto::Connection) as the client side.
+//!
+//! # Threads and data flow
+//!
+//! ```text
+//!  clients ──TCP──> lb-server-io (mio)                          lb-server-worker-N
+//!                   listener + every connection ── Job ──>      run the handler
+//!                   (sans-IO HTTP/2, per-stream     bounded     (catch_unwind)
+//!                    call state, deadlines)         channel          │
+//!                          ^                                         │
+//!                          └──── Completion + mio Waker ─────────────┘
+//! ```
+//!
+//! - The I/O thread owns the listener and every connection. It parses request heads,
+//!   collects the one request message of each call, answers on its own what needs no
+//!   handler (unknown methods, oversized messages, plain HTTP requests, deadlines),
+//!   and hands the rest to the workers.
+//! - Workers run handlers. A handler that panics fails its call with INTERNAL; the
+//!   worker carries on.
+//! - A result that arrives after its call's deadline, or after the client reset the
+//!   stream, is dropped. Such a call is also *cancelled*: a handler that waits can
+//!   notice with [`Request::wait_cancelled`].
+//!
+//! # Shutdown
+//!
+//! [`Server::shutdown`] stops accepting, sends GOAWAY(NO_ERROR) on every connection
+//! (calls under way finish, new streams are refused and the client may retry them
+//! elsewhere), waits until the connections are done or the grace period is over, then
+//! closes what is left and joins every thread. Dropping a [`Server`] does the same
+//! with no grace period. Nothing the server started outlives it.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use lb_core::Status;
+//! use lb_transport::server::{Response, Server};
+//!
+//! let server = Server::builder()
+//!     .unary("/demo.Greeter/Hello", |req| {
+//!         let mut reply = b"hello, ".to_vec();
+//!         reply.extend_from_slice(&req.message);
+//!         Ok(Response::new(reply))
+//!     })
+//!     .unary("/demo.Greeter/Fail", |_| Err(Status::unavailable("try later")))
+//!     .workers(2)
+//!     .bind("127.0.0.1:0")?;
+//! assert_ne!(server.local_addr().port(), 0);
+//! server.shutdown(Duration::from_secs(1));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod conn;
+mod echo;
+mod io;
+mod threads;
+mod worker;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use lb_core::{Metadata, Status};
+
+use crate::grpc::message::DEFAULT_MAX_MESSAGE_LEN;
+use crate::proto::ConnectionConfig;
+use crate::server::io::IoLoop;
+use crate::server::threads::Threads;
+use crate::server::worker::{IoSender, ToIo};
+
+/// A unary handler: one request message in, one response message (or a status) out.
+type Handler = dyn Fn(Request) -> Result<Response, Status> + Send + Sync + 'static;
+
+/// One unary call as a handler sees it.
+pub struct Request {
+    /// The method path, such as `/pkg.Service/Method`.
+    pub path: String,
+    /// The client's custom metadata (binary values decoded).
+    pub metadata: Metadata,
+    /// The serialized request message.
+    pub message: Vec<u8>,
+    /// When the client stops waiting (from `grpc-timeout`), if it said.
+    pub deadline: Option<Instant>,
+    /// Disconnected when the call is cancelled; never carries a message.
+    cancel: Receiver<Infallible>,
+}
+
+impl Request {
+    /// A request that is never cancelled, for calling a handler directly (in a test,
+    /// say).
+    pub fn new(path: impl Into<String>, message: impl Into<Vec<u8>>) -> Self {
+        Self {
+            path: path.into(),
+            metadata: Metadata::new(),
+            message: message.into(),
+            deadline: None,
+            cancel: crossbeam_channel::never(),
+        }
+    }
+
+    /// Whether the call was cancelled: the client reset it, its deadline passed, its
+    /// connection ended or the server shut down. Its result will be dropped.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.cancel.try_recv(), Err(TryRecvError::Disconnected))
+    }
+
+    /// Blocks until the call is cancelled (returns `true`) or `until` passes (returns
+    /// `false`). A handler that waits for something should wait here, so that a
+    /// cancelled call frees its worker at once.
+    pub fn wait_cancelled(&self, until: Instant) -> bool {
+        match self.cancel.recv_deadline(until) {
+            Ok(never) => match never {},
+            Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+        }
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("path", &self.path)
+            .field("metadata", &self.metadata)
+            .field("message_len", &self.message.len())
+            .field("deadline", &self.deadline)
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+/// A handler's successful answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Response {
+    /// The serialized response message.
+    pub message: Vec<u8>,
+    /// Metadata sent with the response headers.
+    pub headers: Metadata,
+    /// Metadata sent with the trailers (after `grpc-status: 0`).
+    pub trailers: Metadata,
+}
+
+impl Response {
+    /// A response with `message` and no metadata.
+    pub fn new(message: impl Into<Vec<u8>>) -> Self {
+        Self {
+            message: message.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// What the I/O thread and the workers share, fixed at [`ServerBuilder::bind`].
+pub(crate) struct Shared {
+    routes: HashMap<String, Arc<Handler>>,
+    max_message_size: usize,
+    config: ConnectionConfig,
+}
+
+impl Shared {
+    fn route(&self, path: &str) -> Option<&Arc<Handler>> {
+        self.routes.get(path)
+    }
+}
+
+/// Configures and starts a [`Server`]; made by [`Server::builder`].
+pub struct ServerBuilder {
+    routes: HashMap<String, Arc<Handler>>,
+    workers: Option<usize>,
+    max_message_size: usize,
+    config: ConnectionConfig,
+    id: String,
+    echo_bench: bool,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut paths: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        paths.sort_unstable();
+        f.debug_struct("ServerBuilder")
+            .field("routes", &paths)
+            .field("workers", &self.workers)
+            .field("max_message_size", &self.max_message_size)
+            .field("config", &self.config)
+            .field("id", &self.id)
+            .field("echo_bench", &self.echo_bench)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Serves unary calls to `path` (`/pkg.Service/Method`) with `handler`. A later
+    /// registration of the same path replaces the earlier one.
+    pub fn unary<F>(mut self, path: &str, handler: F) -> Self
+    where
+        F: Fn(Request) -> Result<Response, Status> + Send + Sync + 'static,
+    {
+        self.routes.insert(path.to_owned(), Arc::new(handler));
+        self
+    }
+
+    /// The number of worker threads that run handlers (at least 1). By default the
+    /// available parallelism, at least 2.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+
+    /// The largest request message accepted; larger ones fail with
+    /// RESOURCE_EXHAUSTED. 4 MiB by default.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// The HTTP/2 settings and limits of every connection.
+    pub fn connection_config(mut self, config: ConnectionConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The id `/test.Echo/Who` and `x-server-id` answer with (see
+    /// [`ServerBuilder::echo_bench`]); `lb-transport` by default.
+    pub fn id(mut self, id: &str) -> Self {
+        self.id = id.to_owned();
+        self
+    }
+
+    /// Registers the built-in services, which answer like the grpcio peer in
+    /// `xtask/peers/grpc_server.py`, so tests can swap servers:
+    ///
+    /// - `/bench.Echo/Unary`: returns the request bytes (wire-compatible with
+    ///   `bench.Msg { bytes payload = 1; }`).
+    /// - `/test.Echo/Echo`: returns the request bytes; request metadata keys starting
+    ///   with `x-` come back in the response headers and in the trailers, and the
+    ///   headers also carry `x-server-id`.
+    /// - `/test.Echo/Status`: fails with the code in `x-status-code` and the message
+    ///   in `x-status-message-bin` (UTF-8), else `x-status-message`, else the body.
+    /// - `/test.Echo/Sleep`: waits the milliseconds given as ASCII digits in the body
+    ///   (at most 30 s, cut short when the call is cancelled), then echoes.
+    /// - `/test.Echo/Who`: returns the server's [`id`](ServerBuilder::id).
+    ///
+    /// A handler registered with [`ServerBuilder::unary`] for one of these paths
+    /// wins, whatever the order of the calls.
+    pub fn echo_bench(mut self) -> Self {
+        self.echo_bench = true;
+        self
+    }
+
+    /// Binds `addr` (`127.0.0.1:0` picks a free port), starts the I/O thread and the
+    /// workers, and returns at once.
+    ///
+    /// # Errors
+    ///
+    /// The address does not resolve or cannot be bound, or a thread cannot start.
+    pub fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<Server> {
+        let mut last_err = None;
+        for addr in addr.to_socket_addrs()? {
+            match std::net::TcpListener::bind(addr) {
+                Ok(listener) => return self.start(listener),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "address resolved to nothing",
+            )
+        }))
+    }
+
+    fn start(mut self, listener: std::net::TcpListener) -> std::io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        if self.echo_bench {
+            for (path, handler) in echo::handlers(&self.id) {
+                self.routes.entry(path.to_owned()).or_insert(handler);
+            }
+        }
+        let local_addr = listener.local_addr()?;
+        let workers = self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().max(2)));
+        let shared = Arc::new(Shared {
+            routes: self.routes,
+            max_message_size: self.max_message_size,
+            config: self.config,
+        });
+        let (io_loop, to_io, jobs) =
+            IoLoop::new(mio::net::TcpListener::from_std(listener), &shared, workers)?;
+        let mut threads = Threads::new();
+        let started = (|| {
+            threads.spawn("lb-server-io".into(), move || io_loop.run())?;
+            for n in 0..workers {
+                let jobs = jobs.clone();
+                let to_io = to_io.clone();
+                threads.spawn(format!("lb-server-worker-{n}"), move || {
+                    worker::run(&jobs, &to_io);
+                })?;
+            }
+            Ok::<(), std::io::Error>(())
+        })();
+        drop(jobs);
+        // On failure, dropping the server stops whatever did start.
+        let server = Server {
+            local_addr,
+            to_io: Some(to_io),
+            threads: Some(threads),
+        };
+        started?;
+        log::debug!("gRPC server listening on {local_addr} with {workers} workers");
+        Ok(server)
+    }
+}
+
+/// A running gRPC server. Dropping it shuts it down at once; see
+/// [`Server::shutdown`] for a graceful stop.
+pub struct Server {
+    local_addr: SocketAddr,
+    to_io: Option<IoSender>,
+    threads: Option<Threads>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A builder with no services, the default limits and a thread per core.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            routes: HashMap::new(),
+            workers: None,
+            max_message_size: DEFAULT_MAX_MESSAGE_LEN,
+            config: ConnectionConfig::default(),
+            id: "lb-transport".to_owned(),
+            echo_bench: false,
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops gracefully: no new connections; GOAWAY(NO_ERROR) on every connection so
+    /// that calls under way finish and new streams are refused; waits until every
+    /// connection is done or `grace` has passed; then closes the rest and joins every
+    /// thread the server started.
+    ///
+    /// Calls still running when the connections close are cancelled (see
+    /// [`Request::wait_cancelled`]); the join waits for their handlers to return, so
+    /// a handler that ignores cancellation delays it. Do not call this from a
+    /// handler: it would wait for itself.
+    ///
+    /// # Panics
+    ///
+    /// If one of the server's threads panicked (a bug: handler panics are caught).
+    pub fn shutdown(mut self, grace: Duration) {
+        self.stop(grace);
+    }
+
+    fn stop(&mut self, grace: Duration) {
+        let Some(threads) = self.threads.take() else {
+            return;
+        };
+        if let Some(to_io) = self.to_io.take() {
+            // If the I/O thread is already gone, there is nothing to tell it.
+            let _ = to_io.send(ToIo::Shutdown { grace });
+        }
+        threads.join();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop(Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        assert_send_sync::<Server>();
+        assert_send_sync::<ServerBuilder>();
+        assert_send::<Request>();
+        assert_send_sync::<Response>();
+    }
+
+    #[test]
+    fn a_plain_request_is_never_cancelled() {
+        let req = Request::new("/a/b", b"x".to_vec());
+        assert!(!req.is_cancelled());
+        assert!(!req.wait_cancelled(Instant::now()));
+    }
+
+    #[test]
+    fn a_dropped_sender_cancels() {
+        let (tx, rx) = crossbeam_channel::bounded::<Infallible>(0);
+        let req = Request {
+            cancel: rx,
+            ..Request::new("/a/b", Vec::new())
+        };
+        assert!(!req.is_cancelled());
+        drop(tx);
+        assert!(req.is_cancelled());
+        assert!(req.wait_cancelled(Instant::now() + Duration::from_secs(60)));
+    }
+}

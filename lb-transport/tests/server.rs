@@ -1,0 +1,963 @@
+//! The gRPC server over real loopback sockets, driven by a small blocking client
+//! built here from the sans-IO client connection and the `grpc::call` helpers.
+//!
+//! Every wait is bounded: socket reads time out, and each wait gives up (failing the
+//! test) after [`WAIT`]. Nothing sleeps to wait for logic; handlers that need to
+//! block wait on channels the test controls.
+//!
+//! Tests that look at the process's thread names take [`SERIAL`] exclusively; every
+//! other test holds it shared for its whole run, so no other server is alive then.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use lb_core::transport::{CallError, CallResponse};
+use lb_core::{Code, Metadata};
+use lb_transport::frame::{Reason, StreamId};
+use lb_transport::grpc::call::{ClientCall, RequestHead, request_headers};
+use lb_transport::grpc::message;
+use lb_transport::hpack::Header;
+use lb_transport::proto::{Connection, ConnectionConfig, Event};
+use lb_transport::server::{Request, Response, Server};
+use parking_lot::RwLock;
+
+/// The longest any single wait in these tests may take.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// How long one socket read blocks before the wait loop looks at its deadline.
+const READ_SLICE: Duration = Duration::from_millis(50);
+
+/// Shared by ordinary tests, exclusive for the ones that count server threads.
+static SERIAL: RwLock<()> = RwLock::new(());
+
+/// The frame type of GOAWAY (RFC 9113 section 6.8).
+const GOAWAY_TYPE: u8 = 0x7;
+
+/// What a stream that is not a gRPC call received.
+#[derive(Debug, Default)]
+struct RawStream {
+    headers: Vec<Vec<Header>>,
+    body: Vec<u8>,
+    ended: bool,
+    reset: Option<String>,
+}
+
+/// A blocking HTTP/2 client on one connection, with any number of streams.
+struct TestClient {
+    socket: TcpStream,
+    conn: Connection,
+    calls: HashMap<StreamId, ClientCall>,
+    done: HashMap<StreamId, Result<CallResponse, CallError>>,
+    raw: HashMap<StreamId, RawStream>,
+    /// Bytes read but not yet a whole frame.
+    partial: Vec<u8>,
+    /// When set, a GOAWAY frame and everything after it is held back here.
+    hold_goaway: bool,
+    held: Vec<u8>,
+    goaway_seen: bool,
+    closed: bool,
+    /// The server closed its side of the socket.
+    eof: bool,
+}
+
+impl TestClient {
+    fn connect(addr: SocketAddr) -> Self {
+        let socket = TcpStream::connect(addr).expect("connect");
+        socket.set_nodelay(true).unwrap();
+        socket.set_read_timeout(Some(READ_SLICE)).unwrap();
+        let mut client = Self {
+            socket,
+            conn: Connection::client(ConnectionConfig::default(), Instant::now()),
+            calls: HashMap::new(),
+            done: HashMap::new(),
+            raw: HashMap::new(),
+            partial: Vec::new(),
+            hold_goaway: false,
+            held: Vec::new(),
+            goaway_seen: false,
+            closed: false,
+            eof: false,
+        };
+        client.flush();
+        client
+    }
+
+    /// Writes everything the connection has to send (within its windows).
+    fn flush(&mut self) {
+        let mut out = Vec::new();
+        while self.conn.poll_transmit(Instant::now(), &mut out) > 0 {}
+        if !out.is_empty() {
+            self.socket.write_all(&out).expect("write");
+        }
+    }
+
+    /// Starts a unary call; the result is collected by [`TestClient::wait`].
+    fn start(
+        &mut self,
+        path: &str,
+        metadata: &Metadata,
+        timeout: Option<Duration>,
+        message: &[u8],
+    ) -> StreamId {
+        let headers = request_headers(&RequestHead {
+            scheme: "http",
+            authority: "localhost",
+            path,
+            timeout,
+            user_agent: "lb-transport-test",
+            metadata,
+        });
+        let id = self
+            .conn
+            .open_stream(headers, false, Instant::now())
+            .expect("open");
+        let mut body = Vec::new();
+        message::encode(message, &mut body);
+        self.conn.send_data(id, &body, true).unwrap();
+        self.calls.insert(id, ClientCall::new(16 << 20));
+        self.flush();
+        id
+    }
+
+    /// Starts a stream with arbitrary headers (and an optional body).
+    fn start_raw(&mut self, headers: Vec<Header>, body: Option<&[u8]>) -> StreamId {
+        let id = self
+            .conn
+            .open_stream(headers, body.is_none(), Instant::now())
+            .expect("open");
+        if let Some(body) = body {
+            self.conn.send_data(id, body, true).unwrap();
+        }
+        self.raw.insert(id, RawStream::default());
+        self.flush();
+        id
+    }
+
+    fn call(
+        &mut self,
+        path: &str,
+        metadata: &Metadata,
+        message: &[u8],
+    ) -> Result<CallResponse, CallError> {
+        let id = self.start(path, metadata, None, message);
+        self.wait(id)
+    }
+
+    /// Pumps the connection until `id`'s result is in.
+    fn wait(&mut self, id: StreamId) -> Result<CallResponse, CallError> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(result) = self.done.remove(&id) {
+                return result;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no result for {id} within {WAIT:?}"
+            );
+            assert!(
+                !self.closed || self.calls.contains_key(&id),
+                "connection closed"
+            );
+            self.pump();
+        }
+    }
+
+    /// Pumps the connection until the raw stream `id` ended or was reset.
+    fn wait_raw(&mut self, id: StreamId) -> RawStream {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let finished = self
+                .raw
+                .get(&id)
+                .is_some_and(|s| s.ended || s.reset.is_some());
+            if finished {
+                return self.raw.remove(&id).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "raw stream {id} not done within {WAIT:?}"
+            );
+            self.pump();
+        }
+    }
+
+    /// Pumps until `cond` holds.
+    fn pump_until(&mut self, what: &str, mut cond: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+            self.pump();
+        }
+    }
+
+    /// One round: read what arrives within [`READ_SLICE`], feed whole frames to the
+    /// connection, handle its events, and write what it has to send.
+    fn pump(&mut self) {
+        let mut buf = [0u8; 64 << 10];
+        match self.socket.read(&mut buf) {
+            Ok(0) => {
+                self.conn.handle_eof();
+                self.closed = true;
+                self.eof = true;
+            }
+            Ok(n) => {
+                self.partial.extend_from_slice(&buf[..n]);
+                self.feed_frames();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => {
+                self.conn.handle_io_error(e.to_string());
+                self.closed = true;
+            }
+        }
+        self.handle_events();
+        if !self.closed {
+            self.flush();
+        }
+    }
+
+    /// Feeds complete frames, holding back a GOAWAY (and what follows) if asked.
+    fn feed_frames(&mut self) {
+        let now = Instant::now();
+        loop {
+            if self.partial.len() < 9 {
+                return;
+            }
+            let len = usize::from(self.partial[0]) << 16
+                | usize::from(self.partial[1]) << 8
+                | usize::from(self.partial[2]);
+            if self.partial.len() < 9 + len {
+                return;
+            }
+            let frame: Vec<u8> = self.partial.drain(..9 + len).collect();
+            if !self.held.is_empty() || (self.hold_goaway && frame[3] == GOAWAY_TYPE) {
+                self.held.extend_from_slice(&frame);
+            } else {
+                self.conn.handle_read(&frame, now);
+            }
+        }
+    }
+
+    /// Feeds the held-back frames and stops holding.
+    fn release_held(&mut self) {
+        self.hold_goaway = false;
+        let held = std::mem::take(&mut self.held);
+        self.conn.handle_read(&held, Instant::now());
+        self.handle_events();
+        self.flush();
+    }
+
+    fn held_goaway(&self) -> bool {
+        self.held.get(3) == Some(&GOAWAY_TYPE)
+    }
+
+    fn handle_events(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::Headers {
+                    stream,
+                    headers,
+                    end_stream,
+                } => {
+                    if let Some(raw) = self.raw.get_mut(&stream) {
+                        raw.headers.push(headers);
+                        raw.ended |= end_stream;
+                    } else if let Some(call) = self.calls.get_mut(&stream) {
+                        if let Some(result) = call.on_headers(headers, end_stream) {
+                            self.calls.remove(&stream);
+                            self.done.insert(stream, result);
+                        }
+                    }
+                }
+                Event::Data {
+                    stream,
+                    data,
+                    end_stream,
+                } => {
+                    if let Some(raw) = self.raw.get_mut(&stream) {
+                        raw.body.extend_from_slice(&data);
+                        raw.ended |= end_stream;
+                    } else if let Some(call) = self.calls.get_mut(&stream) {
+                        if let Some(result) = call.on_data(&data, end_stream) {
+                            self.calls.remove(&stream);
+                            self.done.insert(stream, result);
+                        }
+                    }
+                }
+                Event::Reset { stream, cause } => {
+                    if let Some(raw) = self.raw.get_mut(&stream) {
+                        raw.reset = Some(format!("{cause:?}"));
+                    } else if let Some(mut call) = self.calls.remove(&stream) {
+                        self.done.insert(stream, Err(call.on_reset(&cause)));
+                    }
+                }
+                Event::GoAway { .. } => self.goaway_seen = true,
+                Event::Closed(_) => self.closed = true,
+                Event::Connected => {}
+            }
+        }
+    }
+}
+
+fn echo_server() -> Server {
+    Server::builder()
+        .echo_bench()
+        .workers(4)
+        .bind("127.0.0.1:0")
+        .expect("bind")
+}
+
+fn md(pairs: &[(&str, &str)]) -> Metadata {
+    let mut md = Metadata::new();
+    for (k, v) in pairs {
+        md.insert(k, v).unwrap();
+    }
+    md
+}
+
+/// Bytes that are not all the same, so a misplaced chunk shows.
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// The names of this process's threads that a server started.
+fn server_threads() -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let Ok(entry) = entry else { continue };
+        // A thread that exits while we look is simply gone.
+        let Ok(name) = std::fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
+        let name = name.trim().to_owned();
+        if name.starts_with("lb-server") {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Waits (bounded) until `cond` holds for the server threads' names; returns the
+/// names last seen. A thread names itself once it runs, and a joined thread may
+/// linger in /proc for a moment, so a single look can be early.
+fn wait_server_threads(cond: impl Fn(&[String]) -> bool) -> Vec<String> {
+    for _ in 0..200 {
+        let names = server_threads();
+        if cond(&names) {
+            return names;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server_threads()
+}
+
+fn wait_no_server_threads() -> Vec<String> {
+    wait_server_threads(<[String]>::is_empty)
+}
+
+#[test]
+fn unary_echo_of_16_bytes_1_mib_and_4_mib() {
+    let _serial = SERIAL.read();
+    let server = echo_server();
+    let mut client = TestClient::connect(server.local_addr());
+    for len in [16, 1 << 20, 4 << 20] {
+        let sent = payload(len);
+        let reply = client
+            .call("/bench.Echo/Unary", &Metadata::new(), &sent)
+            .unwrap_or_else(|e| panic!("{len} bytes: {e:?}"));
+        assert_eq!(reply.message.len(), len);
+        assert!(reply.message == sent, "{len} bytes came back changed");
+    }
+}
+
+#[test]
+fn metadata_round_trips_including_a_binary_key() {
+    let _serial = SERIAL.read();
+    // The id applies whatever the order of the builder calls, and a handler
+    // registered for a built-in path wins.
+    let server = Server::builder()
+        .echo_bench()
+        .id("srv-7")
+        .unary("/test.Echo/Status", |_| {
+            Ok(Response::new(b"custom".to_vec()))
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut client = TestClient::connect(server.local_addr());
+    let mut sent = md(&[("x-ascii", "hello"), ("not-echoed", "1")]);
+    sent.insert_bin("x-trace-bin", &[0, 1, 0xff]).unwrap();
+    let reply = client.call("/test.Echo/Echo", &sent, b"meta").unwrap();
+    assert_eq!(reply.message, b"meta");
+    for (name, got) in [("headers", &reply.headers), ("trailers", &reply.trailers)] {
+        assert_eq!(got.get("x-ascii"), Some("hello"), "{name}: {got:?}");
+        assert_eq!(
+            got.get_bin("x-trace-bin"),
+            Some(&[0u8, 1, 0xff][..]),
+            "{name}"
+        );
+        assert_eq!(got.get("not-echoed"), None, "{name}");
+    }
+    assert_eq!(reply.headers.get("x-server-id"), Some("srv-7"));
+    let who = client
+        .call("/test.Echo/Who", &Metadata::new(), b"")
+        .unwrap();
+    assert_eq!(who.message, b"srv-7");
+    let custom = client
+        .call("/test.Echo/Status", &Metadata::new(), b"")
+        .unwrap();
+    assert_eq!(custom.message, b"custom");
+}
+
+#[test]
+fn an_error_status_message_that_needs_percent_encoding_comes_back_exactly() {
+    let _serial = SERIAL.read();
+    let server = echo_server();
+    let mut client = TestClient::connect(server.local_addr());
+    let text = "permission é 100%";
+    let mut sent = md(&[("x-status-code", "7")]);
+    sent.insert_bin("x-status-message-bin", text.as_bytes())
+        .unwrap();
+    let err = client.call("/test.Echo/Status", &sent, b"").unwrap_err();
+    assert_eq!(err.status.code(), Code::PermissionDenied);
+    assert_eq!(err.status.message(), text);
+    assert!(!err.unprocessed);
+
+    // The same message read from the body, and from ASCII metadata.
+    let sent = md(&[("x-status-code", "14")]);
+    let err = client
+        .call("/test.Echo/Status", &sent, text.as_bytes())
+        .unwrap_err();
+    assert_eq!(
+        (err.status.code(), err.status.message()),
+        (Code::Unavailable, text)
+    );
+    let sent = md(&[("x-status-code", "5"), ("x-status-message", "50% gone")]);
+    let err = client.call("/test.Echo/Status", &sent, b"").unwrap_err();
+    assert_eq!(
+        (err.status.code(), err.status.message()),
+        (Code::NotFound, "50% gone")
+    );
+}
+
+#[test]
+fn a_grpc_timeout_shorter_than_the_handler_gives_deadline_exceeded() {
+    let _serial = SERIAL.read();
+    let server = echo_server();
+    let mut client = TestClient::connect(server.local_addr());
+    let started = Instant::now();
+    let id = client.start(
+        "/test.Echo/Sleep",
+        &Metadata::new(),
+        Some(Duration::from_millis(200)),
+        b"10000",
+    );
+    let err = client.wait(id).unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(err.status.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        elapsed >= Duration::from_millis(200),
+        "answered early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered late: {elapsed:?}"
+    );
+    // The connection and the server carry on.
+    let ok = client
+        .call("/bench.Echo/Unary", &Metadata::new(), b"after")
+        .unwrap();
+    assert_eq!(ok.message, b"after");
+    // A deadline that the handler beats does nothing.
+    let id = client.start(
+        "/test.Echo/Sleep",
+        &Metadata::new(),
+        Some(Duration::from_secs(10)),
+        b"1",
+    );
+    assert_eq!(client.wait(id).unwrap().message, b"1");
+}
+
+#[test]
+fn an_unknown_method_is_unimplemented() {
+    let _serial = SERIAL.read();
+    let server = echo_server();
+    let mut client = TestClient::connect(server.local_addr());
+    let err = client
+        .call("/no.Such/Method", &Metadata::new(), b"x")
+        .unwrap_err();
+    assert_eq!(err.status.code(), Code::Unimplemented);
+    assert!(err.status.message().contains("/no.Such/Method"), "{err:?}");
+    assert!(
+        client
+            .call("/bench.Echo/Unary", &Metadata::new(), b"y")
+            .is_ok()
+    );
+}
+
+#[test]
+fn an_oversized_request_is_resource_exhausted_and_the_connection_lives_on() {
+    let _serial = SERIAL.read();
+    let server = Server::builder()
+        .echo_bench()
+        .max_message_size(1024)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut client = TestClient::connect(server.local_addr());
+    // Large enough that the client is still sending when the answer comes.
+    let err = client
+        .call("/bench.Echo/Unary", &Metadata::new(), &payload(3 << 20))
+        .unwrap_err();
+    assert_eq!(err.status.code(), Code::ResourceExhausted, "{err:?}");
+    let err = client
+        .call("/bench.Echo/Unary", &Metadata::new(), &payload(1025))
+        .unwrap_err();
+    assert_eq!(err.status.code(), Code::ResourceExhausted, "{err:?}");
+    let ok = client
+        .call("/bench.Echo/Unary", &Metadata::new(), &payload(1024))
+        .unwrap();
+    assert_eq!(ok.message, payload(1024));
+}
+
+#[test]
+fn zero_or_two_request_messages_break_unary_cardinality() {
+    let _serial = SERIAL.read();
+    let server = echo_server();
+    let mut client = TestClient::connect(server.local_addr());
+    let head = |path: &str| {
+        request_headers(&RequestHead {
+            scheme: "http",
+            authority: "localhost",
+            path,
+            timeout: None,
+            user_agent: "t",
+            metadata: &Metadata::new(),
+        })
+    };
+    let grpc_status = |raw: &RawStream| {
+        raw.headers
+            .last()
+            .and_then(|h| h.iter().find(|h| h.name == b"grpc-status"))
+            .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+    };
+    let none = client.start_raw(head("/bench.Echo/Unary"), None);
+    let raw = client.wait_raw(none);
+    assert_eq!(grpc_status(&raw).as_deref(), Some("12"), "{raw:?}");
+
+    let mut two = Vec::new();
+    message::encode(b"a", &mut two);
+    message::encode(b"b", &mut two);
+    let id = client.start_raw(head("/bench.Echo/Unary"), Some(&two));
+    let raw = client.wait_raw(id);
+    assert_eq!(grpc_status(&raw).as_deref(), Some("12"), "{raw:?}");
+
+    // Half a message, then the end: INTERNAL.
+    let id = client.start_raw(head("/bench.Echo/Unary"), Some(&[0, 0, 0, 0, 9, 1]));
+    let raw = client.wait_raw(id);
+    assert_eq!(grpc_status(&raw).as_deref(), Some("13"), "{raw:?}");
+}
+
+#[test]
+fn plain_http_get_gets_text_and_other_requests_get_an_http_status() {
+    let _serial = SERIAL.read();
+    let server = echo_server();
+    let mut client = TestClient::connect(server.local_addr());
+    let get = vec![
+        Header::new(":method", "GET"),
+        Header::new(":scheme", "http"),
+        Header::new(":path", "/anything"),
+        Header::new(":authority", "localhost"),
+    ];
+    let id = client.start_raw(get, None);
+    let raw = client.wait_raw(id);
+    let head = &raw.headers[0];
+    let find = |name: &str| {
+        head.iter()
+            .find(|h| h.name == name.as_bytes())
+            .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+    };
+    assert_eq!(find(":status").as_deref(), Some("200"));
+    assert!(find("content-type").unwrap().starts_with("text/plain"));
+    assert!(!raw.body.is_empty() && raw.ended, "{raw:?}");
+
+    let post = vec![
+        Header::new(":method", "POST"),
+        Header::new(":scheme", "http"),
+        Header::new(":path", "/form"),
+        Header::new(":authority", "localhost"),
+        Header::new("content-type", "text/plain"),
+    ];
+    let id = client.start_raw(post, Some(b"hello"));
+    let raw = client.wait_raw(id);
+    let status = raw.headers[0]
+        .iter()
+        .find(|h| h.name == b":status")
+        .unwrap();
+    assert_eq!(status.value, b"415");
+}
+
+#[test]
+fn a_panicking_handler_gives_internal_and_the_worker_survives() {
+    let _serial = SERIAL.read();
+    let server = Server::builder()
+        .unary("/t.T/Panic", |_| panic!("handler bug"))
+        .unary("/t.T/Ok", |req| Ok(Response::new(req.message)))
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut client = TestClient::connect(server.local_addr());
+    for round in 0..3 {
+        let err = client
+            .call("/t.T/Panic", &Metadata::new(), b"x")
+            .unwrap_err();
+        assert_eq!(err.status.code(), Code::Internal, "round {round}");
+        assert!(err.status.message().contains("handler bug"), "{err:?}");
+        let ok = client.call("/t.T/Ok", &Metadata::new(), b"fine").unwrap();
+        assert_eq!(ok.message, b"fine", "round {round}");
+    }
+}
+
+/// A handler that reports when it starts and then waits for the test to release it
+/// (or for the call to be cancelled).
+struct Gate {
+    entered: crossbeam_channel::Receiver<()>,
+    release: crossbeam_channel::Sender<()>,
+    cancelled: crossbeam_channel::Receiver<()>,
+    runs: Arc<AtomicUsize>,
+}
+
+fn gated_server(grace_workers: usize) -> (Server, Gate) {
+    let (entered_tx, entered) = crossbeam_channel::unbounded();
+    let (release, release_rx) = crossbeam_channel::unbounded::<()>();
+    let (cancelled_tx, cancelled) = crossbeam_channel::unbounded();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&runs);
+    let server = Server::builder()
+        .echo_bench()
+        .unary("/t.Gate/Wait", move |req: Request| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            entered_tx.send(()).unwrap();
+            let until = Instant::now() + WAIT;
+            loop {
+                if release_rx.try_recv().is_ok() {
+                    return Ok(Response::new(req.message));
+                }
+                // Wait in short slices for either the release or a cancellation.
+                let slice = (Instant::now() + Duration::from_millis(20)).min(until);
+                if req.wait_cancelled(slice) {
+                    cancelled_tx.send(()).unwrap();
+                    return Ok(Response::new(req.message));
+                }
+                if Instant::now() >= until {
+                    return Err(lb_core::Status::internal("gate never opened"));
+                }
+            }
+        })
+        .workers(grace_workers)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    (
+        server,
+        Gate {
+            entered,
+            release,
+            cancelled,
+            runs,
+        },
+    )
+}
+
+#[test]
+fn a_client_reset_cancels_the_handler_and_drops_its_result() {
+    let _serial = SERIAL.read();
+    let (server, gate) = gated_server(2);
+    let mut client = TestClient::connect(server.local_addr());
+    let id = client.start("/t.Gate/Wait", &Metadata::new(), None, b"1");
+    gate.entered.recv_timeout(WAIT).expect("handler started");
+    client.calls.remove(&id);
+    client.conn.reset_stream(id, Reason::CANCEL);
+    client.flush();
+    gate.cancelled
+        .recv_timeout(WAIT)
+        .expect("handler saw the cancellation");
+    // The late result goes nowhere; the connection serves the next call.
+    let ok = client
+        .call("/bench.Echo/Unary", &Metadata::new(), b"next")
+        .unwrap();
+    assert_eq!(ok.message, b"next");
+}
+
+#[test]
+fn a_client_that_vanishes_mid_call_cancels_the_handler() {
+    let _serial = SERIAL.read();
+    let (server, gate) = gated_server(2);
+    let mut client = TestClient::connect(server.local_addr());
+    client.start("/t.Gate/Wait", &Metadata::new(), None, b"1");
+    gate.entered.recv_timeout(WAIT).expect("handler started");
+    drop(client);
+    gate.cancelled
+        .recv_timeout(WAIT)
+        .expect("handler saw the cancellation");
+    let mut other = TestClient::connect(server.local_addr());
+    let ok = other
+        .call("/bench.Echo/Unary", &Metadata::new(), b"still here")
+        .unwrap();
+    assert_eq!(ok.message, b"still here");
+}
+
+#[test]
+fn a_peer_that_sends_garbage_is_closed_and_others_are_served() {
+    let _serial = SERIAL.read();
+    let server = echo_server();
+    let mut bad = TcpStream::connect(server.local_addr()).unwrap();
+    bad.set_read_timeout(Some(READ_SLICE)).unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // The server answers with its SETTINGS and a GOAWAY, then closes.
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < deadline, "connection not closed: {got:?}");
+        match bad.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    let mut frames = got.as_slice();
+    let mut types = Vec::new();
+    while frames.len() >= 9 {
+        let len =
+            usize::from(frames[0]) << 16 | usize::from(frames[1]) << 8 | usize::from(frames[2]);
+        types.push(frames[3]);
+        frames = &frames[(9 + len).min(frames.len())..];
+    }
+    assert!(types.contains(&GOAWAY_TYPE), "frame types {types:?}");
+    let mut good = TestClient::connect(server.local_addr());
+    assert!(
+        good.call("/bench.Echo/Unary", &Metadata::new(), b"ok")
+            .is_ok()
+    );
+}
+
+#[test]
+fn many_concurrent_calls_from_several_threads_all_complete() {
+    let _serial = SERIAL.read();
+    let server = Server::builder()
+        .echo_bench()
+        .workers(2)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 10;
+    const IN_FLIGHT: usize = 8;
+    let completed = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let completed = &completed;
+            s.spawn(move || {
+                let mut client = TestClient::connect(addr);
+                for round in 0..ROUNDS {
+                    let sent: Vec<(StreamId, Vec<u8>)> = (0..IN_FLIGHT)
+                        .map(|i| {
+                            let msg = format!("t{t} r{round} c{i}")
+                                .repeat(1 + i * 100)
+                                .into_bytes();
+                            let path = if i % 2 == 0 {
+                                "/bench.Echo/Unary"
+                            } else {
+                                "/test.Echo/Echo"
+                            };
+                            (client.start(path, &Metadata::new(), None, &msg), msg)
+                        })
+                        .collect();
+                    for (id, msg) in sent {
+                        let reply = client.wait(id).unwrap();
+                        assert!(
+                            reply.message == msg,
+                            "thread {t} round {round}: wrong reply"
+                        );
+                        completed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(completed.into_inner(), THREADS * ROUNDS * IN_FLIGHT);
+}
+
+#[test]
+fn a_hundred_idle_connections_stay_open_and_served() {
+    let _serial = SERIAL.read();
+    let server = echo_server();
+    let mut clients: Vec<TestClient> = (0..100)
+        .map(|_| TestClient::connect(server.local_addr()))
+        .collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let msg = format!("first {i}");
+        let reply = client
+            .call("/bench.Echo/Unary", &Metadata::new(), msg.as_bytes())
+            .unwrap();
+        assert_eq!(reply.message, msg.as_bytes());
+    }
+    // Every connection is still open and answers again, in reverse order.
+    for (i, client) in clients.iter_mut().enumerate().rev() {
+        assert!(
+            !client.closed && !client.goaway_seen,
+            "connection {i} ended"
+        );
+        let msg = format!("second {i}");
+        let reply = client
+            .call("/bench.Echo/Unary", &Metadata::new(), msg.as_bytes())
+            .unwrap();
+        assert_eq!(reply.message, msg.as_bytes());
+    }
+}
+
+#[test]
+fn graceful_shutdown_finishes_calls_in_flight_and_ends_every_thread() {
+    let _serial = SERIAL.write();
+    assert_eq!(
+        wait_no_server_threads(),
+        Vec::<String>::new(),
+        "threads before"
+    );
+    let (server, gate) = gated_server(2);
+    let mut names = wait_server_threads(|names| names.len() == 3);
+    names.sort();
+    // Thread names are cut to 15 bytes in /proc.
+    assert_eq!(
+        names,
+        ["lb-server-io", "lb-server-worke", "lb-server-worke"]
+    );
+    let mut client = TestClient::connect(server.local_addr());
+    let in_flight = client.start("/t.Gate/Wait", &Metadata::new(), None, b"in flight");
+    gate.entered.recv_timeout(WAIT).expect("handler started");
+
+    client.hold_goaway = true;
+    let (stopped_tx, stopped) = crossbeam_channel::bounded(1);
+    let stopper = std::thread::spawn(move || {
+        server.shutdown(Duration::from_secs(10));
+        stopped_tx.send(()).unwrap();
+    });
+    client.pump_until("GOAWAY", TestClient::held_goaway);
+    // A stream the client opens before it has read the GOAWAY: the first GOAWAY names
+    // the largest stream id and the final one follows a PING, so it is still served.
+    let late = client.start("/t.Gate/Wait", &Metadata::new(), None, b"late");
+    client.release_held();
+    assert!(client.goaway_seen);
+    gate.entered
+        .recv_timeout(WAIT)
+        .expect("the late call started");
+    gate.release.send(()).unwrap();
+    gate.release.send(()).unwrap();
+
+    let done = client
+        .wait(in_flight)
+        .expect("the call in flight completes");
+    assert_eq!(done.message, b"in flight");
+    let late = client
+        .wait(late)
+        .expect("the call sent before GOAWAY completes");
+    assert_eq!(late.message, b"late");
+    assert_eq!(gate.runs.load(Ordering::SeqCst), 2, "both calls ran");
+    assert!(
+        client
+            .conn
+            .open_stream(Vec::new(), true, Instant::now())
+            .is_err()
+    );
+
+    drop(client);
+    stopped.recv_timeout(WAIT).expect("shutdown returns");
+    stopper.join().unwrap();
+    assert_eq!(
+        wait_no_server_threads(),
+        Vec::<String>::new(),
+        "threads after"
+    );
+}
+
+#[test]
+fn shutdown_ends_a_connection_whose_last_call_was_answered_early() {
+    let _serial = SERIAL.read();
+    let server = echo_server();
+    let mut client = TestClient::connect(server.local_addr());
+    // A request whose body never ends, with a short deadline: the server answers
+    // DEADLINE_EXCEEDED and resets the stream while it is draining.
+    let headers = request_headers(&RequestHead {
+        scheme: "http",
+        authority: "localhost",
+        path: "/bench.Echo/Unary",
+        timeout: Some(Duration::from_millis(300)),
+        user_agent: "t",
+        metadata: &Metadata::new(),
+    });
+    let id = client
+        .conn
+        .open_stream(headers, false, Instant::now())
+        .unwrap();
+    client
+        .conn
+        .send_data(id, &[0, 0, 0, 0, 9, 1, 2], false)
+        .unwrap();
+    client.raw.insert(id, RawStream::default());
+    client.flush();
+    client.pump_until("the request reached the server", |c| c.conn.is_connected());
+
+    let (stopped_tx, stopped) = crossbeam_channel::bounded(1);
+    let started = Instant::now();
+    let stopper = std::thread::spawn(move || {
+        server.shutdown(Duration::from_secs(30));
+        stopped_tx.send(()).unwrap();
+    });
+    let raw = client.wait_raw(id);
+    let status = raw.headers[0].iter().find(|h| h.name == b"grpc-status");
+    assert_eq!(
+        status.map(|h| h.value.as_slice()),
+        Some(&b"4"[..]),
+        "{raw:?}"
+    );
+    // The client keeps its socket open: the server must end the connection itself.
+    client.pump_until("the server closes", |c| c.eof);
+    drop(client);
+    stopped.recv_timeout(WAIT).expect("shutdown returns");
+    stopper.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown waited for its grace period: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn dropping_a_server_ends_its_threads_and_cancels_calls() {
+    let _serial = SERIAL.write();
+    let (server, gate) = gated_server(3);
+    let mut client = TestClient::connect(server.local_addr());
+    let id = client.start("/t.Gate/Wait", &Metadata::new(), None, b"x");
+    gate.entered.recv_timeout(WAIT).expect("handler started");
+    let started = Instant::now();
+    drop(server);
+    assert!(started.elapsed() < WAIT);
+    gate.cancelled
+        .try_recv()
+        .expect("the handler was cancelled");
+    let err = client.wait(id).unwrap_err();
+    assert_eq!(err.status.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(wait_no_server_threads(), Vec::<String>::new());
+}
