@@ -51,10 +51,18 @@
 //! own. Backoff between connection attempts ([`Backoff`]) is shared by every
 //! transport.
 //!
+//! # Channels
+//!
+//! [`channel::Channel`] is what a program holds: a target's resolver, the root policy
+//! chosen by the service config, the picker and a transport, with blocking unary
+//! calls, deadlines, wait-for-ready, idleness and a serializer thread that runs every
+//! policy method. See the [`channel`] module.
+//!
 //! [`Instant`]: std::time::Instant
 
 mod address;
 mod backoff;
+pub mod channel;
 pub mod config;
 mod metadata;
 mod picker;

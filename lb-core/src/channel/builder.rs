@@ -1,0 +1,308 @@
+//! [`ChannelBuilder`]: a target, a transport and options in, a running
+//! [`Channel`] out.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Channel;
+use super::clock::{Clock, SystemClock};
+use super::core::{CallDefaults, ChannelCore, CoreConfig, Shared};
+use super::pool::{Pool, PoolConfig};
+use super::resolver::{ResolverHandle, ResolverRegistry};
+use super::serializer;
+use super::service_config::ServiceConfig;
+use crate::backoff::BackoffConfig;
+use crate::config::ConfigError;
+use crate::random::SharedRandom;
+use crate::registry::LbPolicyRegistry;
+use crate::transport::Transport;
+
+/// How long a channel stays connected without calls before it goes IDLE.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The largest response message a channel accepts by default (gRPC's 4 MiB).
+pub const DEFAULT_MAX_RECEIVE_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// Why a channel could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The target is malformed, or its resolver rejected it.
+    #[error("invalid target {target:?}: {reason}")]
+    Target {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The target names a scheme no resolver is registered for.
+    #[error("no resolver for scheme {scheme:?} (target {target:?})")]
+    UnknownScheme {
+        /// The target as given.
+        target: String,
+        /// The scheme.
+        scheme: String,
+    },
+    /// The default service config does not parse; the error names the field.
+    #[error("invalid default service config: {0}")]
+    ServiceConfig(ConfigError),
+    /// No transport was given.
+    #[error("no transport: call ChannelBuilder::transport")]
+    NoTransport,
+    /// An option has a value the channel cannot use.
+    #[error("invalid option {option}: {reason}")]
+    Option {
+        /// The option's builder method.
+        option: &'static str,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// The serializer thread could not be started.
+    #[error("cannot start the channel's thread: {0}")]
+    Spawn(String),
+}
+
+/// Configures and builds a [`Channel`].
+///
+/// # Examples
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use lb_core::{Address, Status, transport::*};
+/// # struct Nowhere;
+/// # impl Transport for Nowhere {
+/// #     fn connect(&self, _: &Address, _: &ConnectOptions, _: ConnectionEvents)
+/// #         -> Result<Arc<dyn lb_core::Connection>, Status> { Err(Status::unavailable("no")) }
+/// # }
+/// use std::time::Duration;
+/// use lb_core::channel::Channel;
+/// let channel = Channel::builder("dns:///localhost:50051")
+///     .transport(Arc::new(Nowhere))
+///     .default_service_config(r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#)
+///     .idle_timeout(Some(Duration::from_secs(60)))
+///     .build()?;
+/// assert_eq!(channel.authority(), "localhost:50051");
+/// # Ok::<(), lb_core::channel::ChannelError>(())
+/// ```
+pub struct ChannelBuilder {
+    target: String,
+    transport: Option<Arc<dyn Transport>>,
+    service_config: Option<String>,
+    idle_timeout: Option<Duration>,
+    default_timeout: Option<Duration>,
+    user_agent: Option<String>,
+    authority: Option<String>,
+    max_send_message_size: usize,
+    max_receive_message_size: usize,
+    lb_policies: LbPolicyRegistry,
+    resolvers: ResolverRegistry,
+    backoff: BackoffConfig,
+    random: Option<SharedRandom>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ChannelBuilder {
+    /// A builder for a channel to `target`, with the defaults: no default service
+    /// config (so `pick_first`), a 30-minute idle timeout, no default deadline, 4 MiB
+    /// largest response, the built-in policies and resolvers, gRPC's connection
+    /// backoff, and real time.
+    pub fn new(target: impl Into<String>) -> Self {
+        Self {
+            target: target.into(),
+            transport: None,
+            service_config: None,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            default_timeout: None,
+            user_agent: None,
+            authority: None,
+            max_send_message_size: usize::MAX,
+            max_receive_message_size: DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
+            lb_policies: LbPolicyRegistry::with_builtins(),
+            resolvers: ResolverRegistry::with_builtins(),
+            backoff: BackoffConfig::default(),
+            random: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The transport that carries calls (required).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// The service config used while the resolver provides none (JSON text).
+    pub fn default_service_config(mut self, json: impl Into<String>) -> Self {
+        self.service_config = Some(json.into());
+        self
+    }
+
+    /// How long the channel stays connected with no calls before it shuts its
+    /// connections down and goes IDLE; `None` never does.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The timeout of calls that have no deadline from their options or the service
+    /// config.
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = Some(timeout);
+        self
+    }
+
+    /// Put in front of the library's own `user-agent`.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = Some(user_agent.into());
+        self
+    }
+
+    /// The `:authority` of calls, instead of the one the target implies.
+    pub fn authority(mut self, authority: impl Into<String>) -> Self {
+        self.authority = Some(authority.into());
+        self
+    }
+
+    /// The largest request message a call may send.
+    pub fn max_send_message_size(mut self, bytes: usize) -> Self {
+        self.max_send_message_size = bytes;
+        self
+    }
+
+    /// The largest response message a call accepts.
+    pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
+        self.max_receive_message_size = bytes;
+        self
+    }
+
+    /// The policies service configs may name (default: the built-ins; add
+    /// lb-group's and others here).
+    pub fn lb_policy_registry(mut self, registry: LbPolicyRegistry) -> Self {
+        self.lb_policies = registry;
+        self
+    }
+
+    /// The resolvers targets may name (default: the built-ins).
+    pub fn resolver_registry(mut self, registry: ResolverRegistry) -> Self {
+        self.resolvers = registry;
+        self
+    }
+
+    /// The connection backoff (default: gRPC's, 1 s ×1.6 ±20 % up to 120 s, 20 s
+    /// minimum connect timeout). Also paces re-resolution after bad updates.
+    pub fn backoff(mut self, config: BackoffConfig) -> Self {
+        self.backoff = config;
+        self
+    }
+
+    /// The random source for jitter and policies (default: seeded from entropy).
+    pub fn random(mut self, random: SharedRandom) -> Self {
+        self.random = Some(random);
+        self
+    }
+
+    /// The clock the channel reads time from (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the channel: parses the target and the default service config, starts
+    /// the resolver and the serializer thread. The channel starts IDLE: it connects
+    /// on the first call or [`Channel::state`]`(true)`.
+    ///
+    /// # Errors
+    ///
+    /// A bad target, an unknown scheme, a bad default service config (naming the
+    /// field), no transport, a bad option, or no thread.
+    pub fn build(self) -> Result<Channel, ChannelError> {
+        let transport = self.transport.ok_or(ChannelError::NoTransport)?;
+        let target = self.resolvers.parse_target(&self.target)?;
+        let default_service_config = self
+            .service_config
+            .as_deref()
+            .map(|json| ServiceConfig::parse_str(json, &self.lb_policies))
+            .transpose()
+            .map_err(ChannelError::ServiceConfig)?
+            .map(Arc::new);
+        if self.backoff.multiplier < 1.0 || !(0.0..=1.0).contains(&self.backoff.jitter) {
+            return Err(ChannelError::Option {
+                option: "backoff",
+                reason: "the multiplier must be at least 1 and the jitter within 0..=1".into(),
+            });
+        }
+        if self.idle_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ChannelError::Option {
+                option: "idle_timeout",
+                reason: "must be positive; use None to never go idle".into(),
+            });
+        }
+        let builder = self
+            .resolvers
+            .get(target.scheme())
+            .cloned()
+            .expect("parse_target checked the scheme");
+        let authority = self
+            .authority
+            .unwrap_or_else(|| builder.default_authority(&target));
+        let random = self.random.unwrap_or_else(SharedRandom::from_entropy);
+        let user_agent = match self.user_agent {
+            Some(ua) => format!("{ua} lb-sync/{}", env!("CARGO_PKG_VERSION")),
+            None => format!("lb-sync/{}", env!("CARGO_PKG_VERSION")),
+        };
+
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Shared::new(
+            self.clock,
+            tx.clone(),
+            CallDefaults {
+                default_timeout: self.default_timeout,
+                max_send_message_size: self.max_send_message_size,
+                max_receive_message_size: self.max_receive_message_size,
+            },
+        );
+        let resolver = builder
+            .build(&target, ResolverHandle::new(tx.clone()))
+            .map_err(|reason| ChannelError::Target {
+                target: self.target.clone(),
+                reason,
+            })?;
+        let pool = Pool::new(
+            PoolConfig {
+                transport,
+                authority: authority.clone(),
+                user_agent,
+                backoff: self.backoff,
+                random: random.clone(),
+            },
+            tx,
+        );
+        let now = shared.clock.now();
+        let core_config = CoreConfig {
+            authority: authority.clone(),
+            registry: Arc::new(self.lb_policies),
+            default_service_config,
+            idle_timeout: self.idle_timeout,
+            random,
+            backoff: self.backoff,
+        };
+        // If the thread cannot start, dropping the core shuts the resolver down.
+        let core = ChannelCore::new(core_config, shared.clone(), pool, resolver, now);
+        let thread = serializer::spawn(core, rx, shared.clone())
+            .map_err(|e| ChannelError::Spawn(e.to_string()))?;
+        Ok(Channel::new(shared, thread, target, authority))
+    }
+}
+
+impl fmt::Debug for ChannelBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelBuilder")
+            .field("target", &self.target)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("default_timeout", &self.default_timeout)
+            .field("lb_policies", &self.lb_policies)
+            .field("resolvers", &self.resolvers)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,180 @@
+//! The picker cell: where the serializer publishes pickers and calling threads read
+//! them without taking a lock.
+//!
+//! ```text
+//!   serializer ── publish(state, picker) ──> ArcSwap<Snapshot> <── load() ── calls
+//!                          │                      (lock-free, no shared writes)
+//!                          └─ drops the old snapshot's sender: every thread waiting
+//!                             on `old.replaced()` wakes at once
+//! ```
+//!
+//! Each snapshot carries a zero-capacity channel whose only sender the cell keeps;
+//! publishing the next snapshot drops that sender, so a `select!` on the old
+//! snapshot's `replaced()` receiver returns. A waiter that loaded a snapshot, found
+//! it wanting and then waits on its `replaced()` cannot miss a publish that came in
+//! between: the receiver is already disconnected. The same mechanism carries clock
+//! jumps and the channel's close ([`PickerCell::touch`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use super::service_config::MethodConfigs;
+use crate::picker::Picker;
+use crate::state::ConnectivityState;
+
+/// What calls see: the picker, the channel's state and the method configs.
+pub(crate) struct Snapshot {
+    pub(crate) picker: Arc<dyn Picker>,
+    pub(crate) state: ConnectivityState,
+    pub(crate) methods: Arc<MethodConfigs>,
+    replaced: Receiver<()>,
+}
+
+impl Snapshot {
+    /// Ready (disconnected) once a newer snapshot is published.
+    pub(crate) fn replaced(&self) -> &Receiver<()> {
+        &self.replaced
+    }
+
+    /// Whether a newer snapshot has been published.
+    #[cfg(test)]
+    pub(crate) fn is_replaced(&self) -> bool {
+        matches!(
+            self.replaced.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected)
+        )
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Snapshot({})", self.state)
+    }
+}
+
+/// The current snapshot, swapped atomically.
+pub(crate) struct PickerCell {
+    current: ArcSwap<Snapshot>,
+    /// The sender of the current snapshot's `replaced` channel. Only publishers take
+    /// this lock, never calls.
+    replaced_tx: Mutex<Sender<()>>,
+}
+
+impl PickerCell {
+    pub(crate) fn new(state: ConnectivityState, picker: Arc<dyn Picker>) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        Self {
+            current: ArcSwap::from_pointee(Snapshot {
+                picker,
+                state,
+                methods: Arc::default(),
+                replaced: rx,
+            }),
+            replaced_tx: Mutex::new(tx),
+        }
+    }
+
+    /// The current snapshot, for a short look (no reference count is touched).
+    #[inline]
+    pub(crate) fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// The current snapshot, to keep.
+    pub(crate) fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Publishes a new picker and state.
+    pub(crate) fn publish(&self, state: ConnectivityState, picker: Arc<dyn Picker>) {
+        self.replace(|cur| (state, picker, cur.methods.clone()));
+    }
+
+    /// Publishes new method configs with the current picker.
+    pub(crate) fn set_methods(&self, methods: Arc<MethodConfigs>) {
+        self.replace(|cur| (cur.state, cur.picker.clone(), methods));
+    }
+
+    /// Wakes every waiter without changing anything (the clock jumped).
+    pub(crate) fn touch(&self) {
+        self.replace(|cur| (cur.state, cur.picker.clone(), cur.methods.clone()));
+    }
+
+    fn replace(
+        &self,
+        next: impl FnOnce(&Snapshot) -> (ConnectivityState, Arc<dyn Picker>, Arc<MethodConfigs>),
+    ) {
+        let mut replaced_tx = self.replaced_tx.lock();
+        let (state, picker, methods) = next(&self.current.load());
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        self.current.store(Arc::new(Snapshot {
+            picker,
+            state,
+            methods,
+            replaced: rx,
+        }));
+        // Dropping the old sender wakes everyone waiting on the old snapshot.
+        drop(std::mem::replace(&mut *replaced_tx, tx));
+    }
+}
+
+impl fmt::Debug for PickerCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PickerCell({:?})", self.current.load())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::picker::QueuePicker;
+    use std::time::Duration;
+
+    #[test]
+    fn publishing_wakes_every_waiter_of_the_old_snapshot() {
+        let cell = Arc::new(PickerCell::new(
+            ConnectivityState::Idle,
+            Arc::new(QueuePicker),
+        ));
+        let (started_tx, started_rx) = crossbeam_channel::unbounded();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let cell = cell.clone();
+                let started = started_tx.clone();
+                std::thread::spawn(move || {
+                    let snap = cell.load_full();
+                    started.send(()).unwrap();
+                    crossbeam_channel::select! {
+                        recv(snap.replaced()) -> _ => cell.load().state,
+                        default(Duration::from_secs(30)) => panic!("never woken"),
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..4 {
+            started_rx.recv().unwrap();
+        }
+        cell.publish(ConnectivityState::Ready, Arc::new(QueuePicker));
+        for w in waiters {
+            assert_eq!(w.join().unwrap(), ConnectivityState::Ready);
+        }
+    }
+
+    #[test]
+    fn a_waiter_that_loaded_before_a_publish_does_not_miss_it() {
+        let cell = PickerCell::new(ConnectivityState::Idle, Arc::new(QueuePicker));
+        let old = cell.load_full();
+        assert!(!old.is_replaced());
+        cell.touch();
+        assert!(old.is_replaced(), "the publish came before the wait");
+        assert_eq!(
+            cell.load().state,
+            ConnectivityState::Idle,
+            "touch keeps the state"
+        );
+    }
+}

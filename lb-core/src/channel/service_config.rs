@@ -1,0 +1,295 @@
+//! Service config: the policy a channel runs and per-method call settings.
+//!
+//! ```json
+//! {
+//!   "loadBalancingConfig": [{"round_robin": {}}],
+//!   "methodConfig": [{
+//!     "name": [{"service": "echo.Echo", "method": "Say"}, {"service": "echo.Admin"}],
+//!     "timeout": "1.5s",
+//!     "waitForReady": true
+//!   }]
+//! }
+//! ```
+//!
+//! - `loadBalancingConfig` is parsed by the [`LbPolicyRegistry`]: the first registered
+//!   policy wins. The deprecated `"loadBalancingPolicy": "round_robin"` is accepted
+//!   when there is no `loadBalancingConfig`. With neither the channel runs
+//!   `pick_first`.
+//! - A `methodConfig` applies to the methods its `name`s list: `{service, method}`
+//!   names one method, `{service}` every method of a service and `{}` every method.
+//!   The most specific match wins. Of its fields `timeout` and `waitForReady` are
+//!   applied; the others are accepted and ignored.
+//! - Unknown fields are ignored; a field with a bad value is an error that names it
+//!   (`methodConfig[0].timeout: invalid duration "1x" …`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::{ConfigError, Fields, parse_json};
+use crate::policy::ParsedLbConfig;
+use crate::registry::LbPolicyRegistry;
+
+/// A parsed service config.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use lb_core::LbPolicyRegistry;
+/// use lb_core::channel::ServiceConfig;
+/// let json = r#"{"loadBalancingPolicy": "round_robin",
+///                "methodConfig": [{"name": [{"service": "s"}], "timeout": "2s"}]}"#;
+/// let sc = ServiceConfig::parse_str(json, &LbPolicyRegistry::with_builtins())?;
+/// assert_eq!(sc.load_balancing().map(|c| c.name()), Some("round_robin"));
+/// assert_eq!(sc.method("/s/Any").and_then(|m| m.timeout), Some(Duration::from_secs(2)));
+/// assert!(sc.method("/other/Any").is_none());
+/// # Ok::<(), lb_core::ConfigError>(())
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct ServiceConfig {
+    load_balancing: Option<ParsedLbConfig>,
+    methods: MethodConfigs,
+}
+
+/// The settings a `methodConfig` entry gives the calls it names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MethodConfig {
+    /// The longest a call may take; a call's own deadline wins when it is earlier.
+    pub timeout: Option<Duration>,
+    /// Whether calls wait for a ready connection instead of failing fast; a call's
+    /// own choice wins.
+    pub wait_for_ready: Option<bool>,
+}
+
+/// Method configs by the name they apply to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct MethodConfigs {
+    /// `service/method` → config.
+    by_method: HashMap<String, Arc<MethodConfig>>,
+    by_service: HashMap<String, Arc<MethodConfig>>,
+    fallback: Option<Arc<MethodConfig>>,
+}
+
+impl MethodConfigs {
+    /// The config for a method path (`/package.Service/Method`), most specific first.
+    pub(crate) fn lookup(&self, path: &str) -> Option<&MethodConfig> {
+        if self.by_method.is_empty() && self.by_service.is_empty() {
+            return self.fallback.as_deref();
+        }
+        let name = path.strip_prefix('/').unwrap_or(path);
+        let service = name.split_once('/').map_or(name, |(s, _)| s);
+        self.by_method
+            .get(name)
+            .or_else(|| self.by_service.get(service))
+            .or(self.fallback.as_ref())
+            .map(|c| &**c)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_method.is_empty() && self.by_service.is_empty() && self.fallback.is_none()
+    }
+}
+
+impl ServiceConfig {
+    /// Parses service-config JSON text.
+    ///
+    /// # Errors
+    ///
+    /// The text is not JSON or [`ServiceConfig::parse`] rejects it.
+    pub fn parse_str(text: &str, registry: &LbPolicyRegistry) -> Result<Self, ConfigError> {
+        Self::parse(&parse_json(text)?, registry)
+    }
+
+    /// Parses a service config.
+    ///
+    /// # Errors
+    ///
+    /// A field has a bad value, the chosen policy rejects its config, or no policy
+    /// of `loadBalancingConfig` is registered; the error names the field.
+    pub fn parse(json: &Value, registry: &LbPolicyRegistry) -> Result<Self, ConfigError> {
+        let fields = Fields::new(json, "")?;
+        let load_balancing = if let Some(list) = fields.get("loadBalancingConfig") {
+            Some(
+                registry
+                    .parse_load_balancing_config(list)
+                    .map_err(|e| e.within("loadBalancingConfig"))?,
+            )
+        } else if let Some(name) = fields.string("loadBalancingPolicy")? {
+            let builder = registry
+                .get(name)
+                .or_else(|| registry.get(&name.to_ascii_lowercase()))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "loadBalancingPolicy",
+                        format!("no registered policy named {name:?}"),
+                    )
+                })?;
+            let config = builder
+                .parse_config(&Value::Object(Default::default()), registry)
+                .map_err(|e| e.within(name).within("loadBalancingPolicy"))?;
+            Some(ParsedLbConfig {
+                builder: builder.clone(),
+                config,
+            })
+        } else {
+            None
+        };
+        let methods = match fields.array("methodConfig")? {
+            Some(list) => parse_method_configs(list).map_err(|e| e.within("methodConfig"))?,
+            None => MethodConfigs::default(),
+        };
+        Ok(Self {
+            load_balancing,
+            methods,
+        })
+    }
+
+    /// The policy chosen by `loadBalancingConfig` or `loadBalancingPolicy`; `None`
+    /// means `pick_first`.
+    pub fn load_balancing(&self) -> Option<&ParsedLbConfig> {
+        self.load_balancing.as_ref()
+    }
+
+    /// The method config that applies to `path` (`/package.Service/Method`).
+    pub fn method(&self, path: &str) -> Option<&MethodConfig> {
+        self.methods.lookup(path)
+    }
+
+    pub(crate) fn methods(&self) -> &MethodConfigs {
+        &self.methods
+    }
+}
+
+impl fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("load_balancing", &self.load_balancing)
+            .field("methods", &self.methods)
+            .finish()
+    }
+}
+
+fn parse_method_configs(list: &[Value]) -> Result<MethodConfigs, ConfigError> {
+    let mut out = MethodConfigs::default();
+    for (i, entry) in list.iter().enumerate() {
+        let at = format!("[{i}]");
+        let fields = Fields::new(entry, "").map_err(|e| e.within(&at))?;
+        let config = Arc::new(MethodConfig {
+            timeout: fields.duration("timeout").map_err(|e| e.within(&at))?,
+            wait_for_ready: fields.bool("waitForReady").map_err(|e| e.within(&at))?,
+        });
+        let names = fields
+            .array("name")
+            .map_err(|e| e.within(&at))?
+            .map_or(&[][..], Vec::as_slice);
+        for (j, name) in names.iter().enumerate() {
+            let field = |e: ConfigError| e.within(&format!("[{j}]")).within("name").within(&at);
+            let name_fields = Fields::new(name, "").map_err(field)?;
+            let service = name_fields.string("service").map_err(field)?.unwrap_or("");
+            let method = name_fields.string("method").map_err(field)?.unwrap_or("");
+            let duplicate = match (service, method) {
+                ("", "") => out.fallback.replace(config.clone()).is_some(),
+                ("", _) => {
+                    return Err(field(ConfigError::new(
+                        "method",
+                        "a method needs its service",
+                    )));
+                }
+                (s, "") => out.by_service.insert(s.into(), config.clone()).is_some(),
+                (s, m) => out
+                    .by_method
+                    .insert(format!("{s}/{m}"), config.clone())
+                    .is_some(),
+            };
+            if duplicate {
+                return Err(field(ConfigError::new(
+                    "",
+                    format!("duplicate method name {name}"),
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServiceConfig, ConfigError> {
+        ServiceConfig::parse_str(text, &LbPolicyRegistry::with_builtins())
+    }
+
+    #[test]
+    fn both_policy_forms_and_the_default() {
+        let sc = parse(r#"{"loadBalancingConfig": [{"nope": {}}, {"round_robin": {}}]}"#).unwrap();
+        assert_eq!(sc.load_balancing().unwrap().name(), "round_robin");
+        let sc = parse(r#"{"loadBalancingPolicy": "ROUND_ROBIN"}"#).unwrap();
+        assert_eq!(sc.load_balancing().unwrap().name(), "round_robin");
+        let sc = parse(
+            r#"{"loadBalancingPolicy": "round_robin", "loadBalancingConfig": [{"pick_first": {}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(sc.load_balancing().unwrap().name(), "pick_first");
+        assert!(parse("{}").unwrap().load_balancing().is_none());
+    }
+
+    #[test]
+    fn errors_carry_the_field_path() {
+        for (text, want) in [
+            (
+                r#"{"loadBalancingConfig": [{"pick_first": {"shuffleAddressList": 1}}]}"#,
+                "loadBalancingConfig[0].pick_first.shuffleAddressList: must be a boolean",
+            ),
+            (
+                r#"{"loadBalancingConfig": {}}"#,
+                "loadBalancingConfig: must be an array",
+            ),
+            (
+                r#"{"loadBalancingPolicy": "magic"}"#,
+                "loadBalancingPolicy: no registered policy named \"magic\"",
+            ),
+            (
+                r#"{"methodConfig": [{"name": [{}], "timeout": "1x"}]}"#,
+                "methodConfig[0].timeout: invalid duration",
+            ),
+            (
+                r#"{"methodConfig": [{}, {"waitForReady": "yes"}]}"#,
+                "methodConfig[1].waitForReady: must be a boolean",
+            ),
+            (
+                r#"{"methodConfig": [{"name": [{"method": "M"}]}]}"#,
+                "methodConfig[0].name[0].method: a method needs its service",
+            ),
+            (
+                r#"{"methodConfig": [{"name": [{"service": "s"}]}, {"name": [{"service": "s"}]}]}"#,
+                "methodConfig[1].name[0]: duplicate method name",
+            ),
+            ("[]", "must be an object"),
+            ("{", "invalid JSON"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{text}\n got {err}\nwant {want}");
+        }
+    }
+
+    #[test]
+    fn the_most_specific_method_config_wins() {
+        let sc = parse(
+            r#"{"methodConfig": [
+                {"name": [{}], "timeout": "1s"},
+                {"name": [{"service": "s"}], "timeout": "2s"},
+                {"name": [{"service": "s", "method": "m"}], "timeout": "3s", "waitForReady": true}
+            ]}"#,
+        )
+        .unwrap();
+        let t = |p: &str| sc.method(p).and_then(|m| m.timeout).unwrap().as_secs();
+        assert_eq!((t("/s/m"), t("/s/other"), t("/x/m")), (3, 2, 1));
+        assert_eq!(sc.method("/s/m").unwrap().wait_for_ready, Some(true));
+        assert_eq!(sc.method("/s/other").unwrap().wait_for_ready, None);
+    }
+}
