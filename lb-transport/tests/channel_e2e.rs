@@ -91,13 +91,15 @@ fn pick_first_stays_on_one_backend() {
     assert_eq!(first, "backend-0", "pick_first takes the first address");
 }
 
-/// Runs `threads` callers doing wait-for-ready calls until `stop`; returns per-thread
-/// (successes, failures with their codes).
+/// What one caller saw: successes, failure codes, successes per backend.
+type CallerReport = (usize, Vec<Code>, HashMap<String, usize>);
+
+/// Runs `threads` callers doing wait-for-ready calls until `stop`.
 fn callers(
     channel: &Channel,
     threads: usize,
     stop: &Arc<AtomicBool>,
-) -> Vec<thread::JoinHandle<(usize, Vec<Code>, HashMap<String, usize>)>> {
+) -> Vec<thread::JoinHandle<CallerReport>> {
     (0..threads)
         .map(|_| {
             let channel = channel.clone();
