@@ -53,6 +53,24 @@ impl LbPolicyRegistry {
         self.builders.insert(builder.name(), builder);
     }
 
+    /// Registers `builder` under another name as well, such as grpc's
+    /// `weighted_target_experimental` and the shorter `weighted_target`. Configs parsed
+    /// under either name build the same policy.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lb_core::LbPolicyRegistry;
+    /// use lb_core::policies::round_robin::RoundRobinBuilder;
+    /// let mut reg = LbPolicyRegistry::new();
+    /// reg.register_as("rr", Arc::new(RoundRobinBuilder));
+    /// let chosen = reg.parse_load_balancing_config(&serde_json::json!([{"rr": {}}]))?;
+    /// assert_eq!(chosen.name(), "round_robin");
+    /// # Ok::<(), lb_core::ConfigError>(())
+    /// ```
+    pub fn register_as(&mut self, name: &'static str, builder: Arc<dyn LbPolicyBuilder>) {
+        self.builders.insert(name, builder);
+    }
+
     /// The builder registered as `name` (case-sensitive).
     pub fn get(&self, name: &str) -> Option<&Arc<dyn LbPolicyBuilder>> {
         self.builders.get(name)

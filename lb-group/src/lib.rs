@@ -91,7 +91,9 @@ pub mod weighted_target;
 pub use aggregator::WeightedAggregator;
 pub use group::{AddError, BalancerGroup, ChildStateUpdate};
 
-use lb_core::LbPolicyRegistry;
+use std::sync::Arc;
+
+use lb_core::{LbPolicyBuilder, LbPolicyRegistry};
 
 /// Registers `weighted_target` and `priority` in `registry`, each under grpc's name
 /// (`weighted_target_experimental`, `priority_experimental`) and a short alias
@@ -105,10 +107,11 @@ use lb_core::LbPolicyRegistry;
 /// assert!(registry.get("priority_experimental").is_some());
 /// ```
 pub fn register(registry: &mut LbPolicyRegistry) {
-    registry.register(weighted_target::WeightedTargetBuilder::new());
-    registry.register(weighted_target::WeightedTargetBuilder::with_name(
-        weighted_target::ALIAS,
-    ));
-    registry.register(priority::PriorityBuilder::new());
-    registry.register(priority::PriorityBuilder::with_name(priority::ALIAS));
+    let weighted_target: Arc<dyn LbPolicyBuilder> =
+        Arc::new(weighted_target::WeightedTargetBuilder);
+    registry.register_arc(weighted_target.clone());
+    registry.register_as(weighted_target::ALIAS, weighted_target);
+    let priority: Arc<dyn LbPolicyBuilder> = Arc::new(priority::PriorityBuilder);
+    registry.register_arc(priority.clone());
+    registry.register_as(priority::ALIAS, priority);
 }

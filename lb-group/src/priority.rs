@@ -110,32 +110,12 @@ pub struct PriorityChild {
 /// assert_eq!(err.to_string(), "[0].priority.priorities[1]: \"p9\" is not one of the children");
 /// # Ok::<(), lb_core::ConfigError>(())
 /// ```
-#[derive(Clone, Copy, Debug)]
-pub struct PriorityBuilder {
-    name: &'static str,
-}
-
-impl PriorityBuilder {
-    /// The builder registered as [`NAME`].
-    pub const fn new() -> Self {
-        Self { name: NAME }
-    }
-
-    /// The same policy registered under another name, such as [`ALIAS`].
-    pub const fn with_name(name: &'static str) -> Self {
-        Self { name }
-    }
-}
-
-impl Default for PriorityBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PriorityBuilder;
 
 impl LbPolicyBuilder for PriorityBuilder {
     fn name(&self) -> &'static str {
-        self.name
+        NAME
     }
 
     fn build(&self, options: LbPolicyOptions) -> Box<dyn LbPolicy> {

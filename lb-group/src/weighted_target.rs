@@ -77,32 +77,12 @@ pub struct Target {
 /// assert_eq!(err.to_string(), "[0].weighted_target.targets.us.weight: must be at least 1");
 /// # Ok::<(), lb_core::ConfigError>(())
 /// ```
-#[derive(Clone, Copy, Debug)]
-pub struct WeightedTargetBuilder {
-    name: &'static str,
-}
-
-impl WeightedTargetBuilder {
-    /// The builder registered as [`NAME`].
-    pub const fn new() -> Self {
-        Self { name: NAME }
-    }
-
-    /// The same policy registered under another name, such as [`ALIAS`].
-    pub const fn with_name(name: &'static str) -> Self {
-        Self { name }
-    }
-}
-
-impl Default for WeightedTargetBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WeightedTargetBuilder;
 
 impl LbPolicyBuilder for WeightedTargetBuilder {
     fn name(&self) -> &'static str {
-        self.name
+        NAME
     }
 
     fn build(&self, options: LbPolicyOptions) -> Box<dyn LbPolicy> {

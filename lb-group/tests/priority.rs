@@ -31,7 +31,7 @@ impl Prio {
         let tracker = Tracker::new();
         let registry = registry(&tracker);
         let ctrl = FakeController::new();
-        let policy = PriorityBuilder::new().build(ctrl.policy_options_with(registry.clone()));
+        let policy = PriorityBuilder.build(ctrl.policy_options_with(registry.clone()));
         Self {
             clock: ManualClock::new(),
             ctrl,
@@ -47,9 +47,7 @@ impl Prio {
     }
 
     fn config(&self, json: Value) -> LbConfig {
-        PriorityBuilder::new()
-            .parse_config(&json, &self.registry)
-            .unwrap()
+        PriorityBuilder.parse_config(&json, &self.registry).unwrap()
     }
 
     fn update_with(&mut self, config: Value, endpoints: Vec<lb_core::Endpoint>) {
@@ -516,7 +514,11 @@ fn registered_under_both_names() {
                 "priorities": ["a"],
             }}]))
             .unwrap();
-        assert_eq!(parsed.name(), name);
+        assert_eq!(
+            parsed.name(),
+            priority::NAME,
+            "{name} builds the same policy"
+        );
     }
 }
 
@@ -581,7 +583,7 @@ fn config_errors_name_the_field() {
         ),
     ];
     for (config, want) in cases {
-        let err = PriorityBuilder::new()
+        let err = PriorityBuilder
             .parse_config(&config, &reg)
             .expect_err(&config.to_string());
         assert_eq!(err.to_string(), want, "{config}");
@@ -598,7 +600,7 @@ fn config_errors_name_the_field() {
         "[0].priority_experimental.children.p0.config: no registered policy among [\"nope\", \"nada\"]"
     );
 
-    let ok = PriorityBuilder::new()
+    let ok = PriorityBuilder
         .parse_config(
             &json!({"children": {"p0": {"config": [{"nope": {}}, {"round_robin": {}}], "ignoreReresolutionRequests": true, "extra": 1}}, "priorities": ["p0"]}),
             &reg,

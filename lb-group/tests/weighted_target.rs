@@ -28,7 +28,7 @@ impl Wt {
         let tracker = Tracker::new();
         let registry = registry(&tracker);
         let ctrl = FakeController::new();
-        let policy = WeightedTargetBuilder::new().build(ctrl.policy_options_with(registry.clone()));
+        let policy = WeightedTargetBuilder.build(ctrl.policy_options_with(registry.clone()));
         Self {
             clock: ManualClock::new(),
             ctrl,
@@ -44,7 +44,7 @@ impl Wt {
     }
 
     fn config(&self, targets: serde_json::Value) -> LbConfig {
-        WeightedTargetBuilder::new()
+        WeightedTargetBuilder
             .parse_config(&json!({ "targets": targets }), &self.registry)
             .unwrap()
     }
@@ -334,7 +334,11 @@ fn registered_under_both_names() {
         let parsed = reg
             .parse_load_balancing_config(&json!([{ (name): {"targets": {}} }]))
             .unwrap();
-        assert_eq!(parsed.name(), name);
+        assert_eq!(
+            parsed.name(),
+            weighted_target::NAME,
+            "{name} builds the same policy"
+        );
     }
 }
 
@@ -391,7 +395,7 @@ fn config_errors_name_the_field() {
         ),
     ];
     for (config, want) in cases {
-        let err = WeightedTargetBuilder::new()
+        let err = WeightedTargetBuilder
             .parse_config(&config, &reg)
             .expect_err(&config.to_string());
         assert_eq!(err.to_string(), want, "{config}");
@@ -407,7 +411,7 @@ fn config_errors_name_the_field() {
     );
 
     // Unknown fields are ignored, and a missing `targets` is no targets.
-    let ok = WeightedTargetBuilder::new()
+    let ok = WeightedTargetBuilder
         .parse_config(
             &json!({"extra": true, "targets": {"us": {"weight": 3, "childPolicy": rr, "x": 1}}}),
             &reg,
@@ -418,7 +422,7 @@ fn config_errors_name_the_field() {
         .unwrap();
     assert_eq!(ok.targets["us"].weight, 3);
     assert_eq!(ok.targets["us"].child_policy.name(), "round_robin");
-    let empty = WeightedTargetBuilder::new()
+    let empty = WeightedTargetBuilder
         .parse_config(&json!({}), &reg)
         .unwrap();
     assert!(
