@@ -9,14 +9,10 @@
 // criterion's macros generate undocumented public functions.
 #![allow(missing_docs)]
 
-use std::hint::black_box;
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use lb_core::{
-    ConnectivityState, Endpoint, LbPolicyRegistry, Metadata, PickInfo, Picker, ResolverUpdate,
-};
+use lb_core::{ConnectivityState, Endpoint, LbPolicyRegistry, Picker, ResolverUpdate};
 use lb_group::hierarchy;
 use lb_testkit::{FakeController, ManualClock};
 
@@ -65,38 +61,6 @@ fn ready_picker(n: usize) -> Arc<dyn Picker> {
     state.picker
 }
 
-fn pick_loop(picker: &dyn Picker, iters: u64) {
-    let md = Metadata::new();
-    let info = PickInfo {
-        method: "/bench.Echo/Unary",
-        metadata: &md,
-    };
-    for _ in 0..iters {
-        black_box(picker.pick(black_box(&info)).subchannel().map(|s| s.id()));
-    }
-}
-
-/// Time per pick when `threads` threads each do `iters` picks at once.
-fn parallel_picks(picker: &Arc<dyn Picker>, threads: u64, iters: u64) -> Duration {
-    let start = Arc::new(Barrier::new(threads as usize + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let picker = picker.clone();
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                pick_loop(&*picker, iters);
-            })
-        })
-        .collect();
-    start.wait();
-    let t = Instant::now();
-    for h in handles {
-        h.join().expect("bench thread");
-    }
-    t.elapsed() / threads as u32
-}
-
 fn picks(c: &mut Criterion) {
     let picker = ready_picker(10);
     // Sanity: every target gets picks.
@@ -108,10 +72,10 @@ fn picks(c: &mut Criterion) {
     let mut group = c.benchmark_group("weighted_target/pick");
     // Both arms use the same loop on spawned threads, so their ratio is the scaling.
     group.bench_function("1_thread", |b| {
-        b.iter_custom(|iters| parallel_picks(&picker, 1, iters))
+        b.iter_custom(|iters| lb_testkit::picks::parallel_picks(&picker, 1, iters))
     });
     group.bench_function("2_threads", |b| {
-        b.iter_custom(|iters| parallel_picks(&picker, 2, iters))
+        b.iter_custom(|iters| lb_testkit::picks::parallel_picks(&picker, 2, iters))
     });
     group.finish();
 }

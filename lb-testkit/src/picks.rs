@@ -85,3 +85,57 @@ pub fn check_round_robin(picker: &dyn Picker, want: &[&str]) -> Result<(), Strin
     }
     Ok(())
 }
+
+/// Picks `iters` times from `picker` for [`TEST_METHOD`], keeping the results alive
+/// just long enough that the compiler cannot skip the picks: the inner loop of the
+/// pick benchmarks.
+pub fn pick_loop(picker: &dyn Picker, iters: u64) {
+    let md = Metadata::new();
+    let info = PickInfo {
+        method: TEST_METHOD,
+        metadata: &md,
+    };
+    for _ in 0..iters {
+        std::hint::black_box(
+            picker
+                .pick(std::hint::black_box(&info))
+                .subchannel()
+                .map(|s| s.id()),
+        );
+    }
+}
+
+/// Wall time per pick when `threads` threads each run [`pick_loop`] for `iters` picks
+/// at once (started together behind a barrier): with one thread it is the cost of a
+/// pick, with more the inverse of aggregate throughput, so the ratio of the two is the
+/// scaling.
+///
+/// ```
+/// use lb_core::QueuePicker;
+/// let per_pick = lb_testkit::picks::parallel_picks(&std::sync::Arc::new(QueuePicker), 2, 1000);
+/// assert!(per_pick < std::time::Duration::from_millis(1));
+/// ```
+pub fn parallel_picks(
+    picker: &std::sync::Arc<dyn Picker>,
+    threads: u32,
+    iters: u64,
+) -> std::time::Duration {
+    use std::sync::{Arc, Barrier};
+    let start = Arc::new(Barrier::new(threads as usize + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let picker = picker.clone();
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                pick_loop(&*picker, iters);
+            })
+        })
+        .collect();
+    start.wait();
+    let t = std::time::Instant::now();
+    for h in handles {
+        h.join().expect("bench thread");
+    }
+    t.elapsed() / threads
+}
