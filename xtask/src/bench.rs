@@ -1,10 +1,27 @@
-//! `cargo xtask bench`: runs the criterion benchmarks and prints each figure against
-//! its target, with two-thread scaling ratios measured in the same run.
+//! `cargo xtask bench`: the benchmarks, each figure printed against its target.
+//!
+//! - Pick benchmarks (criterion): single-thread pick cost and two-thread scaling,
+//!   measured in the same run.
+//! - Transport benchmarks: unary calls over one HTTP/2 connection to a grpc C++
+//!   echo server (`xtask/peers/cpp`, built from Debian's `libgrpc++-dev` into
+//!   `target/bench-peers/`), from our client (`lb-transport`'s `unary_bench`
+//!   example), the grpc C++ sync client, tonic (`xtask/peers/tonic-client`, its own
+//!   Cargo project) and `h2load`, one after another against the same server: one
+//!   call in flight, then 32. Then the memory of 1,000 idle connections on one I/O
+//!   thread (the `idle_connections` example).
 //!
 //! Benchmarks are measurements, never pass/fail tests: a missed target is printed,
-//! not turned into a failure.
+//! not turned into a failure. Every figure comes from a measurement of this run.
+//!
+//! Flags: `--quick` (short smoke run), `--only pick|transport`.
 
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::util;
 
@@ -49,7 +66,45 @@ const PICK_BENCHES: &[PickBench] = &[
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let root = util::project_root();
-    let quick = args.iter().any(|a| a == "--quick");
+    let mut quick = false;
+    let (mut pick, mut transport) = (true, true);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--only" => match it.next().map(String::as_str) {
+                Some("pick") => transport = false,
+                Some("transport") => pick = false,
+                other => return Err(format!("--only pick|transport, not {other:?}")),
+            },
+            other => {
+                return Err(format!(
+                    "unknown bench flag {other:?} (flags: --quick, --only pick|transport)"
+                ));
+            }
+        }
+    }
+    // One failing part does not keep the other from being measured.
+    let mut failed = Vec::new();
+    if pick {
+        if let Err(e) = pick_benches(&root, quick) {
+            failed.push(e);
+        }
+    }
+    if transport {
+        if let Err(e) = transport_benches(&root, quick) {
+            failed.push(e);
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// Runs the criterion pick benchmarks and prints their table.
+fn pick_benches(root: &Path, quick: bool) -> Result<(), String> {
     let (warm, measure) = if quick { ("1", "2") } else { ("2", "5") };
     let mut ran: Vec<(&'static str, &'static str)> = Vec::new();
     for b in PICK_BENCHES {
@@ -70,7 +125,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         }
         util::step(&format!("bench {} {}", b.package, b.bench), || {
             util::cargo(
-                &root,
+                root,
                 &[
                     "bench",
                     "-p",
@@ -91,7 +146,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         "\n{:<44} {:>10} {:>10} {:>8} {:>22}",
         "benchmark", "1 thread", "2 threads", "scaling", "target"
     );
-    let dir = criterion_dir(&root);
+    let dir = criterion_dir(root);
     for b in PICK_BENCHES
         .iter()
         .filter(|b| ran.contains(&(b.package, b.bench)))
@@ -116,10 +171,14 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 }
 
 fn criterion_dir(root: &Path) -> PathBuf {
+    target_dir(root).join("criterion")
+}
+
+/// The workspace's target directory (`CARGO_TARGET_DIR`, else `target/`).
+fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
+        .map(|d| root.join(d))
         .unwrap_or_else(|| root.join("target"))
-        .join("criterion")
 }
 
 /// Criterion's mean estimate for `group/function`, in nanoseconds.
@@ -136,4 +195,834 @@ fn estimate_ns(dir: &Path, group: &str, function: &str) -> Result<f64, String> {
     v["mean"]["point_estimate"]
         .as_f64()
         .ok_or_else(|| format!("{} has no mean estimate", path.display()))
+}
+
+// ---------------------------------------------------------------------------------
+// Transport benchmarks
+// ---------------------------------------------------------------------------------
+
+/// Debian packages the transport benchmarks need, each with the file that shows it
+/// is installed.
+const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("g++", "/usr/bin/g++"),
+    ("make", "/usr/bin/make"),
+    ("pkg-config", "/usr/bin/pkg-config"),
+    ("protobuf-compiler", "/usr/bin/protoc"),
+    ("protobuf-compiler-grpc", "/usr/bin/grpc_cpp_plugin"),
+    ("libprotobuf-dev", "/usr/include/google/protobuf/message.h"),
+    ("libgrpc++-dev", "/usr/include/grpcpp/grpcpp.h"),
+    ("nghttp2-client", "/usr/bin/h2load"),
+];
+
+/// The method every client calls.
+const METHOD: &str = "/bench.Echo/Unary";
+
+/// Request payload size, in bytes.
+const PAYLOAD_BYTES: usize = 16;
+
+/// Idle connections opened for the memory figure.
+const IDLE_CONNECTIONS: usize = 1000;
+
+/// Open-file limit set (by `sh -c 'ulimit -n …'`) for the server and the idle
+/// connection run.
+const NOFILE: u32 = 4096;
+
+/// The limit for one package manager command.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The most calls one run makes.
+const MAX_CALLS: u64 = 20_000_000;
+
+/// The limit for one benchmark client run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Target: our sequential p50 at most this times h2load's.
+const TARGET_SEQ_P50_VS_H2LOAD: f64 = 1.0;
+/// Target: our sequential p50 at most this times tonic's.
+const TARGET_SEQ_P50_VS_TONIC: f64 = 0.8;
+/// Target: our QPS with 32 calls in flight at least this times tonic's.
+const TARGET_32_QPS_VS_TONIC: f64 = 1.2;
+/// Target: resident memory per idle READY connection, in bytes.
+const TARGET_IDLE_BYTES: u64 = 64 << 10;
+
+/// A client under test.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Ours,
+    CppSync,
+    Tonic,
+    H2load,
+}
+
+impl Client {
+    const ALL: [Self; 4] = [Self::Ours, Self::CppSync, Self::Tonic, Self::H2load];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ours => "lb-transport (ours)",
+            Self::CppSync => "grpc C++ sync",
+            Self::Tonic => "tonic",
+            Self::H2load => "h2load",
+        }
+    }
+}
+
+/// One load shape: how many calls are in flight.
+struct Scenario {
+    name: &'static str,
+    concurrency: usize,
+    /// Calls of the calibration run, which also warms up.
+    pilot_calls: u64,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug)]
+struct Figures {
+    calls: u64,
+    secs: f64,
+    qps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// The programs of the transport benchmarks.
+struct Programs {
+    server: PathBuf,
+    cpp_client: PathBuf,
+    /// `Err` says why tonic is missing (its build failed); its rows say so.
+    tonic: Result<PathBuf, String>,
+    ours: PathBuf,
+    idle: PathBuf,
+    h2load: PathBuf,
+    /// `h2load -d` file: the 5-byte gRPC prefix and the encoded request.
+    h2load_body: PathBuf,
+}
+
+/// Builds and runs the transport benchmarks, then prints their table.
+fn transport_benches(root: &Path, quick: bool) -> Result<(), String> {
+    let started = Instant::now();
+    let peers = root.join("target").join("bench-peers");
+    let programs = prepare(root, &peers)?;
+    let setup = started.elapsed();
+
+    let run_secs = if quick { 1.0 } else { 5.0 };
+    let scenarios = [
+        Scenario {
+            name: "sequential (1 in flight)",
+            concurrency: 1,
+            pilot_calls: if quick { 300 } else { 2_000 },
+        },
+        Scenario {
+            name: "32 in flight",
+            concurrency: 32,
+            pilot_calls: if quick { 2_000 } else { 10_000 },
+        },
+    ];
+
+    let server = BenchServer::start(&programs.server)?;
+    let target = format!("127.0.0.1:{}", server.port);
+    println!("\ngrpc C++ echo server listening on {target}");
+    let load_before = machine_load();
+    let measuring = Instant::now();
+    let mut results: Vec<Vec<(Client, Result<Figures, String>)>> = Vec::new();
+    for scenario in &scenarios {
+        let mut rows = Vec::new();
+        for client in Client::ALL {
+            let mut figures = Err("not run".to_string());
+            let _ = util::step(&format!("{}: {}", scenario.name, client.name()), || {
+                figures = measure(&programs, client, &target, scenario, run_secs);
+                figures.as_ref().map(drop).map_err(Clone::clone)
+            });
+            rows.push((client, figures));
+        }
+        results.push(rows);
+    }
+    let mut idle = Err("not run".to_string());
+    let _ = util::step(
+        &format!("{IDLE_CONNECTIONS} idle connections on one I/O thread"),
+        || {
+            idle = idle_memory(&programs.idle, &target);
+            idle.as_ref().map(drop).map_err(Clone::clone)
+        },
+    );
+    drop(server);
+    let measured = measuring.elapsed();
+    let load_after = machine_load();
+
+    print_transport_table(root, &scenarios, &results, &idle, run_secs);
+    println!(
+        "\nmachine: {} CPUs; load before the runs: {load_before}; after: {load_after}\n\
+         (server and clients share these CPUs with whatever else runs; a busy machine \
+         shows in the figures)",
+        thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!(
+        "\ntransport benchmarks: setup (packages, builds) {:.1?}, measurements {:.1?}, total {:.1?}",
+        setup,
+        measured,
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// Installs the packages, builds the C++ peers, tonic and our examples, and
+/// writes the h2load request body. Idempotent: quick when everything is built.
+fn prepare(root: &Path, peers: &Path) -> Result<Programs, String> {
+    util::step("bench peers: Debian packages", ensure_bench_packages)?;
+    std::fs::create_dir_all(peers).map_err(|e| format!("creating {}: {e}", peers.display()))?;
+    util::step("bench peers: grpc C++ echo server and sync client", || {
+        let out = format!("OUT={}", peers.display());
+        let status = Command::new("make")
+            .args(["-s", "-j2", "-C"])
+            .arg(root.join("xtask").join("peers").join("cpp"))
+            .arg(out)
+            .status()
+            .map_err(|e| format!("cannot run make: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("make exited with {status}"))
+        }
+    })?;
+    let tonic_target = peers.join("tonic");
+    let tonic_target_str = tonic_target.display().to_string();
+    let tonic_manifest = root
+        .join("xtask")
+        .join("peers")
+        .join("tonic-client")
+        .join("Cargo.toml");
+    let tonic_manifest_str = tonic_manifest.display().to_string();
+    let tonic = util::step("bench peers: tonic client", || {
+        util::cargo_env(
+            root,
+            &[
+                "build",
+                "--release",
+                "--locked",
+                "--manifest-path",
+                &tonic_manifest_str,
+            ],
+            &[("CARGO_TARGET_DIR", &tonic_target_str)],
+        )
+    })
+    .map(|()| tonic_target.join("release").join("tonic-bench-client"));
+    util::step("bench: lb-transport examples", || {
+        util::cargo(
+            root,
+            &[
+                "build",
+                "--release",
+                "-p",
+                "lb-transport",
+                "--example",
+                "unary_bench",
+                "--example",
+                "idle_connections",
+            ],
+        )
+    })?;
+    let h2load_body = peers.join(format!("unary_{PAYLOAD_BYTES}b.grpc"));
+    std::fs::write(
+        &h2load_body,
+        grpc_frame(&encode_msg(&[b'x'; PAYLOAD_BYTES])),
+    )
+    .map_err(|e| format!("writing {}: {e}", h2load_body.display()))?;
+    let examples = target_dir(root).join("release").join("examples");
+    Ok(Programs {
+        server: peers.join("bench_server"),
+        cpp_client: peers.join("bench_client"),
+        tonic,
+        ours: examples.join("unary_bench"),
+        idle: examples.join("idle_connections"),
+        h2load: PathBuf::from("/usr/bin/h2load"),
+        h2load_body,
+    })
+}
+
+/// Installs whichever of [`BENCH_PACKAGES`] are missing (`apt-get update` once,
+/// then one install).
+fn ensure_bench_packages() -> Result<(), String> {
+    let missing: Vec<&str> = BENCH_PACKAGES
+        .iter()
+        .filter(|(_, file)| !Path::new(file).exists())
+        .map(|&(package, _)| package)
+        .collect();
+    if missing.is_empty() {
+        println!("all present: {}", package_names());
+    } else {
+        let names = missing.join(" ");
+        if !Path::new("/usr/bin/apt-get").exists() {
+            return Err(format!("missing packages {names} and there is no apt-get"));
+        }
+        println!("installing {names}");
+        for args in [
+            &["update", "-q"][..],
+            &["install", "-y", "-q", "--no-install-recommends"][..],
+        ] {
+            let mut cmd = Command::new("apt-get");
+            cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            if args[0] == "install" {
+                cmd.args(&missing);
+            }
+            bounded(&mut cmd, INSTALL_TIMEOUT, false).map_err(|e| {
+                format!("{e} (run as root, or install first: apt-get install {names})")
+            })?;
+        }
+        for (package, file) in BENCH_PACKAGES {
+            if !Path::new(file).exists() {
+                return Err(format!("{package} installed but {file} is missing"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn package_names() -> String {
+    BENCH_PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `bench.Msg { payload }`: field 1, wire type 2, varint length, bytes.
+fn encode_msg(payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x0a];
+    let mut len = payload.len();
+    while len >= 0x80 {
+        out.push((len & 0x7f) as u8 | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A gRPC length-prefixed message: uncompressed flag, 4-byte big-endian length.
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(message.len()).expect("small message");
+    let mut out = vec![0];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// The grpc C++ echo server, stopped when dropped (its stdin closes).
+struct BenchServer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    port: u16,
+}
+
+impl BenchServer {
+    fn start(program: &Path) -> Result<Self, String> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(raise_nofile_then_exec())
+            .arg(program)
+            .args(["--port", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut server = Self {
+            child,
+            stdin,
+            port: 0,
+        };
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(Ok(line))) => line,
+            other => return Err(format!("bench_server did not start: {other:?}")),
+        };
+        server.port = line
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| format!("bench_server printed {line:?}, not LISTENING <port>"))?;
+        Ok(server)
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sh -c` script raising the open-file limit to [`NOFILE`] (when below it) and then
+/// running `"$0" "$@"`.
+fn raise_nofile_then_exec() -> String {
+    format!(
+        "n=$(ulimit -n); if [ \"$n\" != unlimited ] && [ \"$n\" -lt {NOFILE} ]; then \
+         ulimit -n {NOFILE} || exit 111; fi; exec \"$0\" \"$@\""
+    )
+}
+
+/// Calibrates `client` with a pilot run (also its warm-up), then measures a run of
+/// about `run_secs`.
+fn measure(
+    programs: &Programs,
+    client: Client,
+    target: &str,
+    scenario: &Scenario,
+    run_secs: f64,
+) -> Result<Figures, String> {
+    // Pilot runs grow until one lasts long enough to estimate the rate from.
+    let min_pilot_secs = run_secs / 10.0;
+    let mut calls = scenario.pilot_calls;
+    let pilot = loop {
+        let pilot = run_client(programs, client, target, scenario, calls)?;
+        println!("  pilot: {}", line_of(&pilot));
+        if pilot.secs >= min_pilot_secs || calls >= MAX_CALLS {
+            break pilot;
+        }
+        let grow = (min_pilot_secs * 1.5 / pilot.secs.max(1e-3)).clamp(2.0, 20.0);
+        calls = ((calls as f64 * grow) as u64).min(MAX_CALLS);
+    };
+    let calls = ((pilot.qps * run_secs).round() as u64).clamp(scenario.pilot_calls, MAX_CALLS);
+    let figures = run_client(programs, client, target, scenario, calls)?;
+    println!("  run:   {}", line_of(&figures));
+    Ok(figures)
+}
+
+fn line_of(f: &Figures) -> String {
+    format!(
+        "calls={} secs={:.3} qps={:.0} p50_us={:.1} p99_us={:.1}",
+        f.calls, f.secs, f.qps, f.p50_us, f.p99_us
+    )
+}
+
+/// One run of `calls` calls.
+fn run_client(
+    programs: &Programs,
+    client: Client,
+    target: &str,
+    scenario: &Scenario,
+    calls: u64,
+) -> Result<Figures, String> {
+    let program = match client {
+        Client::Ours => &programs.ours,
+        Client::CppSync => &programs.cpp_client,
+        Client::Tonic => programs
+            .tonic
+            .as_ref()
+            .map_err(|e| format!("tonic client not built: {e}"))?,
+        Client::H2load => return run_h2load(programs, target, scenario.concurrency, calls),
+    };
+    let out = bounded(
+        Command::new(program).args([
+            "--target",
+            target,
+            "--calls",
+            &calls.to_string(),
+            "--concurrency",
+            &scenario.concurrency.to_string(),
+            "--payload-bytes",
+            &PAYLOAD_BYTES.to_string(),
+        ]),
+        RUN_TIMEOUT,
+        true,
+    )?;
+    parse_figures(&out)
+}
+
+/// Parses `calls=N secs=S qps=Q p50_us=P p99_us=P99`.
+fn parse_figures(out: &str) -> Result<Figures, String> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("calls="))
+        .ok_or_else(|| format!("no result line in {out:?}"))?;
+    let field = |key: &str| -> Result<f64, String> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("no {key} in {line:?}"))
+    };
+    Ok(Figures {
+        calls: field("calls")? as u64,
+        secs: field("secs")?,
+        qps: field("qps")?,
+        p50_us: field("p50_us")?,
+        p99_us: field("p99_us")?,
+    })
+}
+
+/// h2load over one connection with `concurrency` streams at once (`-c 1 -m C`);
+/// QPS from its summary, latencies from its per-request log.
+fn run_h2load(
+    programs: &Programs,
+    target: &str,
+    concurrency: usize,
+    calls: u64,
+) -> Result<Figures, String> {
+    let log = programs.h2load_body.with_extension("h2load.log");
+    // h2load appends to its log file.
+    if log.exists() {
+        std::fs::remove_file(&log).map_err(|e| format!("removing {}: {e}", log.display()))?;
+    }
+    let out = bounded(
+        Command::new(&programs.h2load)
+            .args(["-n", &calls.to_string(), "-c", "1", "-t", "1"])
+            .args(["-m", &concurrency.to_string()])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .arg("-d")
+            .arg(&programs.h2load_body)
+            .arg(format!("--log-file={}", log.display()))
+            .arg(format!("http://{target}{METHOD}")),
+        RUN_TIMEOUT,
+        true,
+    )?;
+    // "finished in 1.37s, 14650.13 req/s, 958.71KB/s"
+    let finished = out
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in "))
+        .ok_or_else(|| format!("no summary in h2load output {out:?}"))?;
+    let mut parts = finished.split(',').map(str::trim);
+    let secs = parts.next().and_then(parse_duration_secs);
+    let qps = parts
+        .next()
+        .and_then(|p| p.strip_suffix(" req/s"))
+        .and_then(|p| p.parse::<f64>().ok());
+    let (Some(secs), Some(qps)) = (secs, qps) else {
+        return Err(format!("cannot read h2load summary {finished:?}"));
+    };
+    // "requests: N total, N started, N done, N succeeded, 0 failed, …"
+    let succeeded = out
+        .lines()
+        .find_map(|l| l.strip_prefix("requests: "))
+        .and_then(|l| l.split(", ").find_map(|p| p.strip_suffix(" succeeded")))
+        .and_then(|n| n.parse::<u64>().ok());
+    if succeeded != Some(calls) {
+        return Err(format!(
+            "h2load: {succeeded:?} of {calls} requests succeeded\n{out}"
+        ));
+    }
+    let text =
+        std::fs::read_to_string(&log).map_err(|e| format!("reading {}: {e}", log.display()))?;
+    let mut latencies = Vec::new();
+    for row in text.lines() {
+        let cols: Vec<&str> = row.split('\t').collect();
+        match (cols.get(1), cols.get(2).and_then(|c| c.parse::<u64>().ok())) {
+            (Some(&"200"), Some(us)) => latencies.push(us),
+            _ => return Err(format!("h2load log row {row:?} is not a 200 with a time")),
+        }
+    }
+    if latencies.len() as u64 != calls {
+        return Err(format!(
+            "h2load logged {} of {calls} requests",
+            latencies.len()
+        ));
+    }
+    latencies.sort_unstable();
+    Ok(Figures {
+        calls,
+        secs,
+        qps,
+        p50_us: percentile(&latencies, 0.50) as f64,
+        p99_us: percentile(&latencies, 0.99) as f64,
+    })
+}
+
+/// `1.37s`, `950.12ms`, `800us` as seconds.
+fn parse_duration_secs(s: &str) -> Option<f64> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix("us") {
+        (n, 1e-6)
+    } else {
+        (s.strip_suffix('s')?, 1.0)
+    };
+    num.parse::<f64>().ok().map(|n| n * scale)
+}
+
+/// The value at rank `p` of sorted `values` (the nearest rank, as the clients do).
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[(p * (sorted.len() - 1) as f64).round() as usize]
+}
+
+/// What the idle connection run measured.
+#[derive(Clone, Debug)]
+struct IdleFigures {
+    connections: u64,
+    rss_delta_kib: u64,
+    per_conn_bytes: u64,
+}
+
+/// Runs the `idle_connections` example (with a raised open-file limit).
+fn idle_memory(program: &Path, target: &str) -> Result<IdleFigures, String> {
+    let out = bounded(
+        Command::new("sh")
+            .arg("-c")
+            .arg(raise_nofile_then_exec())
+            .arg(program)
+            .args(["--target", target])
+            .args(["--connections", &IDLE_CONNECTIONS.to_string()]),
+        RUN_TIMEOUT,
+        true,
+    )?;
+    println!("  {}", out.trim());
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("connections="))
+        .ok_or_else(|| format!("no result line in {out:?}"))?;
+    let field = |key: &str| -> Result<u64, String> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("no {key} in {line:?}"))
+    };
+    Ok(IdleFigures {
+        connections: field("connections")?,
+        rss_delta_kib: field("rss_delta_kib")?,
+        per_conn_bytes: field("per_conn_bytes")?,
+    })
+}
+
+/// The load average and CPU pressure (`/proc/loadavg`, `/proc/pressure/cpu`).
+fn machine_load() -> String {
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into());
+    let pressure = std::fs::read_to_string("/proc/pressure/cpu")
+        .ok()
+        .and_then(|p| {
+            p.lines()
+                .find_map(|l| l.strip_prefix("some "))
+                .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        })
+        .unwrap_or_else(|| "avg10=?".into());
+    format!("loadavg {loadavg}, cpu pressure {pressure}%")
+}
+
+/// Versions of the peers, for the table's header.
+fn peer_versions(root: &Path) -> String {
+    let grpc = bounded(
+        Command::new("pkg-config").args(["--modversion", "grpc++"]),
+        Duration::from_secs(30),
+        true,
+    )
+    .map(|v| v.trim().to_string())
+    .unwrap_or_else(|_| "?".into());
+    let h2load = bounded(
+        Command::new("/usr/bin/h2load").arg("--version"),
+        Duration::from_secs(30),
+        true,
+    )
+    .ok()
+    .and_then(|v| v.split_whitespace().last().map(str::to_string))
+    .unwrap_or_else(|| "?".into());
+    let lock = root
+        .join("xtask")
+        .join("peers")
+        .join("tonic-client")
+        .join("Cargo.lock");
+    let tonic = std::fs::read_to_string(lock)
+        .ok()
+        .and_then(|text| {
+            let at = text.find("name = \"tonic\"\nversion = \"")?;
+            let rest = &text[at + "name = \"tonic\"\nversion = \"".len()..];
+            Some(rest[..rest.find('"')?].to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    format!("grpc C++ {grpc}, tonic {tonic}, h2load {h2load}")
+}
+
+fn print_transport_table(
+    root: &Path,
+    scenarios: &[Scenario],
+    results: &[Vec<(Client, Result<Figures, String>)>],
+    idle: &Result<IdleFigures, String>,
+    run_secs: f64,
+) {
+    println!(
+        "\nunary {METHOD}, {PAYLOAD_BYTES} B payload, one connection per client, \
+         grpc C++ echo server on 127.0.0.1; runs of ~{run_secs} s each\n({})",
+        peer_versions(root)
+    );
+    println!(
+        "\n{:<24} {:>9} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "client", "calls", "secs", "qps", "p50_us", "p99_us", "qps/ours", "p50/ours"
+    );
+    for (scenario, rows) in scenarios.iter().zip(results) {
+        println!("{}", scenario.name);
+        let ours = rows
+            .iter()
+            .find(|(c, _)| *c == Client::Ours)
+            .and_then(|(_, r)| r.as_ref().ok());
+        for (client, r) in rows {
+            match r {
+                Ok(f) => {
+                    let ratio = |x: f64, base: Option<f64>| {
+                        base.map_or_else(|| "-".to_string(), |b| format!("{:.2}x", x / b))
+                    };
+                    println!(
+                        "  {:<22} {:>9} {:>7.2} {:>9.0} {:>9.1} {:>9.1} {:>10} {:>10}",
+                        client.name(),
+                        f.calls,
+                        f.secs,
+                        f.qps,
+                        f.p50_us,
+                        f.p99_us,
+                        ratio(f.qps, ours.map(|o| o.qps)),
+                        ratio(f.p50_us, ours.map(|o| o.p50_us)),
+                    );
+                }
+                Err(e) => println!(
+                    "  {:<22} FAILED: {}",
+                    client.name(),
+                    e.lines().next().unwrap_or_default()
+                ),
+            }
+        }
+    }
+    println!("(qps/ours and p50/ours: that client's figure divided by ours)");
+
+    let get = |scenario: usize, client: Client| {
+        results.get(scenario).and_then(|rows| {
+            rows.iter()
+                .find(|(c, _)| *c == client)
+                .and_then(|(_, r)| r.as_ref().ok())
+        })
+    };
+    println!("\ntargets");
+    let mut lines = String::new();
+    let mut target = |what: &str, ours: Option<f64>, other: Option<f64>, met: fn(f64) -> bool| {
+        let _ = match (ours, other) {
+            (Some(o), Some(t)) => {
+                let r = o / t;
+                writeln!(
+                    lines,
+                    "  {what:<46} ours/theirs {r:>5.2}x   {}",
+                    if met(r) { "met" } else { "MISSED" }
+                )
+            }
+            _ => writeln!(lines, "  {what:<46} not measured"),
+        };
+    };
+    target(
+        "sequential p50 <= h2load's",
+        get(0, Client::Ours).map(|f| f.p50_us),
+        get(0, Client::H2load).map(|f| f.p50_us),
+        |r| r <= TARGET_SEQ_P50_VS_H2LOAD,
+    );
+    target(
+        "sequential p50 <= 0.8x tonic's",
+        get(0, Client::Ours).map(|f| f.p50_us),
+        get(0, Client::Tonic).map(|f| f.p50_us),
+        |r| r <= TARGET_SEQ_P50_VS_TONIC,
+    );
+    target(
+        "32 in flight: QPS >= 1.2x tonic's",
+        get(1, Client::Ours).map(|f| f.qps),
+        get(1, Client::Tonic).map(|f| f.qps),
+        |r| r >= TARGET_32_QPS_VS_TONIC,
+    );
+    print!("{lines}");
+    match idle {
+        Ok(f) => println!(
+            "  {:<46} {} B/conn ({} KiB RSS for {} READY conns)   {}",
+            format!("idle connection memory <= {} KiB", TARGET_IDLE_BYTES >> 10),
+            f.per_conn_bytes,
+            f.rss_delta_kib,
+            f.connections,
+            if f.per_conn_bytes <= TARGET_IDLE_BYTES && f.connections == IDLE_CONNECTIONS as u64 {
+                "met"
+            } else {
+                "MISSED"
+            }
+        ),
+        Err(e) => println!(
+            "  {:<46} FAILED: {}",
+            "idle connection memory",
+            e.lines().next().unwrap_or_default()
+        ),
+    }
+}
+
+/// Runs `cmd`, killing it after `limit`; fails unless it exits successfully.
+/// With `capture`, returns its standard output (its errors pass through).
+fn bounded(cmd: &mut Command, limit: Duration, capture: bool) -> Result<String, String> {
+    let shown = format!("{cmd:?}");
+    cmd.stdin(Stdio::null());
+    if capture {
+        cmd.stdout(Stdio::piped());
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    // Reading on a thread keeps a full pipe from stalling the child.
+    let reader = child.stdout.take().map(|mut out| {
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        })
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{shown} did not finish within {limit:?}"));
+            }
+            Err(e) => return Err(format!("waiting for {shown}: {e}")),
+        }
+    };
+    let out = reader
+        .map(|r| r.join().unwrap_or_default())
+        .unwrap_or_default();
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(format!("{shown} exited with {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{encode_msg, grpc_frame, parse_duration_secs, parse_figures, percentile};
+
+    #[test]
+    fn request_body_is_a_grpc_framed_bench_msg() {
+        assert_eq!(
+            grpc_frame(&encode_msg(b"ab")),
+            [0, 0, 0, 0, 4, 0x0a, 2, b'a', b'b']
+        );
+        assert_eq!(encode_msg(&[0; 300])[..3], [0x0a, 0xac, 0x02]);
+    }
+
+    #[test]
+    fn result_lines_and_h2load_durations_parse() {
+        let f = parse_figures("noise\ncalls=10 secs=0.5 qps=20 p50_us=3.5 p99_us=9\n").unwrap();
+        assert_eq!((f.calls, f.qps, f.p50_us, f.p99_us), (10, 20.0, 3.5, 9.0));
+        assert!(parse_figures("calls=10 secs=0.5").is_err());
+        assert_eq!(parse_duration_secs("1.5s"), Some(1.5));
+        assert_eq!(parse_duration_secs("250ms"), Some(0.25));
+        assert_eq!(parse_duration_secs("fast"), None);
+        assert_eq!(percentile(&[1, 2, 3, 4, 5], 0.5), 3);
+        assert_eq!(percentile(&[1, 2, 3, 4, 5], 0.99), 5);
+    }
 }
