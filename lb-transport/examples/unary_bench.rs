@@ -6,25 +6,33 @@
 //!     --target HOST:PORT --calls N --concurrency C --payload-bytes B
 //! ```
 //!
+//! With `--channel`, the same calls go through a `round_robin` [`Channel`] (resolver,
+//! policy, picker, transparent retry) over the same kind of connection, so the
+//! difference to a run without it is the channel's overhead.
+//!
 //! Prints one line: `calls=N secs=S qps=Q p50_us=P p99_us=P99`.
+//!
+//! [`Channel`]: lb_core::channel::Channel
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded};
+use lb_core::channel::{CallOptions, Channel};
 use lb_core::transport::{CallRequest, ConnectOptions, ConnectionEvent};
 use lb_core::{Address, Connection, Transport};
 use lb_transport::driver::{H2Transport, TransportConfig};
 
-const USAGE: &str =
-    "usage: unary_bench --target HOST:PORT --calls N --concurrency C --payload-bytes B";
+const USAGE: &str = "usage: unary_bench --target HOST:PORT --calls N --concurrency C \
+                     --payload-bytes B [--channel]";
 
 struct Args {
     target: String,
     calls: u64,
     concurrency: usize,
     payload_bytes: usize,
+    channel: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -33,9 +41,14 @@ fn parse_args() -> Result<Args, String> {
         calls: 0,
         concurrency: 1,
         payload_bytes: 16,
+        channel: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--channel" {
+            args.channel = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
         match flag.as_str() {
@@ -65,27 +78,48 @@ fn encode_msg(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// How the benchmark makes one blocking call: the response message or an error.
+enum Caller {
+    Connection(Arc<dyn Connection>),
+    Channel(Channel),
+}
+
+impl Caller {
+    fn call(&self, request: &[u8]) -> Result<Vec<u8>, String> {
+        match self {
+            Self::Connection(conn) => {
+                let (tx, rx) = bounded(1);
+                conn.start_call(
+                    CallRequest::new("/bench.Echo/Unary", request.to_vec()),
+                    Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                );
+                let result = rx.recv().expect("the transport completes every call");
+                result.map(|r| r.message).map_err(|e| e.to_string())
+            }
+            Self::Channel(channel) => channel
+                .unary(
+                    "/bench.Echo/Unary",
+                    request.to_vec(),
+                    CallOptions::default(),
+                )
+                .map(|r| r.message)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// One thread's blocking calls until `next` reaches `calls`; their latencies in ns.
-fn worker(conn: &dyn Connection, request: &[u8], next: &AtomicU64, calls: u64) -> Vec<u64> {
+fn worker(caller: &Caller, request: &[u8], next: &AtomicU64, calls: u64) -> Vec<u64> {
     let mut latencies = Vec::new();
     while next.fetch_add(1, Ordering::Relaxed) < calls {
-        let (tx, rx) = bounded(1);
         let t0 = Instant::now();
-        conn.start_call(
-            CallRequest::new("/bench.Echo/Unary", request.to_vec()),
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        let result = rx.recv().expect("the transport completes every call");
+        let result = caller.call(request);
         let took = t0.elapsed();
         match result {
-            Ok(r) if r.message.len() == request.len() => {}
-            Ok(r) => panic!(
-                "echo of {} bytes came back as {}",
-                request.len(),
-                r.message.len()
-            ),
+            Ok(m) if m.len() == request.len() => {}
+            Ok(m) => panic!("echo of {} bytes came back as {}", request.len(), m.len()),
             Err(e) => panic!("call failed: {e}"),
         }
         latencies.push(took.as_nanos() as u64);
@@ -93,35 +127,43 @@ fn worker(conn: &dyn Connection, request: &[u8], next: &AtomicU64, calls: u64) -
     latencies
 }
 
+/// A round_robin channel to `target` over a fresh transport, connected.
+fn channel_to(target: &str) -> Channel {
+    let transport = Arc::new(H2Transport::new(TransportConfig::default()).expect("I/O thread"));
+    let channel = Channel::builder(format!("passthrough:///{target}"))
+        .transport(transport)
+        .default_service_config(r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#)
+        .build()
+        .expect("channel");
+    // The first call connects; it is not measured.
+    let warm = CallOptions::default().with_timeout(Duration::from_secs(20));
+    channel
+        .unary("/bench.Echo/Unary", encode_msg(b"warm"), warm)
+        .expect("warm-up call");
+    channel
+}
+
 fn main() {
     let args = parse_args().unwrap_or_else(|e| {
         eprintln!("{e}\n{USAGE}");
         std::process::exit(2);
     });
-    let transport = H2Transport::new(TransportConfig::default()).expect("I/O thread");
-    let (tx, events) = unbounded();
-    let options = ConnectOptions {
-        authority: args.target.clone(),
-        connect_deadline: Instant::now() + Duration::from_secs(20),
-        user_agent: "lb-transport-unary-bench".into(),
+    let _transport;
+    let caller = if args.channel {
+        Caller::Channel(channel_to(&args.target))
+    } else {
+        let transport = H2Transport::new(TransportConfig::default()).expect("I/O thread");
+        let conn = connect(&transport, &args.target);
+        _transport = transport;
+        Caller::Connection(conn)
     };
-    let sink = Arc::new(move |e| {
-        let _ = tx.send(e);
-    });
-    let conn = transport
-        .connect(&Address::new(args.target.as_str()), &options, sink)
-        .expect("connect");
-    match events.recv_timeout(Duration::from_secs(20)) {
-        Ok(ConnectionEvent::Ready) => {}
-        other => panic!("connection to {} not ready: {other:?}", args.target),
-    }
 
     let request = encode_msg(&vec![b'x'; args.payload_bytes]);
     let next = AtomicU64::new(0);
     let start = Instant::now();
     let mut all: Vec<u64> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..args.concurrency)
-            .map(|_| s.spawn(|| worker(&*conn, &request, &next, args.calls)))
+            .map(|_| s.spawn(|| worker(&caller, &request, &next, args.calls)))
             .collect();
         workers
             .into_iter()
@@ -138,5 +180,29 @@ fn main() {
         pct(0.50),
         pct(0.99)
     );
-    conn.close();
+    match caller {
+        Caller::Connection(conn) => conn.close(),
+        Caller::Channel(channel) => channel.close(),
+    }
+}
+
+/// One connection to `target`, READY.
+fn connect(transport: &H2Transport, target: &str) -> Arc<dyn Connection> {
+    let (tx, events) = unbounded();
+    let options = ConnectOptions {
+        authority: target.into(),
+        connect_deadline: Instant::now() + Duration::from_secs(20),
+        user_agent: "lb-transport-unary-bench".into(),
+    };
+    let sink = Arc::new(move |e| {
+        let _ = tx.send(e);
+    });
+    let conn = transport
+        .connect(&Address::new(target), &options, sink)
+        .expect("connect");
+    match events.recv_timeout(Duration::from_secs(20)) {
+        Ok(ConnectionEvent::Ready) => {}
+        other => panic!("connection to {target} not ready: {other:?}"),
+    }
+    conn
 }

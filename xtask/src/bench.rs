@@ -345,11 +345,20 @@ fn transport_benches(root: &Path, quick: bool) -> Result<(), String> {
             idle.as_ref().map(drop).map_err(Clone::clone)
         },
     );
+    let mut overhead = Err("not run".to_string());
+    let _ = util::step(
+        "channel overhead (round_robin channel vs bare connection)",
+        || {
+            overhead = channel_overhead(&programs.ours, &target, quick);
+            overhead.as_ref().map(drop).map_err(Clone::clone)
+        },
+    );
     drop(server);
     let measured = measuring.elapsed();
     let load_after = machine_load();
 
     print_transport_table(root, &scenarios, &results, &idle, run_secs);
+    print_overhead(&overhead);
     println!(
         "\nmachine: {} CPUs; load before the runs: {load_before}; after: {load_after}\n\
          (server and clients share these CPUs with whatever else runs; a busy machine \
@@ -363,6 +372,86 @@ fn transport_benches(root: &Path, quick: bool) -> Result<(), String> {
         started.elapsed()
     );
     Ok(())
+}
+
+/// Target: p50 latency a round_robin channel adds to a bare connection's call.
+const TARGET_CHANNEL_OVERHEAD_US: f64 = 2.0;
+
+/// Median sequential p50 (µs) of our client on a bare connection and through a
+/// channel, from runs that alternate so that both see the same machine conditions.
+struct Overhead {
+    bare_p50_us: f64,
+    channel_p50_us: f64,
+    rounds: usize,
+}
+
+fn channel_overhead(ours: &Path, target: &str, quick: bool) -> Result<Overhead, String> {
+    let (rounds, calls) = if quick { (2, 1_000) } else { (7, 5_000) };
+    let scenario = Scenario {
+        name: "overhead",
+        concurrency: 1,
+        pilot_calls: calls,
+    };
+    let (mut bare, mut channel) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (with_channel, into) in [(false, &mut bare), (true, &mut channel)] {
+            let mut cmd = Command::new(ours);
+            cmd.args([
+                "--target",
+                target,
+                "--calls",
+                &calls.to_string(),
+                "--concurrency",
+                &scenario.concurrency.to_string(),
+                "--payload-bytes",
+                &PAYLOAD_BYTES.to_string(),
+            ]);
+            if with_channel {
+                cmd.arg("--channel");
+            }
+            let figures = parse_figures(&bounded(&mut cmd, RUN_TIMEOUT, true)?)?;
+            println!(
+                "  {}: {}",
+                if with_channel { "channel" } else { "bare   " },
+                line_of(&figures)
+            );
+            into.push(figures.p50_us);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(Overhead {
+        bare_p50_us: median(&mut bare),
+        channel_p50_us: median(&mut channel),
+        rounds,
+    })
+}
+
+fn print_overhead(overhead: &Result<Overhead, String>) {
+    println!(
+        "
+channel overhead, sequential 16 B calls (median p50 of alternating runs)"
+    );
+    match overhead {
+        Ok(o) => {
+            let added = o.channel_p50_us - o.bare_p50_us;
+            println!(
+                "  bare connection {:.1} us, round_robin channel {:.1} us ({} runs each): \
+                 added {added:+.1} us   target < {TARGET_CHANNEL_OVERHEAD_US} us: {}",
+                o.bare_p50_us,
+                o.channel_p50_us,
+                o.rounds,
+                if added < TARGET_CHANNEL_OVERHEAD_US {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            );
+        }
+        Err(e) => println!("  FAILED: {e}"),
+    }
 }
 
 /// Installs the packages, builds the C++ peers, tonic and our examples, and
