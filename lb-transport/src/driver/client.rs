@@ -480,7 +480,7 @@ impl IoLoop {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.config.tls {
             let session = tls.start(&spec.authority).map_err(io::Error::other)?;
-            stream.tls = Some(Box::new(session));
+            stream.tls = Some(Box::new(rustls::Connection::Client(session)));
         }
         let mut connection = self.config.connection.clone();
         if let (Some(ka), Some(time)) = (&mut connection.keepalive, self.keepalive.get()) {

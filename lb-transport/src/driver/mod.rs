@@ -4,7 +4,7 @@
 pub mod client;
 pub mod proxy;
 pub mod socket;
-mod stream;
+pub(crate) mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -9,7 +9,7 @@ use mio::net::TcpStream;
 pub(crate) struct Stream {
     pub(crate) tcp: TcpStream,
     #[cfg(feature = "tls")]
-    pub(crate) tls: Option<Box<rustls::ClientConnection>>,
+    pub(crate) tls: Option<Box<rustls::Connection>>,
 }
 
 impl Stream {
@@ -48,6 +48,17 @@ impl Stream {
             }
         }
         Ok(())
+    }
+
+    /// Sends TLS close_notify (if TLS) and as much as the socket takes, then closes
+    /// the sending side of the socket.
+    pub(crate) fn shutdown_write(&mut self) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            write_records(tls, &mut self.tcp)?;
+        }
+        self.tcp.shutdown(std::net::Shutdown::Write)
     }
 
     /// Whether this stream is TLS.
@@ -105,7 +116,7 @@ impl Write for Stream {
 
 /// Writes `tls`'s pending records to `tcp` until it would block.
 #[cfg(feature = "tls")]
-fn write_records(tls: &mut rustls::ClientConnection, tcp: &mut TcpStream) -> io::Result<()> {
+fn write_records(tls: &mut rustls::Connection, tcp: &mut TcpStream) -> io::Result<()> {
     while tls.wants_write() {
         match tls.write_tls(tcp) {
             Ok(_) => {}

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
 /// TLS settings of a transport.
 ///
@@ -31,6 +31,9 @@ pub enum TlsConfigError {
     /// A certificate could not be used as a root.
     #[error("unusable root certificate: {0}")]
     Root(String),
+    /// The private key is missing, malformed or does not fit the certificate.
+    #[error("invalid private key: {0}")]
+    Key(String),
 }
 
 impl TlsConfig {
@@ -105,6 +108,54 @@ impl TlsConfig {
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| format!("invalid TLS server name {host:?}: {e}"))?;
         ClientConnection::new(self.config.clone(), name).map_err(|e| e.to_string())
+    }
+}
+
+/// TLS settings of a server: its certificate chain and key, ALPN `h2`.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use lb_transport::driver::tls::TlsServerConfig;
+/// let tls = TlsServerConfig::from_pem(&std::fs::read("cert.pem")?, &std::fs::read("key.pem")?)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct TlsServerConfig {
+    config: Arc<ServerConfig>,
+}
+
+impl TlsServerConfig {
+    /// A server presenting the certificate chain in `cert_pem` with the private key
+    /// in `key_pem`.
+    ///
+    /// # Errors
+    ///
+    /// No certificate, no key, or a key that does not fit.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsConfigError> {
+        let certs = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsConfigError::Pem(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(TlsConfigError::Pem("no certificate found".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| TlsConfigError::Key(e.to_string()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| TlsConfigError::Key(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self {
+            config: Arc::new(config),
+        })
+    }
+
+    /// Starts a TLS session for an accepted connection.
+    pub(crate) fn start(&self) -> Result<ServerConnection, String> {
+        ServerConnection::new(self.config.clone()).map_err(|e| e.to_string())
     }
 }
 

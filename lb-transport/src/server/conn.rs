@@ -16,16 +16,15 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io;
-use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use lb_core::{Code, Metadata, Status};
 use mio::Token;
-use mio::net::TcpStream;
 
 use crate::driver::socket::{self, ReadOutcome};
+use crate::driver::stream::Stream;
 use crate::frame::{Reason, StreamId};
 use crate::grpc::call::{self, Refusal, ServerRequestHead};
 use crate::grpc::message::MessageDecoder;
@@ -130,7 +129,7 @@ struct Call {
 /// An accepted connection.
 pub(crate) struct Conn {
     token: Token,
-    pub(crate) socket: TcpStream,
+    pub(crate) stream: Stream,
     proto: Connection,
     out: Vec<u8>,
     out_pos: usize,
@@ -154,13 +153,13 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(
         token: Token,
-        socket: TcpStream,
+        stream: Stream,
         config: ConnectionConfig,
         now: Instant,
     ) -> Self {
         Self {
             token,
-            socket,
+            stream,
             proto: Connection::server(config, now),
             out: Vec::new(),
             out_pos: 0,
@@ -183,7 +182,7 @@ impl Conn {
         if self.broken || self.peer_eof {
             return;
         }
-        match socket::read_into(&mut self.socket, &mut self.proto, scratch, now) {
+        match socket::read_into(&mut self.stream, &mut self.proto, scratch, now) {
             Ok(ReadOutcome::WouldBlock) => {}
             Ok(ReadOutcome::Budget) => self.read_again = true,
             Ok(ReadOutcome::Eof) => {
@@ -261,7 +260,7 @@ impl Conn {
             let flushed = !self.write_blocked;
             if flushed && !self.fin_sent && !self.peer_eof && !self.broken {
                 // Our side is done; the peer's EOF (or the linger timeout) ends it.
-                if let Err(e) = self.socket.shutdown(Shutdown::Write) {
+                if let Err(e) = self.stream.shutdown_write() {
                     log::debug!("connection {}: shutdown: {e}", self.token.0);
                     self.broken = true;
                 }
@@ -274,14 +273,22 @@ impl Conn {
         if self.broken || self.fin_sent {
             return;
         }
-        match socket::transmit(
-            &mut self.socket,
-            &mut self.proto,
-            &mut self.out,
-            &mut self.out_pos,
-            now,
-        ) {
-            Ok(all_written) => self.write_blocked = !all_written,
+        // TLS records left from an earlier pass go first.
+        let sent = self
+            .stream
+            .flush_tls()
+            .and_then(|()| {
+                socket::transmit(
+                    &mut self.stream,
+                    &mut self.proto,
+                    &mut self.out,
+                    &mut self.out_pos,
+                    now,
+                )
+            })
+            .and_then(|all| self.stream.flush_tls().map(|()| all));
+        match sent {
+            Ok(all_written) => self.write_blocked = !all_written || self.stream.wants_write(),
             Err(e) => self.fail_io(&e),
         }
     }

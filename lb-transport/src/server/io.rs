@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::driver::stream::Stream;
 use crate::server::Shared;
 use crate::server::conn::{Conn, Dispatch};
 use crate::server::worker::{IoSender, Job, ToIo};
@@ -184,8 +185,21 @@ impl IoLoop {
                 continue;
             }
             let config = self.dispatch.shared.config.clone();
+            #[allow(unused_mut)]
+            let mut stream = Stream::new(socket);
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &self.dispatch.shared.tls {
+                match tls.start() {
+                    Ok(session) => stream.tls = Some(Box::new(rustls::Connection::Server(session))),
+                    Err(e) => {
+                        log::warn!("TLS session for {peer}: {e}");
+                        let _ = self.poll.registry().deregister(&mut stream.tcp);
+                        continue;
+                    }
+                }
+            }
             self.conns
-                .insert(token, Conn::new(token, socket, config, now));
+                .insert(token, Conn::new(token, stream, config, now));
             // Our SETTINGS go out at once; bytes that came with the connection are
             // read at once too.
             touched.push(token);
@@ -273,7 +287,7 @@ impl IoLoop {
             match self
                 .poll
                 .registry()
-                .reregister(&mut conn.socket, token, wanted)
+                .reregister(&mut conn.stream.tcp, token, wanted)
             {
                 Ok(()) => conn.interest = wanted,
                 Err(e) => {
@@ -291,7 +305,7 @@ impl IoLoop {
     fn remove(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(&token) {
             conn.drop_calls(&mut self.dispatch);
-            if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
+            if let Err(e) = self.poll.registry().deregister(&mut conn.stream.tcp) {
                 log::debug!("deregistering connection {}: {e}", token.0);
             }
         }

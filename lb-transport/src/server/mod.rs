@@ -161,6 +161,8 @@ pub(crate) struct Shared {
     routes: HashMap<String, Arc<Handler>>,
     max_message_size: usize,
     config: ConnectionConfig,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::driver::tls::TlsServerConfig>,
 }
 
 impl Shared {
@@ -175,6 +177,8 @@ pub struct ServerBuilder {
     workers: Option<usize>,
     max_message_size: usize,
     config: ConnectionConfig,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::driver::tls::TlsServerConfig>,
     id: String,
     echo_bench: bool,
 }
@@ -222,6 +226,13 @@ impl ServerBuilder {
     /// The HTTP/2 settings and limits of every connection.
     pub fn connection_config(mut self, config: ConnectionConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Serves TLS (ALPN `h2`) with this certificate and key instead of plaintext.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::driver::tls::TlsServerConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -290,6 +301,8 @@ impl ServerBuilder {
             routes: self.routes,
             max_message_size: self.max_message_size,
             config: self.config,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         });
         let (io_loop, to_io, jobs) =
             IoLoop::new(mio::net::TcpListener::from_std(listener), &shared, workers)?;
@@ -342,6 +355,8 @@ impl Server {
             workers: None,
             max_message_size: DEFAULT_MAX_MESSAGE_LEN,
             config: ConnectionConfig::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
             id: "lb-transport".to_owned(),
             echo_bench: false,
         }
