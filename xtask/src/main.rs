@@ -6,21 +6,25 @@
 //! - `bench`: the benchmarks, with their targets and ratios (never part of `test`).
 //! - `peers`: install the real peers for interop tests (grpcio, nghttp2); `test`
 //!   does this too.
+//! - `fuzz`: run the libFuzzer targets of `xtask/fuzz/` (installing cargo-fuzz if
+//!   missing); `test` runs each for a few seconds.
 
 mod bench;
 mod deps;
+mod fuzz;
 mod peers;
 mod tidy;
 mod util;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <test | demo | bench | peers>
+const USAGE: &str = "usage: cargo xtask <test | demo | bench | peers | fuzz>
 
   test    format, clippy, the whole test suite, docs, dependency check (what CI runs)
   demo    run the end-to-end demo
   bench   run the benchmarks and print figures against their targets
-  peers   install the interop peers (grpcio venv, nghttp2 tools) if missing";
+  peers   install the interop peers (grpcio venv, nghttp2 tools) if missing
+  fuzz    run the fuzz targets: fuzz [--secs N (default 60)] [--target NAME]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("peers") => peers::ensure(&util::project_root()),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -76,6 +81,7 @@ fn test() -> Result<(), String> {
             &[("RUSTDOCFLAGS", "-D warnings")],
         )
     })?;
+    util::step("fuzz (short)", || fuzz::short(&root))?;
     println!("xtask test: all steps passed");
     Ok(())
 }

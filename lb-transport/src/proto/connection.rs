@@ -455,25 +455,29 @@ impl Connection {
         }
         self.read_buf.extend_from_slice(bytes);
         let mut pos = 0;
-        while self.error.is_none() {
+        // A frame may finish the connection (a GOAWAY with no streams left, say): then
+        // nothing after it is read.
+        while self.error.is_none() && !self.closed {
             match self.reader.read(&self.read_buf[pos..]) {
                 Ok(None) => break,
                 Ok(Some((frame, n))) => {
                     pos += n;
                     self.handle_frame(frame, now);
                 }
-                Err(err) => {
-                    let Some(len) = Head::parse(&self.read_buf[pos..]).map(|h| h.frame_len())
-                    else {
-                        self.fail(err.reason(), "malformed frame");
-                        break;
-                    };
-                    pos += len;
+                // A stream error comes only with a complete frame: skip it and go on.
+                Err(err @ FrameError::Stream { .. }) => {
+                    pos += Head::parse(&self.read_buf[pos..]).map_or(0, |h| h.frame_len());
                     self.handle_frame_error(err, now);
+                }
+                // A connection error may come from a frame header alone (a frame
+                // longer than we allow): nothing after it is read.
+                Err(err) => {
+                    self.handle_frame_error(err, now);
+                    break;
                 }
             }
         }
-        self.read_buf.drain(..pos.min(self.read_buf.len()));
+        self.read_buf.drain(..pos);
     }
 
     /// The peer closed its side of the byte stream.

@@ -1,0 +1,425 @@
+//! Writes the committed seed inputs in `seeds/<target>/` from real encoders and a real
+//! client/server exchange, so they are valid by construction.
+//!
+//! `cargo run --manifest-path xtask/fuzz/Cargo.toml --example write_seeds`
+//!
+//! Rerun it after a wire-visible change; the seeds are small and their bytes are
+//! deterministic.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use lb_transport::frame::{
+    Continuation, Data, Frame, GoAway, Head, Headers, PREFACE, Ping, Priority, PushPromise, Reason,
+    RstStream, Settings, StreamDependency, StreamId, Unknown, WindowUpdate,
+};
+use lb_transport::hpack::{Encoder, Header};
+use lb_transport::proto::{Connection, ConnectionConfig, Event};
+
+fn main() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    hpack(&dir.join("hpack_decode"));
+    frames(&dir.join("frame_decode"));
+    connections(&dir);
+    service_config(&dir.join("service_config"));
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    fs::create_dir_all(dir).expect("create seeds dir");
+    let path: PathBuf = dir.join(name);
+    fs::write(&path, bytes).expect("write seed");
+    println!("{} ({} bytes)", path.display(), bytes.len());
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// Blocks joined with a length byte in front of each, as `hpack_decode` splits them.
+fn length_prefixed(blocks: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for block in blocks {
+        out.push(u8::try_from(block.len()).expect("block under 256 bytes"));
+        out.extend_from_slice(block);
+    }
+    out
+}
+
+fn request(path: &str) -> Vec<Header> {
+    vec![
+        Header::new(":method", "POST"),
+        Header::new(":scheme", "http"),
+        Header::new(":path", path),
+        Header::new(":authority", "fuzz.example"),
+        Header::new("content-type", "application/grpc"),
+        Header::new("te", "trailers"),
+        Header::new("grpc-timeout", "1S"),
+        Header::new_sensitive("authorization", "Bearer secret"),
+    ]
+}
+
+fn hpack(dir: &Path) {
+    // RFC 7541 C.4: three requests with Huffman coding, the later ones using the
+    // dynamic table the earlier ones filled.
+    let c41 = hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff");
+    let c42 = hex("8286 84be 5886 a8eb 1064 9cbf");
+    let c43 = hex("8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf");
+    write(dir, "rfc7541_c4_1", &c41);
+    write(
+        dir,
+        "rfc7541_c4_sequence",
+        &length_prefixed(&[c41, c42, c43]),
+    );
+    // RFC 7541 C.5.1: a response without Huffman coding.
+    let c51 = hex(
+        "4803 3330 3258 0770 7269 7661 7465 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133 \
+         2032 303a 3133 3a32 3120 474d 546e 1768 7474 7073 3a2f 2f77 7777 2e65 7861 6d70 \
+         6c65 2e63 6f6d",
+    );
+    write(dir, "rfc7541_c5_1", &c51);
+
+    // Our encoder: a gRPC request, then a second one that reuses the table, then a
+    // table size update followed by a response.
+    let mut encoder = Encoder::new();
+    let mut first = Vec::new();
+    encoder.encode(&request("/lb.test.Echo/Call"), &mut first);
+    let mut second = Vec::new();
+    encoder.encode(&request("/lb.test.Echo/Other"), &mut second);
+    encoder.set_max_table_size(256);
+    let mut third = Vec::new();
+    encoder.encode(
+        &[
+            Header::new(":status", "200"),
+            Header::new("grpc-status", "0"),
+        ],
+        &mut third,
+    );
+    write(dir, "grpc_request", &first);
+    write(
+        dir,
+        "grpc_sequence",
+        &length_prefixed(&[first, second, third]),
+    );
+}
+
+fn encode(frames: &[Frame]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for frame in frames {
+        frame.encode(&mut out);
+    }
+    out
+}
+
+fn frames(dir: &Path) {
+    let s1 = StreamId::new(1);
+    let mut block = Vec::new();
+    Encoder::new().encode(&request("/lb.test.Echo/Call"), &mut block);
+    let (head, tail) = block.split_at(block.len() / 2);
+    let settings = Settings {
+        header_table_size: Some(4096),
+        enable_push: Some(0),
+        max_concurrent_streams: Some(100),
+        initial_window_size: Some(65_535),
+        max_frame_size: Some(16_384),
+        max_header_list_size: Some(16_384),
+        ..Settings::default()
+    };
+    let all = encode(&[
+        settings.into(),
+        Settings::new_ack().into(),
+        WindowUpdate::new(StreamId::ZERO, 1 << 20).into(),
+        Headers {
+            stream_id: s1,
+            priority: Some(StreamDependency {
+                dependency_id: StreamId::ZERO,
+                weight: 15,
+                exclusive: false,
+            }),
+            fragment: head.to_vec(),
+            end_stream: false,
+            end_headers: false,
+            pad_len: Some(3),
+        }
+        .into(),
+        Continuation {
+            stream_id: s1,
+            fragment: tail.to_vec(),
+            end_headers: true,
+        }
+        .into(),
+        Data {
+            stream_id: s1,
+            data: b"\0\0\0\0\x05hello".to_vec(),
+            end_stream: true,
+            pad_len: Some(2),
+        }
+        .into(),
+        Ping::new(*b"12345678").into(),
+        Ping::pong(*b"12345678").into(),
+        Priority {
+            stream_id: StreamId::new(3),
+            dependency: StreamDependency {
+                dependency_id: s1,
+                weight: 200,
+                exclusive: true,
+            },
+        }
+        .into(),
+        RstStream::new(StreamId::new(3), Reason::CANCEL).into(),
+        PushPromise {
+            stream_id: s1,
+            promised_id: StreamId::new(2),
+            fragment: vec![0x82],
+            end_headers: true,
+            pad_len: None,
+        }
+        .into(),
+        Unknown {
+            kind: 0xfa,
+            flags: 0x3,
+            stream_id: s1,
+            payload: b"extension".to_vec(),
+        }
+        .into(),
+        GoAway {
+            last_stream_id: s1,
+            reason: Reason::NO_ERROR,
+            debug_data: b"bye".to_vec(),
+        }
+        .into(),
+    ]);
+    write(dir, "all_types", &all);
+    write(
+        dir,
+        "settings_window_update",
+        &encode(&[settings.into(), WindowUpdate::new(s1, 1000).into()]),
+    );
+    write(
+        dir,
+        "headers_data",
+        &encode(&[
+            Headers::new(s1, block.clone(), false, true).into(),
+            Data::new(s1, b"\0\0\0\0\x02hi".to_vec(), true).into(),
+        ]),
+    );
+}
+
+/// Moves bytes both ways until neither side has anything to write, recording them.
+fn pump(
+    client: &mut Connection,
+    server: &mut Connection,
+    now: Instant,
+    client_wrote: &mut Vec<u8>,
+    server_wrote: &mut Vec<u8>,
+) {
+    loop {
+        let mut to_server = Vec::new();
+        let mut to_client = Vec::new();
+        let n =
+            client.poll_transmit(now, &mut to_server) + server.poll_transmit(now, &mut to_client);
+        if n == 0 {
+            break;
+        }
+        client_wrote.extend_from_slice(&to_server);
+        server_wrote.extend_from_slice(&to_client);
+        server.handle_read(&to_server, now);
+        client.handle_read(&to_client, now);
+    }
+}
+
+fn response(server: &mut Connection, stream: StreamId, message: &[u8]) {
+    server
+        .send_headers(
+            stream,
+            vec![
+                Header::new(":status", "200"),
+                Header::new("content-type", "application/grpc"),
+            ],
+            false,
+        )
+        .expect("open stream");
+    let mut body = vec![0];
+    body.extend_from_slice(&u32::try_from(message.len()).expect("short").to_be_bytes());
+    body.extend_from_slice(message);
+    server.send_data(stream, &body, false).expect("open stream");
+    server
+        .send_headers(
+            stream,
+            vec![
+                Header::new("grpc-status", "0"),
+                Header::new("grpc-message", "ok%20done"),
+            ],
+            true,
+        )
+        .expect("open stream");
+}
+
+/// The length of the preface (if any) and first SETTINGS frame at the start of `bytes`.
+fn handshake_len(bytes: &[u8]) -> usize {
+    let preface = if bytes.starts_with(PREFACE) {
+        PREFACE.len()
+    } else {
+        0
+    };
+    preface + Head::parse(&bytes[preface..]).expect("a frame").frame_len()
+}
+
+/// Records a real exchange: what the server wrote becomes a `client_connection` seed,
+/// what the client wrote after its preface and first SETTINGS a `server_connection` seed.
+fn connections(dir: &Path) {
+    let now = Instant::now();
+
+    // One call: request headers and body, response headers, body and trailers, then
+    // a ping and a graceful GOAWAY from the server.
+    let mut client = Connection::client(ConnectionConfig::default(), now);
+    let mut server = Connection::server(ConnectionConfig::default(), now);
+    let (mut client_wrote, mut server_wrote) = (Vec::new(), Vec::new());
+    let id = client
+        .open_stream(request("/lb.test.Echo/Call"), false, now)
+        .expect("open");
+    client
+        .send_data(id, b"\0\0\0\0\x05hello", true)
+        .expect("send");
+    pump(
+        &mut client,
+        &mut server,
+        now,
+        &mut client_wrote,
+        &mut server_wrote,
+    );
+    while let Some(event) = server.poll_event() {
+        if let Event::Headers { stream, .. } = event {
+            response(&mut server, stream, b"hello back");
+        }
+    }
+    pump(
+        &mut client,
+        &mut server,
+        now,
+        &mut client_wrote,
+        &mut server_wrote,
+    );
+    pump(
+        &mut client,
+        &mut server,
+        now,
+        &mut client_wrote,
+        &mut server_wrote,
+    );
+    let one_call_response = server_wrote.clone();
+    server.go_away(Reason::NO_ERROR, b"");
+    pump(
+        &mut client,
+        &mut server,
+        now,
+        &mut client_wrote,
+        &mut server_wrote,
+    );
+    write(
+        &dir.join("client_connection"),
+        "one_call",
+        &one_call_response[handshake_len(&one_call_response)..],
+    );
+    write(
+        &dir.join("client_connection"),
+        "one_call_then_goaway",
+        &server_wrote[handshake_len(&server_wrote)..],
+    );
+    write(
+        &dir.join("server_connection"),
+        "one_call",
+        &client_wrote[handshake_len(&client_wrote)..],
+    );
+
+    // Two concurrent calls, the second cancelled by the client; a client ping.
+    let mut client = Connection::client(ConnectionConfig::default(), now);
+    let mut server = Connection::server(ConnectionConfig::default(), now);
+    let (mut client_wrote, mut server_wrote) = (Vec::new(), Vec::new());
+    let a = client
+        .open_stream(request("/lb.test.Echo/A"), false, now)
+        .expect("open");
+    let b = client
+        .open_stream(request("/lb.test.Echo/B"), false, now)
+        .expect("open");
+    client.send_data(a, b"\0\0\0\0\x01a", true).expect("send");
+    client.send_data(b, b"\0\0\0\0\x01b", false).expect("send");
+    pump(
+        &mut client,
+        &mut server,
+        now,
+        &mut client_wrote,
+        &mut server_wrote,
+    );
+    client.reset_stream(b, Reason::CANCEL);
+    pump(
+        &mut client,
+        &mut server,
+        now,
+        &mut client_wrote,
+        &mut server_wrote,
+    );
+    while let Some(event) = server.poll_event() {
+        if let Event::Headers { stream, .. } = event {
+            if stream == a {
+                response(&mut server, stream, b"a");
+            }
+        }
+    }
+    pump(
+        &mut client,
+        &mut server,
+        now,
+        &mut client_wrote,
+        &mut server_wrote,
+    );
+    client.close();
+    pump(
+        &mut client,
+        &mut server,
+        now,
+        &mut client_wrote,
+        &mut server_wrote,
+    );
+    write(
+        &dir.join("server_connection"),
+        "two_calls_one_cancelled",
+        &client_wrote[handshake_len(&client_wrote)..],
+    );
+    let mut ping = Vec::new();
+    Ping::new(*b"pingpong").encode(&mut ping);
+    Settings::new_ack().encode(&mut ping);
+    write(&dir.join("server_connection"), "ping_settings_ack", &ping);
+    let mut ping = Vec::new();
+    Settings::new_ack().encode(&mut ping);
+    Ping::new(*b"pingpong").encode(&mut ping);
+    WindowUpdate::new(StreamId::new(1), 1 << 16).encode(&mut ping);
+    write(&dir.join("client_connection"), "ack_ping_window", &ping);
+}
+
+fn service_config(dir: &Path) {
+    let seeds: &[(&str, &str)] = &[
+        ("round_robin", r#"[{"round_robin":{}}]"#),
+        (
+            "pick_first_shuffle",
+            r#"[{"pick_first":{"shuffleAddressList":true}}]"#,
+        ),
+        (
+            "unknown_then_known",
+            r#"[{"grpclb":{"childPolicy":[{"pick_first":{}}]}},{"round_robin":{}}]"#,
+        ),
+        (
+            "bad_field",
+            r#"[{"pick_first":{"shuffleAddressList":"yes"}}]"#,
+        ),
+        ("duration", "1.500000001s"),
+        ("duration_max", "315576000000s"),
+    ];
+    for (name, text) in seeds {
+        write(dir, name, text.as_bytes());
+    }
+}
