@@ -11,9 +11,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use lb_core::{
-    ConnectivityState, LbPolicyBuilder, Picker, ResolverUpdate, endpoints,
-};
+use lb_core::{ConnectivityState, LbPolicyBuilder, Picker, ResolverUpdate, endpoints};
 use lb_testkit::{FakeController, ManualClock};
 
 /// A READY picker built through the real policy with `n` READY subchannels.
