@@ -111,8 +111,10 @@ pub fn pick_loop(picker: &dyn Picker, iters: u64) {
 /// scaling.
 ///
 /// ```
-/// use lb_core::QueuePicker;
-/// let per_pick = lb_testkit::picks::parallel_picks(&std::sync::Arc::new(QueuePicker), 2, 1000);
+/// use std::sync::Arc;
+/// use lb_core::{Picker, QueuePicker};
+/// let picker: Arc<dyn Picker> = Arc::new(QueuePicker);
+/// let per_pick = lb_testkit::picks::parallel_picks(&picker, 2, 1000);
 /// assert!(per_pick < std::time::Duration::from_millis(1));
 /// ```
 pub fn parallel_picks(

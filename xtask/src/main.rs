@@ -70,7 +70,7 @@ fn test() -> Result<(), String> {
     util::step("tests", || {
         util::cargo_test_env(
             &root,
-            &["test", "--workspace", "--all-features"],
+            &["test", "--workspace", "--all-features", "--no-fail-fast"],
             &peers_env,
         )
     })?;
