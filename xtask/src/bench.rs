@@ -16,7 +16,7 @@
 //! Flags: `--quick` (short smoke run), `--only pick|transport`.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -411,7 +411,7 @@ fn channel_overhead(ours: &Path, target: &str, quick: bool) -> Result<Overhead, 
             if with_channel {
                 cmd.arg("--channel");
             }
-            let figures = parse_figures(&bounded(&mut cmd, RUN_TIMEOUT, true)?)?;
+            let figures = parse_figures(&util::bounded(&mut cmd, RUN_TIMEOUT, true)?)?;
             println!(
                 "  {}: {}",
                 if with_channel { "channel" } else { "bare   " },
@@ -555,7 +555,7 @@ fn ensure_bench_packages() -> Result<(), String> {
             if args[0] == "install" {
                 cmd.args(&missing);
             }
-            bounded(&mut cmd, INSTALL_TIMEOUT, false).map_err(|e| {
+            util::bounded(&mut cmd, INSTALL_TIMEOUT, false).map_err(|e| {
                 format!("{e} (run as root, or install first: apt-get install {names})")
             })?;
         }
@@ -718,7 +718,7 @@ fn run_client(
             .map_err(|e| format!("tonic client not built: {e}"))?,
         Client::H2load => return run_h2load(programs, target, scenario.concurrency, calls),
     };
-    let out = bounded(
+    let out = util::bounded(
         Command::new(program).args([
             "--target",
             target,
@@ -770,7 +770,7 @@ fn run_h2load(
     if log.exists() {
         std::fs::remove_file(&log).map_err(|e| format!("removing {}: {e}", log.display()))?;
     }
-    let out = bounded(
+    let out = util::bounded(
         Command::new(&programs.h2load)
             .args(["-n", &calls.to_string(), "-c", "1", "-t", "1"])
             .args(["-m", &concurrency.to_string()])
@@ -860,7 +860,7 @@ struct IdleFigures {
 
 /// Runs the `idle_connections` example (with a raised open-file limit).
 fn idle_memory(program: &Path, target: &str) -> Result<IdleFigures, String> {
-    let out = bounded(
+    let out = util::bounded(
         Command::new("sh")
             .arg("-c")
             .arg(raise_nofile_then_exec())
@@ -907,14 +907,14 @@ fn machine_load() -> String {
 
 /// Versions of the peers, for the table's header.
 fn peer_versions(root: &Path) -> String {
-    let grpc = bounded(
+    let grpc = util::bounded(
         Command::new("pkg-config").args(["--modversion", "grpc++"]),
         Duration::from_secs(30),
         true,
     )
     .map(|v| v.trim().to_string())
     .unwrap_or_else(|_| "?".into());
-    let h2load = bounded(
+    let h2load = util::bounded(
         Command::new("/usr/bin/h2load").arg("--version"),
         Duration::from_secs(30),
         true,
@@ -1047,48 +1047,6 @@ fn print_transport_table(
             "idle connection memory",
             e.lines().next().unwrap_or_default()
         ),
-    }
-}
-
-/// Runs `cmd`, killing it after `limit`; fails unless it exits successfully.
-/// With `capture`, returns its standard output (its errors pass through).
-fn bounded(cmd: &mut Command, limit: Duration, capture: bool) -> Result<String, String> {
-    let shown = format!("{cmd:?}");
-    cmd.stdin(Stdio::null());
-    if capture {
-        cmd.stdout(Stdio::piped());
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    // Reading on a thread keeps a full pipe from stalling the child.
-    let reader = child.stdout.take().map(|mut out| {
-        thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        })
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{shown} did not finish within {limit:?}"));
-            }
-            Err(e) => return Err(format!("waiting for {shown}: {e}")),
-        }
-    };
-    let out = reader
-        .map(|r| r.join().unwrap_or_default())
-        .unwrap_or_default();
-    if status.success() {
-        Ok(out)
-    } else {
-        Err(format!("{shown} exited with {status}"))
     }
 }
 

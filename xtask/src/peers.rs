@@ -12,11 +12,11 @@
 //! everything is and that the peers are required.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::util;
 
 /// The command line tools the tests use, with the Debian package providing each.
 const TOOLS: &[(&str, &str)] = &[
@@ -201,55 +201,10 @@ fn which(name: &str) -> Option<PathBuf> {
 
 /// Runs a command with its output shown, within [`INSTALL_TIMEOUT`].
 fn run(cmd: &mut Command) -> Result<(), String> {
-    bounded(cmd, INSTALL_TIMEOUT, false).map(drop)
+    util::bounded(cmd, INSTALL_TIMEOUT, false).map(drop)
 }
 
 /// Runs a command and returns its standard output, within [`QUERY_TIMEOUT`].
 fn query(cmd: &mut Command) -> Result<String, String> {
-    bounded(cmd, QUERY_TIMEOUT, true)
-}
-
-/// Runs `cmd`, killing it after `limit`; fails unless it exits successfully.
-/// With `capture`, returns its standard output (its errors are discarded).
-fn bounded(cmd: &mut Command, limit: Duration, capture: bool) -> Result<String, String> {
-    let shown = format!("{cmd:?}");
-    if capture {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-    } else {
-        cmd.stdin(Stdio::null());
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    // Reading on a thread keeps a full pipe from stalling the child.
-    let reader = child.stdout.take().map(|mut out| {
-        thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        })
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{shown} did not finish within {limit:?}"));
-            }
-            Err(e) => return Err(format!("waiting for {shown}: {e}")),
-        }
-    };
-    let out = reader
-        .map(|r| r.join().unwrap_or_default())
-        .unwrap_or_default();
-    if status.success() {
-        Ok(out)
-    } else {
-        Err(format!("{shown} exited with {status}"))
-    }
+    util::bounded(cmd.stderr(Stdio::null()), QUERY_TIMEOUT, true)
 }

@@ -1,9 +1,10 @@
 //! Running cargo and reporting steps.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The workspace root (the parent of this crate's directory).
 pub(crate) fn project_root() -> PathBuf {
@@ -93,6 +94,48 @@ fn count(line: &str, label: &str) -> u64 {
                 .and_then(|n| n.trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Runs `cmd`, killing it after `limit`; fails unless it exits successfully.
+/// With `capture`, returns its standard output (its errors pass through).
+pub(crate) fn bounded(cmd: &mut Command, limit: Duration, capture: bool) -> Result<String, String> {
+    let shown = format!("{cmd:?}");
+    cmd.stdin(Stdio::null());
+    if capture {
+        cmd.stdout(Stdio::piped());
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    // Reading on a thread keeps a full pipe from stalling the child.
+    let reader = child.stdout.take().map(|mut out| {
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        })
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{shown} did not finish within {limit:?}"));
+            }
+            Err(e) => return Err(format!("waiting for {shown}: {e}")),
+        }
+    };
+    let out = reader
+        .map(|r| r.join().unwrap_or_default())
+        .unwrap_or_default();
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(format!("{shown} exited with {status}"))
+    }
 }
 
 fn cargo_bin() -> String {
