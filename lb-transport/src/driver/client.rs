@@ -330,6 +330,8 @@ struct Conn {
     out: Vec<u8>,
     out_pos: usize,
     write_blocked: bool,
+    /// The interest the socket is registered with.
+    interest: Interest,
     reported_ready: bool,
 }
 
@@ -340,6 +342,8 @@ struct IoLoop {
     keepalive: Arc<KeepaliveTime>,
     conns: HashMap<u64, Conn>,
     scratch: Vec<u8>,
+    /// Connections to read again on the next pass (their read hit the budget).
+    read_again: Vec<u64>,
     shutting_down: bool,
 }
 
@@ -357,6 +361,7 @@ impl IoLoop {
             keepalive,
             conns: HashMap::new(),
             scratch: vec![0; 64 << 10],
+            read_again: Vec::new(),
             shutting_down: false,
         }
     }
@@ -364,9 +369,14 @@ impl IoLoop {
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            // Connections whose last read stopped at the budget still have bytes, and
+            // edge-triggered readiness will not report them again: do not wait.
+            let timeout = if self.read_again.is_empty() {
+                self.next_deadline()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("I/O loop poll failed: {e}");
@@ -375,6 +385,10 @@ impl IoLoop {
             }
             let now = Instant::now();
             let mut touched: Vec<u64> = Vec::new();
+            for id in std::mem::take(&mut self.read_again) {
+                self.on_socket_event(id, true, false, now);
+                touched.push(id);
+            }
             for event in events.iter() {
                 if event.token() == WAKER {
                     continue;
@@ -504,6 +518,7 @@ impl IoLoop {
                 out: Vec::new(),
                 out_pos: 0,
                 write_blocked: true,
+                interest: Interest::READABLE | Interest::WRITABLE,
                 reported_ready: false,
             },
         );
@@ -581,7 +596,8 @@ impl IoLoop {
         if readable && matches!(conn.phase, Phase::Open) {
             match socket::read_into(&mut conn.stream, &mut conn.h2, &mut self.scratch, now) {
                 Ok(ReadOutcome::Eof) => conn.h2.handle_eof(),
-                Ok(_) => {}
+                Ok(ReadOutcome::Budget) => self.read_again.push(id),
+                Ok(ReadOutcome::WouldBlock) => {}
                 Err(e) => conn.h2.handle_io_error(e.to_string()),
             }
             if let Err(e) = conn.stream.check_alpn() {
@@ -661,6 +677,11 @@ impl IoLoop {
         } else {
             Interest::READABLE
         };
+        // A system call per change, not per pass.
+        if interest == conn.interest {
+            return;
+        }
+        conn.interest = interest;
         if let Err(e) =
             self.poll
                 .registry()
