@@ -17,6 +17,8 @@
 //! - [`Nghttpd`], [`run_nghttp`], [`run_h2load`]: nghttp2 over plaintext HTTP/2
 //!   with prior knowledge.
 //! - [`self_signed_cert`], [`PeerEnv::temp_dir`]: test certificates.
+//! - [`ScriptServer`], [`run_script`]: any other peer script, such as
+//!   `rls_server.py` (a server that prints `LISTENING <port>`) and `rls_client.py`.
 //!
 //! Every wait is bounded, and every process started here is killed when its
 //! handle is dropped, also when a test panics.
@@ -32,6 +34,7 @@
 //! assert!(outcome.passed, "{outcome:?}");
 //! ```
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -510,6 +513,151 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Result<Option<ExitStatus>
         }
         thread::sleep(POLL);
     }
+}
+
+/// A running peer script that prints `LISTENING <port>` once it serves (such as
+/// `xtask/peers/rls_server.py`), killed on drop.
+///
+/// Its standard input is a pipe held open for its lifetime: a script started
+/// with a flag like `--watch-stdin` stops when it closes, so it never outlives
+/// the test process.
+#[derive(Debug)]
+pub struct ScriptServer {
+    script: String,
+    addr: SocketAddr,
+    process: ServerProcess,
+}
+
+impl ScriptServer {
+    /// Runs `script` (a file in the scripts directory, with the venv's Python)
+    /// with `args` and waits (bounded) for its `LISTENING <port>` line.
+    pub fn start<I, S>(env: &PeerEnv, script: &str, args: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = python(env, script);
+        cmd.args(args);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {script}: {e}"))?;
+        let stdin = child.stdin.take();
+        let stderr = collect_stderr(&mut child);
+        let (tx, lines) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let process = ServerProcess {
+            child,
+            _stdin: stdin,
+            lines,
+            stderr,
+        };
+        let failed = |process: &ServerProcess, what: String| {
+            format!("{script} {what}; stderr: {}", process.stderr().trim())
+        };
+        let port = match process.lines.recv_timeout(START_TIMEOUT) {
+            Ok(line) => match line.strip_prefix("LISTENING ").map(str::parse::<u16>) {
+                Some(Ok(port)) => port,
+                _ => {
+                    return Err(failed(
+                        &process,
+                        format!("printed {line:?}, not LISTENING <port>"),
+                    ));
+                }
+            },
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(failed(
+                    &process,
+                    format!("was not listening within {START_TIMEOUT:?}"),
+                ));
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                // Give the stderr reader a moment to take the script's last words.
+                thread::sleep(Duration::from_millis(50));
+                return Err(failed(&process, "exited before listening".into()));
+            }
+        };
+        Ok(Self {
+            script: script.to_string(),
+            addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
+            process,
+        })
+    }
+
+    /// The address it listens on (127.0.0.1).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address as a gRPC target, `127.0.0.1:<port>`.
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Waits (bounded) for the next line of the script's output starting with
+    /// `prefix`; lines before it are consumed.
+    pub fn wait_for_line(&self, prefix: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.process.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return Ok(line),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "no `{prefix}` line from {} in {timeout:?}",
+                        self.script
+                    ));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!(
+                        "{} exited before printing `{prefix}`; stderr: {}",
+                        self.script,
+                        self.process.stderr()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The lines the script printed that have not been consumed yet, without
+    /// waiting.
+    pub fn lines_now(&self) -> Vec<String> {
+        self.process.lines.try_iter().collect()
+    }
+
+    /// What the script wrote to standard error so far (the last 64 KiB).
+    pub fn stderr(&self) -> String {
+        self.process.stderr()
+    }
+}
+
+/// Runs the peer script `script` with `args` to completion, killing it after
+/// `timeout` (which is an error), and returns its exit status and output.
+pub fn run_script<I, S>(
+    env: &PeerEnv,
+    script: &str,
+    args: I,
+    timeout: Duration,
+) -> Result<ToolOutput, String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = python(env, script);
+    cmd.args(args);
+    run_bounded(cmd, timeout)
 }
 
 /// TLS settings for the Python client.
