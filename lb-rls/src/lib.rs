@@ -1,11 +1,12 @@
-//! The pure parts of gRPC's Route Lookup Service policy (`rls_experimental`): its
-//! config, key builders, data cache, adaptive throttler, the protobuf codec of the
-//! RouteLookup RPC, and its metrics.
+//! gRPC's Route Lookup Service policy (`rls_experimental`): its config, key
+//! builders, data cache, adaptive throttler, the protobuf codec of the RouteLookup
+//! RPC, its metrics, and the policy itself — the control channel to the RLS server,
+//! the picker, the refcounted child policies and the default target.
 //!
-//! None of it starts a thread, opens a socket or reads a clock: time comes in as
-//! `now: Instant`, randomness from an injected [`RandomSource`](lb_core::RandomSource),
-//! so the balancer that drives these parts from its serializer (and every test) is in
-//! full control.
+//! The pure parts start no thread, open no socket and read no clock: time comes in
+//! as `now: Instant`, randomness from an injected [`RandomSource`](lb_core::RandomSource).
+//! The policy ([`balancer`]) drives them from the channel's serializer; only its
+//! control channel runs threads (see [`control_channel`]).
 //!
 //! ```text
 //!  call /svc/method + metadata
@@ -139,13 +140,105 @@
 //!
 //! [`metrics::RlsMetrics`] records gRPC's RLS metrics through a
 //! [`metrics::MetricsRecorder`]; [`metrics::InMemoryRecorder`] keeps them for tests.
+//!
+//! # The policy
+//!
+//! Register RLS with the transport its control channel uses: a policy is built
+//! from [`LbPolicyOptions`](lb_core::LbPolicyOptions), which carry no transport, so
+//! the embedding program gives one to the builder ([`balancer::RlsBuilderOptions`])
+//! and registers it with [`register`], which also installs the
+//! [`dial::NAME`] child policy (a child that resolves the RLS target itself).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use lb_core::channel::Channel;
+//! use lb_rls::balancer::RlsBuilderOptions;
+//! use lb_testkit::InMemoryTransport;
+//!
+//! // The transport every channel of the program uses (here an in-memory one).
+//! let transport = Arc::new(InMemoryTransport::new());
+//! let mut registry = lb_core::LbPolicyRegistry::with_builtins();
+//! let rls = lb_rls::register(&mut registry, RlsBuilderOptions::new(transport.clone()));
+//! let channel = Channel::builder("passthrough:///bigtable.example.com")
+//!     .transport(transport)
+//!     .lb_policy_registry(registry)
+//!     .default_service_config(r#"{"loadBalancingConfig": [{"rls_experimental": {
+//!         "routeLookupConfig": {
+//!             "grpcKeybuilders": [{"names": [{"service": "google.bigtable.v2.Bigtable"}]}],
+//!             "lookupService": "passthrough:///rls.example.com:443",
+//!             "cacheSizeBytes": 1000000,
+//!             "defaultTarget": "passthrough:///fallback.example.com:443"
+//!         },
+//!         "childPolicy": [{"rls_dial_target": {"childPolicy": [{"round_robin": {}}]}}],
+//!         "childPolicyConfigTargetFieldName": "target"
+//!     }}]}"#)
+//!     .build()?;
+//! channel.close();
+//! assert_eq!(rls.thread_count(), 0, "closing the channel ends the policy's threads");
+//! # Ok::<(), lb_core::channel::ChannelError>(())
+//! ```
+//!
+//! - [`balancer`]: the policy on the serializer: config updates (an equal config
+//!   still passes resolver changes to the children), the cache and its purge, the
+//!   children, one picker per update.
+//! - [`picker`]: grpc-go's decision table. A cache hit takes no lock and writes no
+//!   shared memory; a miss records the request and asks the serializer to send it.
+//! - [`control_channel`]: a [`Channel`](lb_core::channel::Channel) to the RLS
+//!   server with a few lookup threads and a connectivity watcher; only a READY that
+//!   follows TRANSIENT_FAILURE resets the cache's backoffs.
+//! - [`dial`]: `rls_dial_target`, a child that resolves its target and balances
+//!   over its addresses.
+//! - [`server`]: the other side of the RouteLookup RPC: a handler trait, a
+//!   [`RoutingTable`](server::RoutingTable) answering from JSON (recording every
+//!   request, with injectable faults), and with feature `server` `mount`, which
+//!   serves a handler on `lb-transport`'s gRPC server.
+//!
+//! Where this policy deliberately differs from grpc-go: evicted cache entries
+//! release their children; the default target holds exactly one reference (pickers
+//! hold snapshots of child pickers, no references); every RLS response is recorded
+//! in the throttler; a change of any control-channel field (`lookupService`,
+//! `lookupServiceTimeout`, `routeLookupChannelServiceConfig`) rebuilds the control
+//! channel, and requests pending on the old one are sent again on the new one;
+//! `x-google-rls-data` is not sent when the header data is empty.
 
+pub mod balancer;
 pub mod cache;
+mod child_policy;
 pub mod config;
+pub mod control_channel;
+pub mod dial;
 pub mod keys;
 pub mod metrics;
+pub mod picker;
 pub mod proto;
+pub mod server;
 pub mod throttler;
+
+use lb_core::LbPolicyRegistry;
+
+/// Registers `rls_experimental` (built with `options`) and the
+/// [`dial::NAME`] child policy in `registry`, and returns the RLS builder (whose
+/// [`thread_count`](balancer::RlsBuilder::thread_count) covers both).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use lb_rls::balancer::RlsBuilderOptions;
+/// let mut registry = lb_core::LbPolicyRegistry::with_builtins();
+/// lb_rls::register(&mut registry, RlsBuilderOptions::new(Arc::new(lb_testkit::InMemoryTransport::new())));
+/// assert!(registry.get("rls_experimental").is_some());
+/// assert!(registry.get("rls_dial_target").is_some());
+/// ```
+pub fn register(
+    registry: &mut LbPolicyRegistry,
+    options: balancer::RlsBuilderOptions,
+) -> balancer::RlsBuilder {
+    let rls = balancer::RlsBuilder::new(options);
+    registry.register(rls.clone());
+    registry.register(dial::DialTargetBuilder::with_threads(rls.threads()));
+    rls
+}
 
 #[cfg(test)]
 mod tests {
@@ -166,5 +259,11 @@ mod tests {
         assert_send_sync::<crate::proto::DecodeError>();
         assert_send_sync::<crate::metrics::RlsMetrics>();
         assert_send_sync::<crate::metrics::InMemoryRecorder>();
+        assert_send_sync::<crate::balancer::RlsBuilder>();
+        assert_send_sync::<crate::balancer::RlsBuilderOptions>();
+        assert_send_sync::<crate::dial::DialTargetBuilder>();
+        assert_send_sync::<crate::picker::RlsPicker>();
+        assert_send::<crate::balancer::RlsPolicy>();
+        assert_send::<crate::control_channel::ControlChannel>();
     }
 }

@@ -202,6 +202,43 @@ impl Throttler {
     }
 }
 
+/// What the RLS policy asks of a throttler: a decision per request and a record of
+/// every response. [`Throttler`] is the real one; tests plug in their own (always,
+/// never, scripted) through the builder's options.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Instant;
+/// use lb_rls::throttler::RequestThrottler;
+/// struct Never;
+/// impl RequestThrottler for Never {
+///     fn should_throttle(&mut self, _: Instant) -> bool { false }
+///     fn register_backend_response(&mut self, _: Instant, _: bool) {}
+/// }
+/// let mut t: Box<dyn RequestThrottler> = Box::new(Never);
+/// assert!(!t.should_throttle(Instant::now()));
+/// ```
+pub trait RequestThrottler: Send {
+    /// Whether to drop a request about to be sent at `now` (see
+    /// [`Throttler::should_throttle`]).
+    fn should_throttle(&mut self, now: Instant) -> bool;
+
+    /// Records the answer to a request that was sent: `throttled` if the server did
+    /// not serve it (see [`Throttler::register_backend_response`]).
+    fn register_backend_response(&mut self, now: Instant, throttled: bool);
+}
+
+impl RequestThrottler for Throttler {
+    fn should_throttle(&mut self, now: Instant) -> bool {
+        Self::should_throttle(self, now)
+    }
+
+    fn register_backend_response(&mut self, now: Instant, throttled: bool) {
+        Self::register_backend_response(self, now, throttled);
+    }
+}
+
 impl std::fmt::Debug for Throttler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Throttler")
