@@ -62,6 +62,37 @@ const PICK_BENCHES: &[PickBench] = &[
         target_ns: 50.0,
         target_scaling: None,
     },
+    PickBench {
+        package: "lb-rls",
+        bench: "picker",
+        group: "rls_pick_hit",
+        what: "rls_experimental pick, cache hit",
+        target_ns: 150.0,
+        target_scaling: Some(1.8),
+    },
+];
+
+/// The RLS data cache's costs: criterion group, function, what it measures, and how
+/// many operations one iteration does.
+const RLS_CACHE_FIGURES: &[(&str, &str, &str, f64)] = &[
+    (
+        "rls_cache_insert",
+        "on_success_new_key_x1000",
+        "cache insert (new key)",
+        1000.0,
+    ),
+    (
+        "rls_cache_hit",
+        "get_promote_10000_entries",
+        "cache hit with LRU promotion, 10,000 entries",
+        1.0,
+    ),
+    (
+        "rls_cache_eviction",
+        "on_success_evicts_one_10000_entries",
+        "insert that evicts one entry, 10,000 entries",
+        1.0,
+    ),
 ];
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
@@ -169,6 +200,35 @@ fn pick_benches(root: &Path, quick: bool) -> Result<(), String> {
         );
     }
     println!("\n(2 threads = wall time / total picks; scaling = 1-thread time / 2-thread time)");
+    rls_cache_benches(root, warm, measure)
+}
+
+/// Runs lb-rls's cache benchmarks (they also print the memory per entry) and
+/// prints their figures per operation.
+fn rls_cache_benches(root: &Path, warm: &str, measure: &str) -> Result<(), String> {
+    util::step("bench lb-rls cache", || {
+        util::cargo(
+            root,
+            &[
+                "bench",
+                "-p",
+                "lb-rls",
+                "--bench",
+                "cache",
+                "--",
+                "--warm-up-time",
+                warm,
+                "--measurement-time",
+                measure,
+            ],
+        )
+    })?;
+    let dir = criterion_dir(root);
+    println!("\nRLS data cache (the memory per entry is printed by the bench above)");
+    for (group, function, what, per_iteration) in RLS_CACHE_FIGURES {
+        let ns = estimate_ns(&dir, group, function)? / per_iteration;
+        println!("  {what:<48} {ns:>9.1} ns per operation");
+    }
     Ok(())
 }
 
