@@ -66,6 +66,22 @@ use crate::throttler::RequestThrottler;
 /// The request header that carries an entry's header data to the backend.
 pub const RLS_DATA_HEADER: &str = "x-google-rls-data";
 
+/// The header data an entry's calls carry: `None` when it is empty, or when it is not
+/// a valid header value (a control byte, say), which is then dropped with a logged
+/// error rather than sent.
+fn sendable_header_data(data: &str) -> Option<Box<str>> {
+    if data.is_empty() {
+        return None;
+    }
+    match lb_core::validate_ascii_value(RLS_DATA_HEADER, data.as_bytes()) {
+        Ok(()) => Some(data.into()),
+        Err(e) => {
+            log::error!("rls: dropping header data from the RLS server: {e}");
+            None
+        }
+    }
+}
+
 /// The message of picks failed because the RLS request was throttled.
 pub const THROTTLED_MESSAGE: &str = "RLS call throttled at client side";
 
@@ -99,7 +115,7 @@ impl EntryView {
                 .iter()
                 .map(|t| Arc::from(t.as_str()))
                 .collect(),
-            header_data: (!entry.header_data().is_empty()).then(|| entry.header_data().into()),
+            header_data: sendable_header_data(entry.header_data()),
             expiry: entry.expiry_time(),
             stale: entry.stale_time(),
             backoff_until: entry.backoff().map(|b| b.next_attempt),

@@ -189,6 +189,21 @@ fn header_data_goes_on_every_pick_through_the_entry_once_and_never_to_the_defaul
 }
 
 #[test]
+fn header_data_that_is_not_a_valid_header_value_is_dropped_not_sent() {
+    let mut h = harness();
+    h.update(&config(util::RLS));
+    // A line break would let the RLS server inject headers into every call.
+    h.server
+        .respond_targets(&["backend-a:1"], "ok\r\nx-injected: evil");
+    assert_eq!(
+        h.pick_until_done(&Metadata::new()),
+        Picked::to("backend-a:1"),
+        "the call is still routed, without the header"
+    );
+    assert_eq!(h.pick0(), Picked::to("backend-a:1"));
+}
+
+#[test]
 fn stale_entry_is_served_while_one_stale_request_refreshes_it() {
     let mut h = harness();
     h.update(&with_ages(config(util::RLS), "60s", "10s"));
