@@ -137,6 +137,36 @@ impl TestClient {
         id
     }
 
+    /// Starts a call whose message (of `declared` bytes) arrives only partly: the
+    /// 5-byte prefix and `first` bytes of payload, without ending the stream.
+    fn start_partial(&mut self, path: &str, declared: usize, first: usize) -> StreamId {
+        let headers = request_headers(&RequestHead {
+            scheme: "http",
+            authority: "localhost",
+            path,
+            timeout: None,
+            user_agent: "lb-transport-test",
+            metadata: &Metadata::new(),
+        });
+        let id = self
+            .conn
+            .open_stream(headers, false, Instant::now())
+            .expect("open");
+        let mut body = vec![0];
+        body.extend_from_slice(&(declared as u32).to_be_bytes());
+        body.resize(5 + first, b'p');
+        self.conn.send_data(id, &body, false).unwrap();
+        self.calls.insert(id, ClientCall::new(16 << 20));
+        self.flush();
+        id
+    }
+
+    /// Sends the rest of a partial call's payload and ends its stream.
+    fn finish_partial(&mut self, id: StreamId, rest: usize) {
+        self.conn.send_data(id, &vec![b'p'; rest], true).unwrap();
+        self.flush();
+    }
+
     fn call(
         &mut self,
         path: &str,
@@ -960,4 +990,30 @@ fn dropping_a_server_ends_its_threads_and_cancels_calls() {
     let err = client.wait(id).unwrap_err();
     assert_eq!(err.status.code(), Code::Unavailable, "{err:?}");
     assert_eq!(wait_no_server_threads(), Vec::<String>::new());
+}
+
+#[test]
+fn request_bytes_buffered_per_connection_are_bounded() {
+    let _serial = SERIAL.read();
+    let server = Server::builder()
+        .echo_bench()
+        .max_buffered_request_bytes(100_000)
+        .bind("127.0.0.1:0")
+        .expect("bind");
+    let mut client = TestClient::connect(server.local_addr());
+    // 50 KB of one 60 KB message waits on the first stream.
+    let first = client.start_partial("/bench.Echo/Unary", 60_000, 50_000);
+    client.pump_until("the first part to arrive", |_| true);
+    // A second stream pushing past 100 KB of pending requests is refused...
+    let second = client.start_partial("/bench.Echo/Unary", 60_000, 50_000);
+    let err = client.wait(second).unwrap_err();
+    assert_eq!(err.status.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.status.message().contains("100000 bytes"), "{err:?}");
+    // ...while the first completes, and its bytes are released for later calls.
+    client.finish_partial(first, 10_000);
+    let done = client.wait(first).unwrap();
+    assert_eq!(done.message.len(), 60_000);
+    let third = client.start_partial("/bench.Echo/Unary", 60_000, 50_000);
+    client.finish_partial(third, 10_000);
+    assert_eq!(client.wait(third).unwrap().message.len(), 60_000);
 }

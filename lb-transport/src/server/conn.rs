@@ -113,6 +113,8 @@ enum Phase {
         handler: Arc<Handler>,
         decoder: MessageDecoder,
         message: Option<Vec<u8>>,
+        /// Request bytes received so far, counted in [`Conn::buffered`].
+        received: usize,
     },
     /// A worker has (or will have) the request. Dropping the sender cancels it.
     Running { _cancel: Sender<Infallible> },
@@ -134,6 +136,9 @@ pub(crate) struct Conn {
     out: Vec<u8>,
     out_pos: usize,
     calls: HashMap<StreamId, Call>,
+    /// Request bytes held by calls not yet dispatched (bounded by the server's
+    /// `max_buffered_request_bytes`).
+    buffered: usize,
     /// The interest the socket is registered with.
     pub(crate) interest: mio::Interest,
     /// The last transmit could not write everything: wait until writable.
@@ -164,6 +169,7 @@ impl Conn {
             out: Vec::new(),
             out_pos: 0,
             calls: HashMap::new(),
+            buffered: 0,
             interest: mio::Interest::READABLE,
             write_blocked: false,
             read_again: false,
@@ -335,6 +341,7 @@ impl Conn {
                 dispatch.deadlines.remove(&(at, self.token, stream));
             }
         }
+        self.buffered = 0;
     }
 
     // ----- Events -----
@@ -408,6 +415,7 @@ impl Conn {
                 handler,
                 decoder,
                 message: None,
+                received: 0,
             },
         };
         self.calls.insert(stream, call);
@@ -427,12 +435,26 @@ impl Conn {
             return;
         };
         let Phase::Receiving {
-            decoder, message, ..
+            decoder,
+            message,
+            received,
+            ..
         } = &mut call.phase
         else {
             return;
         };
-        let mut failure = decoder.push(data).err();
+        // Bounded memory: requests not yet dispatched may hold this much of one
+        // connection's bytes; a call that would go past it is refused.
+        let limit = dispatch.shared.max_buffered_request_bytes;
+        let mut failure = if self.buffered + data.len() > limit {
+            Some(Status::resource_exhausted(format!(
+                "connection is buffering more than {limit} bytes of requests"
+            )))
+        } else {
+            *received += data.len();
+            self.buffered += data.len();
+            decoder.push(data).err()
+        };
         while failure.is_none() {
             let Some(m) = decoder.next_message() else {
                 break;
@@ -458,7 +480,7 @@ impl Conn {
     fn end_of_request(&mut self, stream: StreamId, dispatch: &mut Dispatch) {
         let Some(Call {
             deadline, phase, ..
-        }) = self.calls.remove(&stream)
+        }) = self.take_call(stream)
         else {
             return;
         };
@@ -468,6 +490,7 @@ impl Conn {
                 handler,
                 decoder,
                 message,
+                ..
             } => (head, handler, decoder, message),
             running @ Phase::Running { .. } => {
                 let call = Call {
@@ -519,8 +542,17 @@ impl Conn {
         self.calls.insert(stream, call);
     }
 
-    fn remove_call(&mut self, stream: StreamId, dispatch: &mut Dispatch) -> Option<Call> {
+    /// Takes a call out of the table, releasing the request bytes it buffered.
+    fn take_call(&mut self, stream: StreamId) -> Option<Call> {
         let call = self.calls.remove(&stream)?;
+        if let Phase::Receiving { received, .. } = &call.phase {
+            self.buffered -= received;
+        }
+        Some(call)
+    }
+
+    fn remove_call(&mut self, stream: StreamId, dispatch: &mut Dispatch) -> Option<Call> {
+        let call = self.take_call(stream)?;
         self.forget_deadline(stream, call.deadline, dispatch);
         Some(call)
     }

@@ -160,6 +160,7 @@ impl Response {
 pub(crate) struct Shared {
     routes: HashMap<String, Arc<Handler>>,
     max_message_size: usize,
+    max_buffered_request_bytes: usize,
     config: ConnectionConfig,
     #[cfg(feature = "tls")]
     tls: Option<crate::driver::tls::TlsServerConfig>,
@@ -176,6 +177,7 @@ pub struct ServerBuilder {
     routes: HashMap<String, Arc<Handler>>,
     workers: Option<usize>,
     max_message_size: usize,
+    max_buffered_request_bytes: Option<usize>,
     config: ConnectionConfig,
     #[cfg(feature = "tls")]
     tls: Option<crate::driver::tls::TlsServerConfig>,
@@ -220,6 +222,15 @@ impl ServerBuilder {
     /// RESOURCE_EXHAUSTED. 4 MiB by default.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// The most request bytes one connection may hold for calls not yet handed to a
+    /// handler; a call that would go past it fails with RESOURCE_EXHAUSTED. This
+    /// bounds what a client can make the server buffer however many streams it
+    /// opens. Four times the largest message by default.
+    pub fn max_buffered_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_request_bytes = Some(bytes);
         self
     }
 
@@ -300,6 +311,9 @@ impl ServerBuilder {
         let shared = Arc::new(Shared {
             routes: self.routes,
             max_message_size: self.max_message_size,
+            max_buffered_request_bytes: self
+                .max_buffered_request_bytes
+                .unwrap_or(self.max_message_size.saturating_mul(4)),
             config: self.config,
             #[cfg(feature = "tls")]
             tls: self.tls,
@@ -354,6 +368,7 @@ impl Server {
             routes: HashMap::new(),
             workers: None,
             max_message_size: DEFAULT_MAX_MESSAGE_LEN,
+            max_buffered_request_bytes: None,
             config: ConnectionConfig::default(),
             #[cfg(feature = "tls")]
             tls: None,
