@@ -4,14 +4,12 @@
 //! on another thread is bounded by `WAIT`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use lb_core::channel::{
-    CallOptions, Channel, ChannelBuilder, ChannelError, Codec, Resolver, ResolverBuilder,
-    ResolverHandle, ResolverRegistry, Target,
+    CallOptions, Channel, ChannelBuilder, ChannelError, Codec, ResolverRegistry,
 };
 use lb_core::config::ConfigError;
 use lb_core::transport::{CallError, CallRequest, CallResponse};
@@ -19,9 +17,8 @@ use lb_core::{
     ChannelController, Code, ConnectivityState as S, LbConfig, LbPolicy, LbPolicyBuilder,
     LbPolicyOptions, LbPolicyRegistry, LbState, Metadata, Pick, PickInfo, PickResult, Picker,
     ResolverUpdate, SharedRandom, SplitMix64, Status, Subchannel, SubchannelState, UpdateError,
-    endpoints,
 };
-use lb_testkit::{InMemoryTransport, ManualClock};
+use lb_testkit::{InMemoryTransport, ManualClock, ManualResolver};
 use parking_lot::Mutex;
 
 /// The longest a test waits for another thread (a safety bound, never a pause).
@@ -99,74 +96,6 @@ fn sorted_calls(channel: &Channel, n: usize) -> Vec<String> {
     seen.sort();
     seen.dedup();
     seen
-}
-
-/// A resolver the test drives: scheme `test`, pushes what the test says, counts
-/// `resolve_now` and `shutdown`.
-#[derive(Clone, Default)]
-struct TestResolver {
-    inner: Arc<TestResolverInner>,
-}
-
-#[derive(Default)]
-struct TestResolverInner {
-    handle: Mutex<Option<ResolverHandle>>,
-    endpoints: Mutex<Vec<String>>,
-    resolve_now: AtomicUsize,
-    shutdowns: AtomicUsize,
-}
-
-impl TestResolver {
-    fn registry(&self) -> ResolverRegistry {
-        let mut registry = ResolverRegistry::with_builtins();
-        registry.register(self.clone());
-        registry
-    }
-
-    fn push(&self, update: ResolverUpdate) {
-        let handle = self.inner.handle.lock().clone().expect("resolver built");
-        handle.update(update).expect("channel alive");
-    }
-
-    fn push_addresses(&self, addresses: &[&str]) {
-        self.push(ResolverUpdate::from_endpoints(endpoints(
-            addresses.iter().copied(),
-        )));
-    }
-
-    fn push_with_config(&self, addresses: &[&str], config: &str) {
-        let mut update = ResolverUpdate::from_endpoints(endpoints(addresses.iter().copied()));
-        update.service_config = Some(Ok(serde_json::from_str(config).unwrap()));
-        self.push(update);
-    }
-
-    fn resolve_now_count(&self) -> usize {
-        self.inner.resolve_now.load(Ordering::SeqCst)
-    }
-}
-
-impl ResolverBuilder for TestResolver {
-    fn scheme(&self) -> &'static str {
-        "test"
-    }
-
-    fn build(&self, target: &Target, handle: ResolverHandle) -> Result<Box<dyn Resolver>, String> {
-        self.inner.endpoints.lock().push(target.endpoint().into());
-        *self.inner.handle.lock() = Some(handle);
-        Ok(Box::new(RunningTestResolver(self.inner.clone())))
-    }
-}
-
-struct RunningTestResolver(Arc<TestResolverInner>);
-
-impl Resolver for RunningTestResolver {
-    fn resolve_now(&mut self) {
-        self.0.resolve_now.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn shutdown(&mut self) {
-        self.0.shutdowns.fetch_add(1, Ordering::SeqCst);
-    }
 }
 
 #[test]
@@ -251,7 +180,7 @@ fn resolver_updates_move_calls_between_backends() {
     for a in ["a:1", "b:1", "c:1"] {
         env.transport.serve_address(a);
     }
-    let resolver = TestResolver::default();
+    let resolver = ManualResolver::default();
     let channel = env
         .builder("test:///svc")
         .resolver_registry(resolver.registry())
@@ -279,7 +208,7 @@ fn a_service_config_change_switches_pick_first_to_round_robin() {
     for a in ["a:1", "b:1"] {
         env.transport.serve_address(a);
     }
-    let resolver = TestResolver::default();
+    let resolver = ManualResolver::default();
     let channel = env
         .builder("test:///svc")
         .resolver_registry(resolver.registry())
@@ -313,7 +242,7 @@ fn the_resolver_service_config_wins_over_the_default() {
     for a in ["a:1", "b:1"] {
         env.transport.serve_address(a);
     }
-    let resolver = TestResolver::default();
+    let resolver = ManualResolver::default();
     let channel = env
         .builder("test:///svc")
         .resolver_registry(resolver.registry())
@@ -566,7 +495,7 @@ fn a_long_call_keeps_the_channel_out_of_idle() {
 fn re_resolution_requests_reach_the_resolver_at_most_every_30_seconds() {
     let env = Env::new();
     env.transport.serve_address("a:1");
-    let resolver = TestResolver::default();
+    let resolver = ManualResolver::default();
     let channel = env
         .builder("test:///svc")
         .resolver_registry(resolver.registry())
@@ -723,7 +652,7 @@ fn close_ends_queued_and_later_calls_with_cancelled() {
     let env = Env::new();
     env.transport.serve_address("a:1");
     env.transport.hold_connections("a:1", true);
-    let resolver = TestResolver::default();
+    let resolver = ManualResolver::default();
     let channel = env
         .builder("test:///svc")
         .resolver_registry(resolver.registry())
@@ -740,7 +669,7 @@ fn close_ends_queued_and_later_calls_with_cancelled() {
     );
     assert_eq!(who(&channel).unwrap_err().code(), Code::Cancelled);
     assert_eq!(channel.state(true), S::Shutdown);
-    assert_eq!(resolver.inner.shutdowns.load(Ordering::SeqCst), 1);
+    assert_eq!(resolver.shutdown_count(), 1);
     assert_eq!(env.transport.connection_count("a:1"), 0);
     channel.close();
     assert!(channel.settle(), "settle after close returns at once");
@@ -750,13 +679,13 @@ fn close_ends_queued_and_later_calls_with_cancelled() {
 fn custom_resolvers_are_found_by_scheme() {
     let env = Env::new();
     env.transport.serve_address("10.1.1.1:80");
-    let resolver = TestResolver::default();
+    let resolver = ManualResolver::default();
     let channel = env
         .builder("test:///my-service:8080")
         .resolver_registry(resolver.registry())
         .build()
         .unwrap();
-    assert_eq!(*resolver.inner.endpoints.lock(), ["my-service:8080"]);
+    assert_eq!(resolver.endpoints(), ["my-service:8080"]);
     assert_eq!(channel.authority(), "my-service:8080");
     assert_eq!(channel.target().scheme(), "test");
     resolver.push_addresses(&["10.1.1.1:80"]);
@@ -1083,7 +1012,7 @@ fn statuses_a_policy_must_not_produce_become_internal() {
 fn channel_handles_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Channel>();
-    assert_send_sync::<ResolverHandle>();
+    assert_send_sync::<lb_core::channel::ResolverHandle>();
     assert_send_sync::<ResolverRegistry>();
     assert_send_sync::<CallOptions>();
 }

@@ -6,6 +6,7 @@
 //!   [`FakeController::update_subchannel`].
 //! - [`ManualClock`]: time that moves only when the test says so.
 //! - [`picks`]: take picks and check that they cycle over an expected multiset.
+//! - [`ManualResolver`]: a resolver (scheme `test`) whose updates the test pushes.
 //! - [`InMemoryTransport`]: a [`Transport`](lb_core::Transport) whose servers are
 //!   closures, with scriptable failures.
 //! - [`peers`]: real peers we did not write (grpcio server and client, nghttp2's
@@ -37,7 +38,9 @@ mod controller;
 mod memory;
 pub mod peers;
 pub mod picks;
+mod resolver;
 
 pub use clock::ManualClock;
 pub use controller::{Event, FakeController, FakeWorkScheduler};
 pub use memory::{InMemoryTransport, ServerHandler};
+pub use resolver::ManualResolver;
