@@ -25,7 +25,14 @@ const ADDRESSES: [&str; 6] = [
     "10.0.0.6:80",
 ];
 const CALLERS: usize = 6;
-const RUN: Duration = Duration::from_millis(1500);
+
+/// How long the chaos runs: 1.5 s, or `LB_STRESS_SECS` (set by `cargo xtask soak`).
+fn run_time() -> Duration {
+    std::env::var("LB_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_millis(1500), Duration::from_secs_f64)
+}
 
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
@@ -98,7 +105,8 @@ fn calls_racing_updates_switches_and_close_all_end_and_leave_nothing() {
     let mut rng = Lcg(0x5eed);
     let started = Instant::now();
     let mut rounds = 0;
-    while started.elapsed() < RUN {
+    let run = run_time();
+    while started.elapsed() < run {
         rounds += 1;
         let first = rng.below(ADDRESSES.len());
         let len = 1 + rng.below(ADDRESSES.len() - first);

@@ -6,6 +6,8 @@
 //! - `bench`: the benchmarks, with their targets and ratios (never part of `test`).
 //! - `peers`: install the real peers for interop tests (grpcio, nghttp2); `test`
 //!   does this too.
+//! - `soak`: the fault, hostile-peer and stress suites again and again for a while
+//!   (not part of `test`).
 //! - `fuzz`: run the libFuzzer targets of `xtask/fuzz/` (installing cargo-fuzz if
 //!   missing); `test` runs each for a few seconds.
 
@@ -13,18 +15,20 @@ mod bench;
 mod deps;
 mod fuzz;
 mod peers;
+mod soak;
 mod tidy;
 mod util;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <test | demo | bench | peers | fuzz>
+const USAGE: &str = "usage: cargo xtask <test | demo | bench | peers | fuzz | soak>
 
   test    format, clippy, the whole test suite, docs, dependency check (what CI runs)
   demo    run the end-to-end demo
   bench   run the benchmarks and print figures against their targets
   peers   install the interop peers (grpcio venv, nghttp2 tools) if missing
-  fuzz    run the fuzz targets: fuzz [--secs N (default 60)] [--target NAME]";
+  fuzz    run the fuzz targets: fuzz [--secs N (default 60)] [--target NAME]
+  soak    repeat the fault, hostile-peer and stress suites: soak [--minutes M (default 10)]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("peers") => peers::ensure(&util::project_root()),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("-h" | "--help" | "help") => {

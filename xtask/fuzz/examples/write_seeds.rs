@@ -10,6 +10,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use lb_core::LbPolicyRegistry;
+use lb_rls::config::{RlsConfig, RlsConfigOptions};
+use lb_rls::dial::DialTargetBuilder;
+use lb_rls::keys::KeyMap;
+use lb_rls::proto::{Reason as LookupReason, RouteLookupRequest, RouteLookupResponse};
 use lb_transport::frame::{
     Continuation, Data, Frame, GoAway, Head, Headers, PREFACE, Ping, Priority, PushPromise, Reason,
     RstStream, Settings, StreamDependency, StreamId, Unknown, WindowUpdate,
@@ -23,6 +28,8 @@ fn main() {
     frames(&dir.join("frame_decode"));
     connections(&dir);
     service_config(&dir.join("service_config"));
+    rls_response(&dir.join("rls_response"));
+    rls_config(&dir.join("rls_config"));
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -420,6 +427,204 @@ fn service_config(dir: &Path) {
         ("duration_max", "315576000000s"),
     ];
     for (name, text) in seeds {
+        write(dir, name, text.as_bytes());
+    }
+}
+
+/// Encoded RLS messages, from our encoder, and one message as another implementation
+/// may write it: fields out of order, repeated, and unknown fields of every wire type.
+/// The target decodes each input as both messages.
+fn rls_response(dir: &Path) {
+    let responses = [
+        (
+            "response_one_target",
+            RouteLookupResponse {
+                targets: vec!["backend-a.example.com:443".into()],
+                header_data: String::new(),
+            },
+        ),
+        (
+            "response_targets_header_data",
+            RouteLookupResponse {
+                targets: vec![
+                    "dns:///backend-a.example.com".into(),
+                    String::new(),
+                    "ipv4:10.0.0.1:8080".into(),
+                ],
+                header_data: "shard=7;\u{e9}t\u{e9}".into(),
+            },
+        ),
+    ];
+    for (name, response) in responses {
+        let bytes = response.to_bytes();
+        assert_eq!(RouteLookupResponse::decode(&bytes), Ok(response));
+        write(dir, name, &bytes);
+    }
+    let requests = [
+        (
+            "request_miss",
+            RouteLookupRequest {
+                target_type: "grpc".into(),
+                reason: LookupReason::Miss,
+                stale_header_data: String::new(),
+                key_map: [("service", "pkg.Svc"), ("method", "Get"), ("shard", "7,8")]
+                    .into_iter()
+                    .collect::<KeyMap>(),
+            },
+        ),
+        (
+            "request_stale",
+            RouteLookupRequest {
+                target_type: "grpc".into(),
+                reason: LookupReason::Stale,
+                stale_header_data: "shard=7".into(),
+                key_map: [("host", "example.com"), ("", "empty key")]
+                    .into_iter()
+                    .collect::<KeyMap>(),
+            },
+        ),
+        (
+            "request_unrecognized_reason",
+            RouteLookupRequest {
+                target_type: String::new(),
+                reason: LookupReason::Unrecognized(-3),
+                stale_header_data: String::new(),
+                key_map: KeyMap::new(),
+            },
+        ),
+    ];
+    for (name, request) in requests {
+        let bytes = request.to_bytes();
+        assert_eq!(RouteLookupRequest::decode(&bytes), Ok(request));
+        write(dir, name, &bytes);
+    }
+    // Response: targets, an unknown varint (field 9), header_data, an unknown fixed64
+    // (field 10) and fixed32 (field 11), extensions (field 4, skipped), header_data
+    // again (the last wins), a target with a two-byte length. As a request: field 3
+    // is target_type (the last wins), field 2 is unknown.
+    let mut handwritten =
+        hex("1a01 61 4896 01 1202 6864 51 0102 0304 0506 0708 5d01 0203 04 2200 1203 6864 32");
+    handwritten.extend_from_slice(&[0x1a, 0x80, 0x01]);
+    handwritten.extend_from_slice(&[b'x'; 128]);
+    let decoded = RouteLookupResponse::decode(&handwritten).expect("a valid response");
+    assert_eq!(decoded.header_data, "hd2");
+    assert_eq!(decoded.targets.len(), 2);
+    RouteLookupRequest::decode(&handwritten).expect("a valid request too");
+    write(dir, "response_unknown_fields", &handwritten);
+}
+
+/// `rls_experimental` configs: grpc-go's success cases with the child policies
+/// registered without a transport (`pick_first`, `round_robin`, `rls_dial_target`),
+/// and configs that each break one rule.
+fn rls_config(dir: &Path) {
+    let valid: &[(&str, &str)] = &[
+        (
+            "grpc_go_max_age_kept",
+            r#"{"routeLookupConfig": {
+  "grpcKeybuilders": [{"names": [{"service": "service", "method": "method"}],
+                       "headers": [{"key": "k1", "names": ["v1"]}]}],
+  "lookupService": ":///target",
+  "maxAge": "500s",
+  "staleAge": "600s",
+  "cacheSizeBytes": 100000000,
+  "defaultTarget": "passthrough:///default"},
+ "childPolicy": [
+  {"cds_experimental": {"Cluster": "my-fav-cluster"}},
+  {"unknown-policy": {"unknown-field": "unknown-value"}},
+  {"rls_dial_target": {"childPolicy": [{"pick_first": {}}]}}],
+ "childPolicyConfigTargetFieldName": "target"}"#,
+        ),
+        (
+            "every_field",
+            r#"{"routeLookupConfig": {
+  "grpcKeybuilders": [
+   {"names": [{"service": "service", "method": "method"}],
+    "headers": [{"key": "k1", "names": ["v1", "v2"]}],
+    "extraKeys": {"host": "h", "service": "s", "method": "m"},
+    "constantKeys": {"tier": "gold"}},
+   {"names": [{"service": "other"}]}],
+  "lookupService": "target",
+  "lookupServiceTimeout": "100s",
+  "maxAge": "60s",
+  "staleAge": "50s",
+  "cacheSizeBytes": 1000,
+  "validTargets": ["ignored"],
+  "defaultTarget": "passthrough:///default"},
+ "routeLookupChannelServiceConfig": {"loadBalancingConfig": [{"pick_first": {}}]},
+ "childPolicy": [{"round_robin": {}}],
+ "childPolicyConfigTargetFieldName": "target"}"#,
+        ),
+        (
+            "dial_target_dns",
+            r#"{"routeLookupConfig": {
+  "grpcKeybuilders": [{"names": [{"service": "google.bigtable.v2.Bigtable"}]}],
+  "lookupService": "dns:///rls.example.com",
+  "lookupServiceTimeout": "0.5s",
+  "maxAge": "500s",
+  "cacheSizeBytes": "1000000",
+  "defaultTarget": "dns:///fallback.example.com:8443"},
+ "childPolicy": [{"rls_dial_target": {"childPolicy": [{"round_robin": {}}]}}],
+ "childPolicyConfigTargetFieldName": "target"}"#,
+        ),
+        (
+            "proto_names_pick_first",
+            r#"{"routeLookupConfig": {
+  "grpc_keybuilders": [{"names": [{"service": "pkg.Svc", "method": "Get"}],
+                        "extra_keys": {"host": "host"}}],
+  "lookup_service": "ipv4:127.0.0.1:10000",
+  "cache_size_bytes": 4096},
+ "childPolicy": [{"unknown": {}}, {"pick_first": {"shuffleAddressList": true}}],
+ "childPolicyConfigTargetFieldName": "serviceName"}"#,
+        ),
+    ];
+    let invalid: &[(&str, &str, &str)] = &[
+        (
+            "invalid_cache_size_zero",
+            r#"{"routeLookupConfig": {
+  "grpcKeybuilders": [{"names": [{"service": "pkg.Svc"}]}],
+  "lookupService": "dns:///rls.example.com",
+  "cacheSizeBytes": 0},
+ "childPolicy": [{"round_robin": {}}],
+ "childPolicyConfigTargetFieldName": "target"}"#,
+            "routeLookupConfig.cacheSizeBytes: must be greater than 0",
+        ),
+        (
+            "invalid_stale_age_without_max_age",
+            r#"{"routeLookupConfig": {
+  "grpcKeybuilders": [{"names": [{"service": "pkg.Svc"}],
+                       "headers": [{"key": "k", "names": ["n"], "requiredMatch": false}]}],
+  "lookupService": "passthrough:///rls",
+  "staleAge": "50s",
+  "cacheSizeBytes": 1000},
+ "childPolicy": [{"pick_first": {}}],
+ "childPolicyConfigTargetFieldName": "target"}"#,
+            "routeLookupConfig.staleAge: is set, but maxAge is not",
+        ),
+        (
+            "invalid_dial_target_child",
+            r#"{"routeLookupConfig": {
+  "grpcKeybuilders": [{"names": [{"service": "pkg.Svc"}]}],
+  "lookupService": "unix:///tmp/rls.sock",
+  "cacheSizeBytes": 1000},
+ "childPolicy": [{"rls_dial_target": {"childPolicy": [{"unknown": {}}]}}],
+ "childPolicyConfigTargetFieldName": "target"}"#,
+            "childPolicy",
+        ),
+    ];
+    let mut registry = LbPolicyRegistry::with_builtins();
+    registry.register(DialTargetBuilder::new());
+    let options = RlsConfigOptions::default();
+    for (name, text) in valid {
+        if let Err(e) = RlsConfig::parse_text(text, &registry, &options) {
+            panic!("seed {name} does not parse: {e}");
+        }
+        write(dir, name, text.as_bytes());
+    }
+    for (name, text, error) in invalid {
+        match RlsConfig::parse_text(text, &registry, &options) {
+            Ok(_) => panic!("seed {name} parses"),
+            Err(e) => assert!(e.to_string().starts_with(error), "seed {name}: {e}"),
+        }
         write(dir, name, text.as_bytes());
     }
 }

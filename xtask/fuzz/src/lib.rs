@@ -6,8 +6,8 @@
 //! under plain `cargo test`:
 //!
 //! - [`bodies`]: lb-transport and lb-core (`lb-transport/tests/fuzz_regressions.rs`).
-//!
-//! RLS targets get a module of their own (using only lb-rls and what it re-exports),
-//! replayed by a test in lb-rls.
+//! - [`rls_bodies`]: lb-rls (`lb-rls/tests/fuzz_regressions.rs`), using only lb-rls
+//!   and its own dependencies, so lb-rls's test can include it.
 
 pub mod bodies;
+pub mod rls_bodies;
