@@ -555,7 +555,13 @@ impl IoLoop {
         });
         let stream = match conn.h2.open_stream(headers, false, now) {
             Ok(stream) => stream,
-            Err(OpenError::NotAccepting | OpenError::IdsExhausted | OpenError::NotClient) => {
+            Err(e @ OpenError::HeaderListTooLarge { .. }) => {
+                // Never sent: failing here keeps the connection and its other calls.
+                return done(Err(
+                    Status::internal(format!("request not sent: {e}")).into()
+                ));
+            }
+            Err(_) => {
                 return done(Err(CallError::unprocessed(Status::unavailable(
                     "connection is not accepting new calls",
                 ))));

@@ -132,6 +132,15 @@ pub enum OpenError {
     /// The call is not valid on this side of the connection.
     #[error("only a client opens streams")]
     NotClient,
+    /// The headers are larger than the peer's SETTINGS_MAX_HEADER_LIST_SIZE: sending
+    /// them would only make the peer refuse the stream or close the connection.
+    #[error("header list of {size} bytes exceeds the peer's limit of {limit} bytes")]
+    HeaderListTooLarge {
+        /// The list's size as HTTP/2 counts it (name + value + 32 per field).
+        size: usize,
+        /// The peer's limit.
+        limit: u32,
+    },
 }
 
 /// Why a command on a stream failed.
@@ -563,6 +572,12 @@ impl Connection {
         }
         if self.next_stream_id > frame::StreamId::MAX.value() {
             return Err(OpenError::IdsExhausted);
+        }
+        if let Some(limit) = self.peer.max_header_list_size {
+            let size: usize = headers.iter().map(Header::size).sum();
+            if size > limit as usize {
+                return Err(OpenError::HeaderListTooLarge { size, limit });
+            }
         }
         let id = StreamId::new(self.next_stream_id);
         self.next_stream_id += 2;

@@ -326,6 +326,32 @@ fn two_phase_go_away_refuses_nothing_until_the_final_last_stream_id() {
 }
 
 #[test]
+fn requests_above_the_peers_header_list_limit_are_refused_locally() {
+    let server = ConnectionConfig {
+        max_header_list_size: 1024,
+        ..ConnectionConfig::default()
+    };
+    let mut p = Pair::new(ConnectionConfig::default(), server);
+    let mut big = request("/big");
+    big.push(Header::new("x-data", vec![b'a'; 2000]));
+    let err = p.client.open_stream(big, true, p.now).unwrap_err();
+    assert!(
+        matches!(err, OpenError::HeaderListTooLarge { limit: 1024, .. }),
+        "{err}"
+    );
+    // Nothing went out, and the connection still works.
+    let ok = p
+        .client
+        .open_stream(request("/small"), true, p.now)
+        .unwrap();
+    p.drive();
+    p.serve_echo();
+    p.drive();
+    assert!(client_result(&p.client_events, ok).2);
+    assert!(!p.client.is_closed() && !p.server.is_closed());
+}
+
+#[test]
 fn client_reset_reaches_the_server() {
     let mut p = Pair::default();
     let id = p.client.open_stream(request("/slow"), true, p.now).unwrap();
