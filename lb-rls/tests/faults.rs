@@ -1,4 +1,3 @@
-#![cfg(feature = "server")]
 //! Fault injection for the RLS policy on real loopback sockets, with nothing but
 //! this project's servers: our backends, our RLS server (`lb_rls::server::bind` with
 //! a `RoutingTable` told to misbehave), a `Channel` with `H2Transport` and an
@@ -15,6 +14,7 @@
 //! answered, `unavailable` calls that failed with UNAVAILABLE; calls answered by a
 //! target RLS returned and calls that ended with DEADLINE_EXCEEDED are in the
 //! `detail` line that follows.
+#![cfg(feature = "server")]
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
