@@ -12,84 +12,23 @@
 
 #[path = "../../xtask/fuzz/src/bodies.rs"]
 pub mod bodies;
-
-use std::fs;
-use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
-
-/// `xtask/fuzz/<kind>/`.
-fn inputs_dir(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("lb-transport lives in the workspace")
-        .join("xtask/fuzz")
-        .join(kind)
-}
-
-/// The files in `dir`, sorted; none if it does not exist.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.expect("readable directory entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    files
-}
-
-/// Runs every file of `xtask/fuzz/<kind>/<target>/` through its target; returns how
-/// many ran and the failures.
-fn replay(kind: &str) -> (usize, Vec<String>) {
-    let mut ran = 0;
-    let mut failures = Vec::new();
-    for (target, body) in bodies::TARGETS {
-        for file in files(&inputs_dir(kind).join(target)) {
-            let data = fs::read(&file).expect("readable input");
-            ran += 1;
-            if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| body(&data))) {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("(non-string panic)");
-                failures.push(format!("{}: {message}", file.display()));
-            }
-        }
-    }
-    (ran, failures)
-}
+#[path = "../../xtask/fuzz/src/replay.rs"]
+pub mod replay;
 
 #[test]
 fn fuzz_regressions_stay_fixed() {
-    let (_, failures) = replay("regressions");
-    assert!(
-        failures.is_empty(),
-        "regressions failing again:\n{}",
-        failures.join("\n")
-    );
+    replay::assert_replays("regressions", bodies::TARGETS);
 }
 
 #[test]
 fn fuzz_seeds_pass() {
-    let (ran, failures) = replay("seeds");
-    assert!(
-        failures.is_empty(),
-        "seeds failing:\n{}",
-        failures.join("\n")
-    );
+    let ran = replay::assert_replays("seeds", bodies::TARGETS);
     assert!(ran >= bodies::TARGETS.len(), "only {ran} seed files found");
 }
 
 #[test]
 fn every_body_has_a_fuzz_target_and_seeds() {
-    for (target, _) in bodies::TARGETS {
-        let file = inputs_dir("fuzz_targets").join(format!("{target}.rs"));
-        assert!(file.is_file(), "no fuzz target {}", file.display());
-        let dir = inputs_dir("seeds").join(target);
-        assert!(!files(&dir).is_empty(), "no seeds in {}", dir.display());
-    }
+    replay::assert_targets_and_seeds(bodies::TARGETS);
 }
 
 #[test]
