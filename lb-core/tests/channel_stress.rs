@@ -34,10 +34,6 @@ fn run_time() -> Duration {
         .map_or(Duration::from_millis(1500), Duration::from_secs_f64)
 }
 
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
-}
-
 /// A small deterministic generator, so a failing run can be replayed.
 struct Lcg(u64);
 
@@ -53,7 +49,7 @@ impl Lcg {
 
 #[test]
 fn calls_racing_updates_switches_and_close_all_end_and_leave_nothing() {
-    let baseline = threads();
+    let baseline = lb_testkit::process::thread_count();
     let transport = InMemoryTransport::new();
     for a in ADDRESSES {
         transport.serve_address(a);
@@ -142,10 +138,10 @@ fn calls_racing_updates_switches_and_close_all_end_and_leave_nothing() {
     let attempted = attempted.load(Ordering::SeqCst);
     // Every thread the channel started ends; give the OS a bounded moment to reap.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while threads() > baseline && Instant::now() < deadline {
+    while lb_testkit::process::thread_count() > baseline && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(5));
     }
-    let threads_left = threads().saturating_sub(baseline);
+    let threads_left = lb_testkit::process::thread_count().saturating_sub(baseline);
     let open: usize = ADDRESSES
         .iter()
         .map(|a| transport.connection_count(a))

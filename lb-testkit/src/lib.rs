@@ -6,6 +6,7 @@
 //!   [`FakeController::update_subchannel`].
 //! - [`ManualClock`]: time that moves only when the test says so.
 //! - [`picks`]: take picks and check that they cycle over an expected multiset.
+//! - [`process`]: threads, sockets and peak memory of this process, for leak tests.
 //! - [`ManualResolver`]: a resolver (scheme `test`) whose updates the test pushes.
 //! - [`InMemoryTransport`]: a [`Transport`](lb_core::Transport) whose servers are
 //!   closures, with scriptable failures.
@@ -38,6 +39,7 @@ mod controller;
 mod memory;
 pub mod peers;
 pub mod picks;
+pub mod process;
 mod resolver;
 
 pub use clock::ManualClock;

@@ -13,26 +13,14 @@ use lb_transport::driver::{H2Transport, TransportConfig};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
-}
-
-fn sockets() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| {
-        dir.flatten()
-            .filter(|e| {
-                std::fs::read_link(e.path())
-                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-            })
-            .count()
-    })
-}
-
 /// Waits (bounded) until threads and sockets are back to `baseline`.
 fn wait_for(baseline: (usize, usize)) -> (usize, usize) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let now = (threads(), sockets());
+        let now = (
+            lb_testkit::process::thread_count(),
+            lb_testkit::process::socket_count(),
+        );
         if now == baseline || Instant::now() > deadline {
             return now;
         }
@@ -56,7 +44,10 @@ fn closing_a_channel_with_live_calls_leaves_no_thread_or_socket() {
             GrpcServer::start(&env, options).unwrap()
         })
         .collect();
-    let baseline = (threads(), sockets());
+    let baseline = (
+        lb_testkit::process::thread_count(),
+        lb_testkit::process::socket_count(),
+    );
 
     for round in 0..2 {
         let list: Vec<String> = servers.iter().map(GrpcServer::target).collect();
@@ -95,7 +86,8 @@ fn closing_a_channel_with_live_calls_leaves_no_thread_or_socket() {
         }
         // Not vacuous: the channel's and callers' threads and its sockets exist now.
         assert!(
-            threads() > baseline.0 && sockets() >= baseline.1 + 3,
+            lb_testkit::process::thread_count() > baseline.0
+                && lb_testkit::process::socket_count() >= baseline.1 + 3,
             "round {round}"
         );
         channel.close();

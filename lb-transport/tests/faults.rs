@@ -41,21 +41,6 @@ const CALLERS: usize = 4;
 // ---------------------------------------------------------------------------------
 // Process accounting.
 
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
-}
-
-fn sockets() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| {
-        dir.flatten()
-            .filter(|e| {
-                std::fs::read_link(e.path())
-                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-            })
-            .count()
-    })
-}
-
 /// Names of this process's threads that the client stack starts.
 fn client_threads() -> Vec<String> {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
@@ -73,7 +58,10 @@ fn client_threads() -> Vec<String> {
 fn left_over(baseline: (usize, usize)) -> (isize, isize) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let now = (threads(), sockets());
+        let now = (
+            lb_testkit::process::thread_count(),
+            lb_testkit::process::socket_count(),
+        );
         if now == baseline || Instant::now() > deadline {
             return (
                 now.0 as isize - baseline.0 as isize,
@@ -607,7 +595,10 @@ fn only_in_flight_unavailable(o: &Outcome, per_caller: usize) {
 /// 1. Two grpcio backends are SIGKILLed and restarted on the same port: first one,
 ///    then both.
 fn killed_and_restarted(env: &PeerEnv) -> Outcome {
-    let baseline = (threads(), sockets());
+    let baseline = (
+        lb_testkit::process::thread_count(),
+        lb_testkit::process::socket_count(),
+    );
     let mut g = [grpcio(env, "g0"), grpcio(env, "g1")];
     let o2 = ours("ours-2", "127.0.0.1:0");
     let targets = vec![g[0].target(), g[1].target(), o2.local_addr().to_string()];
@@ -651,7 +642,10 @@ fn killed_and_restarted(env: &PeerEnv) -> Outcome {
 
 /// 2. A grpcio backend and one of ours stop gracefully (GOAWAY) and come back.
 fn goaway_and_back(env: &PeerEnv) -> Outcome {
-    let baseline = (threads(), sockets());
+    let baseline = (
+        lb_testkit::process::thread_count(),
+        lb_testkit::process::socket_count(),
+    );
     let mut g0 = grpcio(env, "g0");
     let g1 = grpcio(env, "g1");
     let o2 = ours("ours-2", "127.0.0.1:0");
@@ -713,7 +707,10 @@ fn goaway_and_back(env: &PeerEnv) -> Outcome {
 /// 3. A scripted server resets some streams (CANCEL before the response, INTERNAL
 ///    after the response headers); exactly those calls fail, the rest go on.
 fn stream_reset(env: &PeerEnv) -> Outcome {
-    let baseline = (threads(), sockets());
+    let baseline = (
+        lb_testkit::process::thread_count(),
+        lb_testkit::process::socket_count(),
+    );
     let mut raw = RstServer::start();
     let o1 = ours("ours-1", "127.0.0.1:0");
     let g2 = grpcio(env, "g2");
@@ -764,7 +761,10 @@ fn stream_reset(env: &PeerEnv) -> Outcome {
 ///    by a relay); its calls in flight fail UNAVAILABLE, new calls go to the others,
 ///    and it rejoins once the relay forwards again.
 fn tcp_cut(env: &PeerEnv) -> Outcome {
-    let baseline = (threads(), sockets());
+    let baseline = (
+        lb_testkit::process::thread_count(),
+        lb_testkit::process::socket_count(),
+    );
     let o0 = ours("ours-0", "127.0.0.1:0");
     let relay = Relay::start(o0.local_addr());
     let g1 = grpcio(env, "g1");
@@ -818,7 +818,10 @@ fn tcp_cut(env: &PeerEnv) -> Outcome {
 /// 5. One backend stops answering without closing (a stalled relay); keepalive
 ///    (10 s, timeout 2 s) detects it, its calls fail UNAVAILABLE, the rest go on.
 fn peer_stalls() -> Outcome {
-    let baseline = (threads(), sockets());
+    let baseline = (
+        lb_testkit::process::thread_count(),
+        lb_testkit::process::socket_count(),
+    );
     let o0 = ours("ours-0", "127.0.0.1:0");
     let relay = Relay::start(o0.local_addr());
     let o1 = ours("ours-1", "127.0.0.1:0");

@@ -15,7 +15,6 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,22 +39,6 @@ const READ_SLICE: Duration = Duration::from_millis(50);
 
 /// How far the peak RSS may rise over the baseline during any one case.
 const MEMORY_BOUND_KIB: u64 = 16 << 10;
-
-/// The highest `VmHWM` read so far.
-static PEAK_SEEN: AtomicU64 = AtomicU64::new(0);
-
-/// The process's peak resident set size, in KiB. The kernel folds per-thread RSS
-/// counters in lazily, so one reading of `VmHWM` can be a little above a later one;
-/// this keeps the highest value read, which never goes down.
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let now = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status");
-    PEAK_SEEN.fetch_max(now, Ordering::Relaxed).max(now)
-}
 
 /// What our client wrote to the scripted server.
 #[derive(Debug, Default)]
@@ -517,7 +500,7 @@ fn hostile_servers_fail_the_call_with_a_status_and_our_goaway_has_the_right_code
         &Expect::Ok,
     );
     assert_eq!(ok, "call OK");
-    let baseline = peak_rss_kib();
+    let baseline = lb_testkit::process::peak_rss_kib();
     println!("hostile client: baseline peak RSS {baseline} KiB");
     let cases: [(&str, u32, bool, Attack, Expect); 12] = [
         ("benign response", 1 << 20, true, respond_ok, Expect::Ok),
@@ -600,9 +583,9 @@ fn hostile_servers_fail_the_call_with_a_status_and_our_goaway_has_the_right_code
         ),
     ];
     for (name, window, hello, attack, expect) in cases {
-        let before = peak_rss_kib();
+        let before = lb_testkit::process::peak_rss_kib();
         let outcome = run_case(name, transport_config(window), hello, attack, &expect);
-        let after = peak_rss_kib();
+        let after = lb_testkit::process::peak_rss_kib();
         println!(
             "hostile client: {name} -> {outcome}, peak RSS +{} KiB (peak {} KiB over baseline)",
             after - before,
@@ -616,6 +599,6 @@ fn hostile_servers_fail_the_call_with_a_status_and_our_goaway_has_the_right_code
     }
     println!(
         "hostile client: all cases done, peak RSS {} KiB over baseline (bound {MEMORY_BOUND_KIB} KiB)",
-        peak_rss_kib() - baseline
+        lb_testkit::process::peak_rss_kib() - baseline
     );
 }

@@ -14,7 +14,6 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lb_core::Metadata;
@@ -46,22 +45,6 @@ const STREAMS_MEMORY_BOUND_KIB: u64 = 48 << 10;
 
 /// Set in the child process that runs the many-streams attack alone.
 const CHILD_ENV: &str = "LB_HOSTILE_SERVER_CHILD";
-
-/// The highest `VmHWM` read so far.
-static PEAK_SEEN: AtomicU64 = AtomicU64::new(0);
-
-/// The process's peak resident set size, in KiB. The kernel folds per-thread RSS
-/// counters in lazily, so one reading of `VmHWM` can be a little above a later one;
-/// this keeps the highest value read, which never goes down.
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let now = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status");
-    PEAK_SEEN.fetch_max(now, Ordering::Relaxed).max(now)
-}
 
 /// What the server sent back to an attack.
 #[derive(Debug, Default)]
@@ -326,9 +309,9 @@ fn assert_serves(addr: SocketAddr, after: &str) {
 /// Runs `attack`, prints its outcome and peak RSS, checks the memory bound and that
 /// the server still serves.
 fn run(name: &str, addr: SocketAddr, baseline: u64, attack: impl FnOnce(SocketAddr) -> String) {
-    let before = peak_rss_kib();
+    let before = lb_testkit::process::peak_rss_kib();
     let outcome = attack(addr);
-    let after = peak_rss_kib();
+    let after = lb_testkit::process::peak_rss_kib();
     println!(
         "hostile server: {name} -> {outcome}, peak RSS +{} KiB (peak {} KiB over baseline)",
         after - before,
@@ -591,7 +574,7 @@ fn attacks_on_the_server_are_refused_with_the_right_code_and_bounded_memory() {
     // Warm-up: both servers serve, the threads and buffers exist.
     assert_serves(addr, "warm-up");
     assert_serves(small_window.local_addr(), "warm-up");
-    let baseline = peak_rss_kib();
+    let baseline = lb_testkit::process::peak_rss_kib();
     println!("hostile server: baseline peak RSS {baseline} KiB");
 
     run("continuation flood", addr, baseline, continuation_flood);
@@ -644,7 +627,7 @@ fn attacks_on_the_server_are_refused_with_the_right_code_and_bounded_memory() {
     );
     println!(
         "hostile server: all attacks done, peak RSS {} KiB over baseline (bound {MEMORY_BOUND_KIB} KiB)",
-        peak_rss_kib() - baseline
+        lb_testkit::process::peak_rss_kib() - baseline
     );
 }
 
@@ -803,9 +786,9 @@ fn many_streams_of_unfinished_large_messages_stay_bounded() {
         .expect("bind");
     let addr = server.local_addr();
     assert_serves(addr, "warm-up");
-    let baseline = peak_rss_kib();
+    let baseline = lb_testkit::process::peak_rss_kib();
     let (outcome, sent_kib) = many_unfinished_large_messages(addr);
-    let after = peak_rss_kib();
+    let after = lb_testkit::process::peak_rss_kib();
     println!(
         "hostile server: many streams of unfinished 4 MiB messages -> {outcome}, peak RSS +{} KiB ({} KiB sent; bound {STREAMS_MEMORY_BOUND_KIB} KiB)",
         after - baseline,
