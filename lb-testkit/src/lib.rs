@@ -10,6 +10,8 @@
 //! - [`ManualResolver`]: a resolver (scheme `test`) whose updates the test pushes.
 //! - [`InMemoryTransport`]: a [`Transport`](lb_core::Transport) whose servers are
 //!   closures, with scriptable failures.
+//! - [`services`]: echo and benchmark services for our gRPC server
+//!   ([`lb_transport::server`]), answering like the grpcio peer.
 //! - [`peers`]: real peers we did not write (grpcio server and client, nghttp2's
 //!   `nghttpd`, `nghttp`, `h2load`) for interop tests, installed by
 //!   `cargo xtask test`.
@@ -41,6 +43,7 @@ pub mod peers;
 pub mod picks;
 pub mod process;
 mod resolver;
+pub mod services;
 
 pub use clock::ManualClock;
 pub use controller::{Event, FakeController, FakeWorkScheduler};

@@ -14,6 +14,8 @@
 //!   listed there (`/bench.Echo/Unary`, `/test.Echo/{Echo,Status,Sleep,Who}`).
 //! - [`run_grpc_client`], [`spawn_grpc_client`]: one named case of
 //!   `xtask/peers/grpc_client.py` (`unary_4mib`, `metadata`, `status`, …).
+//! - [`run_grpc_stream_client`]: one streaming call (server, client or
+//!   bidirectional) of `xtask/peers/grpc_stream_client.py`, with its report.
 //! - [`Nghttpd`], [`run_nghttp`], [`run_h2load`]: nghttp2 over plaintext HTTP/2
 //!   with prior knowledge.
 //! - [`self_signed_cert`], [`PeerEnv::temp_dir`]: test certificates.
@@ -159,7 +161,7 @@ pub fn peers_available() -> Result<PeerEnv, String> {
     if !python.is_file() {
         missing.push(format!("no Python venv at {}", python.display()));
     }
-    for script in ["grpc_server.py", "grpc_client.py"] {
+    for script in ["grpc_server.py", "grpc_client.py", "grpc_stream_client.py"] {
         if !scripts.join(script).is_file() {
             missing.push(format!("no {script} in {}", scripts.display()));
         }
@@ -805,6 +807,53 @@ fn collect_output(child: &mut Child) -> Output {
     Output {
         stdout: child.stdout.take().map(read_all),
         stderr: child.stderr.take().map(read_all),
+    }
+}
+
+/// Runs one streaming call of `xtask/peers/grpc_stream_client.py` against
+/// `target` (`host:port`, plaintext) with `args` (`--kind`, `--method`, `--count`,
+/// `--cancel-after`, …; see the script) and waits for it, for at most `timeout`.
+/// Returns the JSON report it printed (`received`, `code`, `details`,
+/// `initial`, `trailing`, …), whatever the call's status.
+///
+/// # Errors
+///
+/// The client could not run, did not finish in time, or printed no report.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use lb_testkit::peers;
+///
+/// let Some(env) = peers::require_peers() else { return };
+/// let report = peers::run_grpc_stream_client(
+///     &env,
+///     "127.0.0.1:50051",
+///     &["--kind", "bidi", "--method", "/demo.Echo/Chat", "--count", "10"],
+///     Duration::from_secs(60),
+/// )
+/// .unwrap();
+/// assert_eq!(report["code"], "OK", "{report}");
+/// ```
+pub fn run_grpc_stream_client(
+    env: &PeerEnv,
+    target: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    let mut cmd = python(env, "grpc_stream_client.py");
+    cmd.args(["--target", target]).args(args);
+    let out = run_bounded(cmd, timeout)?;
+    let line = out.stdout.lines().rev().find(|l| l.starts_with('{'));
+    let report = line.and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    match report {
+        Some(report) if out.status.success() => Ok(report),
+        _ => Err(format!(
+            "grpc_stream_client.py {args:?} exited with {} without a report; stderr: {}",
+            out.status,
+            out.stderr.trim()
+        )),
     }
 }
 

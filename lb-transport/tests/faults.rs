@@ -95,9 +95,7 @@ fn ours(id: &str, addr: &str) -> Server {
     // A port just freed may still be held by a closing connection: retry, bounded.
     let deadline = Instant::now() + WAIT;
     loop {
-        match Server::builder()
-            .echo_bench()
-            .id(id)
+        match lb_testkit::services::mount(Server::builder(), id)
             .workers(4)
             .connection_config(config.clone())
             .bind(addr)

@@ -556,13 +556,11 @@ fn data_beyond_the_window(addr: SocketAddr) -> String {
 
 #[test]
 fn attacks_on_the_server_are_refused_with_the_right_code_and_bounded_memory() {
-    let server = Server::builder()
-        .echo_bench()
+    let server = lb_testkit::services::mount(Server::builder(), "hostile")
         .workers(2)
         .bind("127.0.0.1:0")
         .expect("bind");
-    let small_window = Server::builder()
-        .echo_bench()
+    let small_window = lb_testkit::services::mount(Server::builder(), "hostile")
         .workers(2)
         .connection_config(ConnectionConfig {
             stream_window: 16_384,
@@ -779,8 +777,7 @@ fn many_streams_of_unfinished_large_messages_stay_bounded() {
         );
         return;
     }
-    let server = Server::builder()
-        .echo_bench()
+    let server = lb_testkit::services::mount(Server::builder(), "hostile")
         .workers(2)
         .bind("127.0.0.1:0")
         .expect("bind");

@@ -65,13 +65,15 @@ fn fetch_all(addr: std::net::SocketAddr, paths: &[String]) -> Vec<(String, Vec<u
                     data,
                     end_stream,
                 } => {
+                    // This test is the application: it took the data.
+                    conn.release_capacity(stream, data.len());
                     let entry = results.entry(stream).or_default();
                     entry.1.extend_from_slice(&data);
                     entry.2 |= end_stream;
                 }
                 Event::Reset { stream, cause } => panic!("{stream} reset: {cause:?}"),
                 Event::Closed(e) => panic!("closed: {e:?}"),
-                Event::Connected | Event::GoAway { .. } => {}
+                Event::Connected | Event::GoAway { .. } | Event::SendReady { .. } => {}
             }
         }
     }

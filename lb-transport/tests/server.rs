@@ -8,7 +8,7 @@
 //! Tests that look at the process's thread names take [`SERIAL`] exclusively; every
 //! other test holds it shared for its whole run, so no other server is alive then.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lb_core::transport::{CallError, CallResponse};
-use lb_core::{Code, Metadata};
+use lb_core::{Code, Metadata, Status};
+use lb_testkit::services;
 use lb_transport::frame::{Reason, StreamId};
 use lb_transport::grpc::call::{ClientCall, RequestHead, request_headers};
 use lb_transport::grpc::message;
 use lb_transport::hpack::Header;
-use lb_transport::proto::{Connection, ConnectionConfig, Event};
-use lb_transport::server::{Request, Response, Server};
+use lb_transport::proto::{Connection, ConnectionConfig, Event, StreamError};
+use lb_transport::server::{Request, Response, Server, ServerCall};
 use parking_lot::RwLock;
 
 /// The longest any single wait in these tests may take.
@@ -62,16 +63,25 @@ struct TestClient {
     closed: bool,
     /// The server closed its side of the socket.
     eof: bool,
+    /// Streams whose received data is not given back as flow-control credit (a
+    /// client that does not read).
+    hold_credit: HashSet<StreamId>,
+    /// Bytes written to the socket so far.
+    written: usize,
 }
 
 impl TestClient {
     fn connect(addr: SocketAddr) -> Self {
+        Self::connect_with(addr, ConnectionConfig::default())
+    }
+
+    fn connect_with(addr: SocketAddr, config: ConnectionConfig) -> Self {
         let socket = TcpStream::connect(addr).expect("connect");
         socket.set_nodelay(true).unwrap();
         socket.set_read_timeout(Some(READ_SLICE)).unwrap();
         let mut client = Self {
             socket,
-            conn: Connection::client(ConnectionConfig::default(), Instant::now()),
+            conn: Connection::client(config, Instant::now()),
             calls: HashMap::new(),
             done: HashMap::new(),
             raw: HashMap::new(),
@@ -81,6 +91,8 @@ impl TestClient {
             goaway_seen: false,
             closed: false,
             eof: false,
+            hold_credit: HashSet::new(),
+            written: 0,
         };
         client.flush();
         client
@@ -92,7 +104,63 @@ impl TestClient {
         while self.conn.poll_transmit(Instant::now(), &mut out) > 0 {}
         if !out.is_empty() {
             self.socket.write_all(&out).expect("write");
+            self.written += out.len();
         }
+    }
+
+    /// Opens a gRPC stream of any kind (collected as a [`RawStream`]) without
+    /// sending a message.
+    fn open(&mut self, path: &str, metadata: &Metadata, timeout: Option<Duration>) -> StreamId {
+        let headers = request_headers(&RequestHead {
+            scheme: "http",
+            authority: "localhost",
+            path,
+            timeout,
+            user_agent: "lb-transport-test",
+            metadata,
+        });
+        let id = self
+            .conn
+            .open_stream(headers, false, Instant::now())
+            .expect("open");
+        self.raw.insert(id, RawStream::default());
+        self.flush();
+        id
+    }
+
+    /// Queues one message on a stream (ending it if `end`); `false` when the
+    /// stream's send queue is full (the server is not taking what it has).
+    fn try_send(&mut self, id: StreamId, msg: &[u8], end: bool) -> bool {
+        let mut body = Vec::new();
+        message::encode(msg, &mut body);
+        match self.conn.send_data(id, &body, end) {
+            Ok(()) => {
+                self.flush();
+                true
+            }
+            Err(StreamError::Blocked(_)) => false,
+            Err(e) => panic!("send on {id}: {e}"),
+        }
+    }
+
+    /// Sends one message, pumping (bounded) while the send queue is full.
+    fn send(&mut self, id: StreamId, msg: &[u8], end: bool) {
+        let deadline = Instant::now() + WAIT;
+        while !self.try_send(id, msg, end) {
+            assert!(Instant::now() < deadline, "{id}: no room within {WAIT:?}");
+            self.pump();
+        }
+    }
+
+    /// Ends our side of a stream.
+    fn finish(&mut self, id: StreamId) {
+        self.conn.send_data(id, &[], true).unwrap();
+        self.flush();
+    }
+
+    /// The messages a raw stream has received so far.
+    fn messages(&self, id: StreamId) -> Vec<Vec<u8>> {
+        self.raw.get(&id).map(decode).unwrap_or_default()
     }
 
     /// Starts a unary call; the result is collected by [`TestClient::wait`].
@@ -312,6 +380,10 @@ impl TestClient {
                     data,
                     end_stream,
                 } => {
+                    // This client reads everything at once, unless told not to.
+                    if !self.hold_credit.contains(&stream) {
+                        self.conn.release_capacity(stream, data.len());
+                    }
                     if let Some(raw) = self.raw.get_mut(&stream) {
                         raw.body.extend_from_slice(&data);
                         raw.ended |= end_stream;
@@ -331,18 +403,48 @@ impl TestClient {
                 }
                 Event::GoAway { .. } => self.goaway_seen = true,
                 Event::Closed(_) => self.closed = true,
-                Event::Connected => {}
+                Event::Connected | Event::SendReady { .. } => {}
             }
         }
     }
 }
 
 fn echo_server() -> Server {
-    Server::builder()
-        .echo_bench()
+    services::mount(Server::builder(), "lb-transport")
         .workers(4)
         .bind("127.0.0.1:0")
         .expect("bind")
+}
+
+/// The messages in a raw stream's body.
+fn decode(raw: &RawStream) -> Vec<Vec<u8>> {
+    let mut decoder = message::MessageDecoder::new(usize::MAX);
+    decoder.push(&raw.body).expect("valid messages");
+    std::iter::from_fn(|| decoder.next_message()).collect()
+}
+
+/// The `grpc-status` and `grpc-message` of a raw stream's last header block.
+fn status_of(raw: &RawStream) -> Option<(String, String)> {
+    let last = raw.headers.last()?;
+    let find = |name: &str| {
+        last.iter()
+            .find(|h| h.name == name.as_bytes())
+            .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+    };
+    Some((
+        find("grpc-status")?,
+        lb_transport::grpc::percent::decode(find("grpc-message").unwrap_or_default().as_bytes()),
+    ))
+}
+
+/// The value of `name` in a raw stream's header block `index` (0: the response
+/// headers; the last: the trailers).
+fn header_value(raw: &RawStream, index: usize, name: &str) -> Option<String> {
+    raw.headers
+        .get(index)?
+        .iter()
+        .find(|h| h.name == name.as_bytes())
+        .map(|h| String::from_utf8_lossy(&h.value).into_owned())
 }
 
 fn md(pairs: &[(&str, &str)]) -> Metadata {
@@ -411,11 +513,8 @@ fn unary_echo_of_16_bytes_1_mib_and_4_mib() {
 #[test]
 fn metadata_round_trips_including_a_binary_key() {
     let _serial = SERIAL.read();
-    // The id applies whatever the order of the builder calls, and a handler
-    // registered for a built-in path wins.
-    let server = Server::builder()
-        .echo_bench()
-        .id("srv-7")
+    // A handler registered after the services replaces the built-in one.
+    let server = services::mount(Server::builder(), "srv-7")
         .unary("/test.Echo/Status", |_| {
             Ok(Response::new(b"custom".to_vec()))
         })
@@ -535,8 +634,7 @@ fn an_unknown_method_is_unimplemented() {
 #[test]
 fn an_oversized_request_is_resource_exhausted_and_the_connection_lives_on() {
     let _serial = SERIAL.read();
-    let server = Server::builder()
-        .echo_bench()
+    let server = services::mount(Server::builder(), "lb-transport")
         .max_message_size(1024)
         .bind("127.0.0.1:0")
         .unwrap();
@@ -669,8 +767,7 @@ fn gated_server(grace_workers: usize) -> (Server, Gate) {
     let (cancelled_tx, cancelled) = crossbeam_channel::unbounded();
     let runs = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&runs);
-    let server = Server::builder()
-        .echo_bench()
+    let server = services::mount(Server::builder(), "lb-transport")
         .unary("/t.Gate/Wait", move |req: Request| {
             counter.fetch_add(1, Ordering::SeqCst);
             entered_tx.send(()).unwrap();
@@ -686,7 +783,7 @@ fn gated_server(grace_workers: usize) -> (Server, Gate) {
                     return Ok(Response::new(req.message));
                 }
                 if Instant::now() >= until {
-                    return Err(lb_core::Status::internal("gate never opened"));
+                    return Err(Status::internal("gate never opened"));
                 }
             }
         })
@@ -786,8 +883,7 @@ fn a_peer_that_sends_garbage_is_closed_and_others_are_served() {
 #[test]
 fn many_concurrent_calls_from_several_threads_all_complete() {
     let _serial = SERIAL.read();
-    let server = Server::builder()
-        .echo_bench()
+    let server = services::mount(Server::builder(), "lb-transport")
         .workers(2)
         .bind("127.0.0.1:0")
         .unwrap();
@@ -995,8 +1091,7 @@ fn dropping_a_server_ends_its_threads_and_cancels_calls() {
 #[test]
 fn request_bytes_buffered_per_connection_are_bounded() {
     let _serial = SERIAL.read();
-    let server = Server::builder()
-        .echo_bench()
+    let server = services::mount(Server::builder(), "lb-transport")
         .max_buffered_request_bytes(100_000)
         .bind("127.0.0.1:0")
         .expect("bind");
@@ -1016,4 +1111,511 @@ fn request_bytes_buffered_per_connection_are_bounded() {
     let third = client.start_partial("/bench.Echo/Unary", 60_000, 50_000);
     client.finish_partial(third, 10_000);
     assert_eq!(client.wait(third).unwrap().message.len(), 60_000);
+}
+
+// ----- Streaming calls -----
+
+/// Waits in short slices until the gate opens (`Ok`) or the call is cancelled.
+fn wait_gate(call: &ServerCall, gate: &crossbeam_channel::Receiver<()>) -> Result<(), Status> {
+    let until = Instant::now() + WAIT;
+    while Instant::now() < until {
+        if gate.try_recv().is_ok() {
+            return Ok(());
+        }
+        if call.wait_cancelled(Instant::now() + Duration::from_millis(10)) {
+            return Err(Status::cancelled("cancelled at the gate"));
+        }
+    }
+    Err(Status::internal("gate never opened"))
+}
+
+/// A bidirectional echo that counts the messages into its trailers.
+fn chat(call: &mut ServerCall) -> Result<(), Status> {
+    let mut n = 0;
+    while let Some(message) = call.recv()? {
+        call.send(&message)?;
+        n += 1;
+    }
+    call.set_trailers(md(&[("x-count", &n.to_string())]));
+    Ok(())
+}
+
+#[test]
+fn bidi_echo_answers_each_message_as_it_comes_and_ends_with_trailers() {
+    let _serial = SERIAL.read();
+    let server = Server::builder()
+        .bidi_streaming("/t.S/Chat", chat)
+        .workers(2)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut client = TestClient::connect(server.local_addr());
+    let id = client.open("/t.S/Chat", &Metadata::new(), None);
+    for i in 0..20 {
+        let sent = payload(100 * i);
+        client.send(id, &sent, false);
+        client.pump_until("the echo", |c| c.messages(id).len() == i + 1);
+        assert!(client.messages(id)[i] == sent, "echo {i} came back changed");
+    }
+    client.finish(id);
+    let raw = client.wait_raw(id);
+    assert_eq!(raw.headers.len(), 2, "headers and trailers: {raw:?}");
+    assert_eq!(status_of(&raw), Some(("0".into(), String::new())));
+    assert_eq!(header_value(&raw, 1, "x-count").as_deref(), Some("20"));
+}
+
+#[test]
+fn server_streaming_sends_headers_messages_and_trailers_with_metadata() {
+    let _serial = SERIAL.read();
+    let server = Server::builder()
+        .server_streaming("/t.S/Count", |request, call: &mut ServerCall| {
+            let n: usize = std::str::from_utf8(&request)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| Status::invalid_argument("not a number"))?;
+            let mut headers = md(&[("x-head", "h")]);
+            headers.insert_bin("x-raw-bin", &[0, 255]).unwrap();
+            call.send_headers(headers)?;
+            for i in 0..n {
+                call.send(format!("m{i}").as_bytes())?;
+            }
+            call.set_trailers(md(&[("x-tail", "t")]));
+            Ok(())
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut client = TestClient::connect(server.local_addr());
+    for n in [100, 0] {
+        let id = client.open("/t.S/Count", &Metadata::new(), None);
+        client.send(id, n.to_string().as_bytes(), true);
+        let raw = client.wait_raw(id);
+        let want: Vec<Vec<u8>> = (0..n).map(|i| format!("m{i}").into_bytes()).collect();
+        assert_eq!(decode(&raw), want, "{n} messages");
+        assert_eq!(raw.headers.len(), 2, "{raw:?}");
+        assert_eq!(header_value(&raw, 0, "x-head").as_deref(), Some("h"));
+        assert_eq!(header_value(&raw, 0, "x-raw-bin").as_deref(), Some("AP8"));
+        assert_eq!(header_value(&raw, 1, "x-tail").as_deref(), Some("t"));
+        assert_eq!(status_of(&raw), Some(("0".into(), String::new())));
+    }
+    // A server-streaming method takes exactly one request message.
+    let id = client.open("/t.S/Count", &Metadata::new(), None);
+    client.send(id, b"1", false);
+    client.send(id, b"2", true);
+    let raw = client.wait_raw(id);
+    assert_eq!(status_of(&raw).unwrap().0, "12", "{raw:?}");
+    let id = client.open("/t.S/Count", &Metadata::new(), None);
+    client.finish(id);
+    let raw = client.wait_raw(id);
+    assert_eq!(status_of(&raw).unwrap().0, "12", "{raw:?}");
+}
+
+/// Answers with the number of request messages and their total size.
+fn sum(call: &mut ServerCall) -> Result<Vec<u8>, Status> {
+    let (mut count, mut total) = (0, 0);
+    while let Some(message) = call.recv()? {
+        count += 1;
+        total += message.len();
+    }
+    Ok(format!("{count} {total}").into_bytes())
+}
+
+#[test]
+fn client_streaming_takes_every_message_and_answers_once() {
+    let _serial = SERIAL.read();
+    let server = Server::builder()
+        .client_streaming("/t.S/Sum", sum)
+        .client_streaming("/t.S/Rude", |call: &mut ServerCall| {
+            call.send(b"not mine to send")?;
+            Ok(b"answer".to_vec())
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut client = TestClient::connect(server.local_addr());
+    let id = client.open("/t.S/Sum", &Metadata::new(), None);
+    let sizes = [0, 1, 1000, 70_000, 5];
+    for round in 0..10 {
+        for (i, size) in sizes.iter().enumerate() {
+            let last = round == 9 && i == sizes.len() - 1;
+            client.send(id, &payload(*size), last);
+        }
+    }
+    let raw = client.wait_raw(id);
+    let total: usize = sizes.iter().sum::<usize>() * 10;
+    assert_eq!(decode(&raw), [format!("50 {total}").into_bytes()]);
+    assert_eq!(status_of(&raw), Some(("0".into(), String::new())));
+
+    // A client-streaming handler that sends messages itself breaks the call.
+    let id = client.open("/t.S/Rude", &Metadata::new(), None);
+    client.finish(id);
+    let raw = client.wait_raw(id);
+    assert_eq!(status_of(&raw).unwrap().0, "13", "{raw:?}");
+}
+
+#[test]
+fn a_streaming_handler_error_or_panic_ends_the_call_with_its_status_and_trailers() {
+    let _serial = SERIAL.read();
+    let server = Server::builder()
+        .bidi_streaming("/t.S/FailLate", |call: &mut ServerCall| {
+            for i in 0..3 {
+                call.send(&[i])?;
+            }
+            call.set_trailers(md(&[("x-why", "because")]));
+            Err(Status::new(Code::Aborted, "stop é 100%"))
+        })
+        .bidi_streaming("/t.S/FailAtOnce", |call: &mut ServerCall| {
+            call.set_trailers(md(&[("x-why", "nothing here")]));
+            Err(Status::new(Code::NotFound, "nothing"))
+        })
+        .bidi_streaming("/t.S/Panic", |call: &mut ServerCall| {
+            call.send(b"first")?;
+            panic!("streaming handler bug")
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut client = TestClient::connect(server.local_addr());
+
+    let id = client.open("/t.S/FailLate", &Metadata::new(), None);
+    client.finish(id);
+    let raw = client.wait_raw(id);
+    assert_eq!(decode(&raw), [[0], [1], [2]]);
+    assert_eq!(
+        status_of(&raw),
+        Some(("10".into(), "stop é 100%".into())),
+        "{raw:?}"
+    );
+    assert_eq!(header_value(&raw, 1, "x-why").as_deref(), Some("because"));
+
+    // No message: one Trailers-Only block with the status and the metadata.
+    let id = client.open("/t.S/FailAtOnce", &Metadata::new(), None);
+    client.finish(id);
+    let raw = client.wait_raw(id);
+    assert_eq!(raw.headers.len(), 1, "{raw:?}");
+    assert_eq!(header_value(&raw, 0, ":status").as_deref(), Some("200"));
+    assert_eq!(status_of(&raw), Some(("5".into(), "nothing".into())));
+    assert_eq!(
+        header_value(&raw, 0, "x-why").as_deref(),
+        Some("nothing here")
+    );
+
+    // A panic is INTERNAL, after what was sent; the one worker survives it.
+    for round in 0..2 {
+        let id = client.open("/t.S/Panic", &Metadata::new(), None);
+        client.finish(id);
+        let raw = client.wait_raw(id);
+        assert_eq!(decode(&raw), [b"first".to_vec()], "round {round}");
+        let (code, message) = status_of(&raw).unwrap();
+        assert_eq!(code, "13", "round {round}");
+        assert!(message.contains("streaming handler bug"), "{message}");
+    }
+}
+
+#[test]
+fn a_slow_handler_stops_the_client_through_flow_control() {
+    let _serial = SERIAL.read();
+    const WINDOW: u32 = 64 << 10;
+    let (gate_tx, gate) = crossbeam_channel::unbounded();
+    let server = Server::builder()
+        .client_streaming("/t.S/Slow", move |call: &mut ServerCall| {
+            wait_gate(call, &gate)?;
+            sum(call)
+        })
+        .client_streaming("/t.S/Sum", sum)
+        .connection_config(ConnectionConfig {
+            stream_window: WINDOW,
+            ..ConnectionConfig::default()
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut client = TestClient::connect(server.local_addr());
+    let id = client.open("/t.S/Slow", &Metadata::new(), None);
+    let chunk = payload(16 << 10);
+    let total = 128;
+    let mut queued = 0;
+    // The handler takes nothing: the client soon has no credit left.
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        if client.try_send(id, &chunk, false) {
+            queued += 1;
+        } else {
+            client.pump();
+        }
+    }
+    println!(
+        "slow handler: the client wrote {} bytes ({queued} messages queued) with a stream window of {WINDOW}",
+        client.written
+    );
+    assert!(
+        client.written < 2 * WINDOW as usize,
+        "the client wrote {} bytes with a stream window of {WINDOW}",
+        client.written
+    );
+    assert!(queued < total, "all {queued} messages were taken");
+    gate_tx.send(()).unwrap();
+    for i in queued..total {
+        client.send(id, &chunk, i + 1 == total);
+    }
+    if queued == total {
+        client.finish(id);
+    }
+    let raw = client.wait_raw(id);
+    assert_eq!(
+        decode(&raw),
+        [format!("{total} {}", total * chunk.len()).into_bytes()],
+        "{raw:?}"
+    );
+
+    // Messages larger than the window still arrive whole.
+    let id = client.open("/t.S/Sum", &Metadata::new(), None);
+    for i in 0..5 {
+        client.send(id, &payload(200 << 10), i == 4);
+    }
+    let raw = client.wait_raw(id);
+    assert_eq!(
+        decode(&raw),
+        [format!("5 {}", 5 * (200 << 10)).into_bytes()]
+    );
+}
+
+#[test]
+fn a_client_that_does_not_read_blocks_the_handler_in_send() {
+    let _serial = SERIAL.read();
+    const CHUNK: usize = 16 << 10;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (ended_tx, ended) = crossbeam_channel::unbounded();
+    let counter = Arc::clone(&sent);
+    let server = Server::builder()
+        .server_streaming("/t.S/Flood", move |_request, call: &mut ServerCall| {
+            let chunk = vec![7u8; CHUNK];
+            // 64 MiB at most.
+            for _ in 0..4096 {
+                if let Err(status) = call.send(&chunk) {
+                    ended_tx.send(status.code()).unwrap();
+                    return Err(status);
+                }
+                counter.fetch_add(CHUNK, Ordering::SeqCst);
+            }
+            ended_tx.send(Code::Ok).unwrap();
+            Ok(())
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut client = TestClient::connect(server.local_addr());
+    let id = client.open("/t.S/Flood", &Metadata::new(), None);
+    client.hold_credit.insert(id);
+    client.send(id, b"go", true);
+    let window = ConnectionConfig::default().stream_window as usize;
+    client.pump_until("the stream window to fill", |c| {
+        c.raw[&id].body.len() >= window
+    });
+    let settle = Instant::now() + Duration::from_millis(300);
+    client.pump_until("a pause", |_| Instant::now() >= settle);
+    let blocked_at = sent.load(Ordering::SeqCst);
+    // The window, the connection's queue for the stream, the handler's queue, and
+    // a message of slack on each.
+    let bound = window + (64 << 10) + (64 << 10) + 2 * CHUNK;
+    println!("slow reader: the handler sent {blocked_at} bytes before blocking (bound {bound})");
+    assert!(
+        blocked_at <= bound,
+        "the handler sent {blocked_at} bytes to a client that reads nothing (bound {bound})"
+    );
+    let settle = Instant::now() + Duration::from_millis(200);
+    client.pump_until("another pause", |_| Instant::now() >= settle);
+    assert_eq!(sent.load(Ordering::SeqCst), blocked_at, "still blocked");
+    assert!(ended.try_recv().is_err(), "the handler is still sending");
+
+    // Reading again lets the handler on.
+    client.hold_credit.remove(&id);
+    let read = client.raw[&id].body.len();
+    client.conn.release_capacity(id, read);
+    client.pump_until("more data", |c| c.raw[&id].body.len() >= read + window);
+    assert!(sent.load(Ordering::SeqCst) > blocked_at);
+
+    // Resetting the stream fails the handler's next send.
+    client.raw.remove(&id);
+    client.conn.reset_stream(id, Reason::CANCEL);
+    client.flush();
+    assert_eq!(ended.recv_timeout(WAIT), Ok(Code::Cancelled));
+}
+
+/// A bidirectional handler that reports when it starts, optionally sends one
+/// message, then waits in `recv` and reports how that ended.
+fn waiting_server(workers: usize) -> (Server, crossbeam_channel::Receiver<Option<Code>>) {
+    let (seen_tx, seen) = crossbeam_channel::unbounded();
+    let server = Server::builder()
+        .bidi_streaming("/t.S/Wait", move |call: &mut ServerCall| {
+            if call.metadata().get("x-send-first").is_some() {
+                call.send(b"first")?;
+            }
+            seen_tx.send(None).unwrap();
+            let got = call.recv();
+            seen_tx.send(got.as_ref().err().map(Status::code)).unwrap();
+            got.map(|_| ())
+        })
+        .workers(workers)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    (server, seen)
+}
+
+#[test]
+fn a_deadline_cancels_a_streaming_handler_with_deadline_exceeded() {
+    let _serial = SERIAL.read();
+    let (server, seen) = waiting_server(2);
+    let mut client = TestClient::connect(server.local_addr());
+    for send_first in [false, true] {
+        let metadata = if send_first {
+            md(&[("x-send-first", "1")])
+        } else {
+            Metadata::new()
+        };
+        let started = Instant::now();
+        let id = client.open("/t.S/Wait", &metadata, Some(Duration::from_millis(200)));
+        assert_eq!(seen.recv_timeout(WAIT), Ok(None), "the handler started");
+        let raw = client.wait_raw(id);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(seen.recv_timeout(WAIT), Ok(Some(Code::DeadlineExceeded)));
+        assert_eq!(
+            status_of(&raw).map(|s| s.0).as_deref(),
+            Some("4"),
+            "{raw:?}"
+        );
+        let want: &[&[u8]] = if send_first { &[b"first"] } else { &[] };
+        assert_eq!(decode(&raw), want);
+    }
+}
+
+#[test]
+fn a_client_reset_cancels_a_streaming_handler_blocked_in_recv() {
+    let _serial = SERIAL.read();
+    let (server, seen) = waiting_server(2);
+    let mut client = TestClient::connect(server.local_addr());
+    let id = client.open("/t.S/Wait", &Metadata::new(), None);
+    assert_eq!(seen.recv_timeout(WAIT), Ok(None), "the handler started");
+    client.raw.remove(&id);
+    client.conn.reset_stream(id, Reason::CANCEL);
+    client.flush();
+    assert_eq!(seen.recv_timeout(WAIT), Ok(Some(Code::Cancelled)));
+    // The connection carries on.
+    let id = client.open("/t.S/Wait", &md(&[("x-send-first", "1")]), None);
+    assert_eq!(seen.recv_timeout(WAIT), Ok(None));
+    client.pump_until("the first message", |c| c.messages(id).len() == 1);
+    client.finish(id);
+    assert_eq!(seen.recv_timeout(WAIT), Ok(None), "recv saw the end");
+    let raw = client.wait_raw(id);
+    assert_eq!(status_of(&raw).map(|s| s.0).as_deref(), Some("0"));
+}
+
+#[test]
+fn dropping_a_server_cancels_streaming_handlers_and_ends_every_thread() {
+    let _serial = SERIAL.write();
+    let (server, seen) = waiting_server(2);
+    let mut client = TestClient::connect(server.local_addr());
+    client.open("/t.S/Wait", &Metadata::new(), None);
+    client.open("/t.S/Wait", &md(&[("x-send-first", "1")]), None);
+    for _ in 0..2 {
+        assert_eq!(seen.recv_timeout(WAIT), Ok(None), "a handler started");
+    }
+    let started = Instant::now();
+    drop(server);
+    assert!(started.elapsed() < WAIT);
+    let ends: Vec<_> = seen.try_iter().collect();
+    assert_eq!(ends, [Some(Code::Cancelled), Some(Code::Cancelled)]);
+    assert_eq!(wait_no_server_threads(), Vec::<String>::new());
+}
+
+#[test]
+fn graceful_shutdown_lets_a_streaming_call_finish() {
+    let _serial = SERIAL.read();
+    let server = Server::builder()
+        .bidi_streaming("/t.S/Chat", chat)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut client = TestClient::connect(server.local_addr());
+    let id = client.open("/t.S/Chat", &Metadata::new(), None);
+    client.send(id, b"before", false);
+    client.pump_until("the first echo", |c| c.messages(id).len() == 1);
+    let (stopped_tx, stopped) = crossbeam_channel::bounded(1);
+    let stopper = std::thread::spawn(move || {
+        server.shutdown(Duration::from_secs(30));
+        stopped_tx.send(()).unwrap();
+    });
+    client.pump_until("GOAWAY", |c| c.goaway_seen);
+    client.send(id, b"after", true);
+    let raw = client.wait_raw(id);
+    assert_eq!(decode(&raw), [b"before".to_vec(), b"after".to_vec()]);
+    assert_eq!(status_of(&raw).map(|s| s.0).as_deref(), Some("0"));
+    drop(client);
+    stopped.recv_timeout(WAIT).expect("shutdown returns");
+    stopper.join().unwrap();
+}
+
+#[test]
+fn streaming_request_bytes_count_towards_the_connection_limit() {
+    let _serial = SERIAL.read();
+    let (gate_tx, gate) = crossbeam_channel::unbounded();
+    let server = Server::builder()
+        .client_streaming("/t.S/Hold", move |call: &mut ServerCall| {
+            wait_gate(call, &gate)?;
+            sum(call)
+        })
+        .client_streaming("/t.S/Sum", sum)
+        .max_buffered_request_bytes(100_000)
+        .workers(3)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let mut client = TestClient::connect(server.local_addr());
+    // 60 KB waits in the first call's queue...
+    let first = client.open("/t.S/Hold", &Metadata::new(), None);
+    client.send(first, &payload(60_000), false);
+    let settle = Instant::now() + Duration::from_millis(100);
+    client.pump_until("the message to arrive", |_| Instant::now() >= settle);
+    // ...so a second call pushing past 100 KB is refused (before its message is
+    // whole, so before its handler could take it)...
+    let second = client.open("/t.S/Sum", &Metadata::new(), None);
+    client.send(second, &payload(60_000), false);
+    let raw = client.wait_raw(second);
+    let (code, message) = status_of(&raw).unwrap();
+    assert_eq!(code, "8", "{raw:?}");
+    assert!(message.contains("100000 bytes"), "{message}");
+    // ...while the first completes, and its bytes are released for later calls.
+    gate_tx.send(()).unwrap();
+    client.finish(first);
+    let raw = client.wait_raw(first);
+    assert_eq!(decode(&raw), [b"1 60000".to_vec()], "{raw:?}");
+    let third = client.open("/t.S/Sum", &Metadata::new(), None);
+    client.send(third, &payload(60_000), true);
+    let raw = client.wait_raw(third);
+    assert_eq!(decode(&raw), [b"1 60000".to_vec()], "{raw:?}");
+}
+
+#[test]
+fn concurrent_streams_from_several_threads_all_complete() {
+    let _serial = SERIAL.read();
+    let server = Server::builder()
+        .bidi_streaming("/t.S/Chat", chat)
+        .workers(4)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                let mut client = TestClient::connect(addr);
+                let ids: Vec<StreamId> = (0..2)
+                    .map(|_| client.open("/t.S/Chat", &Metadata::new(), None))
+                    .collect();
+                for round in 0..30 {
+                    for (i, &id) in ids.iter().enumerate() {
+                        let msg = format!("t{t} s{i} r{round}").repeat(1 + round * 50);
+                        client.send(id, msg.as_bytes(), round == 29);
+                    }
+                }
+                for id in ids {
+                    let raw = client.wait_raw(id);
+                    assert_eq!(decode(&raw).len(), 30, "thread {t}");
+                    assert_eq!(status_of(&raw).map(|s| s.0).as_deref(), Some("0"));
+                }
+            });
+        }
+    });
 }

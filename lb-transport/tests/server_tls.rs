@@ -20,9 +20,7 @@ fn grpcio_client_cases_pass_against_our_tls_server() {
         &std::fs::read(&key).unwrap(),
     )
     .unwrap();
-    let server = Server::builder()
-        .id("ours-tls")
-        .echo_bench()
+    let server = lb_testkit::services::mount(Server::builder(), "ours-tls")
         .tls(tls)
         .bind("127.0.0.1:0")
         .unwrap();

@@ -1,9 +1,11 @@
 //! The real peers that interop tests run against, installed idempotently.
 //!
 //! - A Python virtual environment at `target/peers/venv` with the pinned packages
-//!   of `xtask/peers/requirements.txt` (grpcio, gRPC C-core), for the scripts in
-//!   `xtask/peers/`. A stamp file holding the requirements (and the base
-//!   interpreter's version) makes a second run skip pip.
+//!   of `xtask/peers/requirements.txt` (grpcio, gRPC C-core, and grpcio-tools,
+//!   whose protoc the interop peers in `xtask/peers/interop/` generate their
+//!   stubs with), for the scripts in `xtask/peers/`. A stamp file holding the
+//!   requirements (and the base interpreter's version) makes a second run skip
+//!   pip.
 //! - nghttp2's `nghttpd`, `nghttp` and `h2load`, and the `openssl` command line
 //!   (test certificates), installed with apt-get when missing from `PATH`.
 //!
@@ -118,10 +120,14 @@ fn base_python() -> Result<PathBuf, String> {
     which("python3").ok_or_else(|| "python3 is not on PATH".to_string())
 }
 
-/// The grpcio version importable by `python`.
+/// The grpcio version importable by `python`; fails unless grpcio-tools'
+/// protoc is importable too.
 fn grpcio_version(python: &Path) -> Result<String, String> {
-    query(Command::new(python).args(["-c", "import grpc; print(grpc.__version__)"]))
-        .map(|v| v.trim().to_string())
+    query(Command::new(python).args([
+        "-c",
+        "import grpc, grpc_tools.protoc; print(grpc.__version__)",
+    ]))
+    .map(|v| v.trim().to_string())
 }
 
 /// Makes sure the command line tools are on `PATH`, installing their packages

@@ -800,6 +800,7 @@ impl Conn {
                 data,
                 end_stream,
             } => {
+                self.h2.release_capacity(stream, data.len());
                 let result = match self.calls.get_mut(&stream) {
                     Some(p) => p.call.on_data(&data, end_stream),
                     None => return,
@@ -814,6 +815,7 @@ impl Conn {
                     (p.done)(Err(p.call.on_reset(&cause)));
                 }
             }
+            Event::SendReady { .. } => {}
             Event::GoAway { reason, debug, .. } => {
                 let too_many_pings =
                     reason == Reason::ENHANCE_YOUR_CALM && debug == b"too_many_pings";

@@ -1,5 +1,6 @@
-//! One unary call on a stream, without I/O: the request headers a client sends, the
-//! state that turns a response into a result, and the server's side of the same.
+//! One call on a stream, without I/O: the request headers a client sends and the
+//! state that turns a unary response into a result; and the server's side, for
+//! every kind of call (request heads, response headers, trailers, messages).
 
 use std::time::Duration;
 

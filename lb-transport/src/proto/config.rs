@@ -79,6 +79,15 @@ pub struct ConnectionConfig {
     pub max_resets_per_second: u32,
     /// CONTINUATION frames allowed in one header block.
     pub max_continuation_frames: usize,
+    /// Bytes of DATA one stream may hold queued and not yet handed to
+    /// [`Connection::poll_transmit`](crate::proto::Connection::poll_transmit).
+    /// [`Connection::send_data`](crate::proto::Connection::send_data) takes a whole
+    /// message while the queue is below this, and refuses with
+    /// [`StreamError::Blocked`](crate::proto::StreamError::Blocked) at or above it;
+    /// [`Event::SendReady`](crate::proto::Event::SendReady) follows once the queue is
+    /// below half. An empty queue always takes a message, so one larger than this
+    /// still goes out.
+    pub stream_send_buffer: usize,
 }
 
 impl Default for ConnectionConfig {
@@ -94,6 +103,7 @@ impl Default for ConnectionConfig {
             max_pending_control_frames: 1000,
             max_resets_per_second: 200,
             max_continuation_frames: 64,
+            stream_send_buffer: 64 << 10,
         }
     }
 }

@@ -9,6 +9,8 @@ use crate::frame::{
 };
 use crate::hpack::{self, Header};
 
+mod flow;
+
 fn request(path: &str) -> Vec<Header> {
     vec![
         Header::new(":method", "POST"),
@@ -73,12 +75,19 @@ impl Pair {
         panic!("connection pair did not go idle");
     }
 
+    /// Collects both sides' events. Like an application that takes DATA as it comes,
+    /// it gives each side's receive credit back at once.
     fn drain_events(&mut self) {
-        while let Some(e) = self.client.poll_event() {
-            self.client_events.push(e);
-        }
-        while let Some(e) = self.server.poll_event() {
-            self.server_events.push(e);
+        for (conn, events) in [
+            (&mut self.client, &mut self.client_events),
+            (&mut self.server, &mut self.server_events),
+        ] {
+            while let Some(e) = conn.poll_event() {
+                if let Event::Data { stream, data, .. } = &e {
+                    conn.release_capacity(*stream, data.len());
+                }
+                events.push(e);
+            }
         }
     }
 

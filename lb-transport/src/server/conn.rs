@@ -1,19 +1,29 @@
 //! One accepted connection: its socket, its sans-IO HTTP/2 state, and the state of
 //! each call on it, from request head to response.
 //!
-//! A call goes through two phases:
+//! A unary or server-streaming call is collected, then run; a client-streaming or
+//! bidirectional call streams from its headers on:
 //!
 //! ```text
-//!  HEADERS ──> Receiving ── END_STREAM, one message ──> Running ── result ──> answered
-//!                 │                                        │
-//!                 └── refused (no such method, oversized,  └── deadline, reset,
-//!                     not one message, deadline, reset)        connection end: dropped
+//!  HEADERS ─┬─> Receiving ── END_STREAM, one message ─┬─> Running (unary) ── result ──> answered
+//!           │      │                                  └─> Streaming (server-streaming)
+//!           │      └── refused (no such method, oversized,
+//!           │          not one message, deadline, reset)
+//!           └─> Streaming ── messages both ways ── trailers queued ──> (drained) answered
+//!                  │
+//!                  └── deadline, reset, bad request, connection end: cancelled
 //! ```
 //!
-//! Everything that ends a call removes it from [`Conn::calls`]; dropping a running
-//! call's cancel sender cancels its request, and its late result finds no call.
+//! Everything that ends a call removes it from [`Conn::calls`]. Dropping a running
+//! unary call's cancel sender cancels its request, and its late result finds no
+//! call; dropping a streaming call's [`CallHandle`] cancels its [`ServerCall`].
+//!
+//! A streaming call's request credit is given back to the client only as its
+//! handler takes messages (see [`crate::server::call`] for the bounds); the
+//! collected calls' credit goes back at once, bounded by the connection's
+//! `max_buffered_request_bytes` instead.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
@@ -29,9 +39,10 @@ use crate::frame::{Reason, StreamId};
 use crate::grpc::call::{self, Refusal, ServerRequestHead};
 use crate::grpc::message::MessageDecoder;
 use crate::hpack::Header;
-use crate::proto::{Connection, ConnectionConfig, Event};
-use crate::server::worker::{Job, cancel_pair};
-use crate::server::{Handler, Request, Response, Shared};
+use crate::proto::{Connection, ConnectionConfig, Event, ResetCause, StreamError};
+use crate::server::call::{CallHandle, CallShared, CallState, Out, Poker};
+use crate::server::worker::{IoSender, Job, cancel_pair};
+use crate::server::{Request, Response, Route, ServerCall, Shared, StreamHandler, UnaryHandler};
 
 /// How long a finished connection waits for its last bytes to leave and for the peer
 /// to close, so that closing does not reset data the peer has not read yet.
@@ -40,25 +51,33 @@ const LINGER: Duration = Duration::from_secs(1);
 /// The body of the answer to a plain HTTP GET.
 const GET_BODY: &[u8] = b"lb-transport gRPC server: send gRPC requests (POST, application/grpc)\n";
 
+/// How many times one pass may handle events, move streamed responses into the
+/// connection and write them, so that one busy connection cannot starve the
+/// others; the I/O thread comes back to it at once ([`Conn::again`]).
+const PUMP_ROUNDS: usize = 8;
+
 /// What every connection shares on the I/O thread: the routes, the workers' job
 /// channel with its overflow queue, and the call deadlines.
 pub(crate) struct Dispatch {
     pub(crate) shared: Arc<Shared>,
     jobs: Sender<Job>,
     /// Jobs that did not fit in the bounded channel, sent as workers free up. Bounded
-    /// in practice by the connections' MAX_CONCURRENT_STREAMS.
+    /// by the connections' MAX_CONCURRENT_STREAMS (one job per open stream at most).
     backlog: VecDeque<Job>,
-    /// Every running or receiving call with a deadline, earliest first.
+    /// Every call with a deadline that has not ended, earliest first.
     pub(crate) deadlines: BTreeSet<(Instant, Token, StreamId)>,
+    /// The I/O thread's inbox, for streaming calls to poke it.
+    io: IoSender,
 }
 
 impl Dispatch {
-    pub(crate) fn new(shared: Arc<Shared>, jobs: Sender<Job>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, jobs: Sender<Job>, io: IoSender) -> Self {
         Self {
             shared,
             jobs,
             backlog: VecDeque::new(),
             deadlines: BTreeSet::new(),
+            io,
         }
     }
 
@@ -82,7 +101,7 @@ impl Dispatch {
     /// Moves queued jobs to the workers while there is room, skipping cancelled ones.
     pub(crate) fn pump(&mut self) {
         while let Some(job) = self.backlog.pop_front() {
-            if job.request.is_cancelled() {
+            if job.is_cancelled() {
                 continue;
             }
             match self.jobs.try_send(job) {
@@ -105,19 +124,40 @@ impl Dispatch {
     }
 }
 
+/// A collected call's handler.
+enum Collect {
+    Unary(Arc<UnaryHandler>),
+    ServerStreaming(Arc<StreamHandler>),
+}
+
 /// Where a call is.
 enum Phase {
-    /// Collecting the request message.
+    /// Collecting the one request message of a unary or server-streaming call.
     Receiving {
         head: ServerRequestHead,
-        handler: Arc<Handler>,
+        handler: Collect,
         decoder: MessageDecoder,
         message: Option<Vec<u8>>,
         /// Request bytes received so far, counted in [`Conn::buffered`].
         received: usize,
     },
-    /// A worker has (or will have) the request. Dropping the sender cancels it.
+    /// A worker has (or will have) the unary request. Dropping the sender cancels it.
     Running { _cancel: Sender<Infallible> },
+    /// A streaming call: its handler runs (or will), messages flow both ways.
+    Streaming(Box<Streaming>),
+}
+
+/// The I/O thread's side of a streaming call.
+struct Streaming {
+    /// The state shared with the handler; dropping it cancels the call.
+    handle: CallHandle,
+    /// Reassembles request messages.
+    decoder: MessageDecoder,
+    /// Request bytes received and not yet taken by the handler (queued messages
+    /// and the partial one), counted in [`Conn::buffered`].
+    buffered: usize,
+    /// Response headers were handed to the connection.
+    headers_sent: bool,
 }
 
 /// One call on the connection.
@@ -136,8 +176,11 @@ pub(crate) struct Conn {
     out: Vec<u8>,
     out_pos: usize,
     calls: HashMap<StreamId, Call>,
-    /// Request bytes held by calls not yet dispatched (bounded by the server's
-    /// `max_buffered_request_bytes`).
+    /// Streaming calls whose handlers queued responses that may move into the
+    /// connection now (not those refused until [`Event::SendReady`]).
+    sending: HashSet<StreamId>,
+    /// Request bytes held by calls not yet dispatched and by streaming calls'
+    /// queues (bounded by the server's `max_buffered_request_bytes`).
     buffered: usize,
     /// The interest the socket is registered with.
     pub(crate) interest: mio::Interest,
@@ -145,6 +188,9 @@ pub(crate) struct Conn {
     write_blocked: bool,
     /// The last read stopped at its budget: read again without waiting for an event.
     pub(crate) read_again: bool,
+    /// The last drive stopped at its budget with responses still moving: drive
+    /// again without waiting for an event.
+    pub(crate) again: bool,
     /// The peer closed its side.
     peer_eof: bool,
     /// The socket failed: drop it.
@@ -169,10 +215,12 @@ impl Conn {
             out: Vec::new(),
             out_pos: 0,
             calls: HashMap::new(),
+            sending: HashSet::new(),
             buffered: 0,
             interest: mio::Interest::READABLE,
             write_blocked: false,
             read_again: false,
+            again: false,
             peer_eof: false,
             broken: false,
             fin_sent: false,
@@ -209,13 +257,13 @@ impl Conn {
         self.proto.go_away(Reason::NO_ERROR, b"");
     }
 
-    /// Ends the connection now: GOAWAY, every call dropped.
+    /// Ends the connection now: GOAWAY, every call dropped (cancelled).
     pub(crate) fn close(&mut self, dispatch: &mut Dispatch) {
         self.proto.close();
-        self.drop_calls(dispatch);
+        self.drop_calls(dispatch, "the server closed the connection");
     }
 
-    /// A handler's result arrived. Dropped if its call already ended.
+    /// A unary handler's result arrived. Dropped if its call already ended.
     pub(crate) fn complete(
         &mut self,
         stream: StreamId,
@@ -238,27 +286,56 @@ impl Conn {
         }
     }
 
+    /// A streaming call's handler queued something or took messages: settle its
+    /// request credit now; its responses move in the next [`Conn::drive`].
+    pub(crate) fn poke(&mut self, stream: StreamId) {
+        let Some(Call {
+            phase: Phase::Streaming(st),
+            ..
+        }) = self.calls.get_mut(&stream)
+        else {
+            return;
+        };
+        let shared = Arc::clone(&st.handle.0);
+        let mut state = shared.lock();
+        state.io_notified = false;
+        settle_credit(&mut self.proto, stream, st, &mut state, &mut self.buffered);
+        drop(state);
+        self.sending.insert(stream);
+    }
+
     /// A call deadline passed: DEADLINE_EXCEEDED, unless the call already ended.
     pub(crate) fn expire(&mut self, stream: StreamId, dispatch: &mut Dispatch) {
-        if let Some(call) = self.remove_call(stream, dispatch) {
-            let status = Status::deadline_exceeded("deadline exceeded before the call completed");
-            self.send_status(stream, &status, call.remote_done);
-        }
+        let status = Status::deadline_exceeded("deadline exceeded before the call completed");
+        self.fail_call(stream, status, dispatch);
     }
 
     // ----- Driving -----
 
-    /// Handles every event, writes what can be written, and repeats while writing
-    /// produced new events (a drained connection finishing, say).
+    /// Handles every event, moves streamed responses into the connection and
+    /// writes what can be written, and repeats while writing produced new events (a
+    /// drained connection finishing, room for a stream's responses), a bounded
+    /// number of times.
     pub(crate) fn drive(&mut self, dispatch: &mut Dispatch, now: Instant) {
+        self.again = false;
+        let mut rounds = 0;
         loop {
             while let Some(event) = self.proto.poll_event() {
                 self.on_event(event, dispatch, now);
             }
+            self.pump_output(dispatch);
             self.transmit(now);
-            match self.proto.poll_event() {
-                Some(event) => self.on_event(event, dispatch, now),
-                None => break,
+            // Writing may finish the connection, or make room for streams that
+            // were refused (SendReady).
+            let Some(event) = self.proto.poll_event() else {
+                break;
+            };
+            self.on_event(event, dispatch, now);
+            rounds += 1;
+            if rounds == PUMP_ROUNDS {
+                // Enough for one pass: the I/O thread comes back at once.
+                self.again = true;
+                break;
             }
         }
         if self.proto.is_closed() {
@@ -334,13 +411,18 @@ impl Conn {
         }
     }
 
-    /// Drops every call (cancelling running ones) and forgets their deadlines.
-    pub(crate) fn drop_calls(&mut self, dispatch: &mut Dispatch) {
+    /// Drops every call (cancelling running ones, streaming handlers with
+    /// CANCELLED and `why`) and forgets their deadlines.
+    pub(crate) fn drop_calls(&mut self, dispatch: &mut Dispatch, why: &str) {
         for (stream, call) in self.calls.drain() {
             if let Some(at) = call.deadline {
                 dispatch.deadlines.remove(&(at, self.token, stream));
             }
+            if let Phase::Streaming(st) = &call.phase {
+                st.handle.0.cancel(Status::cancelled(why));
+            }
         }
+        self.sending.clear();
         self.buffered = 0;
     }
 
@@ -368,18 +450,36 @@ impl Conn {
                 end_stream,
             } => self.on_data(stream, &data, end_stream, dispatch),
             Event::Reset { stream, cause } => {
-                if self.remove_call(stream, dispatch).is_some() {
+                if let Some(call) = self.remove_call(stream, dispatch) {
                     log::debug!(
                         "connection {}: call on {stream} reset: {cause:?}",
                         self.token.0
                     );
+                    if let Phase::Streaming(st) = &call.phase {
+                        let status = match cause {
+                            ResetCause::Peer(reason) => Status::cancelled(format!(
+                                "the client cancelled the call ({reason})"
+                            )),
+                            ResetCause::Connection(err) => {
+                                Status::cancelled(format!("the connection ended: {err}"))
+                            }
+                            other => Status::cancelled(format!("the stream ended: {other:?}")),
+                        };
+                        st.handle.0.cancel(status);
+                    }
                 }
             }
             Event::Closed(err) => {
-                if let Some(err) = err {
+                if let Some(err) = &err {
                     log::debug!("connection {} closed: {err}", self.token.0);
                 }
-                self.drop_calls(dispatch);
+                self.drop_calls(dispatch, "the connection closed");
+            }
+            Event::SendReady { stream } => {
+                // Room again for a stream whose responses were refused.
+                if self.calls.contains_key(&stream) {
+                    self.sending.insert(stream);
+                }
             }
             Event::Connected | Event::GoAway { .. } => {}
         }
@@ -398,7 +498,7 @@ impl Conn {
             Err(Refusal::Grpc(status)) => return self.send_status(stream, &status, end_stream),
             Err(Refusal::Http(code)) => return self.plain_http(stream, headers, code, end_stream),
         };
-        let Some(handler) = dispatch.shared.route(&head.path).cloned() else {
+        let Some(route) = dispatch.shared.route(&head.path).cloned() else {
             let status = Status::unimplemented(format!("unknown method {}", head.path));
             return self.send_status(stream, &status, end_stream);
         };
@@ -406,6 +506,18 @@ impl Conn {
         if let Some(at) = deadline {
             dispatch.deadlines.insert((at, self.token, stream));
         }
+        let handler = match route {
+            Route::Unary(handler) => Collect::Unary(handler),
+            Route::ServerStreaming(handler) => Collect::ServerStreaming(handler),
+            Route::Streaming(handler) => {
+                let shared = Arc::new(CallShared::default());
+                self.start_streaming(stream, head, deadline, handler, shared, dispatch);
+                if end_stream {
+                    self.end_of_request(stream, dispatch);
+                }
+                return;
+            }
+        };
         let decoder = MessageDecoder::new(dispatch.shared.max_message_size);
         let call = Call {
             deadline,
@@ -424,7 +536,69 @@ impl Conn {
         }
     }
 
+    /// Hands a streaming call to the workers (its deadline is already registered).
+    fn start_streaming(
+        &mut self,
+        stream: StreamId,
+        head: ServerRequestHead,
+        deadline: Option<Instant>,
+        handler: Arc<StreamHandler>,
+        shared: Arc<CallShared>,
+        dispatch: &mut Dispatch,
+    ) {
+        let remote_done = shared.lock().remote_done;
+        let poker = Poker {
+            io: dispatch.io.clone(),
+            conn: self.token,
+            stream,
+        };
+        let call = ServerCall::new(
+            head.path,
+            head.metadata,
+            deadline,
+            Arc::clone(&shared),
+            poker,
+        );
+        if !dispatch.submit(Job::Streaming { handler, call }) {
+            self.forget_deadline(stream, deadline, dispatch);
+            let status = Status::internal("the server has no worker left");
+            return self.send_status(stream, &status, remote_done);
+        }
+        let streaming = Streaming {
+            handle: CallHandle(shared),
+            decoder: MessageDecoder::new(dispatch.shared.max_message_size),
+            buffered: 0,
+            headers_sent: false,
+        };
+        let call = Call {
+            deadline,
+            remote_done,
+            phase: Phase::Streaming(Box::new(streaming)),
+        };
+        self.calls.insert(stream, call);
+    }
+
     fn on_data(
+        &mut self,
+        stream: StreamId,
+        data: &[u8],
+        end_stream: bool,
+        dispatch: &mut Dispatch,
+    ) {
+        match self.calls.get(&stream).map(|c| &c.phase) {
+            Some(Phase::Streaming(_)) => self.stream_data(stream, data, end_stream, dispatch),
+            _ => {
+                // A collected request is bounded by `max_buffered_request_bytes`
+                // instead, so its credit goes back at once (and so does that of a
+                // stream with no call).
+                self.proto.release_capacity(stream, data.len());
+                self.collect_data(stream, data, end_stream, dispatch);
+            }
+        }
+    }
+
+    /// Data for a call being collected.
+    fn collect_data(
         &mut self,
         stream: StreamId,
         data: &[u8],
@@ -447,9 +621,7 @@ impl Conn {
         // connection's bytes; a call that would go past it is refused.
         let limit = dispatch.shared.max_buffered_request_bytes;
         let mut failure = if self.buffered + data.len() > limit {
-            Some(Status::resource_exhausted(format!(
-                "connection is buffering more than {limit} bytes of requests"
-            )))
+            Some(over_limit(limit))
         } else {
             *received += data.len();
             self.buffered += data.len();
@@ -461,7 +633,7 @@ impl Conn {
             };
             if message.is_some() {
                 failure = Some(Status::unimplemented(
-                    "more than one request message for a unary method",
+                    "more than one request message for a method that takes one",
                 ));
             } else {
                 *message = Some(m);
@@ -476,36 +648,102 @@ impl Conn {
         }
     }
 
-    /// The client ended the request: dispatch it if it holds exactly one message.
+    /// Data for a streaming call: messages go to the handler's queue, and their
+    /// credit is held until the handler takes them.
+    fn stream_data(
+        &mut self,
+        stream: StreamId,
+        data: &[u8],
+        end_stream: bool,
+        dispatch: &mut Dispatch,
+    ) {
+        let limit = dispatch.shared.max_buffered_request_bytes;
+        let Some(call) = self.calls.get_mut(&stream) else {
+            return;
+        };
+        let Phase::Streaming(st) = &mut call.phase else {
+            return;
+        };
+        call.remote_done |= end_stream;
+        let n = data.len();
+        let shared = Arc::clone(&st.handle.0);
+        let mut state = shared.lock();
+        // What the handler took since the last look no longer counts.
+        settle_credit(&mut self.proto, stream, st, &mut state, &mut self.buffered);
+        let mut failure = if self.buffered + n > limit {
+            Some(over_limit(limit))
+        } else {
+            self.buffered += n;
+            st.buffered += n;
+            st.decoder.push(data).err()
+        };
+        if failure.is_none() {
+            state.held += n;
+            let mut news = false;
+            while let Some(message) = st.decoder.next_message() {
+                state.inbox.push_back(message);
+                news = true;
+            }
+            if end_stream {
+                failure = st.decoder.finish().err();
+                state.remote_done = true;
+                news = true;
+            }
+            settle_credit(&mut self.proto, stream, st, &mut state, &mut self.buffered);
+            drop(state);
+            if news {
+                shared.notify();
+            }
+        } else {
+            drop(state);
+        }
+        if let Some(status) = failure {
+            self.fail_call(stream, status, dispatch);
+        }
+    }
+
+    /// The client ended its side of the stream. A collected request is dispatched
+    /// if it holds exactly one message; a streaming handler sees the end.
     fn end_of_request(&mut self, stream: StreamId, dispatch: &mut Dispatch) {
+        let Some(call) = self.calls.get_mut(&stream) else {
+            return;
+        };
+        match &mut call.phase {
+            Phase::Receiving { .. } => {}
+            Phase::Running { .. } => {
+                call.remote_done = true;
+                return;
+            }
+            Phase::Streaming(st) => {
+                call.remote_done = true;
+                let failure = st.decoder.finish().err();
+                st.handle.0.lock().remote_done = true;
+                st.handle.0.notify();
+                if let Some(status) = failure {
+                    self.fail_call(stream, status, dispatch);
+                }
+                return;
+            }
+        }
         let Some(Call {
-            deadline, phase, ..
+            deadline,
+            phase:
+                Phase::Receiving {
+                    head,
+                    handler,
+                    decoder,
+                    message,
+                    ..
+                },
+            ..
         }) = self.take_call(stream)
         else {
             return;
         };
-        let (head, handler, decoder, message) = match phase {
-            Phase::Receiving {
-                head,
-                handler,
-                decoder,
-                message,
-                ..
-            } => (head, handler, decoder, message),
-            running @ Phase::Running { .. } => {
-                let call = Call {
-                    deadline,
-                    remote_done: true,
-                    phase: running,
-                };
-                self.calls.insert(stream, call);
-                return;
-            }
-        };
         let refusal = match (decoder.finish(), message) {
             (Err(status), _) => Err(status),
             (Ok(()), None) => Err(Status::unimplemented(
-                "no request message for a unary method",
+                "no request message for a method that takes one",
             )),
             (Ok(()), Some(message)) => Ok(message),
         };
@@ -516,8 +754,20 @@ impl Conn {
                 return self.send_status(stream, &status, true);
             }
         };
+        let handler = match handler {
+            Collect::Unary(handler) => handler,
+            Collect::ServerStreaming(handler) => {
+                let shared = Arc::new(CallShared::default());
+                {
+                    let mut state = shared.lock();
+                    state.inbox.push_back(message);
+                    state.remote_done = true;
+                }
+                return self.start_streaming(stream, head, deadline, handler, shared, dispatch);
+            }
+        };
         let (cancel, cancelled) = cancel_pair();
-        let job = Job {
+        let job = Job::Unary {
             conn: self.token,
             stream,
             handler,
@@ -542,11 +792,46 @@ impl Conn {
         self.calls.insert(stream, call);
     }
 
+    /// Ends a call early with `status`: the client gets it (or a reset), and a
+    /// streaming handler sees it from then on.
+    fn fail_call(&mut self, stream: StreamId, status: Status, dispatch: &mut Dispatch) {
+        let Some(call) = self.remove_call(stream, dispatch) else {
+            return;
+        };
+        match &call.phase {
+            Phase::Streaming(st) => {
+                st.handle.0.cancel(status.clone());
+                if st.headers_sent && self.proto.send_buffered(stream) > 0 {
+                    // Responses are queued ahead of where the status would go.
+                    self.proto.reset_stream(stream, Reason::CANCEL);
+                    return;
+                }
+                let headers = if st.headers_sent {
+                    call::trailers(&status, &Metadata::new())
+                } else {
+                    call::trailers_only(&status, &Metadata::new())
+                };
+                if let Err(e) = self.proto.send_headers(stream, headers, true) {
+                    log::debug!("connection {}: status not sent: {e}", self.token.0);
+                }
+                if !call.remote_done {
+                    self.proto.reset_stream(stream, Reason::NO_ERROR);
+                }
+            }
+            _ => self.send_status(stream, &status, call.remote_done),
+        }
+    }
+
     /// Takes a call out of the table, releasing the request bytes it buffered.
     fn take_call(&mut self, stream: StreamId) -> Option<Call> {
         let call = self.calls.remove(&stream)?;
-        if let Phase::Receiving { received, .. } = &call.phase {
-            self.buffered -= received;
+        match &call.phase {
+            Phase::Receiving { received, .. } => self.buffered -= received,
+            Phase::Streaming(st) => {
+                self.buffered -= st.buffered;
+                self.sending.remove(&stream);
+            }
+            Phase::Running { .. } => {}
         }
         Some(call)
     }
@@ -561,6 +846,119 @@ impl Conn {
         if let Some(at) = at {
             dispatch.deadlines.remove(&(at, self.token, stream));
         }
+    }
+
+    // ----- Streamed responses -----
+
+    /// Moves what streaming handlers queued into the connection, as far as each
+    /// stream has room. Returns whether anything moved.
+    fn pump_output(&mut self, dispatch: &mut Dispatch) -> bool {
+        if self.sending.is_empty() {
+            return false;
+        }
+        let streams: Vec<StreamId> = self.sending.iter().copied().collect();
+        let mut moved = false;
+        for stream in streams {
+            moved |= self.pump_stream(stream, dispatch);
+        }
+        moved
+    }
+
+    /// Moves one streaming call's queued responses into the connection: headers,
+    /// then messages until the connection's queue for the stream is full
+    /// ([`StreamError::Blocked`]; [`Event::SendReady`] brings the stream back),
+    /// then the trailers, which end the call. Wakes the handler when room was made.
+    fn pump_stream(&mut self, stream: StreamId, dispatch: &mut Dispatch) -> bool {
+        let Some(Call {
+            phase: Phase::Streaming(st),
+            remote_done,
+            ..
+        }) = self.calls.get_mut(&stream)
+        else {
+            self.sending.remove(&stream);
+            return false;
+        };
+        let remote_done = *remote_done;
+        let shared = Arc::clone(&st.handle.0);
+        let mut state = shared.lock();
+        let mut moved = false;
+        let mut freed = false;
+        let mut blocked = false;
+        let mut finished = false;
+        let mut gone = None;
+        while let Some(out) = state.outbound.pop_front() {
+            let sent = match out {
+                Out::Headers(metadata) => {
+                    st.headers_sent = true;
+                    self.proto
+                        .send_headers(stream, call::response_headers(&metadata), false)
+                }
+                Out::Message(wire) => {
+                    let headers = if st.headers_sent {
+                        Ok(())
+                    } else {
+                        st.headers_sent = true;
+                        let headers = call::response_headers(&Metadata::new());
+                        self.proto.send_headers(stream, headers, false)
+                    };
+                    match headers.and_then(|()| self.proto.send_data(stream, &wire, false)) {
+                        Ok(()) => {
+                            state.out_bytes -= wire.len();
+                            freed = true;
+                            Ok(())
+                        }
+                        Err(StreamError::Blocked(_)) => {
+                            state.outbound.push_front(Out::Message(wire));
+                            blocked = true;
+                            break;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Out::Trailers(status, metadata) => {
+                    let headers = if st.headers_sent {
+                        call::trailers(&status, &metadata)
+                    } else {
+                        call::trailers_only(&status, &metadata)
+                    };
+                    finished = true;
+                    self.proto.send_headers(stream, headers, true)
+                }
+            };
+            if let Err(e) = sent {
+                gone = Some(e);
+                break;
+            }
+            moved = true;
+            if finished {
+                break;
+            }
+        }
+        let idle = state.outbound.is_empty();
+        drop(state);
+        if freed {
+            shared.notify();
+        }
+        if let Some(e) = gone {
+            log::debug!("connection {}: response not sent: {e}", self.token.0);
+            let status = Status::cancelled("the stream closed");
+            if let Some(call) = self.remove_call(stream, dispatch) {
+                if let Phase::Streaming(st) = &call.phase {
+                    st.handle.0.cancel(status);
+                }
+            }
+        } else if finished {
+            // The connection sends the trailers after the queued data. A client still
+            // sending is told to stop (RFC 9113 section 8.1) if the trailers are
+            // already on their way; otherwise it stops when it reads them.
+            self.remove_call(stream, dispatch);
+            if !remote_done && self.proto.send_buffered(stream) == 0 {
+                self.proto.reset_stream(stream, Reason::NO_ERROR);
+            }
+        } else if idle || blocked {
+            self.sending.remove(&stream);
+        }
+        moved
     }
 
     // ----- Answers -----
@@ -625,4 +1023,36 @@ impl Conn {
             log::debug!("connection {}: HTTP answer not sent: {e}", self.token.0);
         }
     }
+}
+
+/// The refusal of a call that would take the connection past its
+/// `max_buffered_request_bytes`.
+fn over_limit(limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "connection is buffering more than {limit} bytes of requests"
+    ))
+}
+
+/// Accounts for the request bytes a streaming handler took since the last look,
+/// and gives the client back the credit it may have: all that is held once the
+/// handler's queue is empty (the partial message then needs the rest of its
+/// bytes), else as much as was taken. So at most one stream window of messages
+/// waits in the queue, plus the message being reassembled.
+fn settle_credit(
+    proto: &mut Connection,
+    stream: StreamId,
+    st: &mut Streaming,
+    state: &mut CallState,
+    conn_buffered: &mut usize,
+) {
+    let taken = std::mem::take(&mut state.taken).min(st.buffered);
+    st.buffered -= taken;
+    *conn_buffered -= taken;
+    let release = if state.inbox.is_empty() {
+        state.held
+    } else {
+        state.held.min(taken)
+    };
+    state.held -= release;
+    proto.release_capacity(stream, release);
 }

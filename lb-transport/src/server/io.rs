@@ -5,10 +5,13 @@
 //! 1. waits in `poll` until the earliest deadline (connection timers, call deadlines,
 //!    linger, shutdown), or not at all if a connection's read budget ran out;
 //! 2. accepts until `WouldBlock`, and reads ready connections up to the budget;
-//! 3. drains the inbox (handler results, shutdown) until it is empty;
+//! 3. drains the inbox (unary results, pokes from streaming calls, shutdown) until
+//!    it is empty;
 //! 4. fires due call deadlines and connection timers, with the clock read once;
-//! 5. drives every touched connection (events, then writes), derives its interest
-//!    from what is left to write, and drops the connections that are done.
+//! 5. drives every touched connection (events, streamed responses, writes), derives
+//!    its interest from what is left to write, and drops the connections that are
+//!    done. A connection that stopped at a budget (reading, or moving responses)
+//!    is served again in the next pass without waiting.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,7 +31,8 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 
-/// Results and commands waiting for the I/O thread, at most.
+/// Results, pokes and commands waiting for the I/O thread, at most (senders block
+/// when it is full; a streaming call has at most one poke in it).
 const INBOX_CAPACITY: usize = 1024;
 
 /// Jobs waiting for a worker in the channel, per worker (more wait in the backlog).
@@ -62,17 +66,18 @@ impl IoLoop {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, inbox) = crossbeam_channel::bounded(INBOX_CAPACITY);
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(workers * JOBS_PER_WORKER);
+        let to_io = IoSender::new(tx, waker);
         let io_loop = Self {
             poll,
             listener: Some(listener),
             conns: HashMap::new(),
             next_token: FIRST_CONN,
-            dispatch: Dispatch::new(Arc::clone(shared), jobs_tx),
+            dispatch: Dispatch::new(Arc::clone(shared), jobs_tx, to_io.clone()),
             inbox,
             shutdown_at: None,
             scratch: vec![0; 64 << 10],
         };
-        Ok((io_loop, IoSender::new(tx, waker), jobs_rx))
+        Ok((io_loop, to_io, jobs_rx))
     }
 
     /// Runs until shutdown has finished. Dropping the loop closes the job channel,
@@ -230,6 +235,12 @@ impl IoLoop {
                         touched.push(conn);
                     }
                 }
+                Ok(ToIo::Poke { conn, stream }) => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.poke(stream);
+                        touched.push(conn);
+                    }
+                }
                 Ok(ToIo::Shutdown { grace }) => self.begin_shutdown(grace, now, touched),
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
@@ -297,14 +308,14 @@ impl IoLoop {
                 }
             }
         }
-        if conn.read_again {
+        if conn.read_again || conn.again {
             read_again.push(token);
         }
     }
 
     fn remove(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(&token) {
-            conn.drop_calls(&mut self.dispatch);
+            conn.drop_calls(&mut self.dispatch, "the connection closed");
             if let Err(e) = self.poll.registry().deregister(&mut conn.stream.tcp) {
                 log::debug!("deregistering connection {}: {e}", token.0);
             }

@@ -1,43 +1,85 @@
-//! A small synchronous gRPC server: unary calls only, no async runtime.
+//! A small synchronous gRPC server with no async runtime: unary, server-streaming,
+//! client-streaming and bidirectional calls.
 //!
 //! Built for tests, demos and an RLS server, on the same sans-IO HTTP/2
 //! [`Connection`](crate::proto::Connection) as the client side.
 //!
+//! # Handlers
+//!
+//! | kind | register with | the handler |
+//! |---|---|---|
+//! | unary | [`ServerBuilder::unary`] | `Fn(Request) -> Result<Response, Status>` |
+//! | server-streaming | [`ServerBuilder::server_streaming`] | `Fn(Vec<u8>, &mut ServerCall) -> Result<(), Status>` |
+//! | client-streaming | [`ServerBuilder::client_streaming`] | `Fn(&mut ServerCall) -> Result<Vec<u8>, Status>` |
+//! | bidirectional | [`ServerBuilder::bidi_streaming`] | `Fn(&mut ServerCall) -> Result<(), Status>` |
+//!
+//! The streaming kinds are thin wrappers of the bidirectional one: a
+//! [`ServerCall`] to [`recv`](ServerCall::recv) request messages from and
+//! [`send`](ServerCall::send) response messages to, and a status to return. A
+//! unary handler gets its whole [`Request`] at once and returns a [`Response`].
+//!
 //! # Threads and data flow
 //!
 //! ```text
-//!  clients ──TCP──> lb-server-io (mio)                          lb-server-worker-N
-//!                   listener + every connection ── Job ──>      run the handler
-//!                   (sans-IO HTTP/2, per-stream     bounded     (catch_unwind)
-//!                    call state, deadlines)         channel          │
-//!                          ^                                         │
-//!                          └──── Completion + mio Waker ─────────────┘
+//!  clients ──TCP──> lb-server-io (mio)                            lb-server-worker-N
+//!                   listener + every connection ─── Job ────────> run the handler
+//!                   (sans-IO HTTP/2, per-stream    bounded        (catch_unwind)
+//!                    call state, deadlines)        channel           │      ^
+//!                          ^   │                                     │      │
+//!                          │   └── request messages, cancellation ───┼─> ServerCall
+//!                          │       (per-call queue, flow control)    │    (streaming
+//!                          └──── Completion / Poke + mio Waker ──────┘     calls)
 //! ```
 //!
 //! - The I/O thread owns the listener and every connection. It parses request heads,
-//!   collects the one request message of each call, answers on its own what needs no
-//!   handler (unknown methods, oversized messages, plain HTTP requests, deadlines),
-//!   and hands the rest to the workers.
+//!   answers on its own what needs no handler (unknown methods, oversized messages,
+//!   plain HTTP requests, deadlines), and hands the rest to the workers.
+//! - A unary or server-streaming call is dispatched once its one request message
+//!   is in: the I/O thread collects it (a unary call takes no other thread hop than
+//!   the worker and back). A client-streaming or bidirectional call is dispatched
+//!   when its headers arrive; its request messages reach the handler as they come.
 //! - Workers run handlers. A handler that panics fails its call with INTERNAL; the
 //!   worker carries on.
-//! - A result that arrives after its call's deadline, or after the client reset the
-//!   stream, is dropped. Such a call is also *cancelled*: a handler that waits can
-//!   notice with [`Request::wait_cancelled`].
+//! - **A streaming handler holds its worker for the whole call.** With `n` workers,
+//!   `n` long streams leave none for other calls, which then wait. Size
+//!   [`ServerBuilder::workers`] for the streams you expect.
+//! - A call is *cancelled* when the client resets it, its deadline (`grpc-timeout`)
+//!   passes, its connection ends, or the server shuts down. A unary handler can
+//!   notice with [`Request::wait_cancelled`], a streaming one with the errors of
+//!   [`ServerCall::recv`] and [`ServerCall::send`] or
+//!   [`ServerCall::wait_cancelled`]; the result of a cancelled call is dropped.
+//!
+//! # Bounded memory
+//!
+//! Every queue between the threads is bounded:
+//!
+//! | queue | bound |
+//! |---|---|
+//! | jobs for the workers | `4 × workers` in the channel; the rest wait on the I/O thread, at most one per open stream (each connection's `max_concurrent_streams`) |
+//! | the I/O thread's inbox (results, pokes, shutdown) | 1024 messages (senders block when full); a streaming call has at most one poke in flight |
+//! | request bytes of unary and server-streaming calls being collected | [`max_buffered_request_bytes`](ServerBuilder::max_buffered_request_bytes) per connection |
+//! | request messages of a streaming call not yet taken by its handler | one stream receive window (`ConnectionConfig::stream_window`) plus the one message being reassembled (at most [`max_message_size`](ServerBuilder::max_message_size)): credit goes back to the client only as the handler takes messages; these bytes also count towards `max_buffered_request_bytes` |
+//! | response messages of a streaming call | 64 KiB queued by the handler ([`ServerCall::send`] blocks beyond it) plus 64 KiB waiting in the connection for flow-control credit, plus one message |
+//!
+//! So a slow handler stops its client through HTTP/2 flow control, and a client
+//! that reads slowly stops its handler in `send`.
 //!
 //! # Shutdown
 //!
 //! [`Server::shutdown`] stops accepting, sends GOAWAY(NO_ERROR) on every connection
 //! (calls under way finish, new streams are refused and the client may retry them
 //! elsewhere), waits until the connections are done or the grace period is over, then
-//! closes what is left and joins every thread. Dropping a [`Server`] does the same
-//! with no grace period. Nothing the server started outlives it.
+//! closes what is left, which cancels the calls still running (a streaming handler
+//! waiting in `recv` or `send` returns at once), and joins every thread. Dropping a
+//! [`Server`] does the same with no grace period. Nothing the server started
+//! outlives it.
 //!
 //! # Examples
 //!
 //! ```
 //! use std::time::Duration;
 //! use lb_core::Status;
-//! use lb_transport::server::{Response, Server};
+//! use lb_transport::server::{Response, Server, ServerCall};
 //!
 //! let server = Server::builder()
 //!     .unary("/demo.Greeter/Hello", |req| {
@@ -46,6 +88,29 @@
 //!         Ok(Response::new(reply))
 //!     })
 //!     .unary("/demo.Greeter/Fail", |_| Err(Status::unavailable("try later")))
+//!     // One request, many responses.
+//!     .server_streaming("/demo.Greeter/Countdown", |request, call: &mut ServerCall| {
+//!         let from: u8 = request.first().copied().unwrap_or(3);
+//!         for n in (0..=from).rev() {
+//!             call.send(&[n])?;
+//!         }
+//!         Ok(())
+//!     })
+//!     // Many requests, one response.
+//!     .client_streaming("/demo.Greeter/Count", |call: &mut ServerCall| {
+//!         let mut total: u64 = 0;
+//!         while let Some(message) = call.recv()? {
+//!             total += message.len() as u64;
+//!         }
+//!         Ok(total.to_be_bytes().to_vec())
+//!     })
+//!     // Both directions at once.
+//!     .bidi_streaming("/demo.Greeter/Chat", |call: &mut ServerCall| {
+//!         while let Some(message) = call.recv()? {
+//!             call.send(&message)?;
+//!         }
+//!         Ok(())
+//!     })
 //!     .workers(2)
 //!     .bind("127.0.0.1:0")?;
 //! assert_ne!(server.local_addr().port(), 0);
@@ -53,8 +118,8 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod call;
 mod conn;
-mod echo;
 mod io;
 mod threads;
 mod worker;
@@ -69,6 +134,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use lb_core::{Metadata, Status};
 
+pub use crate::server::call::ServerCall;
+
 use crate::grpc::message::DEFAULT_MAX_MESSAGE_LEN;
 use crate::proto::ConnectionConfig;
 use crate::server::io::IoLoop;
@@ -76,7 +143,21 @@ use crate::server::threads::Threads;
 use crate::server::worker::{IoSender, ToIo};
 
 /// A unary handler: one request message in, one response message (or a status) out.
-type Handler = dyn Fn(Request) -> Result<Response, Status> + Send + Sync + 'static;
+type UnaryHandler = dyn Fn(Request) -> Result<Response, Status> + Send + Sync + 'static;
+
+/// A streaming handler: the general form every streaming kind is made of.
+type StreamHandler = dyn Fn(&mut ServerCall) -> Result<(), Status> + Send + Sync + 'static;
+
+/// How a method is served.
+#[derive(Clone)]
+pub(crate) enum Route {
+    /// The I/O thread collects the one request, then the handler runs.
+    Unary(Arc<UnaryHandler>),
+    /// The I/O thread collects the one request, then the handler streams.
+    ServerStreaming(Arc<StreamHandler>),
+    /// The handler runs from the request headers on; messages flow both ways.
+    Streaming(Arc<StreamHandler>),
+}
 
 /// One unary call as a handler sees it.
 pub struct Request {
@@ -158,7 +239,7 @@ impl Response {
 
 /// What the I/O thread and the workers share, fixed at [`ServerBuilder::bind`].
 pub(crate) struct Shared {
-    routes: HashMap<String, Arc<Handler>>,
+    routes: HashMap<String, Route>,
     max_message_size: usize,
     max_buffered_request_bytes: usize,
     config: ConnectionConfig,
@@ -167,22 +248,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn route(&self, path: &str) -> Option<&Arc<Handler>> {
+    fn route(&self, path: &str) -> Option<&Route> {
         self.routes.get(path)
     }
 }
 
 /// Configures and starts a [`Server`]; made by [`Server::builder`].
 pub struct ServerBuilder {
-    routes: HashMap<String, Arc<Handler>>,
+    routes: HashMap<String, Route>,
     workers: Option<usize>,
     max_message_size: usize,
     max_buffered_request_bytes: Option<usize>,
     config: ConnectionConfig,
     #[cfg(feature = "tls")]
     tls: Option<crate::driver::tls::TlsServerConfig>,
-    id: String,
-    echo_bench: bool,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -194,20 +273,138 @@ impl fmt::Debug for ServerBuilder {
             .field("workers", &self.workers)
             .field("max_message_size", &self.max_message_size)
             .field("config", &self.config)
-            .field("id", &self.id)
-            .field("echo_bench", &self.echo_bench)
             .finish()
     }
 }
 
 impl ServerBuilder {
-    /// Serves unary calls to `path` (`/pkg.Service/Method`) with `handler`. A later
-    /// registration of the same path replaces the earlier one.
+    /// Serves unary calls to `path` (`/pkg.Service/Method`) with `handler`: one
+    /// request message in, one response message out. The request is collected
+    /// before the handler runs. A later registration of the same path (of any
+    /// kind) replaces the earlier one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lb_transport::server::{Response, Server};
+    ///
+    /// let builder = Server::builder().unary("/demo.Echo/Unary", |req| {
+    ///     Ok(Response::new(req.message))
+    /// });
+    /// # drop(builder);
+    /// ```
     pub fn unary<F>(mut self, path: &str, handler: F) -> Self
     where
         F: Fn(Request) -> Result<Response, Status> + Send + Sync + 'static,
     {
-        self.routes.insert(path.to_owned(), Arc::new(handler));
+        self.routes
+            .insert(path.to_owned(), Route::Unary(Arc::new(handler)));
+        self
+    }
+
+    /// Serves server-streaming calls to `path`: one request message (collected
+    /// before the handler runs, like a unary call's) and any number of response
+    /// messages, sent with [`ServerCall::send`]. A request without exactly one
+    /// message fails with UNIMPLEMENTED before reaching the handler.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lb_transport::server::{Server, ServerCall};
+    ///
+    /// // Sends the request back once per byte it has.
+    /// let builder = Server::builder().server_streaming(
+    ///     "/demo.Echo/Repeat",
+    ///     |request: Vec<u8>, call: &mut ServerCall| {
+    ///         for _ in 0..request.len() {
+    ///             call.send(&request)?;
+    ///         }
+    ///         Ok(())
+    ///     },
+    /// );
+    /// # drop(builder);
+    /// ```
+    pub fn server_streaming<F>(mut self, path: &str, handler: F) -> Self
+    where
+        F: Fn(Vec<u8>, &mut ServerCall) -> Result<(), Status> + Send + Sync + 'static,
+    {
+        let handler = move |call: &mut ServerCall| {
+            // The I/O thread dispatches the call with its one message queued.
+            let request = call
+                .recv()?
+                .ok_or_else(|| Status::unimplemented("no request message"))?;
+            handler(request, call)
+        };
+        self.routes
+            .insert(path.to_owned(), Route::ServerStreaming(Arc::new(handler)));
+        self
+    }
+
+    /// Serves client-streaming calls to `path`: the handler reads request messages
+    /// with [`ServerCall::recv`] as they arrive and returns the one response
+    /// message. It must not send messages itself (the call then fails with
+    /// INTERNAL); response metadata goes through [`ServerCall::send_headers`] and
+    /// [`ServerCall::set_trailers`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lb_transport::server::{Server, ServerCall};
+    ///
+    /// // Answers with the number of request messages.
+    /// let builder = Server::builder().client_streaming("/demo.Echo/Count", |call: &mut ServerCall| {
+    ///     let mut n: u32 = 0;
+    ///     while call.recv()?.is_some() {
+    ///         n += 1;
+    ///     }
+    ///     Ok(n.to_be_bytes().to_vec())
+    /// });
+    /// # drop(builder);
+    /// ```
+    pub fn client_streaming<F>(mut self, path: &str, handler: F) -> Self
+    where
+        F: Fn(&mut ServerCall) -> Result<Vec<u8>, Status> + Send + Sync + 'static,
+    {
+        let handler = move |call: &mut ServerCall| {
+            let response = handler(call)?;
+            if call.messages_sent() > 0 {
+                return Err(Status::internal(
+                    "a client-streaming handler sent messages of its own",
+                ));
+            }
+            call.send(&response)
+        };
+        self.routes
+            .insert(path.to_owned(), Route::Streaming(Arc::new(handler)));
+        self
+    }
+
+    /// Serves bidirectional-streaming calls to `path`: the handler starts as soon
+    /// as the request headers arrive, reads request messages with
+    /// [`ServerCall::recv`] and writes response messages with
+    /// [`ServerCall::send`], in any order, and returns the call's status. This is
+    /// the general form: the other kinds are built on it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lb_transport::server::{Server, ServerCall};
+    ///
+    /// // Answers every request with its length, as it comes.
+    /// let builder = Server::builder().bidi_streaming("/demo.Echo/Lengths", |call: &mut ServerCall| {
+    ///     while let Some(message) = call.recv()? {
+    ///         call.send(&(message.len() as u32).to_be_bytes())?;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// # drop(builder);
+    /// ```
+    pub fn bidi_streaming<F>(mut self, path: &str, handler: F) -> Self
+    where
+        F: Fn(&mut ServerCall) -> Result<(), Status> + Send + Sync + 'static,
+    {
+        self.routes
+            .insert(path.to_owned(), Route::Streaming(Arc::new(handler)));
         self
     }
 
@@ -247,34 +444,6 @@ impl ServerBuilder {
         self
     }
 
-    /// The id `/test.Echo/Who` and `x-server-id` answer with (see
-    /// [`ServerBuilder::echo_bench`]); `lb-transport` by default.
-    pub fn id(mut self, id: &str) -> Self {
-        self.id = id.to_owned();
-        self
-    }
-
-    /// Registers the built-in services, which answer like the grpcio peer in
-    /// `xtask/peers/grpc_server.py`, so tests can swap servers:
-    ///
-    /// - `/bench.Echo/Unary`: returns the request bytes (wire-compatible with
-    ///   `bench.Msg { bytes payload = 1; }`).
-    /// - `/test.Echo/Echo`: returns the request bytes; request metadata keys starting
-    ///   with `x-` come back in the response headers and in the trailers, and the
-    ///   headers also carry `x-server-id`.
-    /// - `/test.Echo/Status`: fails with the code in `x-status-code` and the message
-    ///   in `x-status-message-bin` (UTF-8), else `x-status-message`, else the body.
-    /// - `/test.Echo/Sleep`: waits the milliseconds given as ASCII digits in the body
-    ///   (at most 30 s, cut short when the call is cancelled), then echoes.
-    /// - `/test.Echo/Who`: returns the server's [`id`](ServerBuilder::id).
-    ///
-    /// A handler registered with [`ServerBuilder::unary`] for one of these paths
-    /// wins, whatever the order of the calls.
-    pub fn echo_bench(mut self) -> Self {
-        self.echo_bench = true;
-        self
-    }
-
     /// Binds `addr` (`127.0.0.1:0` picks a free port), starts the I/O thread and the
     /// workers, and returns at once.
     ///
@@ -297,13 +466,8 @@ impl ServerBuilder {
         }))
     }
 
-    fn start(mut self, listener: std::net::TcpListener) -> std::io::Result<Server> {
+    fn start(self, listener: std::net::TcpListener) -> std::io::Result<Server> {
         listener.set_nonblocking(true)?;
-        if self.echo_bench {
-            for (path, handler) in echo::handlers(&self.id) {
-                self.routes.entry(path.to_owned()).or_insert(handler);
-            }
-        }
         let local_addr = listener.local_addr()?;
         let workers = self
             .workers
@@ -372,8 +536,6 @@ impl Server {
             config: ConnectionConfig::default(),
             #[cfg(feature = "tls")]
             tls: None,
-            id: "lb-transport".to_owned(),
-            echo_bench: false,
         }
     }
 
@@ -388,9 +550,10 @@ impl Server {
     /// thread the server started.
     ///
     /// Calls still running when the connections close are cancelled (see
-    /// [`Request::wait_cancelled`]); the join waits for their handlers to return, so
-    /// a handler that ignores cancellation delays it. Do not call this from a
-    /// handler: it would wait for itself.
+    /// [`Request::wait_cancelled`] and [`ServerCall`]): streaming handlers blocked
+    /// in `recv` or `send` return at once. The join waits for every handler to
+    /// return, so a handler that ignores cancellation delays it. Do not call this
+    /// from a handler: it would wait for itself.
     ///
     /// # Panics
     ///

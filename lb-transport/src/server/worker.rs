@@ -1,5 +1,10 @@
 //! Worker threads: they take jobs, run handlers, and send the results back to the
 //! I/O thread, waking it.
+//!
+//! A unary job is one handler call whose result goes back as a
+//! [`ToIo::Completion`]. A streaming job runs its handler for the whole call: the
+//! handler talks to the I/O thread through its [`ServerCall`] while it runs, and
+//! its status goes out as the trailers when it returns.
 
 use std::convert::Infallible;
 use std::panic::{self, AssertUnwindSafe};
@@ -10,24 +15,46 @@ use lb_core::Status;
 use mio::{Token, Waker};
 
 use crate::frame::StreamId;
-use crate::server::{Handler, Request, Response};
+use crate::server::{Request, Response, ServerCall, StreamHandler, UnaryHandler};
 
-/// One call for a worker: the handler and its request, and where the result goes.
-pub(crate) struct Job {
-    pub(crate) conn: Token,
-    pub(crate) stream: StreamId,
-    pub(crate) handler: Arc<Handler>,
-    pub(crate) request: Request,
+/// One call for a worker.
+pub(crate) enum Job {
+    /// A unary call: the handler, its request, and where the result goes.
+    Unary {
+        conn: Token,
+        stream: StreamId,
+        handler: Arc<UnaryHandler>,
+        request: Request,
+    },
+    /// A streaming call: the handler and the call it runs for.
+    Streaming {
+        handler: Arc<StreamHandler>,
+        call: ServerCall,
+    },
+}
+
+impl Job {
+    /// Whether nobody waits for this job any more (reset, past its deadline, or
+    /// the server is stopping).
+    pub(crate) fn is_cancelled(&self) -> bool {
+        match self {
+            Self::Unary { request, .. } => request.is_cancelled(),
+            Self::Streaming { call, .. } => call.is_cancelled(),
+        }
+    }
 }
 
 /// What the I/O thread receives from other threads.
 pub(crate) enum ToIo {
-    /// A handler finished.
+    /// A unary handler finished.
     Completion {
         conn: Token,
         stream: StreamId,
         result: Result<Response, Status>,
     },
+    /// A streaming call has something for the I/O thread (messages to send, credit
+    /// to give back, its end). At most one is in flight per call.
+    Poke { conn: Token, stream: StreamId },
     /// Stop accepting, drain the connections for at most `grace`, then end.
     Shutdown { grace: std::time::Duration },
 }
@@ -62,35 +89,43 @@ impl IoSender {
 /// A worker's loop: until the job channel is closed (the I/O thread ended).
 pub(crate) fn run(jobs: &Receiver<Job>, to_io: &IoSender) {
     for job in jobs {
-        let Job {
-            conn,
-            stream,
-            handler,
-            request,
-        } = job;
-        if request.is_cancelled() {
-            // Reset, past its deadline, or the server is stopping: nobody waits.
+        if job.is_cancelled() {
+            // Nobody waits for it.
             continue;
         }
-        let path = request.path.clone();
-        let result =
-            panic::catch_unwind(AssertUnwindSafe(|| handler(request))).unwrap_or_else(|payload| {
-                let what = panic_message(payload.as_ref());
-                log::error!("handler for {path} panicked: {what}");
-                Err(Status::internal(format!("handler panicked: {what}")))
-            });
-        if to_io
-            .send(ToIo::Completion {
+        match job {
+            Job::Unary {
                 conn,
                 stream,
-                result,
-            })
-            .is_err()
-        {
-            // The I/O thread is gone: the server is stopping; drain what is queued.
-            continue;
+                handler,
+                request,
+            } => {
+                let path = request.path.clone();
+                let result = catch(&path, || handler(request));
+                // If the I/O thread is gone the server is stopping; drain what is
+                // queued.
+                let _ = to_io.send(ToIo::Completion {
+                    conn,
+                    stream,
+                    result,
+                });
+            }
+            Job::Streaming { handler, mut call } => {
+                let path = call.path().to_owned();
+                let result = catch(&path, || handler(&mut call));
+                call.finish(result);
+            }
         }
     }
+}
+
+/// Runs a handler; a panic becomes INTERNAL.
+fn catch<T>(path: &str, f: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
+    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let what = panic_message(payload.as_ref());
+        log::error!("handler for {path} panicked: {what}");
+        Err(Status::internal(format!("handler panicked: {what}")))
+    })
 }
 
 /// The text of a panic payload, when it has one.

@@ -1,52 +1,70 @@
-//! The built-in benchmark and test services, answering like the grpcio peer in
-//! `xtask/peers/grpc_server.py`.
+//! The echo and benchmark services that tests and benchmarks run on our gRPC server
+//! ([`lb_transport::server`]), answering like the grpcio peer in
+//! `xtask/peers/grpc_server.py`, so a test can swap one server for the other.
+//!
+//! | path | answer |
+//! |---|---|
+//! | [`BENCH_UNARY`] `/bench.Echo/Unary` | the request bytes (wire-compatible with `bench.Msg { bytes payload = 1; }`) |
+//! | [`ECHO`] `/test.Echo/Echo` | the request bytes; request metadata keys starting with `x-` come back in the response headers and in the trailers, and the headers also carry `x-server-id` |
+//! | [`STATUS`] `/test.Echo/Status` | fails with the code in `x-status-code` and the message in `x-status-message-bin` (UTF-8), else `x-status-message`, else the body |
+//! | [`SLEEP`] `/test.Echo/Sleep` | waits the milliseconds given as ASCII digits in the body (at most 30 s, cut short when the call is cancelled), then echoes |
+//! | [`WHO`] `/test.Echo/Who` | the server's id |
+//!
+//! # Examples
+//!
+//! ```
+//! use lb_transport::server::Server;
+//!
+//! let server = lb_testkit::services::mount(Server::builder(), "server-a")
+//!     .workers(2)
+//!     .bind("127.0.0.1:0")?;
+//! assert_ne!(server.local_addr().port(), 0);
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lb_core::{Code, Metadata, Status};
+use lb_transport::server::{Request, Response, ServerBuilder};
 
-use crate::server::{Handler, Request, Response};
+/// Echoes the request bytes.
+pub const BENCH_UNARY: &str = "/bench.Echo/Unary";
+/// Echoes the request bytes and its `x-` metadata.
+pub const ECHO: &str = "/test.Echo/Echo";
+/// Fails with the status the request asks for.
+pub const STATUS: &str = "/test.Echo/Status";
+/// Waits, then echoes.
+pub const SLEEP: &str = "/test.Echo/Sleep";
+/// Answers with the server's id.
+pub const WHO: &str = "/test.Echo/Who";
+
+/// Registers the services on `builder`; `/test.Echo/Echo` and `/test.Echo/Who`
+/// answer with `server_id`. A handler registered on the returned builder for one
+/// of these paths replaces the built-in one.
+pub fn mount(builder: ServerBuilder, server_id: &str) -> ServerBuilder {
+    let id = server_id.to_owned();
+    let who = server_id.as_bytes().to_vec();
+    builder
+        .unary(BENCH_UNARY, |req: Request| Ok(Response::new(req.message)))
+        .unary(ECHO, move |req: Request| Ok(echo(req, &id)))
+        .unary(STATUS, status)
+        .unary(SLEEP, sleep)
+        .unary(WHO, move |_: Request| Ok(Response::new(who.clone())))
+}
 
 /// The longest `/test.Echo/Sleep` waits.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
-
-/// The built-in handlers by path; `/test.Echo/Echo` and `/test.Echo/Who` answer
-/// with `server_id`.
-pub(super) fn handlers(server_id: &str) -> Vec<(&'static str, Arc<Handler>)> {
-    let id = server_id.to_owned();
-    let who = server_id.as_bytes().to_vec();
-    vec![
-        (
-            "/bench.Echo/Unary",
-            Arc::new(|req: Request| Ok(Response::new(req.message))),
-        ),
-        (
-            "/test.Echo/Echo",
-            Arc::new(move |req: Request| Ok(echo(req, &id))),
-        ),
-        ("/test.Echo/Status", Arc::new(status)),
-        ("/test.Echo/Sleep", Arc::new(sleep)),
-        (
-            "/test.Echo/Who",
-            Arc::new(move |_: Request| Ok(Response::new(who.clone()))),
-        ),
-    ]
-}
 
 /// The request bytes back, with the `x-` metadata in the headers and the trailers.
 fn echo(req: Request, server_id: &str) -> Response {
     let mut echoed = Metadata::new();
     for (key, value) in req.metadata.iter().filter(|(k, _)| k.starts_with("x-")) {
         // The keys and values were valid in the request, so they are valid here.
-        if let Err(e) = echoed.insert_raw(key, value) {
-            log::debug!("not echoing {key}: {e}");
-        }
+        let _ = echoed.insert_raw(key, value);
     }
     let mut headers = echoed.clone();
-    if let Err(e) = headers.insert("x-server-id", server_id) {
-        log::debug!("server id not sent: {e}");
-    }
+    // An id that is not a valid metadata value is not sent.
+    let _ = headers.insert("x-server-id", server_id);
     Response {
         message: req.message,
         headers,
