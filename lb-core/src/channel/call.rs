@@ -483,16 +483,24 @@ impl CallInner {
                     ev.stream = stream.clone();
                 }
             }
-            // Replay what the previous attempt had sent.
+            // Replay what the previous attempt had sent, waiting for room as a
+            // sender would.
             let count = sending.replay.len();
-            for (i, message) in sending.replay.iter().enumerate() {
+            'replay: for (i, message) in sending.replay.iter().enumerate() {
                 let last = sending.done && i + 1 == count;
-                if stream.try_send(message.clone(), last).is_err() {
-                    // The new attempt ended already (its outcome says why) or has
-                    // no room: an empty stream always takes one message, and a
-                    // replay longer than the window gives up retrying.
-                    self.state.events.lock().committed = true;
-                    break;
+                let mut pending = message.clone();
+                loop {
+                    match stream.try_send(pending, last) {
+                        Ok(()) => break,
+                        Err(TrySendError::Full(m)) => {
+                            pending = m;
+                            if let Woke::Expired = self.wait(&self.state.send_bell.1) {
+                                break 'replay;
+                            }
+                        }
+                        // The new attempt ended already: its outcome says why.
+                        Err(TrySendError::Closed(_)) => break 'replay,
+                    }
                 }
             }
             if sending.done && count == 0 {
@@ -610,9 +618,9 @@ impl CallInner {
                         Status::internal("the call's sending side is already closed"),
                     ));
                 }
-                let (stream, committed) = {
+                let (stream, committed, attempt) = {
                     let ev = self.state.events.lock();
-                    (ev.stream.clone(), ev.committed)
+                    (ev.stream.clone(), ev.committed, ev.attempt)
                 };
                 let keep = !committed && sending.replay_bytes + message.len() <= RETRY_BUFFER_LIMIT;
                 let copy = keep.then(|| message.clone());
@@ -641,7 +649,9 @@ impl CallInner {
                                 return Err(SendError::Failed(message, final_status(outcome)));
                             }
                             // Retried: send on the new attempt.
-                            None if self.state.events.lock().outcome.is_none() => continue,
+                            None if self.state.events.lock().attempt != attempt => continue,
+                            // The stream ended and its outcome is on its way: wait
+                            // for it (on_close rings the bell).
                             None => {}
                         }
                     }
