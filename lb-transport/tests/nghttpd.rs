@@ -65,6 +65,8 @@ fn fetch_all(addr: std::net::SocketAddr, paths: &[String]) -> Vec<(String, Vec<u
                     data,
                     end_stream,
                 } => {
+                    // Taken at once: its stream credit goes back at once.
+                    conn.release_capacity(stream, data.len());
                     let entry = results.entry(stream).or_default();
                     entry.1.extend_from_slice(&data);
                     entry.2 |= end_stream;

@@ -656,6 +656,16 @@ impl Connection {
         Ok(())
     }
 
+    /// Bytes queued on `id` (DATA and its framing not yet handed to
+    /// [`Connection::poll_transmit`]); 0 for a stream that is gone. Drivers use it to
+    /// give a sender's bounded buffer its room back as the data leaves.
+    #[must_use]
+    pub fn send_buffered(&self, id: StreamId) -> usize {
+        self.streams
+            .get(&id)
+            .map_or(0, |s| s.send_buf.len() - s.send_pos)
+    }
+
     /// Sends a header block on a stream: a server's response headers, or trailers
     /// (sent after any queued data, ending the stream).
     ///
@@ -1320,14 +1330,12 @@ impl Connection {
         }
         stream.recv_window -= len as i64;
         stream.remote_closed = d.end_stream;
-        if !d.end_stream {
-            // Data is handed over at once, so its credit goes back at once, in batches.
-            stream.recv_unacked += len as u32;
-            if stream.recv_unacked >= self.config.stream_window / 2 {
-                WindowUpdate::new(id, stream.recv_unacked).encode(&mut self.out);
-                self.pending_credit.push((id, stream.recv_unacked));
-                stream.recv_unacked = 0;
-            }
+        // Padding is never the application's: its credit goes back at once. The
+        // data's credit comes back through `release_capacity`, when the application
+        // has taken it, so a slow reader stops the peer instead of growing a queue.
+        let padding = len - d.data.len();
+        if padding > 0 {
+            self.release_stream_credit(id, padding);
         }
         self.events.push_back(Event::Data {
             stream: id,
@@ -1335,6 +1343,35 @@ impl Connection {
             end_stream: d.end_stream,
         });
         self.maybe_remove(id);
+    }
+
+    /// The application has taken `len` bytes of `id`'s DATA: give the peer that much
+    /// stream window back (in batches of half the window). Does nothing for a stream
+    /// that is gone or whose peer has finished sending.
+    ///
+    /// Connection-level credit goes back as DATA arrives (as grpc-go does), so one
+    /// stream whose reader is slow never stops the others; each stream's unreleased
+    /// data stays within its own window.
+    pub fn release_capacity(&mut self, id: StreamId, len: usize) {
+        if len > 0 {
+            self.release_stream_credit(id, len);
+        }
+    }
+
+    fn release_stream_credit(&mut self, id: StreamId, len: usize) {
+        let half = self.config.stream_window / 2;
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if stream.remote_closed {
+            return;
+        }
+        stream.recv_unacked = stream.recv_unacked.saturating_add(len as u32);
+        if stream.recv_unacked >= half {
+            WindowUpdate::new(id, stream.recv_unacked).encode(&mut self.out);
+            self.pending_credit.push((id, stream.recv_unacked));
+            stream.recv_unacked = 0;
+        }
     }
 
     fn release_connection_window(&mut self, len: usize) {

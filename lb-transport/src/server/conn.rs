@@ -366,7 +366,12 @@ impl Conn {
                 stream,
                 data,
                 end_stream,
-            } => self.on_data(stream, &data, end_stream, dispatch),
+            } => {
+                // The whole request is collected before its handler runs (bounded by
+                // `max_buffered_request_bytes`), so its credit goes back at once.
+                self.proto.release_capacity(stream, data.len());
+                self.on_data(stream, &data, end_stream, dispatch);
+            }
             Event::Reset { stream, cause } => {
                 if self.remove_call(stream, dispatch).is_some() {
                     log::debug!(
