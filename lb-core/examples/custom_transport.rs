@@ -1,6 +1,7 @@
 //! Plugging your own transport into a channel: this one serves calls in-process,
-//! from one closure per address. Run it with
-//! `cargo run -p lb-core --example custom_transport`.
+//! from one closure per address that answers each request message with one response
+//! message. A transport implements streams only; unary calls, and every other kind,
+//! run over them. Run it with `cargo run -p lb-core --example custom_transport`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,12 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use lb_core::channel::{CallOptions, Channel};
 use lb_core::transport::{
-    CallCompletion, CallError, CallRequest, CallResponse, ConnectOptions, ConnectionEvent,
-    ConnectionEvents,
+    CallHead, CallListener, CallOutcome, CallStream, ClosedStream, ConnectOptions, ConnectionEvent,
+    ConnectionEvents, TrySendError,
 };
-use lb_core::{Address, Connection, Status, Transport};
+use lb_core::{Address, Connection, Metadata, Status, Transport};
 
-type Handler = Arc<dyn Fn(&CallRequest) -> Result<Vec<u8>, Status> + Send + Sync>;
+/// Answers one request message of a call to `method`.
+type Handler = Arc<dyn Fn(&str, &[u8]) -> Result<Vec<u8>, Status> + Send + Sync>;
 
 /// Connects to the addresses it has a handler for and refuses the rest.
 struct ClosureTransport {
@@ -48,16 +50,19 @@ impl Transport for ClosureTransport {
 }
 
 impl Connection for ClosureConnection {
-    fn start_call(&self, call: CallRequest, done: CallCompletion) {
+    fn open_stream(&self, head: CallHead, listener: Arc<dyn CallListener>) -> Arc<dyn CallStream> {
         if self.closed.load(Ordering::SeqCst) {
             // The server never saw it: the channel may send it elsewhere.
-            return done(Err(CallError::unprocessed(Status::unavailable("closed"))));
+            listener.on_close(CallOutcome::not_sent(Status::unavailable("closed")));
+            return Arc::new(ClosedStream);
         }
-        let result = (self.handler)(&call).map(|message| CallResponse {
-            message,
-            ..Default::default()
-        });
-        done(result.map_err(CallError::from));
+        listener.on_headers(Metadata::new());
+        Arc::new(ClosureStream {
+            method: head.method,
+            handler: self.handler.clone(),
+            listener,
+            ended: AtomicBool::new(false),
+        })
     }
 
     fn close(&self) {
@@ -67,12 +72,61 @@ impl Connection for ClosureConnection {
     }
 }
 
+/// One call: each message sent is answered at once, on the sender's thread. (A
+/// real transport queues bytes, answers `Full` when its buffer is full and calls
+/// `on_writable` later; this one always has room.)
+struct ClosureStream {
+    method: String,
+    handler: Handler,
+    listener: Arc<dyn CallListener>,
+    ended: AtomicBool,
+}
+
+impl ClosureStream {
+    fn end(&self, status: Status) {
+        if !self.ended.swap(true, Ordering::SeqCst) {
+            self.listener.on_close(CallOutcome::processed(status));
+        }
+    }
+}
+
+impl CallStream for ClosureStream {
+    fn try_send(&self, message: Vec<u8>, last: bool) -> Result<(), TrySendError> {
+        if self.ended.load(Ordering::SeqCst) {
+            return Err(TrySendError::Closed(message));
+        }
+        match (self.handler)(&self.method, &message) {
+            Ok(reply) => self.listener.on_message(reply),
+            Err(status) => {
+                self.end(status);
+                return Ok(());
+            }
+        }
+        if last {
+            self.half_close();
+        }
+        Ok(())
+    }
+
+    fn half_close(&self) {
+        self.end(Status::ok());
+    }
+
+    fn cancel(&self) {
+        self.end(Status::cancelled("cancelled by the client"));
+    }
+
+    fn release(&self, _bytes: usize) {
+        // No flow control in-process.
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut handlers: HashMap<String, Handler> = HashMap::new();
     for name in ["10.0.0.1:50051", "10.0.0.2:50051"] {
-        let handler: Handler = Arc::new(move |call: &CallRequest| {
-            let said = String::from_utf8_lossy(&call.message);
-            Ok(format!("{name} answers {} ({said})", call.method).into_bytes())
+        let handler: Handler = Arc::new(move |method: &str, message: &[u8]| {
+            let said = String::from_utf8_lossy(message);
+            Ok(format!("{name} answers {method} ({said})").into_bytes())
         });
         handlers.insert(name.into(), handler);
     }
@@ -89,6 +143,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let response = channel.unary("/demo.Greeter/Hello", request, CallOptions::default())?;
         println!("{}", String::from_utf8_lossy(&response.message));
     }
+    // A bidi call: every message goes to the backend picked once, at the start.
+    let call = channel.bidi_streaming("/demo.Greeter/Chat", CallOptions::default())?;
+    for line in ["one", "two"] {
+        call.send(line)?;
+        let reply = call.recv()?.expect("one reply per message");
+        println!("{}", String::from_utf8_lossy(&reply));
+    }
+    call.close_send();
+    assert_eq!(call.recv()?, None);
     println!("channel is {}", channel.state(false));
     channel.close();
     Ok(())

@@ -29,6 +29,13 @@ pub struct Metadata {
     entries: Vec<(String, Vec<u8>)>,
 }
 
+impl Metadata {
+    /// An empty list, usable in constants.
+    pub(crate) const EMPTY: Self = Self {
+        entries: Vec::new(),
+    };
+}
+
 /// Why a metadata key or value was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::metadata::Metadata;
+
 /// A gRPC status code: the 17 canonical codes.
 ///
 /// # Examples
@@ -174,8 +176,9 @@ impl From<Code> for i32 {
     }
 }
 
-/// The outcome of a failed call, or of any control-plane step that a call reports: a
-/// code and a human-readable message.
+/// The outcome of a call, or of any control-plane step that a call reports: a code, a
+/// human-readable message and, for a call's final status, the trailers the server
+/// sent with it (empty otherwise).
 ///
 /// # Examples
 ///
@@ -189,6 +192,8 @@ impl From<Code> for i32 {
 pub struct Status {
     code: Code,
     message: String,
+    /// Boxed so that a status stays small where it is mostly empty.
+    trailers: Option<Box<Metadata>>,
 }
 
 macro_rules! status_constructors {
@@ -208,7 +213,13 @@ impl Status {
         Self {
             code,
             message: message.into(),
+            trailers: None,
         }
+    }
+
+    /// The OK status: how a successful call ends.
+    pub fn ok() -> Self {
+        Self::new(Code::Ok, "")
     }
 
     status_constructors! {
@@ -238,6 +249,38 @@ impl Status {
     /// The message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The trailers' metadata the call ended with (without `grpc-status` and
+    /// `grpc-message`); empty for a status made on this side.
+    ///
+    /// ```
+    /// use lb_core::{Metadata, Status};
+    /// let mut md = Metadata::new();
+    /// md.insert("retry-hint", "later")?;
+    /// let s = Status::unavailable("busy").with_trailers(md);
+    /// assert_eq!(s.trailers().get("retry-hint"), Some("later"));
+    /// # Ok::<(), lb_core::InvalidMetadata>(())
+    /// ```
+    pub fn trailers(&self) -> &Metadata {
+        static EMPTY: Metadata = Metadata::EMPTY;
+        self.trailers.as_deref().unwrap_or(&EMPTY)
+    }
+
+    /// This status with `trailers`.
+    pub fn with_trailers(mut self, trailers: Metadata) -> Self {
+        self.trailers = (!trailers.is_empty()).then(|| Box::new(trailers));
+        self
+    }
+
+    /// Takes the trailers out, leaving them empty.
+    pub fn take_trailers(&mut self) -> Metadata {
+        self.trailers.take().map(|t| *t).unwrap_or_default()
+    }
+
+    /// Whether this is OK.
+    pub fn is_ok(&self) -> bool {
+        self.code == Code::Ok
     }
 
     /// This status with its code rewritten to INTERNAL if it is one gRPC never

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 use lb_core::transport::{CallError, CallRequest, CallResponse, ConnectOptions, ConnectionEvent};
-use lb_core::{Address, Code, Connection, Status, Transport};
+use lb_core::{Address, Code, Connection, ConnectionExt, Status, Transport};
 use lb_rls::keys::KeyMap;
 use lb_rls::proto::{
     ROUTE_LOOKUP_METHOD, Reason, RouteLookupRequest, RouteLookupResponse, TARGET_TYPE_GRPC,

@@ -47,5 +47,7 @@ pub mod services;
 
 pub use clock::ManualClock;
 pub use controller::{Event, FakeController, FakeWorkScheduler};
-pub use memory::{InMemoryTransport, ServerHandler};
+pub use memory::{
+    DEFAULT_STREAM_WINDOW, InMemoryTransport, ServerHandler, ServerStream, StreamHandler,
+};
 pub use resolver::ManualResolver;

@@ -11,7 +11,8 @@
 //! returns `None`.
 //!
 //! - [`GrpcServer`]: `xtask/peers/grpc_server.py` on 127.0.0.1, with the methods
-//!   listed there (`/bench.Echo/Unary`, `/test.Echo/{Echo,Status,Sleep,Who}`).
+//!   listed there (`/bench.Echo/Unary`, `/test.Echo/{Echo,Status,Sleep,Who}`,
+//!   and the streaming `/test.Stream/{Server,Client,Bidi}`).
 //! - [`run_grpc_client`], [`spawn_grpc_client`]: one named case of
 //!   `xtask/peers/grpc_client.py` (`unary_4mib`, `metadata`, `status`, …).
 //! - [`run_grpc_stream_client`]: one streaming call (server, client or

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lb_core::transport::{CallError, CallRequest, CallResponse, ConnectOptions, ConnectionEvent};
-use lb_core::{Address, Code, Connection, Status, Transport};
+use lb_core::{Address, Code, Connection, ConnectionExt, Status, Transport};
 use lb_testkit::{InMemoryTransport, ManualClock};
 use parking_lot::Mutex;
 

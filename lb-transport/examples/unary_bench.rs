@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded};
 use lb_core::channel::{CallOptions, Channel};
 use lb_core::transport::{CallRequest, ConnectOptions, ConnectionEvent};
-use lb_core::{Address, Connection, Transport};
+use lb_core::{Address, Connection, ConnectionExt, Transport};
 use lb_transport::driver::{H2Transport, TransportConfig};
 
 const USAGE: &str = "usage: unary_bench --target HOST:PORT --calls N --concurrency C \

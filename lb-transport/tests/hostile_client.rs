@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, bounded, unbounded};
 use lb_core::transport::{CallRequest, CallResponse, ConnectOptions, ConnectionEvent};
-use lb_core::{Address, Connection, Status, Transport};
+use lb_core::{Address, Connection, ConnectionExt, Status, Transport};
 use lb_transport::driver::proxy::ProxyMode;
 use lb_transport::driver::{H2Transport, TransportConfig};
 use lb_transport::frame::{

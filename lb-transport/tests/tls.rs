@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, bounded, unbounded};
 use lb_core::transport::{CallRequest, ConnectOptions, ConnectionEvent};
-use lb_core::{Address, Code, Connection, Transport};
+use lb_core::{Address, Code, Connection, ConnectionExt, Transport};
 use lb_testkit::peers::{self, GrpcServer, GrpcServerOptions};
 use lb_transport::driver::tls::TlsConfig;
 use lb_transport::driver::{H2Transport, TransportConfig};

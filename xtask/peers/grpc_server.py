@@ -28,6 +28,19 @@ no generated code is needed. Methods:
                       request body (at most 30 s, cut short if the call is
                       cancelled), then returns the request bytes.
   /test.Echo/Who      returns the `--id` value as bytes.
+  /test.Stream/Server answers the ASCII request `COUNT SIZE [INTERVAL_MS]` with
+                      COUNT messages of SIZE bytes (at least 4): message i
+                      starts with i as 4 big-endian bytes, then bytes i % 251.
+                      Waits INTERVAL_MS before each message after the first; a
+                      call that ends before its last message (cancelled, past
+                      its deadline) prints `CANCELLED /test.Stream/Server`.
+                      Request metadata keys starting with `x-` come back as
+                      trailing metadata; with `x-status-code` the call then
+                      ends with that code (message "after messages").
+  /test.Stream/Client reads every request message and returns ASCII
+                      `COUNT BYTES`; a first message `hold MS` makes it wait MS
+                      milliseconds (at most 30 s) before reading on.
+  /test.Stream/Bidi   echoes each request message as it arrives.
 
 With `--log-calls`, each call prints `CALL <method>` on stdout when it starts
 (tests use it to know a call has reached the server). With `--watch-stdin`, the
@@ -128,9 +141,57 @@ class Service:
         self._log("/test.Echo/Who")
         return self.server_id.encode("utf-8")
 
+    def server_stream(self, request, context):
+        self._log("/test.Stream/Server")
+        try:
+            fields = [int(f) for f in request.decode("ascii").split()]
+            count, size = fields[0], max(fields[1], 4)
+            interval = fields[2] / 1000.0 if len(fields) > 2 else 0.0
+        except (UnicodeDecodeError, ValueError, IndexError):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "body must be COUNT SIZE [INTERVAL_MS]"
+            )
+        context.set_trailing_metadata(
+            tuple((k, v) for k, v in context.invocation_metadata() if k.startswith("x-"))
+        )
+        finished = threading.Event()
+        # Runs when the call ends, also when grpcio stops pulling messages.
+        context.add_callback(
+            lambda: finished.is_set() or say("CANCELLED /test.Stream/Server")
+        )
+        for i in range(count):
+            if i > 0 and interval > 0:
+                deadline = time.monotonic() + interval
+                while context.is_active() and time.monotonic() < deadline:
+                    time.sleep(min(deadline - time.monotonic(), 0.01))
+            if not context.is_active():
+                return
+            yield i.to_bytes(4, "big") + bytes([i % 251]) * (size - 4)
+        finished.set()
+        raw_code = metadata_value(context, "x-status-code")
+        if raw_code is not None:
+            context.abort(CODES[int(raw_code)], "after messages")
+
+    def client_stream(self, requests, context):
+        self._log("/test.Stream/Client")
+        count = total = 0
+        for message in requests:
+            if count == 0 and message.startswith(b"hold "):
+                deadline = time.monotonic() + min(int(message[5:]), MAX_SLEEP_MS) / 1000.0
+                while context.is_active() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            count += 1
+            total += len(message)
+        return b"%d %d" % (count, total)
+
+    def bidi(self, requests, context):
+        self._log("/test.Stream/Bidi")
+        for message in requests:
+            yield message
+
 
 def handlers(service):
-    """The generic handlers for both services, bytes in and bytes out."""
+    """The generic handlers for every service, bytes in and bytes out."""
     unary = grpc.unary_unary_rpc_method_handler
     return (
         grpc.method_handlers_generic_handler("bench.Echo", {"Unary": unary(service.unary)}),
@@ -141,6 +202,14 @@ def handlers(service):
                 "Status": unary(service.status),
                 "Sleep": unary(service.sleep),
                 "Who": unary(service.who),
+            },
+        ),
+        grpc.method_handlers_generic_handler(
+            "test.Stream",
+            {
+                "Server": grpc.unary_stream_rpc_method_handler(service.server_stream),
+                "Client": grpc.stream_unary_rpc_method_handler(service.client_stream),
+                "Bidi": grpc.stream_stream_rpc_method_handler(service.bidi),
             },
         ),
     )

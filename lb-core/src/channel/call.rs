@@ -1,43 +1,69 @@
-//! Blocking unary calls: pick, wait for a picker when queued, start the call on the
-//! picked subchannel's connection, wait for the result, retry transparently.
+//! Calls of every kind on one pipeline: pick once, open a stream on the picked
+//! subchannel's connection, carry messages both ways with backpressure, and end
+//! with one status. Unary, server-streaming and client-streaming calls are thin
+//! wrappers over the bidi [`Call`].
 //!
 //! ```text
-//!   loop {
+//!   start: loop {                                  (caller's thread, blocking)
 //!     deadline passed?                       ──> DEADLINE_EXCEEDED (+ latest balancer error)
 //!     pick(current picker):
-//!       Pick(sc): sc has a live connection?  ──> start_call, wait for the result
-//!                   result unprocessed       ──> pick again (transparent retry)
+//!       Pick(sc): sc has a live connection?  ──> open_stream(head, listener): the call
 //!                 no connection (race)       ──> wait for the next picker
 //!       Queue                                ──> wait for the next picker
 //!       Fail(status): fail-fast              ──> status
 //!                     wait-for-ready         ──> remember it, wait for the next picker
 //!       Drop(status)                         ──> status
 //!   }
+//!   send ──> try_send; Full ──> wait for on_writable (or the deadline)
+//!   recv <── messages queued by the listener; release(bytes) once taken
+//!   the attempt ends unprocessed before the call committed ──> pick again, replay
+//!   the messages sent so far (transparent retry)
 //! ```
 //!
-//! Statuses from pickers are passed through
-//! [`Status::sanitized_for_control_plane`]. Waiting never holds a lock: a waiter
-//! selects on the snapshot it read (replaced when a picker is published, the clock
-//! jumps or the channel closes), on the call's completion and on a real-time timer
-//! for its deadline (never armed with a clock that moves by jumps).
+//! # Bounds
+//!
+//! - Received messages wait in the call's queue, filled by the transport's thread.
+//!   The queue holds at most the stream's receive window in bytes (plus the message
+//!   being assembled): the transport gives the peer credit back only when
+//!   [`Call::recv`] takes a message, so a slow reader stops the peer.
+//! - Sent messages go straight to the transport, which takes them only while the
+//!   stream has room ([`crate::transport::CallStream::try_send`]); a blocked
+//!   [`Call::send`] waits for `on_writable` or the deadline.
+//! - Until a call commits (response headers or a message arrive, or more than
+//!   [`RETRY_BUFFER_LIMIT`] bytes were sent) the messages sent are kept to replay
+//!   on a transparent retry; then they are dropped.
+//!
+//! Statuses from pickers are passed through [`Status::sanitized_for_control_plane`].
+//! Waiting never holds a lock: a waiter selects on the snapshot it read (replaced
+//! when a picker is published, the clock jumps or the channel closes), on the call's
+//! doorbells (rung by the transport's thread) and on a real-time timer for its
+//! deadline (never armed with a clock that moves by jumps).
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, at, never, select};
+use crossbeam_channel::{Receiver, Sender, at, never, select};
+use parking_lot::Mutex;
 
 use super::cell::Snapshot;
-use super::core::{Shared, closed_status};
-use super::pool::ScBackend;
+use super::core::{ActiveCall, Shared, closed_status};
+use super::pool::{Attempt, ScBackend};
 use super::service_config::MethodConfigs;
 use crate::metadata::Metadata;
 use crate::picker::{CompletionCallback, PickInfo, PickResult};
 use crate::status::{Code, Status};
-use crate::transport::{CallError, CallRequest, CallResponse};
+use crate::transport::{CallHead, CallListener, CallOutcome, CallStream, TrySendError};
 
 /// How many times one call is sent again after the transport reports that the
 /// server never saw it.
 pub const MAX_TRANSPARENT_RETRIES: u32 = 32;
+
+/// How many bytes of request messages a call keeps, before it commits, to replay
+/// on a transparent retry (gRFC A6's default per-call retry buffer). A call that
+/// sends more commits at once and is no longer retried.
+pub const RETRY_BUFFER_LIMIT: usize = 256 << 10;
 
 /// Per-call settings.
 ///
@@ -90,27 +116,6 @@ impl CallOptions {
     }
 }
 
-/// A unary call's response.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UnaryResponse {
-    /// The serialized response message.
-    pub message: Vec<u8>,
-    /// The response headers' metadata.
-    pub headers: Metadata,
-    /// The trailers' metadata.
-    pub trailers: Metadata,
-}
-
-impl From<CallResponse> for UnaryResponse {
-    fn from(r: CallResponse) -> Self {
-        Self {
-            message: r.message,
-            headers: r.headers,
-            trailers: r.trailers,
-        }
-    }
-}
-
 /// Turns typed messages into bytes and back, for
 /// [`Channel::unary_typed`](super::Channel::unary_typed).
 ///
@@ -148,8 +153,8 @@ pub trait Codec {
     fn decode(&self, bytes: &[u8]) -> Result<Self::Response, Status>;
 }
 
-/// What the call knows about its deadline and waiting mode.
-struct Plan {
+/// What the call knows about its deadline and waiting mode when it starts.
+struct PlanInput {
     start: Instant,
     /// The earlier of the call's own deadline and timeout.
     own_deadline: Option<Instant>,
@@ -157,7 +162,7 @@ struct Plan {
     default_timeout: Option<Duration>,
 }
 
-impl Plan {
+impl PlanInput {
     /// The deadline and wait-for-ready mode under the current method configs.
     fn effective(&self, methods: &MethodConfigs, method: &str) -> (Option<Instant>, bool) {
         let config = if methods.is_empty() {
@@ -187,28 +192,1000 @@ fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// How waiting for a started call ended.
-enum Outcome {
-    Done(Result<CallResponse, CallError>),
-    Closed,
-    DeadlineExceeded,
+/// The call's deadline, fixed by the snapshot its first attempt was picked with.
+struct Plan {
+    input: PlanInput,
+    start: Instant,
+    fixed_deadline: std::sync::OnceLock<Option<Instant>>,
+}
+
+/// A unary call's response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnaryResponse {
+    /// The serialized response message.
+    pub message: Vec<u8>,
+    /// The response headers' metadata.
+    pub headers: Metadata,
+    /// The trailers' metadata.
+    pub trailers: Metadata,
+}
+
+/// What the transport's thread tells a call, guarded by one lock.
+struct Events {
+    /// The attempt whose events count; events of an abandoned attempt are ignored.
+    attempt: u64,
+    /// The current attempt's stream.
+    stream: Arc<dyn CallStream>,
+    headers: Option<Metadata>,
+    messages: VecDeque<Vec<u8>>,
+    /// The call's outcome: the transport's, or one decided here (deadline,
+    /// cancellation, a message over the limit), whichever came first.
+    outcome: Option<CallOutcome>,
+    /// Response headers or a message arrived, or the replay buffer overflowed: no
+    /// transparent retry any more.
+    committed: bool,
+}
+
+/// The state a call shares with its attempts' listeners.
+struct CallState {
+    events: Mutex<Events>,
+    /// Rung (without blocking: capacity 1) when headers, a message or the outcome
+    /// arrive.
+    recv_bell: (Sender<()>, Receiver<()>),
+    /// Rung when the stream can take more, or the outcome arrives.
+    send_bell: (Sender<()>, Receiver<()>),
+}
+
+fn ring(bell: &(Sender<()>, Receiver<()>)) {
+    let _ = bell.0.try_send(());
+}
+
+/// One attempt's listener.
+struct AttemptListener {
+    call: Arc<CallState>,
+    attempt: u64,
+    /// The connection's in-flight count, released when the attempt ends.
+    held: Arc<Attempt>,
+    on_complete: Mutex<Option<CompletionCallback>>,
+}
+
+impl CallListener for AttemptListener {
+    fn on_headers(&self, headers: Metadata) {
+        {
+            let mut ev = self.call.events.lock();
+            if ev.attempt != self.attempt || ev.outcome.is_some() {
+                return;
+            }
+            ev.headers = Some(headers);
+            ev.committed = true;
+        }
+        ring(&self.call.recv_bell);
+    }
+
+    fn on_message(&self, message: Vec<u8>) {
+        {
+            let mut ev = self.call.events.lock();
+            if ev.attempt != self.attempt || ev.outcome.is_some() {
+                return;
+            }
+            ev.headers.get_or_insert_with(Metadata::new);
+            ev.messages.push_back(message);
+            ev.committed = true;
+        }
+        ring(&self.call.recv_bell);
+    }
+
+    fn on_writable(&self) {
+        ring(&self.call.send_bell);
+    }
+
+    fn on_close(&self, outcome: CallOutcome) {
+        let status = {
+            let mut ev = self.call.events.lock();
+            if ev.attempt != self.attempt {
+                outcome.status.clone()
+            } else if let Some(decided) = &ev.outcome {
+                decided.status.clone()
+            } else {
+                let status = outcome.status.clone();
+                ev.outcome = Some(outcome);
+                status
+            }
+        };
+        self.held.release();
+        if let Some(f) = self.on_complete.lock().take() {
+            f(&status);
+        }
+        ring(&self.call.recv_bell);
+        ring(&self.call.send_bell);
+    }
+}
+
+/// The sending side's bookkeeping, guarded by its own lock (taken before
+/// `events` when both are needed, never after).
+struct Sending {
+    /// Messages sent before the call committed, for a transparent retry.
+    replay: Vec<Vec<u8>>,
+    replay_bytes: usize,
+    /// The request side has ended (or the call was started with its last message).
+    done: bool,
+    retries: u32,
+    next_attempt: u64,
+}
+
+/// What every handle of one call shares.
+struct CallInner {
+    active: ActiveCall,
+    method: String,
+    metadata: Metadata,
+    plan: Plan,
+    state: Arc<CallState>,
+    sending: Mutex<Sending>,
+    /// The latest error a picker gave while the call waited (wait-for-ready).
+    latest_pick_error: Mutex<Option<Status>>,
+    /// An iterator over the responses has returned the end (or the error): it
+    /// returns `None` from then on.
+    iter_done: std::sync::atomic::AtomicBool,
+}
+
+/// A call in progress, of any kind: send request messages, receive response
+/// messages, end with a status. Made by [`Channel::bidi_streaming`]; the other kinds
+/// wrap it.
+///
+/// Dropping a call (every handle of it, after [`Call::split`]) before it ended
+/// cancels it: the stream is reset (RST_STREAM CANCEL) and the server sees the
+/// cancellation.
+///
+/// [`Channel::bidi_streaming`]: super::Channel::bidi_streaming
+pub struct Call {
+    inner: Arc<CallInner>,
+}
+
+impl fmt::Debug for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("method", &self.inner.method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How [`Call::wait`] ended.
+enum Woke {
+    /// A doorbell rang or something changed: look again.
+    Again,
+    /// The deadline passed (the call now has its outcome).
+    Expired,
+}
+
+impl CallInner {
+    fn shared(&self) -> &Arc<Shared> {
+        self.active.shared()
+    }
+
+    /// The effective deadline, fixed when the first attempt started.
+    fn deadline(&self) -> Option<Instant> {
+        self.plan.fixed_deadline.get().copied().flatten()
+    }
+
+    /// Picks and opens a stream (the first attempt, or a transparent retry).
+    /// Called with `sending` locked.
+    fn open_attempt(self: &Arc<Self>, sending: &mut Sending) -> Result<(), Status> {
+        let shared = self.shared();
+        let info = PickInfo {
+            method: &self.method,
+            metadata: &self.metadata,
+        };
+        loop {
+            let snapshot = shared.cell.load();
+            if shared.is_closed() {
+                return Err(closed_status());
+            }
+            let (mut deadline, wait_for_ready) =
+                self.plan.input.effective(&snapshot.methods, &self.method);
+            if let Some(fixed) = self.plan.fixed_deadline.get() {
+                deadline = *fixed;
+            }
+            let start = self.plan.start;
+            let expired = || {
+                let now = shared.clock.now();
+                deadline.is_some_and(|d| now >= d).then(|| now - start)
+            };
+            let latest = || self.latest_pick_error.lock().clone();
+            let pick = match snapshot.picker.pick(&info) {
+                PickResult::Pick(pick) => pick,
+                PickResult::Queue => {
+                    if let Some(waited) = expired() {
+                        return Err(queued_deadline(waited, latest().as_ref()));
+                    }
+                    wait_for_picker(shared, &snapshot, deadline);
+                    continue;
+                }
+                PickResult::Fail(status) if wait_for_ready => {
+                    *self.latest_pick_error.lock() = Some(status);
+                    if let Some(waited) = expired() {
+                        return Err(queued_deadline(waited, latest().as_ref()));
+                    }
+                    wait_for_picker(shared, &snapshot, deadline);
+                    continue;
+                }
+                PickResult::Fail(status) | PickResult::Drop(status) => {
+                    return Err(status.sanitized_for_control_plane());
+                }
+            };
+            let on_complete = pick.on_complete;
+            let Some(backend) = pick
+                .subchannel
+                .backend()
+                .as_any()
+                .downcast_ref::<ScBackend>()
+            else {
+                let status = Status::internal("the policy picked a subchannel of another channel");
+                complete(on_complete, &status);
+                return Err(status);
+            };
+            let ready = backend.ready();
+            let Some((attempt, connection)) =
+                ready.as_ref().and_then(|a| a.acquire().map(|c| (a, c)))
+            else {
+                // Picked a subchannel whose connection just went away: the policy is
+                // about to hear of it; wait for its next picker.
+                drop(ready);
+                complete(
+                    on_complete,
+                    &Status::unavailable("not sent: the picked subchannel has no connection"),
+                );
+                if let Some(waited) = expired() {
+                    return Err(queued_deadline(waited, latest().as_ref()));
+                }
+                wait_for_picker(shared, &snapshot, deadline);
+                continue;
+            };
+            if let Some(waited) = expired() {
+                attempt.release();
+                drop(ready);
+                let status = queued_deadline(waited, latest().as_ref());
+                complete(on_complete, &status);
+                return Err(status);
+            }
+            let deadline = *self.plan.fixed_deadline.get_or_init(|| deadline);
+            let mut metadata = self.metadata.clone();
+            metadata.extend(&pick.metadata);
+            let head = CallHead {
+                method: self.method.clone(),
+                metadata,
+                deadline,
+                authority: None,
+            };
+            sending.next_attempt += 1;
+            let id = sending.next_attempt;
+            {
+                // Events of the previous attempt are ignored from here on.
+                let mut ev = self.state.events.lock();
+                ev.attempt = id;
+                ev.outcome = None;
+                ev.headers = None;
+                ev.messages.clear();
+                ev.stream = Arc::new(crate::transport::ClosedStream);
+            }
+            let listener = Arc::new(AttemptListener {
+                call: self.state.clone(),
+                attempt: id,
+                held: Arc::clone(attempt),
+                on_complete: Mutex::new(on_complete),
+            });
+            let connection = Arc::clone(connection);
+            drop(ready);
+            drop(snapshot);
+            let stream = connection.open_stream(head, listener);
+            {
+                let mut ev = self.state.events.lock();
+                if ev.attempt == id {
+                    ev.stream = stream.clone();
+                }
+            }
+            // Replay what the previous attempt had sent, waiting for room as a
+            // sender would.
+            let count = sending.replay.len();
+            'replay: for (i, message) in sending.replay.iter().enumerate() {
+                let last = sending.done && i + 1 == count;
+                let mut pending = message.clone();
+                loop {
+                    match stream.try_send(pending, last) {
+                        Ok(()) => break,
+                        Err(TrySendError::Full(m)) => {
+                            pending = m;
+                            if let Woke::Expired = self.wait(&self.state.send_bell.1) {
+                                break 'replay;
+                            }
+                        }
+                        // The new attempt ended already: its outcome says why.
+                        Err(TrySendError::Closed(_)) => break 'replay,
+                    }
+                }
+            }
+            if sending.done && count == 0 {
+                stream.half_close();
+            }
+            return Ok(());
+        }
+    }
+
+    /// The outcome, if the call has one for good; retries transparently when the
+    /// current attempt ended without the server seeing it.
+    fn settle_outcome(self: &Arc<Self>) -> Option<CallOutcome> {
+        let mut sending = self.sending.lock();
+        loop {
+            let (retry, outcome) = {
+                let ev = self.state.events.lock();
+                match &ev.outcome {
+                    None => return None,
+                    Some(o) => (
+                        o.progress.is_unprocessed()
+                            && !ev.committed
+                            && sending.retries < MAX_TRANSPARENT_RETRIES
+                            && !self.shared().is_closed(),
+                        o.clone(),
+                    ),
+                }
+            };
+            if !retry {
+                if !outcome.status.is_ok() && self.shared().is_closed() {
+                    // Whatever the transport said, the channel's close ended it.
+                    return Some(CallOutcome::processed(closed_status()));
+                }
+                return Some(outcome);
+            }
+            sending.retries += 1;
+            // Give the transport's thread a moment to report the connection gone.
+            std::thread::yield_now();
+            if let Err(status) = self.open_attempt(&mut sending) {
+                let mut ev = self.state.events.lock();
+                ev.outcome = Some(CallOutcome::processed(status));
+                return ev.outcome.clone();
+            }
+        }
+    }
+
+    /// Ends the call here with `status` (unless it already ended) and resets its
+    /// stream.
+    fn abort(&self, status: Status) {
+        let stream = {
+            let mut ev = self.state.events.lock();
+            if ev.outcome.is_some() {
+                return;
+            }
+            ev.outcome = Some(CallOutcome::processed(status));
+            ev.stream.clone()
+        };
+        stream.cancel();
+        ring(&self.state.recv_bell);
+        ring(&self.state.send_bell);
+    }
+
+    /// Waits for `bell`, a newer snapshot (clock jump, close) or the deadline.
+    fn wait(&self, bell: &Receiver<()>) -> Woke {
+        let shared = self.shared();
+        let snapshot = shared.cell.load_full();
+        if shared.is_closed() {
+            self.abort(closed_status());
+            return Woke::Again;
+        }
+        let deadline = self.deadline();
+        if deadline.is_some_and(|d| shared.clock.now() >= d) {
+            self.expire();
+            return Woke::Expired;
+        }
+        let timer = timer(shared, deadline);
+        select! {
+            recv(bell) -> _ => {}
+            recv(snapshot.replaced()) -> _ => {}
+            recv(timer) -> _ => {}
+        }
+        Woke::Again
+    }
+
+    fn expire(&self) {
+        let waited = self
+            .shared()
+            .clock
+            .now()
+            .saturating_duration_since(self.plan.start);
+        self.abort(Status::deadline_exceeded(format!(
+            "deadline exceeded after {waited:?} waiting for the response"
+        )));
+    }
+
+    fn send(
+        self: &Arc<Self>,
+        mut message: Vec<u8>,
+        last: bool,
+        block: bool,
+    ) -> Result<(), SendError> {
+        let limit = self.shared().defaults.max_send_message_size;
+        if message.len() > limit {
+            let status = Status::resource_exhausted(format!(
+                "trying to send message larger than max ({} vs. {limit})",
+                message.len()
+            ));
+            return Err(SendError::Failed(message, status));
+        }
+        loop {
+            {
+                let mut sending = self.sending.lock();
+                if sending.done {
+                    return Err(SendError::Failed(
+                        message,
+                        Status::internal("the call's sending side is already closed"),
+                    ));
+                }
+                let (stream, committed, attempt) = {
+                    let ev = self.state.events.lock();
+                    (ev.stream.clone(), ev.committed, ev.attempt)
+                };
+                let keep = !committed && sending.replay_bytes + message.len() <= RETRY_BUFFER_LIMIT;
+                let copy = keep.then(|| message.clone());
+                match stream.try_send(message, last) {
+                    Ok(()) => {
+                        sending.done = last;
+                        match copy {
+                            Some(copy) => {
+                                sending.replay_bytes += copy.len();
+                                sending.replay.push(copy);
+                            }
+                            None => {
+                                sending.replay = Vec::new();
+                                self.state.events.lock().committed = true;
+                            }
+                        }
+                        return Ok(());
+                    }
+                    Err(TrySendError::Full(m)) if !block => return Err(SendError::Full(m)),
+                    Err(TrySendError::Full(m)) => message = m,
+                    Err(TrySendError::Closed(m)) => {
+                        message = m;
+                        drop(sending);
+                        match self.settle_outcome() {
+                            Some(outcome) => {
+                                return Err(SendError::Failed(message, final_status(outcome)));
+                            }
+                            // Retried: send on the new attempt.
+                            None if self.state.events.lock().attempt != attempt => continue,
+                            // The stream ended and its outcome is on its way: wait
+                            // for it (on_close rings the bell).
+                            None => {}
+                        }
+                    }
+                }
+            }
+            if let Woke::Expired = self.wait(&self.state.send_bell.1) {
+                let status = self.settle_outcome().map_or_else(
+                    || Status::deadline_exceeded("deadline exceeded"),
+                    final_status,
+                );
+                return Err(SendError::Failed(message, status));
+            }
+        }
+    }
+
+    fn close_send(self: &Arc<Self>) {
+        let mut sending = self.sending.lock();
+        if std::mem::replace(&mut sending.done, true) {
+            return;
+        }
+        let stream = self.state.events.lock().stream.clone();
+        stream.half_close();
+    }
+
+    /// The next response message, `None` at the end of an OK call.
+    fn recv(self: &Arc<Self>) -> Result<Option<Vec<u8>>, Status> {
+        loop {
+            let taken = {
+                let mut ev = self.state.events.lock();
+                ev.messages.pop_front().map(|m| (m, ev.stream.clone()))
+            };
+            if let Some((message, stream)) = taken {
+                stream.release(message.len());
+                let limit = self.shared().defaults.max_receive_message_size;
+                if message.len() > limit {
+                    let status = Status::resource_exhausted(format!(
+                        "received message larger than max ({} vs. {limit})",
+                        message.len()
+                    ));
+                    self.abort(status.clone());
+                    return Err(status);
+                }
+                return Ok(Some(message));
+            }
+            if let Some(outcome) = self.settle_outcome() {
+                // Messages that arrived before the end are still delivered.
+                if !self.state.events.lock().messages.is_empty() {
+                    continue;
+                }
+                return match outcome.status.code() {
+                    Code::Ok => Ok(None),
+                    _ => Err(outcome.status),
+                };
+            }
+            self.wait(&self.state.recv_bell.1);
+        }
+    }
+
+    /// The response headers, waiting for them.
+    fn headers(self: &Arc<Self>) -> Result<Metadata, Status> {
+        loop {
+            if let Some(h) = &self.state.events.lock().headers {
+                return Ok(h.clone());
+            }
+            if let Some(outcome) = self.settle_outcome() {
+                if let Some(h) = &self.state.events.lock().headers {
+                    return Ok(h.clone());
+                }
+                return match outcome.status.code() {
+                    Code::Ok => Ok(Metadata::new()),
+                    _ => Err(outcome.status),
+                };
+            }
+            self.wait(&self.state.recv_bell.1);
+        }
+    }
+
+    /// The next item of an iterator over the responses: fused after the end or the
+    /// first error.
+    fn next_item(self: &Arc<Self>) -> Option<Result<Vec<u8>, Status>> {
+        use std::sync::atomic::Ordering;
+        if self.iter_done.load(Ordering::Acquire) {
+            return None;
+        }
+        let item = self.recv().transpose();
+        if !matches!(item, Some(Ok(_))) {
+            self.iter_done.store(true, Ordering::Release);
+        }
+        item
+    }
+
+    fn trailers(&self) -> Option<Metadata> {
+        let ev = self.state.events.lock();
+        ev.outcome.as_ref().map(|o| o.status.trailers().clone())
+    }
+}
+
+impl Drop for CallInner {
+    fn drop(&mut self) {
+        self.abort(Status::cancelled("the call was dropped before it ended"));
+    }
+}
+
+fn final_status(outcome: CallOutcome) -> Status {
+    outcome.status
+}
+
+/// Why a send did not go through.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// [`Call::try_send`] only: the stream has no room now; the message comes back.
+    #[error("the stream has no room now")]
+    Full(Vec<u8>),
+    /// The message cannot be sent: the call ended (with this status), the sending
+    /// side was closed, or the message is over the size limit. The message comes
+    /// back.
+    #[error("{1}")]
+    Failed(Vec<u8>, Status),
+}
+
+impl SendError {
+    /// The status to report: RESOURCE_EXHAUSTED for a full stream.
+    pub fn status(&self) -> Status {
+        match self {
+            Self::Full(_) => Status::resource_exhausted("the stream has no room now"),
+            Self::Failed(_, s) => s.clone(),
+        }
+    }
+
+    /// The message that was not sent.
+    pub fn into_message(self) -> Vec<u8> {
+        match self {
+            Self::Full(m) | Self::Failed(m, _) => m,
+        }
+    }
+}
+
+impl fmt::Debug for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(m) => write!(f, "Full({} bytes)", m.len()),
+            Self::Failed(m, s) => write!(f, "Failed({} bytes, {s})", m.len()),
+        }
+    }
+}
+
+impl From<SendError> for Status {
+    fn from(e: SendError) -> Self {
+        e.status()
+    }
+}
+
+impl Call {
+    /// Starts a call on `shared`: validates it, picks, opens a stream.
+    pub(crate) fn start(
+        shared: &Arc<Shared>,
+        method: &str,
+        options: &CallOptions,
+    ) -> Result<Self, Status> {
+        if shared.is_closed() {
+            return Err(closed_status());
+        }
+        if !is_method_path(method) {
+            return Err(Status::internal(format!(
+                "malformed method name {method:?}: expected /package.Service/Method"
+            )));
+        }
+        let start = shared.clock.now();
+        let own = PlanInput {
+            start,
+            own_deadline: earlier(options.deadline, options.timeout.map(|t| start + t)),
+            own_wait_for_ready: options.wait_for_ready,
+            default_timeout: shared.defaults.default_timeout,
+        };
+        let inner = Arc::new(CallInner {
+            active: shared.begin_call(),
+            method: method.to_owned(),
+            metadata: options.metadata.clone(),
+            plan: Plan {
+                input: own,
+                start,
+                fixed_deadline: std::sync::OnceLock::new(),
+            },
+            state: Arc::new(CallState {
+                events: Mutex::new(Events {
+                    attempt: 0,
+                    stream: Arc::new(crate::transport::ClosedStream),
+                    headers: None,
+                    messages: VecDeque::new(),
+                    outcome: None,
+                    committed: false,
+                }),
+                recv_bell: crossbeam_channel::bounded(1),
+                send_bell: crossbeam_channel::bounded(1),
+            }),
+            sending: Mutex::new(Sending {
+                replay: Vec::new(),
+                replay_bytes: 0,
+                done: false,
+                retries: 0,
+                next_attempt: 0,
+            }),
+            latest_pick_error: Mutex::new(None),
+            iter_done: std::sync::atomic::AtomicBool::new(false),
+        });
+        {
+            let mut sending = inner.sending.lock();
+            if let Err(status) = inner.open_attempt(&mut sending) {
+                // Nothing to cancel: mark the call ended so dropping it is quiet.
+                inner.state.events.lock().outcome = Some(CallOutcome::not_sent(status.clone()));
+                return Err(status);
+            }
+        }
+        Ok(Self { inner })
+    }
+
+    /// Sends one request message, waiting while the stream has no room (until the
+    /// call's deadline).
+    ///
+    /// # Errors
+    ///
+    /// The call ended (its status), sending was closed, or the message is over the
+    /// channel's send limit (RESOURCE_EXHAUSTED). The message comes back in the
+    /// error.
+    pub fn send(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
+        self.inner.send(message.into(), false, true)
+    }
+
+    /// Sends the last request message and closes the sending side, waiting while
+    /// the stream has no room.
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::send`].
+    pub fn send_last(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
+        self.inner.send(message.into(), true, true)
+    }
+
+    /// Sends one request message if the stream has room now, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Full`] when there is no room (the message comes back; try again
+    /// later, or use [`Call::send`]), else as [`Call::send`].
+    pub fn try_send(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
+        self.inner.send(message.into(), false, false)
+    }
+
+    /// Ends the request side: the server sees the end of the request stream.
+    /// Idempotent.
+    pub fn close_send(&self) {
+        self.inner.close_send();
+    }
+
+    /// The next response message: `Ok(None)` once the call ended with OK, the
+    /// call's status once it failed. Blocks until then (at most until the deadline).
+    ///
+    /// # Errors
+    ///
+    /// The call's status: the server's, DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE
+    /// when the connection was lost, RESOURCE_EXHAUSTED for a message over the
+    /// channel's receive limit.
+    pub fn recv(&self) -> Result<Option<Vec<u8>>, Status> {
+        self.inner.recv()
+    }
+
+    /// The response headers' metadata, waiting for them (empty when the server
+    /// answered with trailers only).
+    ///
+    /// # Errors
+    ///
+    /// The call failed before headers arrived: its status.
+    pub fn headers(&self) -> Result<Metadata, Status> {
+        self.inner.headers()
+    }
+
+    /// The trailers' metadata, once the call has ended (on failure too; also in
+    /// [`Status::trailers`]).
+    pub fn trailers(&self) -> Option<Metadata> {
+        self.inner.trailers()
+    }
+
+    /// Cancels the call: the stream is reset and the server sees CANCELLED; later
+    /// sends and receives fail with CANCELLED. Does nothing once the call ended.
+    pub fn cancel(&self) {
+        self.inner
+            .abort(Status::cancelled("the call was cancelled by the client"));
+    }
+
+    /// Splits the call into a sending half and a receiving half for two threads.
+    /// The call is cancelled when both are dropped before it ended.
+    pub fn split(self) -> (CallSender, CallReceiver) {
+        (
+            CallSender {
+                inner: self.inner.clone(),
+            },
+            CallReceiver { inner: self.inner },
+        )
+    }
+}
+
+impl Iterator for Call {
+    type Item = Result<Vec<u8>, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next_item()
+    }
+}
+
+/// The sending half of a [`Call`] (see [`Call::split`]).
+pub struct CallSender {
+    inner: Arc<CallInner>,
+}
+
+impl CallSender {
+    /// As [`Call::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::send`].
+    pub fn send(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
+        self.inner.send(message.into(), false, true)
+    }
+
+    /// As [`Call::send_last`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::send`].
+    pub fn send_last(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
+        self.inner.send(message.into(), true, true)
+    }
+
+    /// As [`Call::try_send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::try_send`].
+    pub fn try_send(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
+        self.inner.send(message.into(), false, false)
+    }
+
+    /// As [`Call::close_send`].
+    pub fn close_send(&self) {
+        self.inner.close_send();
+    }
+
+    /// As [`Call::cancel`].
+    pub fn cancel(&self) {
+        self.inner
+            .abort(Status::cancelled("the call was cancelled by the client"));
+    }
+}
+
+impl fmt::Debug for CallSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallSender")
+            .field("method", &self.inner.method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The receiving half of a [`Call`] (see [`Call::split`]); an iterator of response
+/// messages.
+pub struct CallReceiver {
+    inner: Arc<CallInner>,
+}
+
+impl CallReceiver {
+    /// As [`Call::recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::recv`].
+    pub fn recv(&self) -> Result<Option<Vec<u8>>, Status> {
+        self.inner.recv()
+    }
+
+    /// As [`Call::headers`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::headers`].
+    pub fn headers(&self) -> Result<Metadata, Status> {
+        self.inner.headers()
+    }
+
+    /// As [`Call::trailers`].
+    pub fn trailers(&self) -> Option<Metadata> {
+        self.inner.trailers()
+    }
+
+    /// As [`Call::cancel`].
+    pub fn cancel(&self) {
+        self.inner
+            .abort(Status::cancelled("the call was cancelled by the client"));
+    }
+}
+
+impl Iterator for CallReceiver {
+    type Item = Result<Vec<u8>, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next_item()
+    }
+}
+
+impl fmt::Debug for CallReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallReceiver")
+            .field("method", &self.inner.method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A server-streaming call: an iterator of response messages. Made by
+/// [`Channel::server_streaming`](super::Channel::server_streaming); dropping it
+/// before the end cancels the call.
+#[derive(Debug)]
+pub struct ServerStreaming {
+    call: Call,
+}
+
+impl ServerStreaming {
+    /// As [`Call::recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::recv`].
+    pub fn recv(&self) -> Result<Option<Vec<u8>>, Status> {
+        self.call.recv()
+    }
+
+    /// As [`Call::headers`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::headers`].
+    pub fn headers(&self) -> Result<Metadata, Status> {
+        self.call.headers()
+    }
+
+    /// As [`Call::trailers`].
+    pub fn trailers(&self) -> Option<Metadata> {
+        self.call.trailers()
+    }
+
+    /// As [`Call::cancel`].
+    pub fn cancel(&self) {
+        self.call.cancel();
+    }
+}
+
+impl Iterator for ServerStreaming {
+    type Item = Result<Vec<u8>, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.call.next()
+    }
+}
+
+/// A client-streaming call: send request messages, then [`finish`] for the one
+/// response. Made by
+/// [`Channel::client_streaming`](super::Channel::client_streaming); dropping it
+/// unfinished cancels the call.
+///
+/// [`finish`]: ClientStreaming::finish
+#[derive(Debug)]
+pub struct ClientStreaming {
+    call: Call,
+}
+
+impl ClientStreaming {
+    /// As [`Call::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::send`].
+    pub fn send(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
+        self.call.send(message)
+    }
+
+    /// As [`Call::try_send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::try_send`].
+    pub fn try_send(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
+        self.call.try_send(message)
+    }
+
+    /// Ends the request stream and waits for the response.
+    ///
+    /// # Errors
+    ///
+    /// The call's status; UNIMPLEMENTED when the server answered with no message or
+    /// more than one.
+    pub fn finish(self) -> Result<UnaryResponse, Status> {
+        self.call.close_send();
+        single_response(&self.call)
+    }
+
+    /// As [`Call::cancel`].
+    pub fn cancel(&self) {
+        self.call.cancel();
+    }
+}
+
+/// Reads the one response of a unary or client-streaming call.
+fn single_response(call: &Call) -> Result<UnaryResponse, Status> {
+    let Some(message) = call.recv()? else {
+        return Err(Status::unimplemented("unary call got no response message")
+            .with_trailers(call.trailers().unwrap_or_default()));
+    };
+    if call.recv()?.is_some() {
+        call.cancel();
+        return Err(Status::unimplemented(
+            "unary call got more than one response message",
+        ));
+    }
+    Ok(UnaryResponse {
+        message,
+        headers: call.headers().unwrap_or_default(),
+        trailers: call.trailers().unwrap_or_default(),
+    })
 }
 
 /// Runs one unary call.
 pub(crate) fn unary(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     method: &str,
     message: Vec<u8>,
     options: &CallOptions,
 ) -> Result<UnaryResponse, Status> {
-    if shared.is_closed() {
-        return Err(closed_status());
-    }
-    if !is_method_path(method) {
-        return Err(Status::internal(format!(
-            "malformed method name {method:?}: expected /package.Service/Method"
-        )));
-    }
     let limit = shared.defaults.max_send_message_size;
     if message.len() > limit {
         return Err(Status::resource_exhausted(format!(
@@ -216,140 +1193,37 @@ pub(crate) fn unary(
             message.len()
         )));
     }
-    let start = shared.clock.now();
-    let _active = shared.begin_call();
-    let plan = Plan {
-        start,
-        own_deadline: earlier(options.deadline, options.timeout.map(|t| start + t)),
-        own_wait_for_ready: options.wait_for_ready,
-        default_timeout: shared.defaults.default_timeout,
-    };
-    let info = PickInfo {
-        method,
-        metadata: &options.metadata,
-    };
-    let mut latest_pick_error: Option<Status> = None;
-    let mut retries = 0u32;
-    loop {
-        let snapshot = shared.cell.load();
-        if shared.is_closed() {
-            return Err(closed_status());
-        }
-        let (deadline, wait_for_ready) = plan.effective(&snapshot.methods, method);
-        // The deadline is checked after the pick, so that even a call that starts
-        // late reports what the picker said.
-        let expired = || {
-            let now = shared.clock.now();
-            deadline.is_some_and(|d| now >= d).then(|| now - start)
-        };
-        let pick = match snapshot.picker.pick(&info) {
-            PickResult::Pick(pick) => pick,
-            PickResult::Queue => {
-                if let Some(waited) = expired() {
-                    return Err(queued_deadline(waited, latest_pick_error.as_ref()));
-                }
-                wait_for_picker(shared, &snapshot, deadline);
-                continue;
-            }
-            PickResult::Fail(status) if wait_for_ready => {
-                latest_pick_error = Some(status);
-                if let Some(waited) = expired() {
-                    return Err(queued_deadline(waited, latest_pick_error.as_ref()));
-                }
-                wait_for_picker(shared, &snapshot, deadline);
-                continue;
-            }
-            PickResult::Fail(status) | PickResult::Drop(status) => {
-                return Err(status.sanitized_for_control_plane());
-            }
-        };
-        let on_complete = pick.on_complete;
-        let Some(backend) = pick
-            .subchannel
-            .backend()
-            .as_any()
-            .downcast_ref::<ScBackend>()
-        else {
-            let status = Status::internal("the policy picked a subchannel of another channel");
-            complete(on_complete, &status);
-            return Err(status);
-        };
-        let ready = backend.ready();
-        let Some((attempt, connection)) = ready.as_ref().and_then(|a| a.acquire().map(|c| (a, c)))
-        else {
-            // Picked a subchannel whose connection just went away: the policy is
-            // about to hear of it; wait for its next picker.
-            drop(ready);
-            complete(
-                on_complete,
-                &Status::unavailable("not sent: the picked subchannel has no connection"),
-            );
-            if let Some(waited) = expired() {
-                return Err(queued_deadline(waited, latest_pick_error.as_ref()));
-            }
-            wait_for_picker(shared, &snapshot, deadline);
-            continue;
-        };
-        if let Some(waited) = expired() {
-            attempt.release();
-            drop(ready);
-            let status = queued_deadline(waited, latest_pick_error.as_ref());
-            complete(on_complete, &status);
-            return Err(status);
-        }
-        let mut metadata = options.metadata.clone();
-        metadata.extend(&pick.metadata);
-        let request = CallRequest {
-            method: method.to_owned(),
-            metadata,
-            message: message.clone(),
-            deadline,
-            authority: None,
-        };
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let held = Arc::clone(attempt);
-        connection.start_call(
-            request,
-            Box::new(move |result| {
-                held.release();
-                let _ = tx.send(result);
-            }),
-        );
-        drop(ready);
-        drop(snapshot);
-        let status = match wait_for_completion(shared, &rx, deadline) {
-            Outcome::Done(Ok(response)) => {
-                let limit = shared.defaults.max_receive_message_size;
-                if response.message.len() > limit {
-                    Status::resource_exhausted(format!(
-                        "received message larger than max ({} vs. {limit})",
-                        response.message.len()
-                    ))
-                } else {
-                    complete(on_complete, &Status::new(Code::Ok, ""));
-                    return Ok(response.into());
-                }
-            }
-            Outcome::Done(Err(e)) if shared.is_closed() => {
-                let _ = e;
-                closed_status()
-            }
-            Outcome::Done(Err(e)) if e.unprocessed && retries < MAX_TRANSPARENT_RETRIES => {
-                complete(on_complete, &e.status);
-                retries += 1;
-                // Give the transport's thread a moment to report the connection gone.
-                std::thread::yield_now();
-                continue;
-            }
-            Outcome::Done(Err(e)) => e.status,
-            Outcome::Closed => closed_status(),
-            Outcome::DeadlineExceeded => Status::deadline_exceeded(format!(
-                "deadline exceeded after {:?} waiting for the response",
-                shared.clock.now().saturating_duration_since(start)
-            )),
-        };
-        complete(on_complete, &status);
-        return Err(status);
+    let call = Call::start(shared, method, options)?;
+    call.send_last(message).map_err(Status::from)?;
+    single_response(&call)
+}
+
+/// Starts a server-streaming call.
+pub(crate) fn server_streaming(
+    shared: &Arc<Shared>,
+    method: &str,
+    message: Vec<u8>,
+    options: &CallOptions,
+) -> Result<ServerStreaming, Status> {
+    let call = Call::start(shared, method, options)?;
+    call.send_last(message).map_err(Status::from)?;
+    Ok(ServerStreaming { call })
+}
+
+/// Starts a client-streaming call.
+pub(crate) fn client_streaming(
+    shared: &Arc<Shared>,
+    method: &str,
+    options: &CallOptions,
+) -> Result<ClientStreaming, Status> {
+    Ok(ClientStreaming {
+        call: Call::start(shared, method, options)?,
+    })
+}
+
+fn complete(on_complete: Option<CompletionCallback>, status: &Status) {
+    if let Some(f) = on_complete {
+        f(status);
     }
 }
 
@@ -360,12 +1234,6 @@ fn is_method_path(method: &str) -> bool {
         .is_some_and(|(service, name)| {
             !service.is_empty() && !name.is_empty() && !name.contains('/')
         })
-}
-
-fn complete(on_complete: Option<CompletionCallback>, status: &Status) {
-    if let Some(f) = on_complete {
-        f(status);
-    }
 }
 
 fn queued_deadline(waited: Duration, latest: Option<&Status>) -> Status {
@@ -398,45 +1266,6 @@ pub(crate) fn wait_for_picker(shared: &Shared, snapshot: &Snapshot, deadline: Op
     }
 }
 
-/// Waits for a started call's result, the deadline or the channel's close.
-fn wait_for_completion(
-    shared: &Shared,
-    rx: &Receiver<Result<CallResponse, CallError>>,
-    deadline: Option<Instant>,
-) -> Outcome {
-    let dropped = || {
-        Outcome::Done(Err(CallError::from(Status::internal(
-            "the transport dropped the call without completing it",
-        ))))
-    };
-    match rx.try_recv() {
-        Ok(result) => return Outcome::Done(result),
-        Err(crossbeam_channel::TryRecvError::Disconnected) => return dropped(),
-        Err(crossbeam_channel::TryRecvError::Empty) => {}
-    }
-    let timer = timer(shared, deadline);
-    loop {
-        let snapshot = shared.cell.load_full();
-        if let Ok(result) = rx.try_recv() {
-            return Outcome::Done(result);
-        }
-        if shared.is_closed() {
-            return Outcome::Closed;
-        }
-        if deadline.is_some_and(|d| shared.clock.now() >= d) {
-            return Outcome::DeadlineExceeded;
-        }
-        select! {
-            recv(rx) -> result => return match result {
-                Ok(result) => Outcome::Done(result),
-                Err(_) => dropped(),
-            },
-            recv(snapshot.replaced()) -> _ => {}
-            recv(timer) -> _ => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,7 +1289,7 @@ mod tests {
         )
         .unwrap();
         let methods = sc.methods().clone();
-        let plan = |own: Option<u64>, wfr: Option<bool>| Plan {
+        let plan = |own: Option<u64>, wfr: Option<bool>| PlanInput {
             start: t0,
             own_deadline: own.map(|s| t0 + Duration::from_secs(s)),
             own_wait_for_ready: wfr,

@@ -145,9 +145,9 @@ impl Shared {
     }
 
     /// Counts a call until the guard drops.
-    pub(crate) fn begin_call(&self) -> ActiveCall<'_> {
+    pub(crate) fn begin_call(self: &Arc<Self>) -> ActiveCall {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        ActiveCall(self)
+        ActiveCall(self.clone())
     }
 
     fn calls(&self) -> usize {
@@ -169,11 +169,18 @@ impl fmt::Debug for Shared {
 }
 
 /// A call in progress, for the idle timer.
-pub(crate) struct ActiveCall<'a>(&'a Shared);
+pub(crate) struct ActiveCall(Arc<Shared>);
 
-impl Drop for ActiveCall<'_> {
+impl ActiveCall {
+    /// The channel the call is on.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.0
+    }
+}
+
+impl Drop for ActiveCall {
     fn drop(&mut self) {
-        let shared = self.0;
+        let shared = &*self.0;
         let since = shared.clock.now().saturating_duration_since(shared.base);
         let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
         shared.last_call_end.fetch_max(nanos, Ordering::SeqCst);

@@ -1,11 +1,12 @@
 //! The channel: what a program holds to make calls. It joins a target's resolver, the
-//! root policy, the picker and a [`Transport`](crate::Transport), with blocking unary
-//! calls, deadlines and wait-for-ready.
+//! root policy, the picker and a [`Transport`](crate::Transport), with blocking calls
+//! of every kind (unary, server-streaming, client-streaming, bidi), deadlines and
+//! wait-for-ready.
 //!
 //! ```text
-//!  app threads ── unary() ── pick (lock-free read of the picker cell)
-//!      │                       ├ Pick(sc)  → sc's connection.start_call → wait for the result
-//!      │                       └ Queue     → wait for the next picker or the deadline
+//!  app threads ── call ── pick once (lock-free read of the picker cell)
+//!      │                   ├ Pick(sc)  → sc's connection.open_stream → send / recv
+//!      │                   └ Queue     → wait for the next picker or the deadline
 //!      │
 //!  serializer thread "lb-serializer" (one per channel) ── ChannelCore
 //!      inputs: resolver updates, subchannel connect/shutdown, connection events,
@@ -25,11 +26,23 @@
 //! ```
 //! use std::sync::Arc;
 //! use lb_core::channel::{CallOptions, Channel};
-//! # use lb_core::{Address, Connection, Status, transport::*};
-//! # struct Echo;
-//! # impl Connection for Echo {
-//! #     fn start_call(&self, call: CallRequest, done: CallCompletion) {
-//! #         done(Ok(CallResponse { message: call.message, ..Default::default() }))
+//! # use lb_core::{Address, Connection, Metadata, Status, transport::*};
+//! # struct Echo(Arc<dyn CallListener>);
+//! # impl CallStream for Echo {
+//! #     fn try_send(&self, m: Vec<u8>, last: bool) -> Result<(), TrySendError> {
+//! #         self.0.on_message(m);
+//! #         if last { self.0.on_close(CallOutcome::processed(Status::ok())); }
+//! #         Ok(())
+//! #     }
+//! #     fn half_close(&self) {}
+//! #     fn cancel(&self) {}
+//! #     fn release(&self, _: usize) {}
+//! # }
+//! # struct EchoConnection;
+//! # impl Connection for EchoConnection {
+//! #     fn open_stream(&self, _: CallHead, l: Arc<dyn CallListener>) -> Arc<dyn CallStream> {
+//! #         l.on_headers(Metadata::new());
+//! #         Arc::new(Echo(l))
 //! #     }
 //! #     fn close(&self) {}
 //! # }
@@ -38,7 +51,7 @@
 //! #     fn connect(&self, _: &Address, _: &ConnectOptions, events: ConnectionEvents)
 //! #         -> Result<Arc<dyn Connection>, Status> {
 //! #         events(ConnectionEvent::Ready);
-//! #         Ok(Arc::new(Echo))
+//! #         Ok(Arc::new(EchoConnection))
 //! #     }
 //! # }
 //! let channel = Channel::builder("ipv4:10.0.0.1:50051,10.0.0.2:50051")
@@ -51,6 +64,14 @@
 //! ```
 //!
 //! # Calls
+//!
+//! Every kind of call runs on one pipeline ([`Call`]): [`Channel::unary`],
+//! [`Channel::server_streaming`] (an iterator of responses),
+//! [`Channel::client_streaming`] (a sender, then the response) and
+//! [`Channel::bidi_streaming`] (a call that splits into a sender and a receiver for
+//! two threads). The pick is made once per call, when it starts. Sending waits while
+//! the stream has no room ([`Call::try_send`] does not); a slow reader stops the
+//! server through HTTP/2 flow control. Dropping an unfinished call cancels it.
 //!
 //! [`Channel::unary`] blocks until the response, an error status, or the deadline.
 //! A call whose pick is queued waits for the next picker; a fail-fast call fails
@@ -104,7 +125,10 @@ use parking_lot::Mutex;
 pub use builder::{
     ChannelBuilder, ChannelError, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
 };
-pub use call::{CallOptions, Codec, MAX_TRANSPARENT_RETRIES, UnaryResponse};
+pub use call::{
+    Call, CallOptions, CallReceiver, CallSender, ClientStreaming, Codec, MAX_TRANSPARENT_RETRIES,
+    RETRY_BUFFER_LIMIT, SendError, ServerStreaming, UnaryResponse,
+};
 pub use clock::{Clock, ClockListener, SystemClock};
 pub use dns::DnsResolverBuilder;
 pub use resolver::{
@@ -192,6 +216,67 @@ impl Channel {
     ) -> Result<C::Response, Status> {
         let response = self.unary(method, codec.encode(request), options)?;
         codec.decode(&response.message)
+    }
+
+    /// Starts a server-streaming call: one request message, then an iterator of
+    /// response messages. Returns once the call is on a connection (the pick is made
+    /// once, here).
+    ///
+    /// # Errors
+    ///
+    /// The call could not start: as [`Channel::unary`] before a response.
+    pub fn server_streaming(
+        &self,
+        method: &str,
+        request: impl Into<Vec<u8>>,
+        options: CallOptions,
+    ) -> Result<ServerStreaming, Status> {
+        call::server_streaming(&self.inner.shared, method, request.into(), &options)
+    }
+
+    /// Starts a client-streaming call: send request messages, then
+    /// [`ClientStreaming::finish`] for the one response.
+    ///
+    /// # Errors
+    ///
+    /// The call could not start: as [`Channel::unary`] before a response.
+    pub fn client_streaming(
+        &self,
+        method: &str,
+        options: CallOptions,
+    ) -> Result<ClientStreaming, Status> {
+        call::client_streaming(&self.inner.shared, method, &options)
+    }
+
+    /// Starts a bidirectional-streaming call: a [`Call`] that sends and receives
+    /// messages in any order, and can be [split](Call::split) into a sending half
+    /// and a receiving half for two threads.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lb_core::channel::{CallOptions, Channel};
+    /// # fn demo(channel: &Channel) -> Result<(), lb_core::Status> {
+    /// let call = channel.bidi_streaming("/chat.Chat/Talk", CallOptions::default())?;
+    /// let (tx, rx) = call.split();
+    /// let writer = std::thread::spawn(move || {
+    ///     for line in ["hello", "bye"] {
+    ///         tx.send(line)?;
+    ///     }
+    ///     tx.close_send();
+    ///     Ok::<(), lb_core::channel::SendError>(())
+    /// });
+    /// for reply in rx {
+    ///     println!("{}", String::from_utf8_lossy(&reply?));
+    /// }
+    /// writer.join().unwrap().map_err(lb_core::Status::from)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The call could not start: as [`Channel::unary`] before a response.
+    pub fn bidi_streaming(&self, method: &str, options: CallOptions) -> Result<Call, Status> {
+        Call::start(&self.inner.shared, method, &options)
     }
 
     /// The channel's connectivity state. With `try_to_connect`, an IDLE channel

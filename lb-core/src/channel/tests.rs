@@ -23,8 +23,8 @@ use crate::resolver::ResolverUpdate;
 use crate::state::ConnectivityState as S;
 use crate::status::Status;
 use crate::transport::{
-    CallCompletion, CallRequest, CallResponse, ConnectOptions, Connection, ConnectionEvent,
-    ConnectionEvents, Transport,
+    CallHead, CallListener, CallOutcome, CallStream, ConnectOptions, Connection, ConnectionEvent,
+    ConnectionEvents, Transport, TrySendError,
 };
 
 /// What the fake transport does with a new connection to an address.
@@ -41,12 +41,28 @@ struct FakeConnection {
     closed: AtomicUsize,
 }
 
+/// Echoes each message back; ends OK with the request side.
+struct EchoStream(Arc<dyn CallListener>);
+
+impl CallStream for EchoStream {
+    fn try_send(&self, message: Vec<u8>, last: bool) -> Result<(), TrySendError> {
+        self.0.on_message(message);
+        if last {
+            self.half_close();
+        }
+        Ok(())
+    }
+    fn half_close(&self) {
+        self.0.on_close(CallOutcome::processed(Status::ok()));
+    }
+    fn cancel(&self) {}
+    fn release(&self, _bytes: usize) {}
+}
+
 impl Connection for FakeConnection {
-    fn start_call(&self, call: CallRequest, done: CallCompletion) {
-        done(Ok(CallResponse {
-            message: call.message,
-            ..Default::default()
-        }));
+    fn open_stream(&self, _head: CallHead, listener: Arc<dyn CallListener>) -> Arc<dyn CallStream> {
+        listener.on_headers(Metadata::new());
+        Arc::new(EchoStream(listener))
     }
 
     fn close(&self) {

@@ -1,17 +1,69 @@
 //! The client transport: one mio I/O thread serving many HTTP/2 connections, behind
-//! lb-core's [`Transport`] trait.
+//! lb-core's [`Transport`] trait. Every call is one HTTP/2 stream
+//! ([`Connection::open_stream`]); unary calls are lb-core's adapter over it.
 //!
 //! ```text
-//!  any thread                              I/O thread ("lb-io")
-//!  ──────────                              ────────────────────
-//!  H2Transport::connect ──Command──┐       mio Poll: sockets + Waker
-//!  Connection::start_call ─Command─┼──> commands drained on wake
-//!  Connection::close ──────Command─┘       sans-IO proto::Connection per socket
-//!                                          events ──> ConnectionEvents callback
-//!                                          results ─> CallCompletion callbacks
+//!  any thread                                  I/O thread ("lb-io")
+//!  ──────────                                  ────────────────────
+//!  H2Transport::connect ─────Connect──┐        mio Poll: sockets + Waker
+//!  Connection::open_stream ──Open─────┤        commands drained on wake
+//!  CallStream::try_send/half_close/   ├─ queue ─> (at most COMMANDS_PER_PASS a pass)
+//!    cancel/release ─────────Stream───┤        sans-IO proto::Connection per socket
+//!  Connection::close ────────Close────┘        events ──> ConnectionEvents callback
+//!        │                                     stream events ──> CallListener
+//!        └── per-stream shared state <──────── (on_headers, on_message,
+//!            (messages, queued bytes,           on_writable, on_close)
+//!             released bytes)
 //! ```
+//!
+//! # Queues and their bounds
+//!
+//! - **Commands to the I/O thread**: a bounded channel of [`COMMAND_QUEUE`] (4096)
+//!   commands. `send` blocks while it is full: only threads other than the I/O
+//!   thread ever wait there, and the I/O thread drains it without waiting on anyone
+//!   (it blocks only in `poll`, and listeners must not block). A stream has at most
+//!   one command in the queue at a time (its `Open`, then one `Stream` command that
+//!   every later change rides along with, see [`call`](super::call)).
+//! - **The I/O thread's own commands**: callbacks run on the I/O thread, and what
+//!   they send (a `try_send` from `on_message`, a `connect` from an event) goes to a
+//!   list local to that thread, never to the bounded channel it drains itself; the
+//!   list is handled first on the next pass. It holds what one pass's callbacks
+//!   sent: at most one command per stream, plus the connects and closes they made.
+//! - **Sending, per stream**: the caller's messages wait in the stream's shared
+//!   state and then in HTTP/2's send buffer; [`CallStream::try_send`] takes a
+//!   message only while fewer than [`SEND_BUFFER`](super::call::SEND_BUFFER)
+//!   (64 KiB) bytes wait, so a stream holds at most 64 KiB plus one message.
+//! - **Receiving, per stream**: the peer gets credit for the bytes of delivered
+//!   messages only once the application [`release`](CallStream::release)s them, so
+//!   the messages a listener holds stay within the stream window (1 MiB by default)
+//!   plus the one being assembled (at most [`TransportConfig::max_message_size`]).
+//! - **Writing, per connection**: at most one `poll_transmit` (about 256 KiB) past
+//!   [`socket::READ_BUDGET`] bytes waits for the socket.
+//!
+//! # Threads
+//!
+//! Every [`CallListener`] and [`ConnectionEvents`] callback runs on the I/O thread,
+//! which holds no lock while it runs them, so a listener may call back into its
+//! stream or connection. The one exception: once the transport is shut down, a call
+//! opened on it ends at once, on the caller's thread. A callback that calls into a
+//! *different* transport is an ordinary sender there, and may wait while that
+//! transport's queue is full.
+//!
+//! # How calls end
+//!
+//! | what happened | status | progress |
+//! |---|---|---|
+//! | the server's trailers (or Trailers-Only) | the server's, with its trailers | processed |
+//! | connection gone or not accepting before the stream opened | UNAVAILABLE | not sent |
+//! | request headers above the peer's header list limit | INTERNAL | not sent |
+//! | REFUSED_STREAM, above a GOAWAY's last stream, never opened | UNAVAILABLE | refused |
+//! | [`CallStream::cancel`] | CANCELLED (RST_STREAM CANCEL) | processed, or not sent |
+//! | the deadline (sent as `grpc-timeout`) | DEADLINE_EXCEEDED (RST_STREAM CANCEL) | processed, or not sent |
+//! | a message above the size limit | RESOURCE_EXHAUSTED (RST_STREAM CANCEL) | processed |
+//! | another reset, the connection failed | from the reset, UNAVAILABLE | processed |
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -21,24 +73,33 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use lb_core::transport::{
-    CallCompletion, CallError, CallRequest, ConnectOptions, ConnectionEvent, ConnectionEvents,
+    CallHead, CallListener, CallOutcome, CallStream, ConnectOptions, ConnectionEvent,
+    ConnectionEvents,
 };
 use lb_core::{Address, Connection, Status, Transport};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
+use crate::driver::call::{Opening, RecvCredit, StreamHandle, StreamShared, Work, release_batch};
 use crate::driver::proxy::{self, ProxyMode, ProxyReply};
 use crate::driver::socket::{self, ReadOutcome};
 use crate::driver::stream::Stream;
 #[cfg(feature = "tls")]
 use crate::driver::tls::TlsConfig;
 use crate::frame::{Reason, StreamId};
-use crate::grpc::call::{self, ClientCall, RequestHead};
-use crate::grpc::message::DEFAULT_MAX_MESSAGE_LEN;
+use crate::grpc::call::{self, ClientStream, RequestHead, ResponseEvent};
+use crate::grpc::message::{self, DEFAULT_MAX_MESSAGE_LEN, PREFIX_LEN};
 use crate::proto::{self, ConnectionConfig, Event, OpenError};
 
 const WAKER: Token = Token(usize::MAX);
+
+/// How many commands may wait for the I/O thread before senders block.
+pub const COMMAND_QUEUE: usize = 4096;
+
+/// How many queued commands the I/O thread handles in one pass before it serves
+/// the sockets again.
+const COMMANDS_PER_PASS: usize = 1024;
 
 /// Settings of an [`H2Transport`].
 #[derive(Clone, Debug)]
@@ -67,7 +128,7 @@ impl Default for TransportConfig {
 }
 
 /// Everything the I/O thread needs to open one connection.
-struct ConnectSpec {
+pub(crate) struct ConnectSpec {
     id: u64,
     addr: SocketAddr,
     /// `host:port` to ask the proxy to connect to, when `addr` is a proxy.
@@ -78,29 +139,82 @@ struct ConnectSpec {
     events: ConnectionEvents,
 }
 
-enum Command {
+/// What other threads ask of the I/O thread.
+pub(crate) enum Command {
+    /// Open a connection.
     Connect(ConnectSpec),
-    Call {
-        id: u64,
-        call: CallRequest,
-        done: CallCompletion,
-    },
-    Close {
-        id: u64,
-    },
+    /// Open a call's stream (and send whatever the caller queued meanwhile).
+    Open(Opening),
+    /// Look at a call's shared state: messages, end of request, cancel, released
+    /// bytes.
+    Stream(Arc<StreamShared>),
+    /// Close a connection.
+    Close { id: u64 },
+    /// Close everything and stop.
     Shutdown,
+}
+
+/// Tells each I/O thread apart, for [`OWN_COMMANDS`].
+static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Commands sent on an I/O thread (by the callbacks it runs) to its own loop.
+struct OwnCommands {
+    loop_id: u64,
+    commands: Vec<Command>,
+}
+
+thread_local! {
+    /// Set on an I/O thread: the commands its callbacks sent to it. They never go
+    /// to its bounded channel, which the thread could then block on itself.
+    static OWN_COMMANDS: RefCell<Option<OwnCommands>> = const { RefCell::new(None) };
+}
+
+/// Takes the commands this (I/O) thread sent to itself.
+fn take_own_commands() -> Vec<Command> {
+    OWN_COMMANDS
+        .try_with(|own| {
+            own.borrow_mut()
+                .as_mut()
+                .map(|q| std::mem::take(&mut q.commands))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+fn has_own_commands() -> bool {
+    OWN_COMMANDS
+        .try_with(|own| {
+            own.borrow()
+                .as_ref()
+                .is_some_and(|q| !q.commands.is_empty())
+        })
+        .unwrap_or(false)
 }
 
 /// A command sender that wakes the I/O thread after each push.
 #[derive(Clone)]
-struct Handle {
+pub(crate) struct Handle {
     tx: Sender<Command>,
     waker: Arc<Waker>,
+    loop_id: u64,
 }
 
 impl Handle {
-    /// Sends `cmd`; gives it back if the I/O thread is gone.
-    fn send(&self, cmd: Command) -> Result<(), Box<Command>> {
+    /// Sends `cmd`; gives it back if the I/O thread is gone. Blocks while
+    /// [`COMMAND_QUEUE`] commands wait, except on the I/O thread itself, whose
+    /// commands go to its own list.
+    pub(crate) fn send(&self, cmd: Command) -> Result<(), Box<Command>> {
+        let mut slot = Some(cmd);
+        let _ = OWN_COMMANDS.try_with(|own| {
+            if let Some(q) = own.borrow_mut().as_mut() {
+                if q.loop_id == self.loop_id {
+                    q.commands.extend(slot.take());
+                }
+            }
+        });
+        let Some(cmd) = slot else {
+            return Ok(());
+        };
         self.tx.send(cmd).map_err(|e| Box::new(e.0))?;
         if let Err(e) = self.waker.wake() {
             log::warn!("waking the I/O thread failed: {e}");
@@ -108,8 +222,8 @@ impl Handle {
         Ok(())
     }
 }
-
-/// An HTTP/2 gRPC transport: many connections on one I/O thread.
+/// An HTTP/2 gRPC transport: many connections on one I/O thread, calls of every
+/// kind as streams with backpressure both ways (see the [module docs](self)).
 ///
 /// Dropping the transport closes every connection (calls under way end with
 /// UNAVAILABLE) and joins its thread.
@@ -127,6 +241,8 @@ pub struct H2Transport {
     handle: Handle,
     proxy: ProxyMode,
     keepalive: Arc<KeepaliveTime>,
+    /// The release batch of every stream (from the stream window).
+    release_batch: usize,
     next_id: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -140,17 +256,20 @@ impl H2Transport {
     pub fn new(config: TransportConfig) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let proxy = config.proxy.clone();
         let keepalive = Arc::new(KeepaliveTime::new(&config.connection));
+        let release_batch = release_batch(config.connection.stream_window);
         let loop_keepalive = keepalive.clone();
+        let loop_id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let thread = std::thread::Builder::new()
             .name("lb-io".into())
-            .spawn(move || IoLoop::new(poll, rx, config, loop_keepalive).run())?;
+            .spawn(move || IoLoop::new(poll, rx, config, loop_keepalive, loop_id).run())?;
         Ok(Self {
-            handle: Handle { tx, waker },
+            handle: Handle { tx, waker, loop_id },
             proxy,
             keepalive,
+            release_batch,
             next_id: AtomicU64::new(1),
             thread: Mutex::new(Some(thread)),
         })
@@ -227,6 +346,7 @@ impl Transport for H2Transport {
             id,
             handle: self.handle.clone(),
             closed: AtomicBool::new(false),
+            release_batch: self.release_batch,
         }))
     }
 }
@@ -263,22 +383,18 @@ struct ClientConnection {
     id: u64,
     handle: Handle,
     closed: AtomicBool,
+    release_batch: usize,
 }
 
 impl Connection for ClientConnection {
-    fn start_call(&self, call: CallRequest, done: CallCompletion) {
-        let cmd = Command::Call {
-            id: self.id,
-            call,
-            done,
-        };
-        if let Err(cmd) = self.handle.send(cmd) {
-            if let Command::Call { done, .. } = *cmd {
-                done(Err(CallError::unprocessed(Status::unavailable(
-                    "transport is shut down",
-                ))));
-            }
-        }
+    fn open_stream(&self, head: CallHead, listener: Arc<dyn CallListener>) -> Arc<dyn CallStream> {
+        let shared = Arc::new(StreamShared::new(self.id, listener, self.release_batch));
+        // A command that cannot be sent is dropped here, and its `Opening` ends the
+        // call with UNAVAILABLE.
+        let _ = self
+            .handle
+            .send(Command::Open(Opening::new(head, shared.clone())));
+        Arc::new(StreamHandle::new(shared, self.handle.clone()))
     }
 
     fn close(&self) {
@@ -294,11 +410,21 @@ impl Drop for ClientConnection {
     }
 }
 
-/// A call waiting for its response.
-struct PendingCall {
-    call: ClientCall,
-    done: CallCompletion,
+/// A call whose stream is open, as the I/O thread keeps it.
+struct ActiveCall {
+    shared: Arc<StreamShared>,
+    response: ClientStream,
     deadline: Option<Instant>,
+    /// Bytes handed to HTTP/2 and not yet transmitted, as of the last look.
+    unsent: usize,
+    /// END_STREAM is queued (or sent) on our side.
+    local_ended: bool,
+    /// Messages the handle accepted that HTTP/2's stream buffer has no room for
+    /// yet (bounded with them by the handle's [`SEND_BUFFER`](super::call::SEND_BUFFER)).
+    backlog: VecDeque<Vec<u8>>,
+    /// END_STREAM goes out after the backlog.
+    end_pending: bool,
+    credit: RecvCredit,
 }
 
 /// How far a connection has come.
@@ -318,6 +444,8 @@ enum Phase {
 
 struct Conn {
     stream: Stream,
+    /// The proto's per-stream send bound (`ConnectionConfig::stream_send_buffer`).
+    send_limit: usize,
     keepalive: Arc<KeepaliveTime>,
     h2: proto::Connection,
     events: ConnectionEvents,
@@ -326,7 +454,9 @@ struct Conn {
     phase: Phase,
     /// Give up if not READY by then.
     connect_deadline: Option<Instant>,
-    calls: HashMap<StreamId, PendingCall>,
+    calls: HashMap<StreamId, ActiveCall>,
+    /// What the last stream event meant for its call (reused).
+    responses: Vec<ResponseEvent>,
     out: Vec<u8>,
     out_pos: usize,
     write_blocked: bool,
@@ -344,6 +474,9 @@ struct IoLoop {
     scratch: Vec<u8>,
     /// Connections to read again on the next pass (their read hit the budget).
     read_again: Vec<u64>,
+    /// The last pass left commands in the queue (it handled its quota).
+    backlog: bool,
+    loop_id: u64,
     shutting_down: bool,
 }
 
@@ -353,6 +486,7 @@ impl IoLoop {
         rx: Receiver<Command>,
         config: TransportConfig,
         keepalive: Arc<KeepaliveTime>,
+        loop_id: u64,
     ) -> Self {
         Self {
             poll,
@@ -362,16 +496,25 @@ impl IoLoop {
             conns: HashMap::new(),
             scratch: vec![0; 64 << 10],
             read_again: Vec::new(),
+            backlog: false,
+            loop_id,
             shutting_down: false,
         }
     }
 
     fn run(mut self) {
+        OWN_COMMANDS.with(|own| {
+            *own.borrow_mut() = Some(OwnCommands {
+                loop_id: self.loop_id,
+                commands: Vec::new(),
+            });
+        });
         let mut events = Events::with_capacity(256);
         loop {
             // Connections whose last read stopped at the budget still have bytes, and
-            // edge-triggered readiness will not report them again: do not wait.
-            let timeout = if self.read_again.is_empty() {
+            // edge-triggered readiness will not report them again; commands left over
+            // need no wake-up either: do not wait.
+            let timeout = if self.read_again.is_empty() && !self.backlog && !has_own_commands() {
                 self.next_deadline()
                     .map(|t| t.saturating_duration_since(Instant::now()))
             } else {
@@ -415,6 +558,50 @@ impl IoLoop {
             }
             self.service(id, Instant::now());
         }
+        for conn in self.conns.values_mut() {
+            for (_, call) in conn.calls.drain() {
+                call.shared
+                    .close(CallOutcome::processed(Status::unavailable(
+                        "transport is shut down",
+                    )));
+            }
+        }
+        self.discard_commands();
+    }
+
+    /// Ends what is still queued once the loop has stopped: calls not yet opened
+    /// end with UNAVAILABLE (when their `Open` drops), connects report `Closed`.
+    fn discard_commands(self) {
+        let Self { rx, .. } = self;
+        let discard = |commands: Vec<Command>| {
+            for cmd in commands {
+                if let Command::Connect(spec) = cmd {
+                    (spec.events)(ConnectionEvent::Closed(Some(Status::unavailable(
+                        "transport is shut down",
+                    ))));
+                }
+            }
+        };
+        // Callbacks run by the discarding may send more; the loop ends when nothing
+        // is left.
+        loop {
+            let mut commands = take_own_commands();
+            commands.extend(rx.try_iter());
+            if commands.is_empty() {
+                break;
+            }
+            discard(commands);
+        }
+        // From here on sends fail; dropping the receiver drops whatever raced in.
+        drop(rx);
+        loop {
+            let commands = take_own_commands();
+            if commands.is_empty() {
+                break;
+            }
+            discard(commands);
+        }
+        let _ = OWN_COMMANDS.try_with(|own| own.borrow_mut().take());
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -429,47 +616,65 @@ impl IoLoop {
             .min()
     }
 
-    /// Handles every queued command; returns the connections they touched.
+    /// Handles the commands this thread sent itself, then up to
+    /// [`COMMANDS_PER_PASS`] queued ones; returns the connections they touched.
     fn drain_commands(&mut self, now: Instant) -> Vec<u64> {
         let mut touched = Vec::new();
-        loop {
-            let cmd = match self.rx.try_recv() {
-                Ok(cmd) => cmd,
-                Err(TryRecvError::Empty) => break,
+        for cmd in take_own_commands() {
+            self.command(cmd, now, &mut touched);
+        }
+        let mut handled = 0;
+        self.backlog = false;
+        while handled < COMMANDS_PER_PASS {
+            match self.rx.try_recv() {
+                Ok(cmd) => self.command(cmd, now, &mut touched),
+                Err(TryRecvError::Empty) => return touched,
                 Err(TryRecvError::Disconnected) => {
                     self.begin_shutdown();
                     touched.extend(self.conns.keys().copied());
-                    break;
-                }
-            };
-            match cmd {
-                Command::Connect(spec) => {
-                    let (id, addr, events) = (spec.id, spec.addr, spec.events.clone());
-                    if let Err(e) = self.open(spec, now) {
-                        events(ConnectionEvent::Closed(Some(Status::unavailable(format!(
-                            "connect to {addr} failed: {e}"
-                        )))));
-                        continue;
-                    }
-                    touched.push(id);
-                }
-                Command::Call { id, call, done } => {
-                    self.start_call(id, call, done, now);
-                    touched.push(id);
-                }
-                Command::Close { id } => {
-                    if let Some(conn) = self.conns.get_mut(&id) {
-                        conn.h2.close();
-                        touched.push(id);
-                    }
-                }
-                Command::Shutdown => {
-                    self.begin_shutdown();
-                    touched.extend(self.conns.keys().copied());
+                    return touched;
                 }
             }
+            handled += 1;
         }
+        self.backlog = !self.rx.is_empty();
         touched
+    }
+
+    fn command(&mut self, cmd: Command, now: Instant, touched: &mut Vec<u64>) {
+        match cmd {
+            Command::Connect(spec) => {
+                let (id, addr, events) = (spec.id, spec.addr, spec.events.clone());
+                if let Err(e) = self.open(spec, now) {
+                    events(ConnectionEvent::Closed(Some(Status::unavailable(format!(
+                        "connect to {addr} failed: {e}"
+                    )))));
+                    return;
+                }
+                touched.push(id);
+            }
+            Command::Open(opening) => touched.extend(self.open_call(opening, now)),
+            Command::Stream(shared) => {
+                let work = shared.take_work();
+                let (Some(conn), Some(stream)) =
+                    (self.conns.get_mut(&shared.conn), shared.stream_id())
+                else {
+                    return;
+                };
+                conn.apply(stream, work);
+                touched.push(shared.conn);
+            }
+            Command::Close { id } => {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.h2.close();
+                    touched.push(id);
+                }
+            }
+            Command::Shutdown => {
+                self.begin_shutdown();
+                touched.extend(self.conns.keys().copied());
+            }
+        }
     }
 
     fn begin_shutdown(&mut self) {
@@ -505,6 +710,7 @@ impl IoLoop {
             spec.id,
             Conn {
                 stream,
+                send_limit: self.config.connection.stream_send_buffer,
                 keepalive: self.keepalive.clone(),
                 h2,
                 events: spec.events,
@@ -515,6 +721,7 @@ impl IoLoop {
                 },
                 connect_deadline: Some(spec.deadline),
                 calls: HashMap::new(),
+                responses: Vec::new(),
                 out: Vec::new(),
                 out_pos: 0,
                 write_blocked: true,
@@ -525,18 +732,26 @@ impl IoLoop {
         Ok(())
     }
 
-    fn start_call(&mut self, id: u64, call: CallRequest, done: CallCompletion, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return done(Err(CallError::unprocessed(Status::unavailable(
-                "connection closed",
-            ))));
+    /// Opens a call's stream and sends what its caller queued meanwhile; returns
+    /// the connection touched. A call that cannot be opened ends here, alone.
+    fn open_call(&mut self, opening: Opening, now: Instant) -> Option<u64> {
+        let (head, shared) = opening.take();
+        let work = shared.take_work();
+        let not_sent = |status: Status| {
+            shared.close(CallOutcome::not_sent(status));
+            None
         };
-        let timeout = match call.deadline {
+        let Some(conn) = self.conns.get_mut(&shared.conn) else {
+            return not_sent(Status::unavailable("connection closed"));
+        };
+        if work.cancel {
+            return not_sent(Status::cancelled("call cancelled"));
+        }
+        let timeout = match head.deadline {
             Some(d) if d <= now => {
-                return done(Err(Status::deadline_exceeded(
+                return not_sent(Status::deadline_exceeded(
                     "deadline passed before the call started",
-                )
-                .into()));
+                ));
             }
             Some(d) => Some(d - now),
             None => None,
@@ -547,39 +762,40 @@ impl IoLoop {
             } else {
                 "http"
             },
-            authority: call.authority.as_deref().unwrap_or(&conn.authority),
-            path: &call.method,
+            authority: head.authority.as_deref().unwrap_or(&conn.authority),
+            path: &head.method,
             timeout,
             user_agent: &conn.user_agent,
-            metadata: &call.metadata,
+            metadata: &head.metadata,
         });
-        let stream = match conn.h2.open_stream(headers, false, now) {
+        // A request that ends without a message ends with its headers.
+        let end_now = work.end && work.messages.is_empty();
+        let stream = match conn.h2.open_stream(headers, end_now, now) {
             Ok(stream) => stream,
             Err(e @ OpenError::HeaderListTooLarge { .. }) => {
                 // Never sent: failing here keeps the connection and its other calls.
-                return done(Err(
-                    Status::internal(format!("request not sent: {e}")).into()
-                ));
+                return not_sent(Status::internal(format!("request not sent: {e}")));
             }
             Err(_) => {
-                return done(Err(CallError::unprocessed(Status::unavailable(
-                    "connection is not accepting new calls",
-                ))));
+                return not_sent(Status::unavailable("connection is not accepting new calls"));
             }
         };
-        let mut body = Vec::with_capacity(call.message.len() + 5);
-        call::encode_message(&call.message, &mut body);
-        if let Err(e) = conn.h2.send_data(stream, &body, true) {
-            return done(Err(Status::internal(e.to_string()).into()));
-        }
+        shared.set_stream_id(stream);
         conn.calls.insert(
             stream,
-            PendingCall {
-                call: ClientCall::new(self.config.max_message_size),
-                done,
-                deadline: call.deadline,
+            ActiveCall {
+                shared: shared.clone(),
+                response: ClientStream::new(self.config.max_message_size),
+                deadline: head.deadline,
+                unsent: 0,
+                local_ended: end_now,
+                backlog: VecDeque::new(),
+                end_pending: false,
+                credit: RecvCredit::default(),
             },
         );
+        conn.apply(stream, work);
+        Some(shared.conn)
     }
 
     fn on_socket_event(&mut self, id: u64, readable: bool, writable: bool, now: Instant) {
@@ -613,6 +829,7 @@ impl IoLoop {
     }
 
     /// Fires connection timers, connect deadlines and call deadlines.
+    /// Fires connection timers, connect deadlines and call deadlines.
     fn fire_timers(&mut self, now: Instant) -> Vec<u64> {
         let mut touched = Vec::new();
         for (id, conn) in &mut self.conns {
@@ -633,9 +850,12 @@ impl IoLoop {
                 .map(|(s, _)| *s)
                 .collect();
             for stream in expired {
-                if let Some(p) = conn.calls.remove(&stream) {
+                if let Some(call) = conn.calls.remove(&stream) {
                     conn.h2.reset_stream(stream, Reason::CANCEL);
-                    (p.done)(Err(Status::deadline_exceeded("deadline exceeded").into()));
+                    call.shared
+                        .close(CallOutcome::processed(Status::deadline_exceeded(
+                            "deadline exceeded",
+                        )));
                     fired = true;
                 }
             }
@@ -646,8 +866,8 @@ impl IoLoop {
         touched
     }
 
-    /// Delivers a connection's events, writes what it has to say, updates interest,
-    /// and removes it once closed.
+    /// Delivers a connection's events, writes what it has to say, tells writers
+    /// that their streams drained, updates interest, and removes it once closed.
     fn service(&mut self, id: u64, now: Instant) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -655,7 +875,10 @@ impl IoLoop {
         while let Some(event) = conn.h2.poll_event() {
             conn.dispatch(event);
         }
-        if matches!(conn.phase, Phase::Open) && !conn.write_blocked {
+        // Transmit, then move backlogs into the room that made; again while a
+        // backlog moved and the socket takes more (bounded: each round moves at
+        // least one message of a finite backlog).
+        while matches!(conn.phase, Phase::Open) && !conn.write_blocked {
             let sent = socket::transmit(
                 &mut conn.stream,
                 &mut conn.h2,
@@ -671,6 +894,9 @@ impl IoLoop {
             // An I/O error above queues more events.
             while let Some(event) = conn.h2.poll_event() {
                 conn.dispatch(event);
+            }
+            if !conn.report_transmitted() {
+                break;
             }
         }
         if conn.h2.is_closed() && conn.calls.is_empty() {
@@ -777,8 +1003,114 @@ impl Conn {
         }
     }
 
+    /// Hands what the caller queued to HTTP/2: messages (each after its prefix),
+    /// the end of the request, a cancel, and released bytes' credit.
+    fn apply(&mut self, stream: StreamId, work: Work) {
+        let Some(call) = self.calls.get_mut(&stream) else {
+            return;
+        };
+        if work.cancel {
+            let call = self.calls.remove(&stream).expect("present");
+            self.h2.reset_stream(stream, Reason::CANCEL);
+            call.shared
+                .close(CallOutcome::processed(Status::cancelled("call cancelled")));
+            return;
+        }
+        if !call.local_ended {
+            call.backlog.extend(work.messages);
+            call.local_ended = work.end;
+            call.end_pending = work.end;
+        }
+        if work.released > 0 {
+            let credit = call.credit.on_release(work.released);
+            if credit > 0 {
+                self.h2.release_capacity(stream, credit);
+            }
+        }
+        self.flush(stream);
+    }
+
+    /// Hands a call's backlog to HTTP/2 while the stream's send buffer
+    /// (`stream_send_buffer`) has room; what is left waits for the next transmit.
+    /// Returns whether anything moved.
+    fn flush(&mut self, stream: StreamId) -> bool {
+        let Some(call) = self.calls.get_mut(&stream) else {
+            return false;
+        };
+        let mut moved = false;
+        while let Some(len) = call.backlog.front().map(Vec::len) {
+            // Prefix and message go in together: an empty buffer always takes them,
+            // a non-empty one only while both fit under the bound (a message is
+            // never split by a refusal between its prefix and its body).
+            let buffered = self.h2.send_buffered(stream);
+            if buffered > 0 && buffered + PREFIX_LEN >= self.send_limit {
+                return moved;
+            }
+            let m = call.backlog.pop_front().expect("present");
+            let end = call.end_pending && call.backlog.is_empty();
+            let sent = self
+                .h2
+                .send_data(stream, &message::prefix(len), false)
+                .and_then(|()| self.h2.send_data(stream, &m, end));
+            if let Err(e) = sent {
+                // The stream ended under the caller; its event follows.
+                log::debug!("dropping request messages: {e}");
+                call.backlog.clear();
+                call.end_pending = false;
+                return moved;
+            }
+            moved = true;
+            call.unsent += PREFIX_LEN + len;
+            if end {
+                call.end_pending = false;
+            }
+        }
+        if std::mem::take(&mut call.end_pending) {
+            moved = true;
+            if let Err(e) = self.h2.send_data(stream, &[], true) {
+                log::debug!("ending a request: {e}");
+            }
+        }
+        moved
+    }
+
+    /// Lowers each stream's count of bytes waiting to be transmitted by what left
+    /// since the last look, and tells writers waiting for room.
+    fn report_transmitted(&mut self) -> bool {
+        let mut writable = Vec::new();
+        for (stream, call) in &mut self.calls {
+            if call.unsent == 0 {
+                continue;
+            }
+            let left = self.h2.send_buffered(*stream);
+            if left < call.unsent {
+                let sent = call.unsent - left;
+                call.unsent = left;
+                if call.shared.transmitted(sent) {
+                    writable.push(call.shared.clone());
+                }
+            }
+        }
+        let waiting: Vec<StreamId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| !c.backlog.is_empty() || c.end_pending)
+            .map(|(s, _)| *s)
+            .collect();
+        let mut moved = false;
+        for stream in waiting {
+            moved |= self.flush(stream);
+        }
+        for shared in writable {
+            shared.listener.on_writable();
+        }
+        moved
+    }
+
     fn dispatch(&mut self, event: Event) {
         match event {
+            // The backlog is pushed after every transmit (`report_transmitted`).
+            Event::SendReady { .. } => {}
             Event::Connected => {
                 self.connect_deadline = None;
                 self.reported_ready = true;
@@ -789,33 +1121,48 @@ impl Conn {
                 headers,
                 end_stream,
             } => {
-                let result = match self.calls.get_mut(&stream) {
-                    Some(p) => p.call.on_headers(headers, end_stream),
-                    None => return,
+                let Some(call) = self.calls.get_mut(&stream) else {
+                    return;
                 };
-                self.complete(stream, result);
+                let mut responses = std::mem::take(&mut self.responses);
+                call.response
+                    .on_headers(headers, end_stream, &mut responses);
+                self.deliver(stream, &mut responses, end_stream);
+                self.responses = responses;
             }
             Event::Data {
                 stream,
                 data,
                 end_stream,
             } => {
-                self.h2.release_capacity(stream, data.len());
-                let result = match self.calls.get_mut(&stream) {
-                    Some(p) => p.call.on_data(&data, end_stream),
-                    None => return,
+                let Some(call) = self.calls.get_mut(&stream) else {
+                    self.h2.release_capacity(stream, data.len());
+                    return;
                 };
-                if result.as_ref().is_some_and(Result::is_err) && !end_stream {
-                    self.h2.reset_stream(stream, Reason::CANCEL);
+                let mut responses = std::mem::take(&mut self.responses);
+                call.response.on_data(&data, end_stream, &mut responses);
+                let delivered = responses
+                    .iter()
+                    .map(|r| match r {
+                        ResponseEvent::Message(m) => m.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                // Prefixes and partial messages get their credit back now; complete
+                // messages when the application releases them.
+                let credit = call.credit.on_data(data.len(), delivered);
+                if credit > 0 {
+                    self.h2.release_capacity(stream, credit);
                 }
-                self.complete(stream, result);
+                self.deliver(stream, &mut responses, end_stream);
+                self.responses = responses;
             }
             Event::Reset { stream, cause } => {
-                if let Some(mut p) = self.calls.remove(&stream) {
-                    (p.done)(Err(p.call.on_reset(&cause)));
+                if let Some(mut call) = self.calls.remove(&stream) {
+                    let outcome = call.response.on_reset(&cause);
+                    call.shared.close(outcome);
                 }
             }
-            Event::SendReady { .. } => {}
             Event::GoAway { reason, debug, .. } => {
                 let too_many_pings =
                     reason == Reason::ENHANCE_YOUR_CALM && debug == b"too_many_pings";
@@ -846,14 +1193,29 @@ impl Conn {
         }
     }
 
-    fn complete(
-        &mut self,
-        stream: StreamId,
-        result: Option<Result<lb_core::transport::CallResponse, CallError>>,
-    ) {
-        if let Some(result) = result {
-            if let Some(p) = self.calls.remove(&stream) {
-                (p.done)(result);
+    /// Hands a call's response events to its listener, in order; at the end of the
+    /// call, the stream goes too: reset with NO_ERROR if the server ended it before
+    /// our request ended (as gRPC does), with CANCEL if the response broke the rules.
+    fn deliver(&mut self, stream: StreamId, responses: &mut Vec<ResponseEvent>, peer_ended: bool) {
+        let Some(call) = self.calls.get(&stream) else {
+            responses.clear();
+            return;
+        };
+        let shared = call.shared.clone();
+        for response in responses.drain(..) {
+            match response {
+                ResponseEvent::Headers(md) => shared.listener.on_headers(md),
+                ResponseEvent::Message(m) => shared.listener.on_message(m),
+                ResponseEvent::End(status) => {
+                    self.calls.remove(&stream);
+                    let reason = if peer_ended {
+                        Reason::NO_ERROR
+                    } else {
+                        Reason::CANCEL
+                    };
+                    self.h2.reset_stream(stream, reason);
+                    shared.close(CallOutcome::processed(status));
+                }
             }
         }
     }

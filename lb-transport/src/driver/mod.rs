@@ -1,6 +1,7 @@
 //! The mio drivers: thin loops that move bytes between sockets and sans-IO
 //! connections.
 
+pub mod call;
 pub mod client;
 pub mod proxy;
 pub mod socket;

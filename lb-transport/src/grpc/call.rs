@@ -1,10 +1,11 @@
-//! One call on a stream, without I/O: the request headers a client sends and the
-//! state that turns a unary response into a result; and the server's side, for
-//! every kind of call (request heads, response headers, trailers, messages).
+//! One call on a stream, without I/O: the request headers a client sends, the state
+//! that turns a response stream into headers, messages and a final status
+//! ([`ClientStream`], with [`ClientCall`] as its unary form), and the server's side,
+//! for every kind of call (request heads, response headers, trailers, messages).
 
 use std::time::Duration;
 
-use lb_core::transport::{CallError, CallResponse};
+use lb_core::transport::{CallError, CallOutcome, CallResponse};
 use lb_core::{Code, Metadata, Status, is_binary_key};
 
 use crate::grpc::message::{self, MessageDecoder};
@@ -162,7 +163,184 @@ fn http_status(headers: &[Header]) -> Option<u16> {
         .and_then(|s| s.parse().ok())
 }
 
-/// The client's view of one unary call, fed with the stream's events.
+/// What a response stream's events mean for its call, in order: at most one
+/// `Headers`, any number of `Message`s, then one `End`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseEvent {
+    /// The response headers arrived; their custom metadata.
+    Headers(Metadata),
+    /// One complete response message (without its prefix).
+    Message(Vec<u8>),
+    /// The call ended with this status, which carries the trailers' metadata.
+    /// Nothing follows.
+    End(Status),
+}
+
+/// The client's view of one call's response stream, of any kind (unary or
+/// streaming), fed with the stream's events: headers, messages as they complete,
+/// then the status from the trailers.
+///
+/// ```
+/// use lb_transport::grpc::call::{ClientStream, ResponseEvent};
+/// use lb_transport::grpc::message;
+/// use lb_transport::hpack::Header;
+/// let mut call = ClientStream::new(1024);
+/// let mut out = Vec::new();
+/// call.on_headers(vec![Header::new(":status", "200"), Header::new("content-type", "application/grpc")], false, &mut out);
+/// let mut body = Vec::new();
+/// message::encode(b"one", &mut body);
+/// message::encode(b"two", &mut body);
+/// call.on_data(&body, false, &mut out);
+/// call.on_headers(vec![Header::new("grpc-status", "0")], true, &mut out);
+/// assert!(matches!(&out[..], [
+///     ResponseEvent::Headers(_),
+///     ResponseEvent::Message(a),
+///     ResponseEvent::Message(b),
+///     ResponseEvent::End(s),
+/// ] if a == b"one" && b == b"two" && s.is_ok()));
+/// ```
+#[derive(Debug)]
+pub struct ClientStream {
+    headers_seen: bool,
+    decoder: MessageDecoder,
+    /// A failure found in the response (a non-gRPC answer); reported when the
+    /// stream ends, and the body is ignored until then.
+    error: Option<Status>,
+    ended: bool,
+}
+
+impl ClientStream {
+    /// A call that accepts response messages up to `max_message_len` bytes.
+    pub fn new(max_message_len: usize) -> Self {
+        Self {
+            headers_seen: false,
+            decoder: MessageDecoder::new(max_message_len),
+            error: None,
+            ended: false,
+        }
+    }
+
+    /// Whether [`ResponseEvent::End`] has been produced.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// A header block arrived: the response headers, trailers, or a Trailers-Only
+    /// response (the first block, ending the stream). Appends what it means to
+    /// `out`.
+    pub fn on_headers(
+        &mut self,
+        headers: Vec<Header>,
+        end_stream: bool,
+        out: &mut Vec<ResponseEvent>,
+    ) {
+        if self.ended {
+            return;
+        }
+        if self.headers_seen {
+            if end_stream {
+                self.end(&headers, Some(200), out);
+            }
+            return;
+        }
+        self.headers_seen = true;
+        let http = http_status(&headers);
+        if end_stream {
+            // Trailers-Only: everything is in this one block.
+            self.end(&headers, http, out);
+            return;
+        }
+        let grpc_type = find(&headers, "content-type")
+            .is_some_and(|ct| ct.starts_with(CONTENT_TYPE.as_bytes()));
+        if http != Some(200) || !grpc_type {
+            let code = Code::from_http_status(http.unwrap_or(0));
+            self.error = Some(Status::new(
+                code,
+                format!(
+                    "unexpected response: HTTP status {:?}, content-type {:?}",
+                    http,
+                    find(&headers, "content-type").map(String::from_utf8_lossy)
+                ),
+            ));
+            return;
+        }
+        out.push(ResponseEvent::Headers(metadata_from_headers(&headers)));
+    }
+
+    /// Data arrived. Appends each message it completes, and the end of the call when
+    /// the stream ended or the data broke the rules (an announced message above the
+    /// limit, a compressed one): then the caller resets the stream if the peer has
+    /// not ended it.
+    pub fn on_data(&mut self, data: &[u8], end_stream: bool, out: &mut Vec<ResponseEvent>) {
+        if self.ended {
+            return;
+        }
+        if self.error.is_none() {
+            let mut pushed = self.decoder.push(data);
+            while pushed.is_ok() {
+                let Some(m) = self.decoder.next_message() else {
+                    break;
+                };
+                out.push(ResponseEvent::Message(m));
+                // Checks the prefix of the next message, if it is here already.
+                pushed = self.decoder.push(&[]);
+            }
+            if let Err(status) = pushed {
+                // Bounded memory: stop buffering; the caller resets the stream.
+                self.ended = true;
+                out.push(ResponseEvent::End(status));
+                return;
+            }
+        }
+        if end_stream {
+            self.end(&[], None, out);
+        }
+    }
+
+    /// The stream was reset or the connection ended: how the call ends, and
+    /// whether the server can have seen it.
+    pub fn on_reset(&mut self, cause: &ResetCause) -> CallOutcome {
+        self.ended = true;
+        match cause {
+            ResetCause::Refused => CallOutcome::refused(Status::unavailable(
+                "stream refused by the server before processing",
+            )),
+            ResetCause::Peer(reason) => {
+                CallOutcome::processed(crate::grpc::status::status_for_reset(*reason))
+            }
+            ResetCause::Protocol(reason, detail) => CallOutcome::processed(Status::internal(
+                format!("protocol error {reason}: {detail}"),
+            )),
+            ResetCause::Connection(err) => CallOutcome::processed(connection_error_status(err)),
+        }
+    }
+
+    /// Bytes of a message being assembled (prefixes included).
+    pub fn partial_bytes(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    fn end(&mut self, trailers: &[Header], http: Option<u16>, out: &mut Vec<ResponseEvent>) {
+        self.ended = true;
+        let status = if let Some(err) = self.error.take() {
+            err
+        } else {
+            let status = status_from(trailers, http);
+            match self.decoder.finish() {
+                Err(e) if status.is_ok() => e,
+                _ => status,
+            }
+        };
+        out.push(ResponseEvent::End(
+            status.with_trailers(metadata_from_headers(trailers)),
+        ));
+    }
+}
+
+/// The client's view of one unary call, fed with the stream's events: a
+/// [`ClientStream`] that expects exactly one response message (a missing or second
+/// one is UNIMPLEMENTED, as in gRPC's unary calls). For clients built directly on
+/// [`proto::Connection`](crate::proto::Connection).
 ///
 /// ```
 /// use lb_transport::grpc::call::ClientCall;
@@ -178,22 +356,22 @@ fn http_status(headers: &[Header]) -> Option<u16> {
 /// ```
 #[derive(Debug)]
 pub struct ClientCall {
-    headers: Option<Vec<Header>>,
-    decoder: MessageDecoder,
+    stream: ClientStream,
+    headers: Metadata,
     message: Option<Vec<u8>>,
     extra_messages: usize,
-    error: Option<Status>,
+    events: Vec<ResponseEvent>,
 }
 
 impl ClientCall {
     /// A call that accepts response messages up to `max_message_len` bytes.
     pub fn new(max_message_len: usize) -> Self {
         Self {
-            headers: None,
-            decoder: MessageDecoder::new(max_message_len),
+            stream: ClientStream::new(max_message_len),
+            headers: Metadata::new(),
             message: None,
             extra_messages: 0,
-            error: None,
+            events: Vec::new(),
         }
     }
 
@@ -203,29 +381,11 @@ impl ClientCall {
         headers: Vec<Header>,
         end_stream: bool,
     ) -> Option<Result<CallResponse, CallError>> {
-        if self.headers.is_none() {
-            let http = http_status(&headers);
-            let grpc_type = find(&headers, "content-type")
-                .is_some_and(|ct| ct.starts_with(CONTENT_TYPE.as_bytes()));
-            if end_stream {
-                // Trailers-Only: everything is in this one block.
-                return Some(self.finish(&headers, http));
-            }
-            if http != Some(200) || !grpc_type {
-                let code = Code::from_http_status(http.unwrap_or(0));
-                self.error = Some(Status::new(
-                    code,
-                    format!(
-                        "unexpected response: HTTP status {:?}, content-type {:?}",
-                        http,
-                        find(&headers, "content-type").map(String::from_utf8_lossy)
-                    ),
-                ));
-            }
-            self.headers = Some(headers);
-            return None;
-        }
-        end_stream.then(|| self.finish(&headers, Some(200)))
+        let mut events = std::mem::take(&mut self.events);
+        self.stream.on_headers(headers, end_stream, &mut events);
+        let result = self.absorb(&mut events);
+        self.events = events;
+        result
     }
 
     /// Data arrived. Returns the result when the stream ended (or failed).
@@ -234,74 +394,60 @@ impl ClientCall {
         data: &[u8],
         end_stream: bool,
     ) -> Option<Result<CallResponse, CallError>> {
-        if self.error.is_none() {
-            match self.decoder.push(data) {
-                Ok(()) => {
-                    while let Some(m) = self.decoder.next_message() {
-                        if self.message.is_none() {
-                            self.message = Some(m);
-                        } else {
-                            self.extra_messages += 1;
-                        }
-                    }
-                }
-                Err(status) => {
-                    // Bounded memory: stop buffering. The caller resets the stream.
-                    self.error = Some(status.clone());
-                    return Some(Err(status.into()));
-                }
-            }
-        }
-        end_stream.then(|| self.finish(&[], None))
+        let mut events = std::mem::take(&mut self.events);
+        self.stream.on_data(data, end_stream, &mut events);
+        let result = self.absorb(&mut events);
+        self.events = events;
+        result
     }
 
     /// The stream was reset or the connection ended: the final result.
     pub fn on_reset(&mut self, cause: &ResetCause) -> CallError {
-        match cause {
-            ResetCause::Refused => CallError::unprocessed(Status::unavailable(
-                "stream refused by the server before processing",
-            )),
-            ResetCause::Peer(reason) => crate::grpc::status::status_for_reset(*reason).into(),
-            ResetCause::Protocol(reason, detail) => {
-                Status::internal(format!("protocol error {reason}: {detail}")).into()
-            }
-            ResetCause::Connection(err) => connection_error_status(err).into(),
+        let outcome = self.stream.on_reset(cause);
+        CallError {
+            status: outcome.status,
+            unprocessed: outcome.progress.is_unprocessed(),
         }
     }
 
-    fn finish(
+    fn absorb(
         &mut self,
-        trailers: &[Header],
-        http: Option<u16>,
-    ) -> Result<CallResponse, CallError> {
-        if let Some(err) = self.error.take() {
-            return Err(err.into());
+        events: &mut Vec<ResponseEvent>,
+    ) -> Option<Result<CallResponse, CallError>> {
+        let mut result = None;
+        for event in events.drain(..) {
+            match event {
+                ResponseEvent::Headers(md) => self.headers = md,
+                ResponseEvent::Message(m) if self.message.is_none() => self.message = Some(m),
+                ResponseEvent::Message(_) => self.extra_messages += 1,
+                ResponseEvent::End(status) => result = Some(self.finish(status)),
+            }
         }
-        let status = status_from(trailers, http);
-        if status.code() != Code::Ok {
+        result
+    }
+
+    fn finish(&mut self, mut status: Status) -> Result<CallResponse, CallError> {
+        if !status.is_ok() {
             return Err(status.into());
         }
-        if let Err(e) = self.decoder.finish() {
-            return Err(e.into());
-        }
+        let trailers = status.take_trailers();
         if self.extra_messages > 0 {
             return Err(Status::unimplemented(format!(
                 "unary call got {} response messages",
                 self.extra_messages + 1
             ))
+            .with_trailers(trailers)
             .into());
         }
         let Some(message) = self.message.take() else {
-            return Err(Status::unimplemented("unary call got no response message").into());
+            return Err(Status::unimplemented("unary call got no response message")
+                .with_trailers(trailers)
+                .into());
         };
         Ok(CallResponse {
-            headers: self
-                .headers
-                .as_deref()
-                .map(metadata_from_headers)
-                .unwrap_or_default(),
+            headers: std::mem::take(&mut self.headers),
             message,
-            trailers: metadata_from_headers(trailers),
+            trailers,
         })
     }
 }
@@ -410,6 +556,8 @@ pub fn encode_message(body: &[u8], dst: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use lb_core::transport::Progress;
+
     use super::*;
 
     fn ok_headers() -> Vec<Header> {
@@ -550,6 +698,161 @@ mod tests {
         assert_eq!(e.status.code(), Code::Cancelled);
         let e = call.on_reset(&ResetCause::Connection(ConnectionError::Eof));
         assert_eq!((e.status.code(), e.unprocessed), (Code::Unavailable, false));
+    }
+
+    fn stream_events(call: &mut ClientStream, wire: &[u8], chunk: usize) -> Vec<ResponseEvent> {
+        let mut out = Vec::new();
+        for part in wire.chunks(chunk.max(1)) {
+            call.on_data(part, false, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_stream_of_messages_is_delivered_in_order_however_the_data_is_split() {
+        let messages: Vec<Vec<u8>> = (0..50u8)
+            .map(|i| vec![i; usize::from(i) * 13 % 200])
+            .collect();
+        let mut wire = Vec::new();
+        for m in &messages {
+            message::encode(m, &mut wire);
+        }
+        for chunk in [1, 2, 5, 7, 64, 1000, wire.len()] {
+            let mut call = ClientStream::new(1000);
+            let mut out = Vec::new();
+            call.on_headers(ok_headers(), false, &mut out);
+            let Some(ResponseEvent::Headers(md)) = out.pop() else {
+                panic!("headers first");
+            };
+            assert_eq!(md.get("x-a"), Some("1"));
+            let got = stream_events(&mut call, &wire, chunk);
+            let got: Vec<Vec<u8>> = got
+                .into_iter()
+                .map(|e| match e {
+                    ResponseEvent::Message(m) => m,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(got, messages, "chunk {chunk}");
+            assert_eq!(call.partial_bytes(), 0);
+            call.on_headers(vec![Header::new("grpc-status", "0")], true, &mut out);
+            assert!(matches!(&out[..], [ResponseEvent::End(s)] if s.is_ok()));
+            assert!(call.is_ended());
+        }
+    }
+
+    #[test]
+    fn partial_messages_are_held_until_complete() {
+        let mut wire = Vec::new();
+        message::encode(b"hello", &mut wire);
+        let mut call = ClientStream::new(100);
+        let mut out = Vec::new();
+        call.on_headers(ok_headers(), false, &mut out);
+        out.clear();
+        call.on_data(&wire[..7], false, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(call.partial_bytes(), 7);
+        call.on_data(&wire[7..], false, &mut out);
+        assert_eq!(out, [ResponseEvent::Message(b"hello".to_vec())]);
+        assert_eq!(call.partial_bytes(), 0);
+    }
+
+    #[test]
+    fn an_error_after_messages_keeps_the_messages_and_carries_the_trailers() {
+        let mut call = ClientStream::new(100);
+        let mut out = Vec::new();
+        call.on_headers(ok_headers(), false, &mut out);
+        let mut wire = body(b"a");
+        wire.extend(body(b"b"));
+        call.on_data(&wire, false, &mut out);
+        let trailers = vec![
+            Header::new("grpc-status", "9"),
+            Header::new("grpc-message", "no%20more"),
+            Header::new("x-t", "2"),
+            Header::new("x-b-bin", "AQI="),
+        ];
+        call.on_headers(trailers, true, &mut out);
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert_eq!(out[1], ResponseEvent::Message(b"a".to_vec()));
+        assert_eq!(out[2], ResponseEvent::Message(b"b".to_vec()));
+        let ResponseEvent::End(status) = &out[3] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.message(), "no more");
+        assert_eq!(status.trailers().get("x-t"), Some("2"));
+        assert_eq!(status.trailers().get_bin("x-b-bin"), Some(&[1u8, 2][..]));
+        assert_eq!(status.trailers().len(), 2, "grpc-* fields are not metadata");
+        // Nothing after the end.
+        out.clear();
+        call.on_data(&body(b"late"), true, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn trailers_only_carries_its_metadata_and_no_headers_event() {
+        let mut call = ClientStream::new(100);
+        let mut out = Vec::new();
+        let mut h = ok_headers();
+        h.push(Header::new("grpc-status", "5"));
+        call.on_headers(h, true, &mut out);
+        let [ResponseEvent::End(status)] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.trailers().get("x-a"), Some("1"));
+    }
+
+    #[test]
+    fn an_oversized_message_ends_the_stream_at_its_prefix() {
+        let mut call = ClientStream::new(3);
+        let mut out = Vec::new();
+        call.on_headers(ok_headers(), false, &mut out);
+        let mut wire = body(b"ok");
+        wire.extend(body(b"toolong"));
+        call.on_data(&wire[..12], false, &mut out);
+        assert!(call.is_ended());
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(matches!(&out[2], ResponseEvent::End(s) if s.code() == Code::ResourceExhausted));
+        out.clear();
+        call.on_data(&wire[12..], true, &mut out);
+        assert!(out.is_empty(), "nothing after the end");
+    }
+
+    #[test]
+    fn data_ending_the_stream_without_trailers_or_mid_message_is_an_error() {
+        let mut call = ClientStream::new(100);
+        let mut out = Vec::new();
+        call.on_headers(ok_headers(), false, &mut out);
+        call.on_data(&body(b"x"), true, &mut out);
+        assert!(matches!(out.last(), Some(ResponseEvent::End(s)) if s.code() == Code::Unknown));
+
+        let mut call = ClientStream::new(100);
+        let mut out = Vec::new();
+        call.on_headers(ok_headers(), false, &mut out);
+        call.on_data(&body(b"xyz")[..6], false, &mut out);
+        call.on_headers(vec![Header::new("grpc-status", "0")], true, &mut out);
+        assert!(matches!(out.last(), Some(ResponseEvent::End(s)) if s.code() == Code::Internal));
+    }
+
+    #[test]
+    fn resets_map_to_outcomes() {
+        let mut call = ClientStream::new(10);
+        let o = call.on_reset(&ResetCause::Refused);
+        assert_eq!(
+            (o.status.code(), o.progress),
+            (Code::Unavailable, Progress::Refused)
+        );
+        let o = ClientStream::new(10).on_reset(&ResetCause::Peer(crate::frame::Reason::CANCEL));
+        assert_eq!(
+            (o.status.code(), o.progress),
+            (Code::Cancelled, Progress::Processed)
+        );
+        let o = ClientStream::new(10).on_reset(&ResetCause::Connection(ConnectionError::Eof));
+        assert_eq!(
+            (o.status.code(), o.progress),
+            (Code::Unavailable, Progress::Processed)
+        );
     }
 
     #[test]

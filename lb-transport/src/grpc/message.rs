@@ -21,11 +21,25 @@ pub const DEFAULT_MAX_MESSAGE_LEN: usize = 4 * 1024 * 1024;
 /// assert_eq!(out, [0, 0, 0, 0, 2, b'h', b'i']);
 /// ```
 pub fn encode(message: &[u8], dst: &mut Vec<u8>) {
-    let len = u32::try_from(message.len()).expect("a gRPC message is below 4 GiB");
     dst.reserve(PREFIX_LEN + message.len());
-    dst.push(0);
-    dst.extend_from_slice(&len.to_be_bytes());
+    dst.extend_from_slice(&prefix(message.len()));
     dst.extend_from_slice(message);
+}
+
+/// The prefix of an uncompressed message of `len` bytes, for sending a message
+/// without copying it next to its prefix first.
+///
+/// # Panics
+///
+/// If `len` is 4 GiB or more.
+///
+/// ```
+/// assert_eq!(lb_transport::grpc::message::prefix(258), [0, 0, 0, 1, 2]);
+/// ```
+pub fn prefix(len: usize) -> [u8; PREFIX_LEN] {
+    let len = u32::try_from(len).expect("a gRPC message is below 4 GiB");
+    let [a, b, c, d] = len.to_be_bytes();
+    [0, a, b, c, d]
 }
 
 /// Reassembles messages from DATA payloads, refusing any message above a size limit
@@ -47,6 +61,9 @@ pub fn encode(message: &[u8], dst: &mut Vec<u8>) {
 pub struct MessageDecoder {
     max_len: usize,
     buf: Vec<u8>,
+    /// Where the unread bytes of `buf` start: messages taken out only move it, so a
+    /// frame full of small messages is not shifted once per message.
+    pos: usize,
 }
 
 impl MessageDecoder {
@@ -55,6 +72,7 @@ impl MessageDecoder {
         Self {
             max_len,
             buf: Vec::new(),
+            pos: 0,
         }
     }
 
@@ -65,12 +83,16 @@ impl MessageDecoder {
     /// RESOURCE_EXHAUSTED when a message is announced above the limit; INTERNAL when
     /// it is flagged compressed (this implementation never asks for compression).
     pub fn push(&mut self, data: &[u8]) -> Result<(), Status> {
+        if !data.is_empty() && self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
         self.buf.extend_from_slice(data);
         self.check_prefix()
     }
 
     fn check_prefix(&self) -> Result<(), Status> {
-        let Some(prefix) = self.buf.get(..PREFIX_LEN) else {
+        let Some(prefix) = self.buf[self.pos..].get(..PREFIX_LEN) else {
             return Ok(());
         };
         if prefix[0] != 0 {
@@ -93,13 +115,18 @@ impl MessageDecoder {
 
     /// The next complete message, if one has arrived.
     pub fn next_message(&mut self) -> Option<Vec<u8>> {
-        let prefix = self.buf.get(..PREFIX_LEN)?;
+        let unread = &self.buf[self.pos..];
+        let prefix = unread.get(..PREFIX_LEN)?;
         let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-        if self.buf.len() < PREFIX_LEN + len {
+        if unread.len() < PREFIX_LEN + len {
             return None;
         }
-        let message = self.buf[PREFIX_LEN..PREFIX_LEN + len].to_vec();
-        self.buf.drain(..PREFIX_LEN + len);
+        let message = unread[PREFIX_LEN..PREFIX_LEN + len].to_vec();
+        self.pos += PREFIX_LEN + len;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
         // The next message's prefix may already be here; the caller sees any error on
         // its next push, and `finish` re-checks.
         Some(message)
@@ -107,7 +134,7 @@ impl MessageDecoder {
 
     /// Bytes received but not yet returned as a message.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.pos
     }
 
     /// Checks that the stream ended on a message boundary.
@@ -118,13 +145,11 @@ impl MessageDecoder {
     /// a buffered prefix.
     pub fn finish(&self) -> Result<(), Status> {
         self.check_prefix()?;
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(Status::internal(format!(
-                "stream ended inside a message ({} bytes left over)",
-                self.buf.len()
-            )))
+        match self.buffered() {
+            0 => Ok(()),
+            left => Err(Status::internal(format!(
+                "stream ended inside a message ({left} bytes left over)"
+            ))),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! - [`base64`]: the encoding of binary (`-bin`) metadata values.
 //! - [`message`]: length-prefixed messages in DATA frames.
 //! - [`status`]: synthesizing a gRPC status from HTTP/2 error codes.
-//! - [`call`]: one unary call on a stream, for the client and the server.
+//! - [`call`]: one call on a stream (unary or streaming), for the client and the
+//!   server.
 
 pub mod base64;
 pub mod call;
