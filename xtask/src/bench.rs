@@ -9,6 +9,14 @@
 //!   Cargo project) and `h2load`, one after another against the same server: one
 //!   call in flight, then 32. Then the memory of 1,000 idle connections on one I/O
 //!   thread (the `idle_connections` example).
+//! - Streaming benchmarks, on the same server in the same run: messages per second
+//!   on one server-streaming call and the latency of bidi ping-pong round trips,
+//!   with 16 B and 64 KiB messages, from our client (`lb-transport`'s
+//!   `stream_bench` example, a `Channel`), the grpc C++ sync client and tonic, in
+//!   alternating rounds.
+//! - Every client run also reports its CPU time (user + system of the client
+//!   process, read from this process's children times in `/proc/self/stat` around
+//!   the run), per call or per message.
 //!
 //! Benchmarks are measurements, never pass/fail tests: a missed target is printed,
 //! not turned into a failure. Every figure comes from a measurement of this run.
@@ -306,6 +314,11 @@ const TARGET_SEQ_P50_VS_TONIC: f64 = 0.8;
 const TARGET_32_QPS_VS_TONIC: f64 = 1.2;
 /// Target: resident memory per idle READY connection, in bytes.
 const TARGET_IDLE_BYTES: u64 = 64 << 10;
+/// Target: our messages per second on one server-streaming call at least this
+/// times tonic's.
+const TARGET_STREAM_MSGS_VS_TONIC: f64 = 1.0;
+/// Target: our ping-pong p50 at most this times tonic's.
+const TARGET_PINGPONG_P50_VS_TONIC: f64 = 1.0;
 
 /// A client under test.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -337,7 +350,8 @@ struct Scenario {
     pilot_calls: u64,
 }
 
-/// What one run measured.
+/// What one run measured. In the streaming modes `calls` counts messages and
+/// `qps` is messages per second.
 #[derive(Clone, Debug)]
 struct Figures {
     calls: u64,
@@ -345,6 +359,92 @@ struct Figures {
     qps: f64,
     p50_us: f64,
     p99_us: f64,
+    /// User + system CPU time of the client process, in seconds, when known.
+    cpu_secs: Option<f64>,
+}
+
+impl Figures {
+    /// CPU microseconds per call (or message).
+    fn cpu_us_per_call(&self) -> Option<f64> {
+        self.cpu_secs.map(|s| s * 1e6 / self.calls.max(1) as f64)
+    }
+}
+
+/// The clients of the streaming benchmarks (h2load makes unary calls only).
+const STREAM_CLIENTS: [Client; 3] = [Client::Ours, Client::CppSync, Client::Tonic];
+
+/// What a streaming run does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StreamMode {
+    /// One server-streaming call (`/bench.Echo/Stream`) receiving the messages.
+    Stream,
+    /// One bidi call (`/bench.Echo/PingPong`), one message in flight at a time.
+    PingPong,
+}
+
+impl StreamMode {
+    /// The clients' `--mode` value.
+    fn arg(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::PingPong => "pingpong",
+        }
+    }
+}
+
+/// One streaming load shape: one call per run.
+struct StreamScenario {
+    mode: StreamMode,
+    payload_bytes: usize,
+    /// Messages received (stream) or round trips (ping-pong) in one run.
+    messages: u64,
+}
+
+impl StreamScenario {
+    fn name(&self) -> String {
+        let what = match self.mode {
+            StreamMode::Stream => "server-streaming",
+            StreamMode::PingPong => "ping-pong",
+        };
+        format!("{what}, {}", size_name(self.payload_bytes))
+    }
+}
+
+/// The streaming scenarios: 16 B and 64 KiB messages, each streamed and
+/// ping-ponged, sized for runs of about a second (less with `quick`).
+fn stream_scenarios(quick: bool) -> [StreamScenario; 4] {
+    let n = |full: u64, short: u64| if quick { short } else { full };
+    [
+        StreamScenario {
+            mode: StreamMode::Stream,
+            payload_bytes: 16,
+            messages: n(200_000, 50_000),
+        },
+        StreamScenario {
+            mode: StreamMode::Stream,
+            payload_bytes: 64 << 10,
+            messages: n(10_000, 2_000),
+        },
+        StreamScenario {
+            mode: StreamMode::PingPong,
+            payload_bytes: 16,
+            messages: n(20_000, 2_000),
+        },
+        StreamScenario {
+            mode: StreamMode::PingPong,
+            payload_bytes: 64 << 10,
+            messages: n(5_000, 1_000),
+        },
+    ]
+}
+
+/// `16 B`, `64 KiB`.
+fn size_name(bytes: usize) -> String {
+    if bytes >= 1024 && bytes % 1024 == 0 {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} B")
+    }
 }
 
 /// The programs of the transport benchmarks.
@@ -354,6 +454,7 @@ struct Programs {
     /// `Err` says why tonic is missing (its build failed); its rows say so.
     tonic: Result<PathBuf, String>,
     ours: PathBuf,
+    ours_stream: PathBuf,
     idle: PathBuf,
     h2load: PathBuf,
     /// `h2load -d` file: the 5-byte gRPC prefix and the encoded request.
@@ -399,6 +500,12 @@ fn transport_benches(root: &Path, quick: bool) -> Result<(), String> {
         }
         results.push(rows);
     }
+    let stream_rounds = if quick { 1 } else { 3 };
+    let streams = stream_scenarios(quick);
+    let stream_results: Vec<_> = streams
+        .iter()
+        .map(|scenario| measure_stream(&programs, &target, scenario, stream_rounds))
+        .collect();
     let mut idle = Err("not run".to_string());
     let _ = util::step(
         &format!("{IDLE_CONNECTIONS} idle connections on one I/O thread"),
@@ -421,6 +528,7 @@ fn transport_benches(root: &Path, quick: bool) -> Result<(), String> {
 
     print_transport_table(root, &scenarios, &results, &idle, run_secs);
     print_overhead(&overhead);
+    print_stream_table(&streams, &stream_results, stream_rounds);
     println!(
         "\nmachine: {} CPUs; load before the runs: {load_before}; after: {load_after}\n\
          (server and clients share these CPUs with whatever else runs; a busy machine \
@@ -471,7 +579,7 @@ fn channel_overhead(ours: &Path, target: &str, quick: bool) -> Result<Overhead, 
             if with_channel {
                 cmd.arg("--channel");
             }
-            let figures = parse_figures(&util::bounded(&mut cmd, RUN_TIMEOUT, true)?)?;
+            let figures = run_measured(&mut cmd)?;
             println!(
                 "  {}: {}",
                 if with_channel { "channel" } else { "bare   " },
@@ -480,15 +588,17 @@ fn channel_overhead(ours: &Path, target: &str, quick: bool) -> Result<Overhead, 
             into.push(figures.p50_us);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     Ok(Overhead {
-        bare_p50_us: median(&mut bare),
-        channel_p50_us: median(&mut channel),
+        bare_p50_us: median(bare),
+        channel_p50_us: median(channel),
         rounds,
     })
+}
+
+/// The middle value (the upper middle of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn print_overhead(overhead: &Result<Overhead, String>) {
@@ -568,6 +678,8 @@ fn prepare(root: &Path, peers: &Path) -> Result<Programs, String> {
                 "--example",
                 "unary_bench",
                 "--example",
+                "stream_bench",
+                "--example",
                 "idle_connections",
             ],
         )
@@ -584,6 +696,7 @@ fn prepare(root: &Path, peers: &Path) -> Result<Programs, String> {
         cpp_client: peers.join("bench_client"),
         tonic,
         ours: examples.join("unary_bench"),
+        ours_stream: examples.join("stream_bench"),
         idle: examples.join("idle_connections"),
         h2load: PathBuf::from("/usr/bin/h2load"),
         h2load_body,
@@ -755,10 +868,62 @@ fn measure(
 }
 
 fn line_of(f: &Figures) -> String {
+    let cpu = f
+        .cpu_secs
+        .map_or_else(String::new, |s| format!(" cpu_secs={s:.2}"));
     format!(
-        "calls={} secs={:.3} qps={:.0} p50_us={:.1} p99_us={:.1}",
+        "calls={} secs={:.3} qps={:.0} p50_us={:.1} p99_us={:.1}{cpu}",
         f.calls, f.secs, f.qps, f.p50_us, f.p99_us
     )
+}
+
+/// Runs a client that prints a result line; its figures with the CPU time it used.
+fn run_measured(cmd: &mut Command) -> Result<Figures, String> {
+    let before = children_cpu_secs();
+    let out = util::bounded(cmd, RUN_TIMEOUT, true)?;
+    let after = children_cpu_secs();
+    let mut figures = parse_figures(&out)?;
+    figures.cpu_secs = before.zip(after).map(|(b, a)| (a - b).max(0.0));
+    Ok(figures)
+}
+
+/// User + system CPU seconds of this process's children that have been waited
+/// for (what `getrusage(RUSAGE_CHILDREN)` reports), from `/proc/self/stat`.
+/// [`util::bounded`] waits for its child, so the difference around one run is that
+/// client's CPU time (to a clock tick, 10 ms on Linux).
+fn children_cpu_secs() -> Option<f64> {
+    // First, as its first call runs `getconf`, a child of its own.
+    let ticks_per_sec = clock_ticks_per_sec();
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    Some(children_cpu_ticks(&stat)? as f64 / ticks_per_sec)
+}
+
+/// `cutime + cstime` (fields 16 and 17) of a `/proc/<pid>/stat` line, in clock
+/// ticks. The command name (field 2) is in parentheses and may hold spaces and
+/// parentheses itself, so the fields are counted after the last `)`.
+fn children_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // The first field after the name is field 3 (state).
+    let mut fields = after_comm.split_whitespace().skip(16 - 3);
+    let cutime: u64 = fields.next()?.parse().ok()?;
+    let cstime: u64 = fields.next()?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
+/// `getconf CLK_TCK` (the unit of `/proc` CPU times), else Linux's 100.
+fn clock_ticks_per_sec() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        util::bounded(
+            Command::new("getconf").arg("CLK_TCK"),
+            Duration::from_secs(10),
+            true,
+        )
+        .ok()
+        .and_then(|out| out.trim().parse::<f64>().ok())
+        .filter(|&t| t > 0.0)
+        .unwrap_or(100.0)
+    })
 }
 
 /// One run of `calls` calls.
@@ -778,21 +943,16 @@ fn run_client(
             .map_err(|e| format!("tonic client not built: {e}"))?,
         Client::H2load => return run_h2load(programs, target, scenario.concurrency, calls),
     };
-    let out = util::bounded(
-        Command::new(program).args([
-            "--target",
-            target,
-            "--calls",
-            &calls.to_string(),
-            "--concurrency",
-            &scenario.concurrency.to_string(),
-            "--payload-bytes",
-            &PAYLOAD_BYTES.to_string(),
-        ]),
-        RUN_TIMEOUT,
-        true,
-    )?;
-    parse_figures(&out)
+    run_measured(Command::new(program).args([
+        "--target",
+        target,
+        "--calls",
+        &calls.to_string(),
+        "--concurrency",
+        &scenario.concurrency.to_string(),
+        "--payload-bytes",
+        &PAYLOAD_BYTES.to_string(),
+    ]))
 }
 
 /// Parses `calls=N secs=S qps=Q p50_us=P p99_us=P99`.
@@ -814,6 +974,7 @@ fn parse_figures(out: &str) -> Result<Figures, String> {
         qps: field("qps")?,
         p50_us: field("p50_us")?,
         p99_us: field("p99_us")?,
+        cpu_secs: None,
     })
 }
 
@@ -830,6 +991,7 @@ fn run_h2load(
     if log.exists() {
         std::fs::remove_file(&log).map_err(|e| format!("removing {}: {e}", log.display()))?;
     }
+    let cpu_before = children_cpu_secs();
     let out = util::bounded(
         Command::new(&programs.h2load)
             .args(["-n", &calls.to_string(), "-c", "1", "-t", "1"])
@@ -842,6 +1004,9 @@ fn run_h2load(
         RUN_TIMEOUT,
         true,
     )?;
+    let cpu_secs = cpu_before
+        .zip(children_cpu_secs())
+        .map(|(b, a)| (a - b).max(0.0));
     // "finished in 1.37s, 14650.13 req/s, 958.71KB/s"
     let finished = out
         .lines()
@@ -890,6 +1055,7 @@ fn run_h2load(
         qps,
         p50_us: percentile(&latencies, 0.50) as f64,
         p99_us: percentile(&latencies, 0.99) as f64,
+        cpu_secs,
     })
 }
 
@@ -1011,8 +1177,8 @@ fn print_transport_table(
         peer_versions(root)
     );
     println!(
-        "\n{:<24} {:>9} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10}",
-        "client", "calls", "secs", "qps", "p50_us", "p99_us", "qps/ours", "p50/ours"
+        "\n{:<24} {:>9} {:>7} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10}",
+        "client", "calls", "secs", "qps", "p50_us", "p99_us", "cpu_us/call", "qps/ours", "p50/ours"
     );
     for (scenario, rows) in scenarios.iter().zip(results) {
         println!("{}", scenario.name);
@@ -1023,17 +1189,15 @@ fn print_transport_table(
         for (client, r) in rows {
             match r {
                 Ok(f) => {
-                    let ratio = |x: f64, base: Option<f64>| {
-                        base.map_or_else(|| "-".to_string(), |b| format!("{:.2}x", x / b))
-                    };
                     println!(
-                        "  {:<22} {:>9} {:>7.2} {:>9.0} {:>9.1} {:>9.1} {:>10} {:>10}",
+                        "  {:<22} {:>9} {:>7.2} {:>9.0} {:>9.1} {:>9.1} {:>11} {:>10} {:>10}",
                         client.name(),
                         f.calls,
                         f.secs,
                         f.qps,
                         f.p50_us,
                         f.p99_us,
+                        cpu_cell(f),
                         ratio(f.qps, ours.map(|o| o.qps)),
                         ratio(f.p50_us, ours.map(|o| o.p50_us)),
                     );
@@ -1046,7 +1210,10 @@ fn print_transport_table(
             }
         }
     }
-    println!("(qps/ours and p50/ours: that client's figure divided by ours)");
+    println!(
+        "(qps/ours and p50/ours: that client's figure divided by ours; cpu_us/call: \
+         user + system CPU time of the client process over its calls)"
+    );
 
     let get = |scenario: usize, client: Client| {
         results.get(scenario).and_then(|rows| {
@@ -1058,17 +1225,7 @@ fn print_transport_table(
     println!("\ntargets");
     let mut lines = String::new();
     let mut target = |what: &str, ours: Option<f64>, other: Option<f64>, met: fn(f64) -> bool| {
-        let _ = match (ours, other) {
-            (Some(o), Some(t)) => {
-                let r = o / t;
-                writeln!(
-                    lines,
-                    "  {what:<46} ours/theirs {r:>5.2}x   {}",
-                    if met(r) { "met" } else { "MISSED" }
-                )
-            }
-            _ => writeln!(lines, "  {what:<46} not measured"),
-        };
+        target_line(&mut lines, what, ours, other, met);
     };
     target(
         "sequential p50 <= h2load's",
@@ -1110,9 +1267,235 @@ fn print_transport_table(
     }
 }
 
+/// `1.23x`: `x` over `base`, or `-` without a base.
+fn ratio(x: f64, base: Option<f64>) -> String {
+    base.map_or_else(|| "-".to_string(), |b| format!("{:.2}x", x / b))
+}
+
+/// The CPU time per call (or message) in µs, or `-` when unknown.
+fn cpu_cell(f: &Figures) -> String {
+    f.cpu_us_per_call()
+        .map_or_else(|| "-".to_string(), |us| format!("{us:.2}"))
+}
+
+/// One line of a targets list: ours over theirs, and whether `met` holds for it.
+fn target_line(
+    lines: &mut String,
+    what: &str,
+    ours: Option<f64>,
+    other: Option<f64>,
+    met: impl Fn(f64) -> bool,
+) {
+    let _ = match (ours, other) {
+        (Some(o), Some(t)) => {
+            let r = o / t;
+            writeln!(
+                lines,
+                "  {what:<46} ours/theirs {r:>5.2}x   {}",
+                if met(r) { "met" } else { "MISSED" }
+            )
+        }
+        _ => writeln!(lines, "  {what:<46} not measured"),
+    };
+}
+
+/// Runs `rounds` rounds of `scenario`, each client once per round (their order
+/// turning by one each round); each client's median figures, or its first error.
+fn measure_stream(
+    programs: &Programs,
+    target: &str,
+    scenario: &StreamScenario,
+    rounds: usize,
+) -> Vec<(Client, Result<Figures, String>)> {
+    let mut runs: Vec<(Client, Result<Vec<Figures>, String>)> = STREAM_CLIENTS
+        .iter()
+        .map(|&c| (c, Ok(Vec::new())))
+        .collect();
+    for round in 0..rounds {
+        for i in 0..runs.len() {
+            let (client, so_far) = &mut runs[(i + round) % STREAM_CLIENTS.len()];
+            let Ok(figures) = so_far else { continue };
+            let mut result = Err("not run".to_string());
+            let _ = util::step(
+                &format!(
+                    "{} x {}: {} (round {}/{rounds})",
+                    scenario.name(),
+                    scenario.messages,
+                    client.name(),
+                    round + 1
+                ),
+                || {
+                    result = run_stream_client(programs, *client, target, scenario);
+                    result
+                        .as_ref()
+                        .map(|f| println!("  {}", line_of(f)))
+                        .map_err(Clone::clone)
+                },
+            );
+            match result {
+                Ok(f) => figures.push(f),
+                Err(e) => *so_far = Err(e),
+            }
+        }
+    }
+    runs.into_iter()
+        .map(|(client, r)| (client, r.map(median_figures)))
+        .collect()
+}
+
+/// The median of each figure over runs of the same work.
+fn median_figures(runs: Vec<Figures>) -> Figures {
+    let of = |f: fn(&Figures) -> f64| median(runs.iter().map(f).collect());
+    let cpu: Option<Vec<f64>> = runs.iter().map(|r| r.cpu_secs).collect();
+    Figures {
+        calls: runs[0].calls,
+        secs: of(|r| r.secs),
+        qps: of(|r| r.qps),
+        p50_us: of(|r| r.p50_us),
+        p99_us: of(|r| r.p99_us),
+        cpu_secs: cpu.map(median),
+    }
+}
+
+/// One streaming run of `client`: one call of `scenario.messages` messages.
+fn run_stream_client(
+    programs: &Programs,
+    client: Client,
+    target: &str,
+    scenario: &StreamScenario,
+) -> Result<Figures, String> {
+    let program = match client {
+        Client::Ours => &programs.ours_stream,
+        Client::CppSync => &programs.cpp_client,
+        Client::Tonic => programs
+            .tonic
+            .as_ref()
+            .map_err(|e| format!("tonic client not built: {e}"))?,
+        Client::H2load => return Err("h2load makes no streaming calls".into()),
+    };
+    let figures = run_measured(Command::new(program).args([
+        "--target",
+        target,
+        "--mode",
+        scenario.mode.arg(),
+        "--calls",
+        &scenario.messages.to_string(),
+        "--concurrency",
+        "1",
+        "--payload-bytes",
+        &scenario.payload_bytes.to_string(),
+    ]))?;
+    if figures.calls != scenario.messages {
+        return Err(format!(
+            "{} reported {} of {} messages",
+            client.name(),
+            figures.calls,
+            scenario.messages
+        ));
+    }
+    Ok(figures)
+}
+
+fn print_stream_table(
+    scenarios: &[StreamScenario],
+    results: &[Vec<(Client, Result<Figures, String>)>],
+    rounds: usize,
+) {
+    println!(
+        "\nstreaming, one call per run on the same grpc C++ echo server, one connection \
+         per client; median of {rounds} alternating round(s)"
+    );
+    println!(
+        "\n{:<24} {:>9} {:>7} {:>9} {:>8} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "client",
+        "messages",
+        "secs",
+        "msgs/s",
+        "MiB/s",
+        "p50_us",
+        "p99_us",
+        "cpu_us/msg",
+        "msgs/ours",
+        "p50/ours"
+    );
+    for (scenario, rows) in scenarios.iter().zip(results) {
+        println!("{}", scenario.name());
+        let ours = rows
+            .iter()
+            .find(|(c, _)| *c == Client::Ours)
+            .and_then(|(_, r)| r.as_ref().ok());
+        for (client, r) in rows {
+            match r {
+                Ok(f) => println!(
+                    "  {:<22} {:>9} {:>7.2} {:>9.0} {:>8.1} {:>9.1} {:>9.1} {:>10} {:>10} {:>10}",
+                    client.name(),
+                    f.calls,
+                    f.secs,
+                    f.qps,
+                    f.qps * scenario.payload_bytes as f64 / f64::from(1 << 20),
+                    f.p50_us,
+                    f.p99_us,
+                    cpu_cell(f),
+                    ratio(f.qps, ours.map(|o| o.qps)),
+                    // The gaps of a stream say how it batches, not how fast it is.
+                    ratio(
+                        f.p50_us,
+                        ours.filter(|_| scenario.mode == StreamMode::PingPong)
+                            .map(|o| o.p50_us)
+                    ),
+                ),
+                Err(e) => println!(
+                    "  {:<22} FAILED: {}",
+                    client.name(),
+                    e.lines().next().unwrap_or_default()
+                ),
+            }
+        }
+    }
+    println!(
+        "(server-streaming: msgs/s over the whole call, p50/p99 of the gaps between \
+         consecutive messages;\n ping-pong: one message in flight, msgs/s = round trips \
+         per second, p50/p99 per round trip; MiB/s counts payload bytes one way;\n \
+         cpu_us/msg: user + system CPU time of the client process, start-up included, \
+         over its messages, to a clock tick;\n msgs/ours and p50/ours: that client's \
+         figure divided by ours, p50 for ping-pong only)"
+    );
+
+    println!("\nstreaming targets");
+    let mut lines = String::new();
+    for (scenario, rows) in scenarios.iter().zip(results) {
+        let get = |client: Client| {
+            rows.iter()
+                .find(|(c, _)| *c == client)
+                .and_then(|(_, r)| r.as_ref().ok())
+        };
+        let (ours, tonic) = (get(Client::Ours), get(Client::Tonic));
+        match scenario.mode {
+            StreamMode::Stream => target_line(
+                &mut lines,
+                &format!("{}: msgs/s >= tonic's", scenario.name()),
+                ours.map(|f| f.qps),
+                tonic.map(|f| f.qps),
+                |r| r >= TARGET_STREAM_MSGS_VS_TONIC,
+            ),
+            StreamMode::PingPong => target_line(
+                &mut lines,
+                &format!("{}: p50 <= tonic's", scenario.name()),
+                ours.map(|f| f.p50_us),
+                tonic.map(|f| f.p50_us),
+                |r| r <= TARGET_PINGPONG_P50_VS_TONIC,
+            ),
+        }
+    }
+    print!("{lines}");
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{encode_msg, grpc_frame, parse_duration_secs, parse_figures, percentile};
+    use super::{
+        Figures, children_cpu_ticks, encode_msg, grpc_frame, median, median_figures,
+        parse_duration_secs, parse_figures, percentile, size_name,
+    };
 
     #[test]
     fn request_body_is_a_grpc_framed_bench_msg() {
@@ -1133,5 +1516,49 @@ mod tests {
         assert_eq!(parse_duration_secs("fast"), None);
         assert_eq!(percentile(&[1, 2, 3, 4, 5], 0.5), 3);
         assert_eq!(percentile(&[1, 2, 3, 4, 5], 0.99), 5);
+    }
+
+    #[test]
+    fn children_cpu_times_are_fields_16_and_17_after_the_name() {
+        // A name with a space and a parenthesis; utime 11, stime 12, cutime 13, cstime 14.
+        let stat = "4242 (a b) c) S 1 4242 4242 0 -1 4194304 100 0 0 0 11 12 13 14 20 0 1 0 \
+                    555 1000 10 18446744073709551615";
+        assert_eq!(children_cpu_ticks(stat), Some(13 + 14));
+        assert_eq!(children_cpu_ticks("4242 (x) S 1 2 3"), None);
+        assert_eq!(children_cpu_ticks("no name at all"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(children_cpu_ticks(&own).is_some(), "{own}");
+    }
+
+    #[test]
+    fn streaming_runs_report_each_figure_s_median() {
+        let run = |qps: f64, p50_us: f64, cpu: Option<f64>| Figures {
+            calls: 100,
+            secs: 100.0 / qps,
+            qps,
+            p50_us,
+            p99_us: p50_us * 2.0,
+            cpu_secs: cpu,
+        };
+        let m = median_figures(vec![
+            run(300.0, 5.0, Some(0.3)),
+            run(100.0, 9.0, Some(0.1)),
+            run(200.0, 1.0, Some(0.2)),
+        ]);
+        assert_eq!(
+            (m.calls, m.qps, m.p50_us, m.p99_us),
+            (100, 200.0, 5.0, 10.0)
+        );
+        assert_eq!(m.cpu_secs, Some(0.2));
+        assert_eq!(m.cpu_us_per_call(), Some(2000.0));
+        let m = median_figures(vec![run(1.0, 1.0, Some(1.0)), run(2.0, 2.0, None)]);
+        assert_eq!(
+            m.cpu_secs, None,
+            "a run without its CPU time leaves it unknown"
+        );
+        assert_eq!(median(vec![4.0, 1.0]), 4.0);
+        assert_eq!(size_name(16), "16 B");
+        assert_eq!(size_name(64 << 10), "64 KiB");
+        assert_eq!(size_name(1000), "1000 B");
     }
 }

@@ -2,9 +2,11 @@
 //
 //   bench_server --port P     (P = 0 picks a free port)
 //
-// Binds 127.0.0.1, serves bench.Echo/Unary (returns the request), prints
-// `LISTENING <port>` on stdout once it accepts connections, and runs until killed
-// or until its stdin closes.
+// Binds 127.0.0.1 and serves bench.Echo (../bench.proto): Unary returns the
+// request, Stream sends `count` messages of `size` payload bytes, PingPong echoes
+// each message of a bidi stream. Prints `LISTENING <port>` on stdout once it
+// accepts connections, and runs until killed or until its stdin closes.
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +26,36 @@ class EchoService final : public bench::Echo::Service {
     *resp = *req;
     return grpc::Status::OK;
   }
+
+  grpc::Status Stream(grpc::ServerContext*, const bench::StreamRequest* req,
+                      grpc::ServerWriter<bench::Msg>* writer) override {
+    if (req->size() > kMaxStreamMessage) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "size over 4 MiB");
+    }
+    bench::Msg msg;
+    msg.set_payload(std::string(req->size(), 'x'));
+    for (uint64_t i = 0; i < req->count(); i++) {
+      // false: the call is over (the client cancelled or went away).
+      if (!writer->Write(msg)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "stream ended by the client");
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status PingPong(grpc::ServerContext*,
+                        grpc::ServerReaderWriter<bench::Msg, bench::Msg>* stream) override {
+    bench::Msg msg;
+    while (stream->Read(&msg)) {
+      if (!stream->Write(msg)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "stream ended by the client");
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+  // A client's default receive limit.
+  static constexpr uint32_t kMaxStreamMessage = 4 << 20;
 };
 
 }  // namespace
