@@ -9,6 +9,11 @@
 //! | [`STATUS`] `/test.Echo/Status` | fails with the code in `x-status-code` and the message in `x-status-message-bin` (UTF-8), else `x-status-message`, else the body |
 //! | [`SLEEP`] `/test.Echo/Sleep` | waits the milliseconds given as ASCII digits in the body (at most 30 s, cut short when the call is cancelled), then echoes |
 //! | [`WHO`] `/test.Echo/Who` | the server's id |
+//! | [`STREAM_SERVER`] `/test.Stream/Server` | for the ASCII request `COUNT SIZE`, COUNT messages of SIZE bytes (at least 4): message i is i as 4 big-endian bytes, then bytes i % 251; request metadata keys starting with `x-` come back as trailers, and with `x-status-code` the call then fails with that code |
+//! | [`STREAM_CLIENT`] `/test.Stream/Client` | reads every request message and answers ASCII `COUNT BYTES` |
+//! | [`STREAM_BIDI`] `/test.Stream/Bidi` | echoes each request message as it arrives |
+//!
+//! The three `/test.Stream` methods send `x-server-id` in their response headers.
 //!
 //! # Examples
 //!
@@ -25,7 +30,7 @@
 use std::time::{Duration, Instant};
 
 use lb_core::{Code, Metadata, Status};
-use lb_transport::server::{Request, Response, ServerBuilder};
+use lb_transport::server::{Request, Response, ServerBuilder, ServerCall};
 
 /// Echoes the request bytes.
 pub const BENCH_UNARY: &str = "/bench.Echo/Unary";
@@ -37,6 +42,23 @@ pub const STATUS: &str = "/test.Echo/Status";
 pub const SLEEP: &str = "/test.Echo/Sleep";
 /// Answers with the server's id.
 pub const WHO: &str = "/test.Echo/Who";
+/// Streams COUNT messages of SIZE bytes.
+pub const STREAM_SERVER: &str = "/test.Stream/Server";
+/// Counts the request messages and their bytes.
+pub const STREAM_CLIENT: &str = "/test.Stream/Client";
+/// Echoes each request message.
+pub const STREAM_BIDI: &str = "/test.Stream/Bidi";
+
+/// The `n`th message `/test.Stream/Server` sends, `size` bytes long (at least 4).
+///
+/// ```
+/// assert_eq!(lb_testkit::services::stream_message(2, 6), [0, 0, 0, 2, 2, 2]);
+/// ```
+pub fn stream_message(n: usize, size: usize) -> Vec<u8> {
+    let mut m = (n as u32).to_be_bytes().to_vec();
+    m.resize(size.max(4), (n % 251) as u8);
+    m
+}
 
 /// Registers the services on `builder`; `/test.Echo/Echo` and `/test.Echo/Who`
 /// answer with `server_id`. A handler registered on the returned builder for one
@@ -44,12 +66,74 @@ pub const WHO: &str = "/test.Echo/Who";
 pub fn mount(builder: ServerBuilder, server_id: &str) -> ServerBuilder {
     let id = server_id.to_owned();
     let who = server_id.as_bytes().to_vec();
+    let id_md = {
+        let mut md = Metadata::new();
+        // An id that is not a valid metadata value is not sent.
+        let _ = md.insert("x-server-id", server_id);
+        md
+    };
+    let (a, b, c) = (id_md.clone(), id_md.clone(), id_md);
     builder
+        .server_streaming(STREAM_SERVER, move |req, call: &mut ServerCall| {
+            stream_server(&req, call, a.clone())
+        })
+        .client_streaming(STREAM_CLIENT, move |call: &mut ServerCall| {
+            call.send_headers(b.clone())?;
+            let (mut count, mut bytes) = (0usize, 0usize);
+            while let Some(m) = call.recv()? {
+                count += 1;
+                bytes += m.len();
+            }
+            Ok(format!("{count} {bytes}").into_bytes())
+        })
+        .bidi_streaming(STREAM_BIDI, move |call: &mut ServerCall| {
+            call.send_headers(c.clone())?;
+            while let Some(m) = call.recv()? {
+                call.send(&m)?;
+            }
+            Ok(())
+        })
         .unary(BENCH_UNARY, |req: Request| Ok(Response::new(req.message)))
         .unary(ECHO, move |req: Request| Ok(echo(req, &id)))
         .unary(STATUS, status)
         .unary(SLEEP, sleep)
         .unary(WHO, move |_: Request| Ok(Response::new(who.clone())))
+}
+
+/// `/test.Stream/Server`: COUNT messages of SIZE bytes, `x-` metadata back as
+/// trailers, and the code in `x-status-code` after the messages.
+fn stream_server(request: &[u8], call: &mut ServerCall, headers: Metadata) -> Result<(), Status> {
+    let text = std::str::from_utf8(request).unwrap_or("");
+    let fields: Vec<usize> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| Status::invalid_argument("body must be COUNT SIZE"))?;
+    let [count, size, ..] = fields[..] else {
+        return Err(Status::invalid_argument("body must be COUNT SIZE"));
+    };
+    call.send_headers(headers)?;
+    let mut trailers = Metadata::new();
+    for (key, value) in call.metadata().iter().filter(|(k, _)| k.starts_with("x-")) {
+        let _ = trailers.insert_raw(key, value);
+    }
+    for n in 0..count {
+        call.send(&stream_message(n, size))?;
+    }
+    let code = call
+        .metadata()
+        .get("x-status-code")
+        .and_then(|c| c.trim().parse::<i32>().ok())
+        .and_then(Code::from_i32);
+    match code {
+        Some(code) if code != Code::Ok => {
+            Err(Status::new(code, "after messages").with_trailers(trailers))
+        }
+        _ => {
+            call.set_trailers(trailers);
+            Ok(())
+        }
+    }
 }
 
 /// The longest `/test.Echo/Sleep` waits.

@@ -41,6 +41,7 @@ no generated code is needed. Methods:
                       `COUNT BYTES`; a first message `hold MS` makes it wait MS
                       milliseconds (at most 30 s) before reading on.
   /test.Stream/Bidi   echoes each request message as it arrives.
+  The three /test.Stream methods send `x-server-id` in their response headers.
 
 With `--log-calls`, each call prints `CALL <method>` on stdout when it starts
 (tests use it to know a call has reached the server). With `--watch-stdin`, the
@@ -143,6 +144,7 @@ class Service:
 
     def server_stream(self, request, context):
         self._log("/test.Stream/Server")
+        context.send_initial_metadata((("x-server-id", self.server_id),))
         try:
             fields = [int(f) for f in request.decode("ascii").split()]
             count, size = fields[0], max(fields[1], 4)
@@ -174,6 +176,7 @@ class Service:
 
     def client_stream(self, requests, context):
         self._log("/test.Stream/Client")
+        context.send_initial_metadata((("x-server-id", self.server_id),))
         count = total = 0
         for message in requests:
             if count == 0 and message.startswith(b"hold "):
@@ -186,6 +189,7 @@ class Service:
 
     def bidi(self, requests, context):
         self._log("/test.Stream/Bidi")
+        context.send_initial_metadata((("x-server-id", self.server_id),))
         for message in requests:
             yield message
 

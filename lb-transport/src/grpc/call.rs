@@ -522,7 +522,8 @@ pub fn response_headers(metadata: &Metadata) -> Vec<Header> {
 }
 
 /// A server's trailers: `grpc-status`, `grpc-message` (percent-encoded, only when
-/// not empty) and `metadata`.
+/// not empty), `metadata`, and the status's own trailers ([`Status::trailers`]:
+/// a handler may fail with a status that carries them).
 pub fn trailers(status: &Status, metadata: &Metadata) -> Vec<Header> {
     let mut headers = vec![Header::new(
         "grpc-status",
@@ -535,6 +536,7 @@ pub fn trailers(status: &Status, metadata: &Metadata) -> Vec<Header> {
         ));
     }
     push_metadata(metadata, &mut headers);
+    push_metadata(status.trailers(), &mut headers);
     headers
 }
 
