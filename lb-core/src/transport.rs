@@ -261,7 +261,9 @@ pub struct ConnectOptions {
 
 /// A connection to one address, shared by every thread that calls on it.
 pub trait Connection: Send + Sync + 'static {
-    /// Opens a stream for a call. Never blocks. The listener hears of everything
+    /// Opens a stream for a call. Never waits for the network; a transport whose
+    /// bounded command queue is full may hold the caller until it has room (the
+    /// H2 transport's holds 4,096 commands). The listener hears of everything
     /// that happens to the call, ending with exactly one
     /// [`on_close`](CallListener::on_close): the server's status, DEADLINE_EXCEEDED at
     /// the head's deadline, CANCELLED after [`CallStream::cancel`], or UNAVAILABLE if

@@ -392,3 +392,33 @@ fn a_sent_message_over_the_limit_fails_locally_and_comes_back() {
     call.send(vec![0u8; 10]).unwrap();
     assert_eq!(call.recv().unwrap().unwrap().len(), 10);
 }
+
+#[test]
+fn a_server_that_ends_before_the_request_still_delivers_its_messages_and_status() {
+    let env = Env::new();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    env.transport.add_stream_server("10.0.0.1:1", move |call| {
+        call.send(b"early".to_vec())?;
+        let _ = done_tx.send(());
+        Err(Status::new(Code::FailedPrecondition, "without reading"))
+    });
+    let channel = env.channel("ipv4:10.0.0.1:1");
+    let call = channel
+        .bidi_streaming("/test.S/Early", CallOptions::default())
+        .unwrap();
+    done_rx.recv_timeout(WAIT).unwrap();
+    // The handler has ended: a send reports the call's status ...
+    for _ in 0..3000 {
+        match call.send("late") {
+            Err(e) => {
+                assert_eq!(e.status().code(), Code::FailedPrecondition);
+                break;
+            }
+            // The end may not have reached the client yet.
+            Ok(()) => thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    // ... and what the server sent before it ended is still delivered.
+    assert_eq!(text(call.recv().unwrap().unwrap()), "early");
+    assert_eq!(call.recv().unwrap_err().code(), Code::FailedPrecondition);
+}

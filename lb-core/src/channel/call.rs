@@ -1186,6 +1186,14 @@ pub(crate) fn unary(
     message: Vec<u8>,
     options: &CallOptions,
 ) -> Result<UnaryResponse, Status> {
+    check_send_size(shared, &message)?;
+    let call = Call::start(shared, method, options)?;
+    send_request(&call, message)?;
+    single_response(&call)
+}
+
+/// Refuses a request over the channel's send limit before the call starts.
+fn check_send_size(shared: &Shared, message: &[u8]) -> Result<(), Status> {
     let limit = shared.defaults.max_send_message_size;
     if message.len() > limit {
         return Err(Status::resource_exhausted(format!(
@@ -1193,9 +1201,21 @@ pub(crate) fn unary(
             message.len()
         )));
     }
-    let call = Call::start(shared, method, options)?;
-    call.send_last(message).map_err(Status::from)?;
-    single_response(&call)
+    Ok(())
+}
+
+/// Sends the one request of a unary or server-streaming call. A call that the
+/// server already ended (it answered without waiting for the request) is not an
+/// error here: its messages and status are read next, as gRPC does.
+fn send_request(call: &Call, message: Vec<u8>) -> Result<(), Status> {
+    match call.send_last(message) {
+        Ok(()) => Ok(()),
+        Err(SendError::Failed(..)) if call.inner.state.events.lock().outcome.is_some() => Ok(()),
+        Err(e) => {
+            call.cancel();
+            Err(e.into())
+        }
+    }
 }
 
 /// Starts a server-streaming call.
@@ -1205,8 +1225,9 @@ pub(crate) fn server_streaming(
     message: Vec<u8>,
     options: &CallOptions,
 ) -> Result<ServerStreaming, Status> {
+    check_send_size(shared, &message)?;
     let call = Call::start(shared, method, options)?;
-    call.send_last(message).map_err(Status::from)?;
+    send_request(&call, message)?;
     Ok(ServerStreaming { call })
 }
 
