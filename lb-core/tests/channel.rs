@@ -8,51 +8,19 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use lb_core::channel::{
-    CallOptions, Channel, ChannelBuilder, ChannelError, Codec, ResolverRegistry,
-};
+use lb_core::channel::{CallOptions, Channel, ChannelError, Codec, ResolverRegistry};
 use lb_core::config::ConfigError;
 use lb_core::transport::{CallError, CallRequest, CallResponse};
 use lb_core::{
     ChannelController, Code, ConnectivityState as S, LbConfig, LbPolicy, LbPolicyBuilder,
     LbPolicyOptions, LbPolicyRegistry, LbState, Metadata, Pick, PickInfo, PickResult, Picker,
-    ResolverUpdate, SharedRandom, SplitMix64, Status, Subchannel, SubchannelState, UpdateError,
+    ResolverUpdate, Status, Subchannel, SubchannelState, UpdateError,
 };
-use lb_testkit::{InMemoryTransport, ManualClock, ManualResolver};
+use lb_testkit::ManualResolver;
 use parking_lot::Mutex;
 
-/// The longest a test waits for another thread (a safety bound, never a pause).
-const WAIT: Duration = Duration::from_secs(30);
-
-struct Env {
-    clock: ManualClock,
-    transport: InMemoryTransport,
-}
-
-impl Env {
-    fn new() -> Self {
-        let clock = ManualClock::new();
-        let transport = InMemoryTransport::with_clock(clock.shared());
-        Self { clock, transport }
-    }
-
-    fn builder(&self, target: &str) -> ChannelBuilder {
-        Channel::builder(target)
-            .transport(Arc::new(self.transport.clone()))
-            .clock(self.clock.shared())
-            .random(SharedRandom::new(SplitMix64::seeded(7)))
-    }
-
-    /// Moves the clock and waits for the channel to handle what that caused.
-    fn advance(&self, channel: &Channel, by: Duration) {
-        self.clock.advance(by);
-        assert!(channel.settle());
-    }
-
-    fn deadline_in(&self, d: Duration) -> CallOptions {
-        CallOptions::default().with_deadline(self.clock.now() + d)
-    }
-}
+mod util;
+use util::{Env, WAIT};
 
 /// Calls `/test.Echo/Who`; the in-memory servers answer with their address.
 fn who(channel: &Channel) -> Result<String, Status> {

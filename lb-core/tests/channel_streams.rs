@@ -11,29 +11,15 @@ use std::time::Duration;
 
 use lb_core::channel::{CallOptions, Channel, SendError};
 use lb_core::transport::CallError;
-use lb_core::{Code, Metadata, SharedRandom, SplitMix64, Status};
-use lb_testkit::{InMemoryTransport, ManualClock};
+use lb_core::{Code, Metadata, Status};
+use lb_testkit::InMemoryTransport;
 
-/// The longest a test waits for another thread (a safety bound, never a pause).
-const WAIT: Duration = Duration::from_secs(30);
-
-struct Env {
-    clock: ManualClock,
-    transport: InMemoryTransport,
-}
+mod util;
+use util::{Env, WAIT};
 
 impl Env {
-    fn new() -> Self {
-        let clock = ManualClock::new();
-        let transport = InMemoryTransport::with_clock(clock.shared());
-        Self { clock, transport }
-    }
-
     fn channel(&self, target: &str) -> Channel {
-        Channel::builder(target)
-            .transport(Arc::new(self.transport.clone()))
-            .clock(self.clock.shared())
-            .random(SharedRandom::new(SplitMix64::seeded(3)))
+        self.builder(target)
             .default_service_config(r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#)
             .build()
             .unwrap()

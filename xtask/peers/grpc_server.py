@@ -51,13 +51,14 @@ test process that started it with a pipe as stdin.
 
 import argparse
 import os
-import signal
 import sys
 import threading
 import time
 from concurrent import futures
 
 import grpc
+
+import peer_serve
 
 MAX_MESSAGE = 16 * 1024 * 1024
 MAX_SLEEP_MS = 30_000
@@ -243,42 +244,17 @@ def main():
             ("grpc.so_reuseport", 0),
         ],
     )
-    address = "127.0.0.1:%d" % args.port
-    try:
-        if args.tls_cert is not None:
-            with open(args.tls_key, "rb") as f:
-                key = f.read()
-            with open(args.tls_cert, "rb") as f:
-                cert = f.read()
-            port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
-        else:
-            port = server.add_insecure_port(address)
-    except RuntimeError as e:
-        print("grpc_server: cannot bind %s: %s" % (address, e), file=sys.stderr)
+    credentials = None
+    if args.tls_cert is not None:
+        with open(args.tls_key, "rb") as f:
+            key = f.read()
+        with open(args.tls_cert, "rb") as f:
+            cert = f.read()
+        credentials = grpc.ssl_server_credentials([(key, cert)])
+    port = peer_serve.bind(server, args.port, "grpc_server", credentials)
+    if port is None:
         return 2
-    if port == 0:
-        print("grpc_server: cannot bind %s" % address, file=sys.stderr)
-        return 2
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    if args.watch_stdin:
-
-        def watch():
-            # A raw read holds no lock that interpreter shutdown would wait for.
-            while os.read(0, 4096):
-                pass
-            stop.set()
-
-        threading.Thread(target=watch, daemon=True).start()
-
-    server.start()
-    say("LISTENING %d" % port)
-    # Waiting in slices keeps the main thread responsive to signals.
-    while not stop.wait(0.5):
-        pass
-    server.stop(args.grace).wait(args.grace + 5.0)
+    peer_serve.serve_until_stopped(server, port, say, args.watch_stdin, args.grace)
     return 0
 
 

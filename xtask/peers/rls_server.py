@@ -47,12 +47,13 @@ protobuf keeps them as unknown fields).
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 from concurrent import futures
 
 import grpc
+
+import peer_serve
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
@@ -278,33 +279,10 @@ def main():
         handlers=(handler,),
         options=[("grpc.so_reuseport", 0)],
     )
-    address = "127.0.0.1:%d" % args.port
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as e:
-        print("rls_server: cannot bind %s: %s" % (address, e), file=sys.stderr)
+    port = peer_serve.bind(server, args.port, "rls_server")
+    if port is None:
         return 2
-    if port == 0:
-        print("rls_server: cannot bind %s" % address, file=sys.stderr)
-        return 2
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    if args.watch_stdin:
-
-        def watch():
-            while os.read(0, 4096):
-                pass
-            stop.set()
-
-        threading.Thread(target=watch, daemon=True).start()
-
-    server.start()
-    say("LISTENING %d" % port)
-    while not stop.wait(0.5):
-        pass
-    server.stop(1.0).wait(6.0)
+    peer_serve.serve_until_stopped(server, port, say, args.watch_stdin, 1.0)
     return 0
 
 

@@ -38,15 +38,17 @@ What the methods do (the interop spec's server features):
 import argparse
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from concurrent import futures
 
 import grpc
 
 import stubs
+
+# The serving helper shared by every peer server lives one folder up.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import peer_serve  # noqa: E402
 
 MAX_MESSAGE = 16 * 1024 * 1024
 ECHO_INITIAL = "x-grpc-test-echo-initial"
@@ -186,35 +188,10 @@ def serve(args, stubs_dir):
     # UnimplementedService is never registered, so grpcio answers its calls
     # with UNIMPLEMENTED itself.
     test_pb2_grpc.add_TestServiceServicer_to_server(TestService(empty_pb2, messages_pb2), server)
-    address = "127.0.0.1:%d" % args.port
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as e:
-        print("interop server: cannot bind %s: %s" % (address, e), file=sys.stderr)
+    port = peer_serve.bind(server, args.port, "interop server")
+    if port is None:
         return 2
-    if port == 0:
-        print("interop server: cannot bind %s" % address, file=sys.stderr)
-        return 2
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    if args.watch_stdin:
-
-        def watch():
-            # A raw read holds no lock that interpreter shutdown would wait for.
-            while os.read(0, 4096):
-                pass
-            stop.set()
-
-        threading.Thread(target=watch, daemon=True).start()
-
-    server.start()
-    say("LISTENING %d" % port)
-    # Waiting in slices keeps the main thread responsive to signals.
-    while not stop.wait(0.5):
-        pass
-    server.stop(args.grace).wait(args.grace + 5.0)
+    peer_serve.serve_until_stopped(server, port, say, args.watch_stdin, args.grace)
     return 0
 
 

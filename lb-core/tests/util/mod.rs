@@ -1,0 +1,48 @@
+//! What the channel scenario tests share: a manual clock and an in-memory transport
+//! on it, and channels built over both.
+
+// Each test binary uses part of this.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_core::channel::{CallOptions, Channel, ChannelBuilder};
+use lb_core::{SharedRandom, SplitMix64};
+use lb_testkit::{InMemoryTransport, ManualClock};
+
+/// The longest a test waits for another thread (a safety bound, never a pause).
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
+
+/// A manual clock and an in-memory transport whose latencies and deadlines run on
+/// it.
+pub(crate) struct Env {
+    pub(crate) clock: ManualClock,
+    pub(crate) transport: InMemoryTransport,
+}
+
+impl Env {
+    pub(crate) fn new() -> Self {
+        let clock = ManualClock::new();
+        let transport = InMemoryTransport::with_clock(clock.shared());
+        Self { clock, transport }
+    }
+
+    /// A channel builder on this clock and transport, with a seeded random source.
+    pub(crate) fn builder(&self, target: &str) -> ChannelBuilder {
+        Channel::builder(target)
+            .transport(Arc::new(self.transport.clone()))
+            .clock(self.clock.shared())
+            .random(SharedRandom::new(SplitMix64::seeded(7)))
+    }
+
+    /// Moves the clock and waits for the channel to handle what that caused.
+    pub(crate) fn advance(&self, channel: &Channel, by: Duration) {
+        self.clock.advance(by);
+        assert!(channel.settle());
+    }
+
+    pub(crate) fn deadline_in(&self, d: Duration) -> CallOptions {
+        CallOptions::default().with_deadline(self.clock.now() + d)
+    }
+}
