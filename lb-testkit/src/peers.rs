@@ -21,7 +21,10 @@
 //!   with prior knowledge.
 //! - [`self_signed_cert`], [`PeerEnv::temp_dir`]: test certificates.
 //! - [`ScriptServer`], [`run_script`]: any other peer script, such as
-//!   `rls_server.py` (a server that prints `LISTENING <port>`) and `rls_client.py`.
+//!   `rls_server.py` (a server that prints `LISTENING <port>`) and `rls_client.py`;
+//!   a script given by an absolute path may live anywhere.
+//! - [`run_python`]: the venv's Python with any arguments, such as
+//!   `-m grpc_tools.protoc` (grpcio-tools) to make Python stubs.
 //!
 //! Every wait is bounded, and every process started here is killed when its
 //! handle is dropped, also when a test panics.
@@ -660,6 +663,33 @@ where
 {
     let mut cmd = python(env, script);
     cmd.args(args);
+    run_bounded(cmd, timeout)
+}
+
+/// Runs the venv's Python with `args` (say `-m grpc_tools.protoc …`) to
+/// completion, killing it after `timeout` (which is an error), and returns its exit
+/// status and output.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use lb_testkit::peers;
+///
+/// let Some(env) = peers::require_peers() else { return };
+/// let out = peers::run_python(&env, ["-c", "import grpc; print(grpc.__version__)"],
+///     Duration::from_secs(30)).unwrap();
+/// assert!(out.status.success(), "{}", out.stderr);
+/// ```
+pub fn run_python<I, S>(env: &PeerEnv, args: I, timeout: Duration) -> Result<ToolOutput, String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(&env.python);
+    cmd.args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1");
     run_bounded(cmd, timeout)
 }
 

@@ -14,12 +14,16 @@ const BANNED: &[&str] = &[
     "futures",
 ];
 
-/// The library crates whose graphs are checked.
+/// The crates whose graphs are checked, with every feature on: the libraries, the
+/// code generator that build scripts run (`lb-transport/codegen`) and the
+/// examples on its stubs (`lb-transport/examples-stubs`).
 const LIBRARIES: &[&str] = &[
     "lb-core",
     "lb-group",
     "lb-rls",
     "lb-transport",
+    "lb-codegen",
+    "lb-examples",
     "lb-testkit",
 ];
 
@@ -31,6 +35,7 @@ pub(crate) fn check(root: &Path) -> Result<(), String> {
                 "tree",
                 "-p",
                 lib,
+                "--all-features",
                 "-e",
                 "normal,build,dev",
                 "--prefix",

@@ -59,7 +59,7 @@ fn test() -> Result<(), String> {
     util::step("format", || {
         util::cargo(&root, &["fmt", "--all", "--", "--check"])
     })?;
-    // Twice: the default features, and every feature (lb-transport's `tls`).
+    // Twice: the default features, and every feature (lb-transport's `tls` and `prost`).
     for features in [None, Some("--all-features")] {
         util::step("clippy", || {
             let mut args = vec!["clippy", "--workspace", "--all-targets"];

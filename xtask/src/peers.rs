@@ -2,10 +2,11 @@
 //!
 //! - A Python virtual environment at `target/peers/venv` with the pinned packages
 //!   of `xtask/peers/requirements.txt` (grpcio, gRPC C-core, and grpcio-tools,
-//!   whose protoc the interop peers in `xtask/peers/interop/` generate their
-//!   stubs with), for the scripts in `xtask/peers/`. A stamp file holding the
-//!   requirements (and the base interpreter's version) makes a second run skip
-//!   pip.
+//!   whose protoc the interop peers in `xtask/peers/interop/` and the examples'
+//!   tests in `lb-transport/examples-stubs/` generate their stubs with), for the
+//!   scripts in `xtask/peers/` and `lb-transport/examples-stubs/peers/`. A stamp
+//!   file holding the requirements (and the base interpreter's version) makes a
+//!   second run skip pip.
 //! - nghttp2's `nghttpd`, `nghttp` and `h2load`, and the `openssl` command line
 //!   (test certificates), installed with apt-get when missing from `PATH`.
 //!
