@@ -10,6 +10,7 @@ use super::clock::{Clock, SystemClock};
 use super::core::{CallDefaults, ChannelCore, CoreConfig, Shared};
 use super::pool::{Pool, PoolConfig};
 use super::resolver::{ResolverHandle, ResolverRegistry};
+use super::retry::{CHANNEL_RETRY_BUFFER_LIMIT, RETRY_BUFFER_LIMIT, RetrySettings};
 use super::serializer;
 use super::service_config::ServiceConfig;
 use crate::backoff::BackoffConfig;
@@ -100,6 +101,9 @@ pub struct ChannelBuilder {
     backoff: BackoffConfig,
     random: Option<SharedRandom>,
     clock: Arc<dyn Clock>,
+    retries: bool,
+    per_call_retry_buffer: usize,
+    channel_retry_buffer: usize,
 }
 
 impl ChannelBuilder {
@@ -123,6 +127,9 @@ impl ChannelBuilder {
             backoff: BackoffConfig::default(),
             random: None,
             clock: Arc::new(SystemClock),
+            retries: true,
+            per_call_retry_buffer: RETRY_BUFFER_LIMIT,
+            channel_retry_buffer: CHANNEL_RETRY_BUFFER_LIMIT,
         }
     }
 
@@ -202,6 +209,36 @@ impl ChannelBuilder {
         self
     }
 
+    /// Whether calls follow the service config's `retryPolicy` (default: yes, as in
+    /// grpc-go). Transparent retries of attempts the server never saw happen
+    /// either way.
+    ///
+    /// ```
+    /// let builder = lb_core::channel::Channel::builder("ipv4:127.0.0.1:50051").retries(false);
+    /// # drop(builder);
+    /// ```
+    pub fn retries(mut self, enabled: bool) -> Self {
+        self.retries = enabled;
+        self
+    }
+
+    /// How many bytes of request messages a call keeps for retries before it
+    /// commits (default [`RETRY_BUFFER_LIMIT`], 256 KiB), and how many all of the
+    /// channel's calls keep together (default [`CHANNEL_RETRY_BUFFER_LIMIT`],
+    /// 16 MiB). A call that would go over either commits and is no longer
+    /// retried.
+    ///
+    /// ```
+    /// let builder = lb_core::channel::Channel::builder("ipv4:127.0.0.1:50051")
+    ///     .retry_buffer_limits(64 << 10, 4 << 20);
+    /// # drop(builder);
+    /// ```
+    pub fn retry_buffer_limits(mut self, per_call: usize, per_channel: usize) -> Self {
+        self.per_call_retry_buffer = per_call;
+        self.channel_retry_buffer = per_channel;
+        self
+    }
+
     /// The clock the channel reads time from (default: [`SystemClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -260,6 +297,12 @@ impl ChannelBuilder {
                 default_timeout: self.default_timeout,
                 max_send_message_size: self.max_send_message_size,
                 max_receive_message_size: self.max_receive_message_size,
+                retry: RetrySettings {
+                    enabled: self.retries,
+                    per_call_buffer: self.per_call_retry_buffer,
+                    channel_buffer: self.channel_retry_buffer,
+                    random: random.clone(),
+                },
             },
         );
         let resolver = builder

@@ -18,6 +18,9 @@
 //!   recv <── messages queued by the listener; release(bytes) once taken
 //!   the attempt ends unprocessed before the call committed ──> pick again, replay
 //!   the messages sent so far (transparent retry)
+//!   the attempt fails, not committed, and the method has a retryPolicy
+//!     ──> retry::decide: wait out the backoff (or the server's pushback) on the
+//!         caller's thread, then pick again and replay (gRFC A6)
 //! ```
 //!
 //! # Bounds
@@ -29,9 +32,13 @@
 //! - Sent messages go straight to the transport, which takes them only while the
 //!   stream has room ([`crate::transport::CallStream::try_send`]); a blocked
 //!   [`Call::send`] waits for `on_writable` or the deadline.
-//! - Until a call commits (response headers or a message arrive, or more than
-//!   [`RETRY_BUFFER_LIMIT`] bytes were sent) the messages sent are kept to replay
-//!   on a transparent retry; then they are dropped.
+//! - Until a call commits (response headers or a message arrive, or the messages
+//!   sent would go over the call's retry buffer, [`RETRY_BUFFER_LIMIT`] by default,
+//!   or the channel's, [`CHANNEL_RETRY_BUFFER_LIMIT`]) the messages sent are kept
+//!   to replay on a retry; then they are dropped.
+//!
+//! [`RETRY_BUFFER_LIMIT`]: super::RETRY_BUFFER_LIMIT
+//! [`CHANNEL_RETRY_BUFFER_LIMIT`]: super::CHANNEL_RETRY_BUFFER_LIMIT
 //!
 //! Statuses from pickers are passed through [`Status::sanitized_for_control_plane`].
 //! Waiting never holds a lock: a waiter selects on the snapshot it read (replaced
@@ -42,6 +49,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, at, never, select};
@@ -50,6 +58,7 @@ use parking_lot::Mutex;
 use super::cell::Snapshot;
 use super::core::{ActiveCall, Shared, closed_status};
 use super::pool::{Attempt, ScBackend};
+use super::retry::{Decision, PREVIOUS_ATTEMPTS_HEADER, RetryPolicy, RetryState, Throttler};
 use super::service_config::MethodConfigs;
 use crate::metadata::Metadata;
 use crate::picker::{CompletionCallback, PickInfo, PickResult};
@@ -59,11 +68,6 @@ use crate::transport::{CallHead, CallListener, CallOutcome, CallStream, TrySendE
 /// How many times one call is sent again after the transport reports that the
 /// server never saw it.
 pub const MAX_TRANSPARENT_RETRIES: u32 = 32;
-
-/// How many bytes of request messages a call keeps, before it commits, to replay
-/// on a transparent retry (gRFC A6's default per-call retry buffer). A call that
-/// sends more commits at once and is no longer retried.
-pub const RETRY_BUFFER_LIMIT: usize = 256 << 10;
 
 /// Per-call settings.
 ///
@@ -197,6 +201,9 @@ struct Plan {
     input: PlanInput,
     start: Instant,
     fixed_deadline: std::sync::OnceLock<Option<Instant>>,
+    /// The method's retry policy and the channel's throttle, also fixed by the
+    /// first attempt's snapshot.
+    fixed_retry: std::sync::OnceLock<(Option<RetryPolicy>, Option<Arc<Throttler>>)>,
 }
 
 /// A unary call's response.
@@ -222,8 +229,10 @@ struct Events {
     /// cancellation, a message over the limit), whichever came first.
     outcome: Option<CallOutcome>,
     /// Response headers or a message arrived, or the replay buffer overflowed: no
-    /// transparent retry any more.
+    /// retry any more.
     committed: bool,
+    /// `outcome` is the call's for good: no retry follows.
+    settled: bool,
 }
 
 /// The state a call shares with its attempts' listeners.
@@ -304,12 +313,16 @@ impl CallListener for AttemptListener {
 /// The sending side's bookkeeping, guarded by its own lock (taken before
 /// `events` when both are needed, never after).
 struct Sending {
-    /// Messages sent before the call committed, for a transparent retry.
+    /// Messages sent before the call committed, for a retry.
     replay: Vec<Vec<u8>>,
+    /// Their bytes, reserved in the channel's retry buffer.
     replay_bytes: usize,
     /// The request side has ended (or the call was started with its last message).
     done: bool,
+    /// Transparent retries so far.
     retries: u32,
+    /// Retries under the retry policy so far.
+    retry: RetryState,
     next_attempt: u64,
 }
 
@@ -448,8 +461,23 @@ impl CallInner {
                 return Err(status);
             }
             let deadline = *self.plan.fixed_deadline.get_or_init(|| deadline);
+            self.plan.fixed_retry.get_or_init(|| {
+                let policy = shared
+                    .defaults
+                    .retry
+                    .enabled
+                    .then(|| snapshot.methods.lookup(&self.method))
+                    .flatten()
+                    .and_then(|c| c.retry_policy.clone());
+                let throttler = policy.as_ref().and(snapshot.methods.throttler.clone());
+                (policy, throttler)
+            });
             let mut metadata = self.metadata.clone();
             metadata.extend(&pick.metadata);
+            if sending.retry.retries > 0 {
+                let _ =
+                    metadata.insert(PREVIOUS_ATTEMPTS_HEADER, &sending.retry.retries.to_string());
+            }
             let head = CallHead {
                 method: self.method.clone(),
                 metadata,
@@ -461,6 +489,17 @@ impl CallInner {
             {
                 // Events of the previous attempt are ignored from here on.
                 let mut ev = self.state.events.lock();
+                if ev.settled {
+                    // Cancelled (or expired) while this attempt was being picked.
+                    let status = ev.outcome.as_ref().map_or_else(
+                        || Status::cancelled("the call was cancelled by the client"),
+                        |o| o.status.clone(),
+                    );
+                    drop(ev);
+                    attempt.release();
+                    complete(on_complete, &status);
+                    return Err(status);
+                }
                 ev.attempt = id;
                 ev.outcome = None;
                 ev.headers = None;
@@ -510,51 +549,164 @@ impl CallInner {
         }
     }
 
-    /// The outcome, if the call has one for good; retries transparently when the
-    /// current attempt ended without the server seeing it.
+    /// The outcome, if the call has one for good. Retries transparently when the
+    /// current attempt ended without the server seeing it, and under the method's
+    /// retry policy when it failed before the call committed (waiting out the
+    /// backoff here, on the caller's thread).
     fn settle_outcome(self: &Arc<Self>) -> Option<CallOutcome> {
         let mut sending = self.sending.lock();
+        let shared = self.shared();
         loop {
-            let (retry, outcome) = {
+            let (outcome, committed) = {
                 let ev = self.state.events.lock();
                 match &ev.outcome {
                     None => return None,
-                    Some(o) => (
-                        o.progress.is_unprocessed()
-                            && !ev.committed
-                            && sending.retries < MAX_TRANSPARENT_RETRIES
-                            && !self.shared().is_closed(),
-                        o.clone(),
-                    ),
+                    Some(o) if ev.settled => return Some(o.clone()),
+                    Some(o) => (o.clone(), ev.committed),
                 }
             };
-            if !retry {
-                if !outcome.status.is_ok() && self.shared().is_closed() {
-                    // Whatever the transport said, the channel's close ended it.
-                    return Some(CallOutcome::processed(closed_status()));
+            let closed = shared.is_closed();
+            let transparent = outcome.progress.is_unprocessed()
+                && !committed
+                && sending.retries < MAX_TRANSPARENT_RETRIES
+                && !closed;
+            let next = if transparent {
+                sending.retries += 1;
+                shared
+                    .retries
+                    .transparent_retries
+                    .fetch_add(1, Ordering::Relaxed);
+                // Give the transport's thread a moment to report the connection gone.
+                std::thread::yield_now();
+                Ok(())
+            } else if !outcome.status.is_ok() && !committed && !closed {
+                match self.retry_decision(&mut sending, &outcome.status) {
+                    Decision::RetryAfter(delay) => self.back_off(delay, &outcome.status),
+                    Decision::Final | Decision::Throttled => {
+                        return Some(self.settle(&mut sending, outcome));
+                    }
                 }
-                return Some(outcome);
-            }
-            sending.retries += 1;
-            // Give the transport's thread a moment to report the connection gone.
-            std::thread::yield_now();
-            if let Err(status) = self.open_attempt(&mut sending) {
-                let mut ev = self.state.events.lock();
-                ev.outcome = Some(CallOutcome::processed(status));
-                return ev.outcome.clone();
+            } else {
+                let outcome = if !outcome.status.is_ok() && closed {
+                    // Whatever the transport said, the channel's close ended it.
+                    CallOutcome::processed(closed_status())
+                } else {
+                    outcome
+                };
+                return Some(self.settle(&mut sending, outcome));
+            };
+            if let Err(status) = next.and_then(|()| self.open_attempt(&mut sending)) {
+                return Some(self.settle(&mut sending, CallOutcome::processed(status)));
             }
         }
     }
 
+    /// Applies the retry policy (if any) to a failed attempt.
+    fn retry_decision(&self, sending: &mut Sending, status: &Status) -> Decision {
+        let Some((Some(policy), throttler)) = self.plan.fixed_retry.get() else {
+            return Decision::Final;
+        };
+        let random = self.shared().defaults.retry.random.next_f64();
+        let decision = super::retry::decide(
+            policy,
+            throttler.as_deref(),
+            &mut sending.retry,
+            status.code(),
+            status.trailers(),
+            random,
+        );
+        let counters = &self.shared().retries;
+        match decision {
+            Decision::RetryAfter(_) => counters.retries.fetch_add(1, Ordering::Relaxed),
+            Decision::Throttled => counters.throttled.fetch_add(1, Ordering::Relaxed),
+            Decision::Final => 0,
+        };
+        decision
+    }
+
+    /// Waits `delay` on the channel's clock before a retry. Fails with the call's
+    /// status when the deadline passes first, the call is cancelled or the channel
+    /// closes.
+    fn back_off(&self, delay: Duration, last: &Status) -> Result<(), Status> {
+        let shared = self.shared();
+        let until = shared.clock.now() + delay;
+        let deadline = self.deadline();
+        shared.retries.in_backoff.fetch_add(1, Ordering::AcqRel);
+        let _done = OnDrop(|| {
+            shared.retries.in_backoff.fetch_sub(1, Ordering::AcqRel);
+        });
+        loop {
+            let snapshot = shared.cell.load_full();
+            if shared.is_closed() {
+                return Err(closed_status());
+            }
+            {
+                let ev = self.state.events.lock();
+                if let Some(o) = ev.outcome.as_ref().filter(|_| ev.settled) {
+                    return Err(o.status.clone());
+                }
+            }
+            let now = shared.clock.now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(Status::deadline_exceeded(format!(
+                    "deadline exceeded after {:?} waiting to retry; last attempt: {last}",
+                    now.saturating_duration_since(self.plan.start)
+                ))
+                .with_trailers(last.trailers().clone()));
+            }
+            if now >= until {
+                return Ok(());
+            }
+            let timer = timer(shared, earlier(Some(until), deadline));
+            select! {
+                recv(self.state.recv_bell.1) -> _ => {}
+                recv(snapshot.replaced()) -> _ => {}
+                recv(timer) -> _ => {}
+            }
+        }
+    }
+
+    /// Makes `outcome` the call's for good (unless the call was ended here first),
+    /// frees the retry buffer and feeds the throttle.
+    fn settle(&self, sending: &mut Sending, outcome: CallOutcome) -> CallOutcome {
+        self.drop_replay(sending);
+        let mut ev = self.state.events.lock();
+        if !ev.settled {
+            if outcome.status.is_ok()
+                && let Some((_, Some(throttler))) = self.plan.fixed_retry.get()
+            {
+                throttler.succeeded();
+            }
+            ev.outcome = Some(outcome);
+            ev.settled = true;
+        }
+        ev.outcome.clone().expect("settled above")
+    }
+
+    /// Drops the messages kept for retries and gives their bytes back to the
+    /// channel.
+    fn drop_replay(&self, sending: &mut Sending) {
+        if sending.replay_bytes > 0 {
+            self.shared().retries.unreserve(sending.replay_bytes);
+        }
+        sending.replay = Vec::new();
+        sending.replay_bytes = 0;
+    }
+
     /// Ends the call here with `status` (unless it already ended) and resets its
     /// stream.
+    /// An attempt that failed while its retry is still being decided (or waited
+    /// for) ends with `status` instead; a call that succeeded or settled keeps its
+    /// outcome.
     fn abort(&self, status: Status) {
         let stream = {
             let mut ev = self.state.events.lock();
-            if ev.outcome.is_some() {
-                return;
+            match &ev.outcome {
+                Some(o) if ev.settled || o.status.is_ok() => return,
+                _ => {}
             }
             ev.outcome = Some(CallOutcome::processed(status));
+            ev.settled = true;
             ev.stream.clone()
         };
         stream.cancel();
@@ -622,18 +774,21 @@ impl CallInner {
                     let ev = self.state.events.lock();
                     (ev.stream.clone(), ev.committed, ev.attempt)
                 };
-                let keep = !committed && sending.replay_bytes + message.len() <= RETRY_BUFFER_LIMIT;
+                let retry = &self.shared().defaults.retry;
+                let keep =
+                    !committed && sending.replay_bytes + message.len() <= retry.per_call_buffer;
                 let copy = keep.then(|| message.clone());
                 match stream.try_send(message, last) {
                     Ok(()) => {
                         sending.done = last;
-                        match copy {
+                        let channel = &self.shared().retries;
+                        match copy.filter(|c| channel.reserve(c.len(), retry.channel_buffer)) {
                             Some(copy) => {
                                 sending.replay_bytes += copy.len();
                                 sending.replay.push(copy);
                             }
                             None => {
-                                sending.replay = Vec::new();
+                                self.drop_replay(&mut sending);
                                 self.state.events.lock().committed = true;
                             }
                         }
@@ -752,6 +907,19 @@ impl CallInner {
 impl Drop for CallInner {
     fn drop(&mut self) {
         self.abort(Status::cancelled("the call was dropped before it ended"));
+        let bytes = self.sending.get_mut().replay_bytes;
+        if bytes > 0 {
+            self.shared().retries.unreserve(bytes);
+        }
+    }
+}
+
+/// Runs a closure when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
     }
 }
 
@@ -834,6 +1002,7 @@ impl Call {
                 input: own,
                 start,
                 fixed_deadline: std::sync::OnceLock::new(),
+                fixed_retry: std::sync::OnceLock::new(),
             },
             state: Arc::new(CallState {
                 events: Mutex::new(Events {
@@ -843,6 +1012,7 @@ impl Call {
                     messages: VecDeque::new(),
                     outcome: None,
                     committed: false,
+                    settled: false,
                 }),
                 recv_bell: crossbeam_channel::bounded(1),
                 send_bell: crossbeam_channel::bounded(1),
@@ -852,6 +1022,7 @@ impl Call {
                 replay_bytes: 0,
                 done: false,
                 retries: 0,
+                retry: RetryState::default(),
                 next_attempt: 0,
             }),
             latest_pick_error: Mutex::new(None),
@@ -861,7 +1032,9 @@ impl Call {
             let mut sending = inner.sending.lock();
             if let Err(status) = inner.open_attempt(&mut sending) {
                 // Nothing to cancel: mark the call ended so dropping it is quiet.
-                inner.state.events.lock().outcome = Some(CallOutcome::not_sent(status.clone()));
+                let mut ev = inner.state.events.lock();
+                ev.outcome = Some(CallOutcome::not_sent(status.clone()));
+                ev.settled = true;
                 return Err(status);
             }
         }

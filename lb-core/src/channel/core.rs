@@ -25,6 +25,7 @@ use super::cell::PickerCell;
 use super::clock::{Clock, ClockListener};
 use super::pool::{Pool, Update};
 use super::resolver::{MIN_RESOLUTION_INTERVAL, REFRESH_INTERVAL, Resolver};
+use super::retry::{RetryCounters, RetrySettings};
 use super::service_config::ServiceConfig;
 use crate::address::Address;
 use crate::backoff::{Backoff, BackoffConfig};
@@ -93,6 +94,7 @@ pub(crate) struct CallDefaults {
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) max_send_message_size: usize,
     pub(crate) max_receive_message_size: usize,
+    pub(crate) retry: RetrySettings,
 }
 
 /// What the serializer and the calling threads share.
@@ -104,6 +106,8 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     pub(crate) tx: Sender<Input>,
     pub(crate) defaults: CallDefaults,
+    /// Retry counters and the channel's retry buffer use.
+    pub(crate) retries: RetryCounters,
     /// Calls started and not yet ended (queued ones included).
     calls: AtomicUsize,
     /// When the last call ended, in nanoseconds after `base`.
@@ -133,6 +137,7 @@ impl Shared {
                 closed: AtomicBool::new(false),
                 tx,
                 defaults,
+                retries: RetryCounters::default(),
                 calls: AtomicUsize::new(0),
                 last_call_end: AtomicU64::new(0),
                 _listener: listener,
@@ -603,7 +608,7 @@ impl ChannelCore {
         if methods_changed {
             let methods = service_config
                 .as_deref()
-                .map(|sc| Arc::new(sc.methods().clone()))
+                .map(|sc| Arc::new(sc.methods().with_fresh_throttler()))
                 .unwrap_or_default();
             self.shared.cell.set_methods(methods);
         }

@@ -110,6 +110,7 @@ mod core;
 mod dns;
 mod pool;
 mod resolver;
+mod retry;
 mod serializer;
 mod service_config;
 mod target;
@@ -127,7 +128,7 @@ pub use builder::{
 };
 pub use call::{
     Call, CallOptions, CallReceiver, CallSender, ClientStreaming, Codec, MAX_TRANSPARENT_RETRIES,
-    RETRY_BUFFER_LIMIT, SendError, ServerStreaming, UnaryResponse,
+    SendError, ServerStreaming, UnaryResponse,
 };
 pub use clock::{Clock, ClockListener, SystemClock};
 pub use dns::DnsResolverBuilder;
@@ -135,6 +136,10 @@ pub use resolver::{
     DEFAULT_PORT, IpResolverBuilder, MIN_RESOLUTION_INTERVAL, PassthroughResolverBuilder,
     REFRESH_INTERVAL, Resolver, ResolverBuilder, ResolverHandle, ResolverRegistry,
     UnixResolverBuilder,
+};
+pub use retry::{
+    CHANNEL_RETRY_BUFFER_LIMIT, CodeSet, HedgingPolicy, MAX_ATTEMPTS, PREVIOUS_ATTEMPTS_HEADER,
+    PUSHBACK_TRAILER, RETRY_BUFFER_LIMIT, RetryPolicy, RetryStats, RetryThrottling,
 };
 pub use service_config::{MethodConfig, ServiceConfig};
 pub use target::{DEFAULT_SCHEME, Target};
@@ -277,6 +282,11 @@ impl Channel {
     /// The call could not start: as [`Channel::unary`] before a response.
     pub fn bidi_streaming(&self, method: &str, options: CallOptions) -> Result<Call, Status> {
         Call::start(&self.inner.shared, method, &options)
+    }
+
+    /// What the channel's calls have retried so far (see [`RetryStats`]).
+    pub fn retry_stats(&self) -> RetryStats {
+        self.inner.shared.retries.stats()
     }
 
     /// The channel's connectivity state. With `try_to_connect`, an IDLE channel

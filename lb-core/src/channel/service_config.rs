@@ -17,8 +17,10 @@
 //!   `pick_first`.
 //! - A `methodConfig` applies to the methods its `name`s list: `{service, method}`
 //!   names one method, `{service}` every method of a service and `{}` every method.
-//!   The most specific match wins. Of its fields `timeout` and `waitForReady` are
-//!   applied; the others are accepted and ignored.
+//!   The most specific match wins. Of its fields `timeout`, `waitForReady` and
+//!   `retryPolicy` are applied (see [`super::retry`]); `hedgingPolicy` is validated
+//!   but not applied yet; the others are accepted and ignored.
+//! - `retryThrottling` limits the retries of the whole channel.
 //! - Unknown fields are ignored; a field with a bad value is an error that names it
 //!   (`methodConfig[0].timeout: invalid duration "1x" …`).
 
@@ -29,6 +31,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::retry::{
+    HedgingPolicy, RetryPolicy, RetryThrottling, Throttler, parse_hedging_policy,
+    parse_retry_policy, parse_retry_throttling,
+};
 use crate::config::{ConfigError, Fields, parse_json};
 use crate::policy::ParsedLbConfig;
 use crate::registry::LbPolicyRegistry;
@@ -56,13 +62,17 @@ pub struct ServiceConfig {
 }
 
 /// The settings a `methodConfig` entry gives the calls it names.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MethodConfig {
     /// The longest a call may take; a call's own deadline wins when it is earlier.
     pub timeout: Option<Duration>,
     /// Whether calls wait for a ready connection instead of failing fast; a call's
     /// own choice wins.
     pub wait_for_ready: Option<bool>,
+    /// How failed attempts are retried (gRFC A6).
+    pub retry_policy: Option<RetryPolicy>,
+    /// How attempts are hedged (gRFC A6); at most one of the two policies is set.
+    pub hedging_policy: Option<HedgingPolicy>,
 }
 
 /// Method configs by the name they apply to.
@@ -72,6 +82,9 @@ pub(crate) struct MethodConfigs {
     by_method: HashMap<String, Arc<MethodConfig>>,
     by_service: HashMap<String, Arc<MethodConfig>>,
     fallback: Option<Arc<MethodConfig>>,
+    /// The channel's retry tokens (`retryThrottling`); a channel makes its own with
+    /// [`MethodConfigs::with_fresh_throttler`].
+    pub(crate) throttler: Option<Arc<Throttler>>,
 }
 
 impl MethodConfigs {
@@ -91,6 +104,17 @@ impl MethodConfigs {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.by_method.is_empty() && self.by_service.is_empty() && self.fallback.is_none()
+    }
+
+    /// These configs with a full bucket of retry tokens of their own, for one
+    /// channel.
+    pub(crate) fn with_fresh_throttler(&self) -> Self {
+        let mut fresh = self.clone();
+        fresh.throttler = self
+            .throttler
+            .as_ref()
+            .map(|t| Arc::new(Throttler::new(t.config())));
+        fresh
     }
 }
 
@@ -138,10 +162,14 @@ impl ServiceConfig {
         } else {
             None
         };
-        let methods = match fields.array("methodConfig")? {
+        let mut methods = match fields.array("methodConfig")? {
             Some(list) => parse_method_configs(list).map_err(|e| e.within("methodConfig"))?,
             None => MethodConfigs::default(),
         };
+        if let Some(v) = fields.get("retryThrottling") {
+            let throttling = parse_retry_throttling(v).map_err(|e| e.within("retryThrottling"))?;
+            methods.throttler = Some(Arc::new(Throttler::new(throttling)));
+        }
         Ok(Self {
             load_balancing,
             methods,
@@ -162,6 +190,11 @@ impl ServiceConfig {
     pub(crate) fn methods(&self) -> &MethodConfigs {
         &self.methods
     }
+
+    /// The channel's `retryThrottling`, if any.
+    pub fn retry_throttling(&self) -> Option<RetryThrottling> {
+        self.methods.throttler.as_ref().map(|t| t.config())
+    }
 }
 
 impl fmt::Debug for ServiceConfig {
@@ -178,9 +211,31 @@ fn parse_method_configs(list: &[Value]) -> Result<MethodConfigs, ConfigError> {
     for (i, entry) in list.iter().enumerate() {
         let at = format!("[{i}]");
         let fields = Fields::new(entry, "").map_err(|e| e.within(&at))?;
+        let within = |e: ConfigError| e.within(&at);
+        fn policy<T>(
+            fields: &Fields<'_>,
+            name: &str,
+            parse: fn(&Value) -> Result<T, ConfigError>,
+        ) -> Result<Option<T>, ConfigError> {
+            fields
+                .get(name)
+                .map(|v| parse(v).map_err(|e| e.within(name)))
+                .transpose()
+        }
+        let retry_policy = policy(&fields, "retryPolicy", parse_retry_policy).map_err(within)?;
+        let hedging_policy =
+            policy(&fields, "hedgingPolicy", parse_hedging_policy).map_err(within)?;
+        if retry_policy.is_some() && hedging_policy.is_some() {
+            return Err(within(ConfigError::new(
+                "hedgingPolicy",
+                "a method config may have a retryPolicy or a hedgingPolicy, not both",
+            )));
+        }
         let config = Arc::new(MethodConfig {
-            timeout: fields.duration("timeout").map_err(|e| e.within(&at))?,
-            wait_for_ready: fields.bool("waitForReady").map_err(|e| e.within(&at))?,
+            timeout: fields.duration("timeout").map_err(within)?,
+            wait_for_ready: fields.bool("waitForReady").map_err(within)?,
+            retry_policy,
+            hedging_policy,
         });
         let names = fields
             .array("name")
@@ -268,6 +323,22 @@ mod tests {
             (
                 r#"{"methodConfig": [{"name": [{"service": "s"}]}, {"name": [{"service": "s"}]}]}"#,
                 "methodConfig[1].name[0]: duplicate method name",
+            ),
+            (
+                r#"{"methodConfig": [{"retryPolicy": {"maxAttempts": 1}}]}"#,
+                "methodConfig[0].retryPolicy.maxAttempts: must be at least 2",
+            ),
+            (
+                r#"{"methodConfig": [{"hedgingPolicy": {"maxAttempts": 2, "nonFatalStatusCodes": ["NOPE"]}}]}"#,
+                "methodConfig[0].hedgingPolicy.nonFatalStatusCodes[0]: not a status code",
+            ),
+            (
+                r#"{"methodConfig": [{"hedgingPolicy": {"maxAttempts": 2}, "retryPolicy": {"maxAttempts": 2, "initialBackoff": "1s", "maxBackoff": "1s", "backoffMultiplier": 2, "retryableStatusCodes": [14]}}]}"#,
+                "methodConfig[0].hedgingPolicy: a method config may have a retryPolicy or a hedgingPolicy, not both",
+            ),
+            (
+                r#"{"retryThrottling": {"maxTokens": 5000, "tokenRatio": 1}}"#,
+                "retryThrottling.maxTokens: must be an integer from 1 to 1000",
             ),
             ("[]", "must be an object"),
             ("{", "invalid JSON"),

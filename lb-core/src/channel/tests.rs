@@ -189,6 +189,12 @@ impl Harness {
                 default_timeout: None,
                 max_send_message_size: usize::MAX,
                 max_receive_message_size: usize::MAX,
+                retry: super::retry::RetrySettings {
+                    enabled: true,
+                    per_call_buffer: super::retry::RETRY_BUFFER_LIMIT,
+                    channel_buffer: super::retry::CHANNEL_RETRY_BUFFER_LIMIT,
+                    random: crate::SharedRandom::new(crate::SplitMix64::seeded(1)),
+                },
             },
         );
         let registry = LbPolicyRegistry::with_builtins();
