@@ -5,6 +5,10 @@
 //! calls the fault hit may fail (with the expected codes), and once the channel and
 //! the backends are gone the process's threads and sockets are back where they were.
 //!
+//! With a `retryPolicy` (gRFC A6), the SIGKILL scenario is run again and must fail
+//! no call at all: the calls in flight on the killed backend are retried on the
+//! others.
+//!
 //! One test runs the scenarios one after the other: the leak check counts the whole
 //! process's threads and sockets.
 
@@ -483,6 +487,22 @@ impl Callers {
 // Scenarios.
 
 fn channel(targets: &[String], connection: ConnectionConfig) -> Channel {
+    channel_with(
+        targets,
+        connection,
+        r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#,
+    )
+}
+
+/// round_robin, and every method retried on UNAVAILABLE.
+const RETRYING: &str = r#"{
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{"name": [{}], "retryPolicy": {
+        "maxAttempts": 5, "initialBackoff": "0.01s", "maxBackoff": "0.2s",
+        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]
+}"#;
+
+fn channel_with(targets: &[String], connection: ConnectionConfig, service_config: &str) -> Channel {
     let config = TransportConfig {
         connection,
         proxy: ProxyMode::Disabled,
@@ -491,7 +511,7 @@ fn channel(targets: &[String], connection: ConnectionConfig) -> Channel {
     let transport = Arc::new(H2Transport::new(config).unwrap());
     Channel::builder(format!("ipv4:{}", targets.join(",")))
         .transport(transport)
-        .default_service_config(r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#)
+        .default_service_config(service_config)
         .build()
         .unwrap()
 }
@@ -593,15 +613,32 @@ fn only_in_flight_unavailable(o: &Outcome, per_caller: usize) {
 /// 1. Two grpcio backends are SIGKILLed and restarted on the same port: first one,
 ///    then both.
 fn killed_and_restarted(env: &PeerEnv) -> Outcome {
+    kill_and_restart(env, "killed_and_restarted", None)
+}
+
+/// 6. As 1, with three grpcio backends and a retryPolicy: no call fails.
+fn killed_with_retries(env: &PeerEnv) -> Outcome {
+    kill_and_restart(env, "killed_with_retries", Some(RETRYING))
+}
+
+fn kill_and_restart(env: &PeerEnv, name: &'static str, retrying: Option<&str>) -> Outcome {
     let baseline = (
         lb_testkit::process::thread_count(),
         lb_testkit::process::socket_count(),
     );
     let mut g = [grpcio(env, "g0"), grpcio(env, "g1")];
-    let o2 = ours("ours-2", "127.0.0.1:0");
-    let targets = vec![g[0].target(), g[1].target(), o2.local_addr().to_string()];
-    let channel = channel(&targets, ConnectionConfig::default());
-    warm_up(&channel, &["g0", "g1", "ours-2"]);
+    // With retries, the third backend is grpcio too (the issue's setup); without,
+    // one of ours.
+    let third = match retrying {
+        Some(_) => Third::Grpcio(grpcio(env, "g2")),
+        None => Third::Ours(ours("g2", "127.0.0.1:0")),
+    };
+    let targets = vec![g[0].target(), g[1].target(), third.target()];
+    let channel = match retrying {
+        Some(sc) => channel_with(&targets, ConnectionConfig::default(), sc),
+        None => channel(&targets, ConnectionConfig::default()),
+    };
+    warm_up(&channel, &["g0", "g1", "g2"]);
     let c = callers(&channel, DEADLINE, Duration::ZERO);
     thread::sleep(Duration::from_millis(300));
     for round in [&[0][..], &[0, 1][..]] {
@@ -622,20 +659,48 @@ fn killed_and_restarted(env: &PeerEnv) -> Outcome {
         thread::sleep(Duration::from_millis(200));
     }
     let tally = c.finish();
+    let stats = channel.retry_stats();
     let (left, client) = close_and_count(channel, baseline, move || {
         drop(g);
-        o2.shutdown(Duration::ZERO);
+        if let Third::Ours(server) = third {
+            server.shutdown(Duration::ZERO);
+        }
     });
     let o = Outcome {
-        name: "killed_and_restarted",
+        name,
         tally,
         left,
         client_threads_after_close: client,
     };
     check(&o);
-    // Three kills: each caller can lose at most the call it had in flight on each.
-    only_in_flight_unavailable(&o, 3);
+    if retrying.is_some() {
+        println!(
+            "fault {name}: retries={} transparent_retries={}",
+            stats.retries, stats.transparent_retries
+        );
+        let failed = o.tally.failed.lock();
+        assert!(failed.is_empty(), "{name}: calls failed: {failed:?}");
+    } else {
+        // Three kills: each caller can lose at most the call it had in flight on
+        // each.
+        only_in_flight_unavailable(&o, 3);
+    }
     o
+}
+
+/// The third backend of [`kill_and_restart`].
+enum Third {
+    Grpcio(GrpcServer),
+    Ours(Server),
+}
+
+impl Third {
+    fn target(&self) -> String {
+        match self {
+            Self::Grpcio(g) => g.target(),
+            Self::Ours(s) => s.local_addr().to_string(),
+        }
+    }
 }
 
 /// 2. A grpcio backend and one of ours stop gracefully (GOAWAY) and come back.
@@ -893,6 +958,7 @@ fn faults_on_real_sockets() {
         stream_reset(&env),
         tcp_cut(&env),
         peer_stalls(),
+        killed_with_retries(&env),
     ];
     println!(
         "fault scenarios: {} in {:?}",
