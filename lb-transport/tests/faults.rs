@@ -630,7 +630,7 @@ fn kill_and_restart(env: &PeerEnv, name: &'static str, retrying: Option<&str>) -
     // With retries, the third backend is grpcio too (the setup); without,
     // one of ours.
     let third = match retrying {
-        Some(_) => Third::Grpcio(grpcio(env, "g2")),
+        Some(_) => Third::Grpcio(Box::new(grpcio(env, "g2"))),
         None => Third::Ours(ours("g2", "127.0.0.1:0")),
     };
     let targets = vec![g[0].target(), g[1].target(), third.target()];
@@ -690,7 +690,7 @@ fn kill_and_restart(env: &PeerEnv, name: &'static str, retrying: Option<&str>) -
 
 /// The third backend of [`kill_and_restart`].
 enum Third {
-    Grpcio(GrpcServer),
+    Grpcio(Box<GrpcServer>),
     Ours(Server),
 }
 
