@@ -381,6 +381,8 @@ struct Tally {
     ok: parking_lot::Mutex<Vec<(Instant, String)>>,
     /// Failures: when, which code, per caller.
     failed: parking_lot::Mutex<Vec<(Instant, Code, usize, String)>>,
+    /// How long each call took.
+    latencies: parking_lot::Mutex<Vec<Duration>>,
 }
 
 impl Tally {
@@ -420,7 +422,9 @@ fn callers(channel: &Channel, deadline: Duration, pause: Duration) -> Callers {
                             .with_timeout(deadline)
                             .with_wait_for_ready(true);
                         tally.attempted.fetch_add(1, Ordering::SeqCst);
+                        let started = Instant::now();
                         let r = channel.unary("/test.Echo/Who", Vec::new(), options);
+                        tally.latencies.lock().push(started.elapsed());
                         tally.finished.fetch_add(1, Ordering::SeqCst);
                         match r {
                             Ok(r) => {
@@ -685,6 +689,88 @@ fn kill_and_restart(env: &PeerEnv, name: &'static str, retrying: Option<&str>) -
         // each.
         only_in_flight_unavailable(&o, 3);
     }
+    o
+}
+
+/// 7. Hedging (`hedgingDelay` 10 ms, up to 3 attempts) over three of our servers,
+///    one of which holds every call for 1 s: the slow backend costs the callers
+///    only the hedging delay, and its held calls are cancelled.
+fn hedged_past_a_stalling_backend() -> Outcome {
+    const HEDGING: &str = r#"{
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [{"name": [{"service": "test.Echo"}], "hedgingPolicy": {
+            "maxAttempts": 3, "hedgingDelay": "0.01s",
+            "nonFatalStatusCodes": ["UNAVAILABLE"]}}]
+    }"#;
+    let baseline = (
+        lb_testkit::process::thread_count(),
+        lb_testkit::process::socket_count(),
+    );
+    let held = Arc::new(AtomicUsize::new(0));
+    let h = held.clone();
+    let slow = lb_testkit::services::mount(Server::builder(), "slow")
+        .unary(
+            "/test.Echo/Who",
+            move |req: lb_transport::server::Request| {
+                if !req.wait_cancelled(Instant::now() + Duration::from_secs(1)) {
+                    h.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(lb_transport::server::Response::new(b"slow".to_vec()))
+            },
+        )
+        .workers(8)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let fast = [ours("h1", "127.0.0.1:0"), ours("h2", "127.0.0.1:0")];
+    let targets = vec![
+        slow.local_addr().to_string(),
+        fast[0].local_addr().to_string(),
+        fast[1].local_addr().to_string(),
+    ];
+    let channel = channel_with(&targets, ConnectionConfig::default(), HEDGING);
+    warm_up(&channel, &["h1", "h2"]);
+    let c = callers(&channel, DEADLINE, Duration::ZERO);
+    thread::sleep(Duration::from_secs(2));
+    let tally = c.finish();
+    let stats = channel.retry_stats();
+    let (left, client) = close_and_count(channel, baseline, move || {
+        slow.shutdown(Duration::ZERO);
+        for s in fast {
+            s.shutdown(Duration::ZERO);
+        }
+    });
+    let o = Outcome {
+        name: "hedged_past_a_stalling_backend",
+        tally,
+        left,
+        client_threads_after_close: client,
+    };
+    check(&o);
+    let mut latencies = o.tally.latencies.lock().clone();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    let from_slow = o.tally.ok_from("slow");
+    println!(
+        "fault {}: calls={} p50={:?} p99={:?} max={:?} hedges={} answered_by_slow={from_slow} \
+         slow_calls_not_cancelled={}",
+        o.name,
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        stats.hedges,
+        held.load(Ordering::SeqCst),
+    );
+    assert!(o.tally.failed.lock().is_empty(), "{}: calls failed", o.name);
+    // Without hedging a third of the calls would take 1 s; the target is 50 ms
+    // (printed above), the bound here leaves room for a loaded machine.
+    assert!(
+        at(0.99) < Duration::from_millis(500),
+        "{}: p99 {:?}",
+        o.name,
+        at(0.99)
+    );
+    assert!(stats.hedges > 0, "{}: no hedged attempt", o.name);
     o
 }
 
@@ -959,6 +1045,7 @@ fn faults_on_real_sockets() {
         tcp_cut(&env),
         peer_stalls(),
         killed_with_retries(&env),
+        hedged_past_a_stalling_backend(),
     ];
     println!(
         "fault scenarios: {} in {:?}",

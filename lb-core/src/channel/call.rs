@@ -21,6 +21,10 @@
 //!   the attempt fails, not committed, and the method has a retryPolicy
 //!     ──> retry::decide: wait out the backoff (or the server's pushback) on the
 //!         caller's thread, then pick again and replay (gRFC A6)
+//!   the method has a hedgingPolicy ──> drive_hedges, whenever a caller looks:
+//!     another attempt every hedgingDelay (at once after a non-fatal failure), each
+//!     picked anew and fed the kept messages by `pump`; the first to answer
+//!     (Events::admit, on the transport's thread) wins, the others are cancelled
 //! ```
 //!
 //! # Bounds
@@ -58,7 +62,10 @@ use parking_lot::Mutex;
 use super::cell::Snapshot;
 use super::core::{ActiveCall, Shared, closed_status};
 use super::pool::{Attempt, ScBackend};
-use super::retry::{Decision, PREVIOUS_ATTEMPTS_HEADER, RetryPolicy, RetryState, Throttler};
+use super::retry::{
+    CodeSet, Decision, HedgingPolicy, PREVIOUS_ATTEMPTS_HEADER, Pushback, RetryPolicy, RetryState,
+    Throttler, pushback,
+};
 use super::service_config::MethodConfigs;
 use crate::metadata::Metadata;
 use crate::picker::{CompletionCallback, PickInfo, PickResult};
@@ -201,9 +208,17 @@ struct Plan {
     input: PlanInput,
     start: Instant,
     fixed_deadline: std::sync::OnceLock<Option<Instant>>,
-    /// The method's retry policy and the channel's throttle, also fixed by the
-    /// first attempt's snapshot.
-    fixed_retry: std::sync::OnceLock<(Option<RetryPolicy>, Option<Arc<Throttler>>)>,
+    /// The method's retry or hedging policy and the channel's throttle, also fixed
+    /// by the first attempt's snapshot.
+    fixed_retry: std::sync::OnceLock<(AttemptPolicy, Option<Arc<Throttler>>)>,
+}
+
+/// How a call makes more than one attempt (besides transparent retries).
+#[derive(Debug)]
+enum AttemptPolicy {
+    None,
+    Retry(RetryPolicy),
+    Hedge(HedgingPolicy),
 }
 
 /// A unary call's response.
@@ -233,6 +248,54 @@ struct Events {
     committed: bool,
     /// `outcome` is the call's for good: no retry follows.
     settled: bool,
+    /// A hedged call's state until it commits.
+    hedge: Option<HedgeEvents>,
+}
+
+/// What a hedged call's listeners share until it commits: before that no attempt
+/// is `Events::attempt`, and the first to answer (headers, a message, or a status
+/// that is OK or fatal) becomes it; the others are cancelled.
+struct HedgeEvents {
+    /// The codes after which the other attempts go on.
+    non_fatal: CodeSet,
+    /// The attempts running, with their streams.
+    live: Vec<(u64, Arc<dyn CallStream>)>,
+    /// The latest non-fatal failure: the call's status if no attempt succeeds.
+    failure: Option<CallOutcome>,
+    /// A non-fatal failure arrived since the driver last looked: the next attempt
+    /// starts now (or after the server's pushback).
+    kick: bool,
+    /// Failures the server never saw: each allows one more attempt.
+    unprocessed: u32,
+    /// When the driver starts the next attempt (waiters wake then).
+    next_at: Option<Instant>,
+}
+
+impl Events {
+    /// Whether events of `attempt` count. A hedged call that has not committed
+    /// commits to `attempt` if it is one of its live attempts; the others' streams
+    /// are put in `losers`, to cancel once the lock is released.
+    fn admit(&mut self, attempt: u64, losers: &mut Vec<Arc<dyn CallStream>>) -> bool {
+        if self.attempt == attempt {
+            return true;
+        }
+        if self.committed {
+            return false;
+        }
+        let Some(hedge) = self.hedge.as_mut() else {
+            return false;
+        };
+        let Some(i) = hedge.live.iter().position(|(id, _)| *id == attempt) else {
+            return false;
+        };
+        let (_, stream) = hedge.live.swap_remove(i);
+        losers.extend(hedge.live.drain(..).map(|(_, s)| s));
+        hedge.next_at = None;
+        self.attempt = attempt;
+        self.stream = stream;
+        self.committed = true;
+        true
+    }
 }
 
 /// The state a call shares with its attempts' listeners.
@@ -258,30 +321,42 @@ struct AttemptListener {
     on_complete: Mutex<Option<CompletionCallback>>,
 }
 
+fn cancel_all(streams: Vec<Arc<dyn CallStream>>) {
+    for stream in streams {
+        stream.cancel();
+    }
+}
+
 impl CallListener for AttemptListener {
     fn on_headers(&self, headers: Metadata) {
+        let mut losers = Vec::new();
         {
             let mut ev = self.call.events.lock();
-            if ev.attempt != self.attempt || ev.outcome.is_some() {
+            if ev.outcome.is_some() || !ev.admit(self.attempt, &mut losers) {
                 return;
             }
             ev.headers = Some(headers);
             ev.committed = true;
         }
+        cancel_all(losers);
         ring(&self.call.recv_bell);
+        ring(&self.call.send_bell);
     }
 
     fn on_message(&self, message: Vec<u8>) {
+        let mut losers = Vec::new();
         {
             let mut ev = self.call.events.lock();
-            if ev.attempt != self.attempt || ev.outcome.is_some() {
+            if ev.outcome.is_some() || !ev.admit(self.attempt, &mut losers) {
                 return;
             }
             ev.headers.get_or_insert_with(Metadata::new);
             ev.messages.push_back(message);
             ev.committed = true;
         }
+        cancel_all(losers);
         ring(&self.call.recv_bell);
+        ring(&self.call.send_bell);
     }
 
     fn on_writable(&self) {
@@ -289,9 +364,34 @@ impl CallListener for AttemptListener {
     }
 
     fn on_close(&self, outcome: CallOutcome) {
+        let mut losers = Vec::new();
         let status = {
             let mut ev = self.call.events.lock();
-            if ev.attempt != self.attempt {
+            let ev = &mut *ev;
+            let live = !ev.committed
+                && ev.outcome.is_none()
+                && ev
+                    .hedge
+                    .as_ref()
+                    .is_some_and(|h| h.live.iter().any(|(id, _)| *id == self.attempt));
+            if live {
+                let hedge = ev.hedge.as_mut().expect("checked above");
+                let code = outcome.status.code();
+                if outcome.progress.is_unprocessed() || hedge.non_fatal.contains(code) {
+                    // Another attempt may still answer; the driver may start one.
+                    hedge.live.retain(|(id, _)| *id != self.attempt);
+                    if outcome.progress.is_unprocessed() {
+                        hedge.unprocessed += 1;
+                    }
+                    hedge.kick = true;
+                    hedge.failure = Some(outcome.clone());
+                } else {
+                    // OK or fatal: this attempt's status is the call's.
+                    ev.admit(self.attempt, &mut losers);
+                    ev.outcome = Some(outcome.clone());
+                }
+                outcome.status.clone()
+            } else if ev.attempt != self.attempt {
                 outcome.status.clone()
             } else if let Some(decided) = &ev.outcome {
                 decided.status.clone()
@@ -301,6 +401,7 @@ impl CallListener for AttemptListener {
                 status
             }
         };
+        cancel_all(losers);
         self.held.release();
         if let Some(f) = self.on_complete.lock().take() {
             f(&status);
@@ -324,6 +425,23 @@ struct Sending {
     /// Retries under the retry policy so far.
     retry: RetryState,
     next_attempt: u64,
+    /// A hedged call's attempts and how far each has taken `replay`, until the
+    /// call commits and its attempt has caught up.
+    cursors: Vec<Cursor>,
+    /// Hedged attempts started (transparent ones not counted).
+    hedges: u32,
+    /// No more hedged attempts: the server's pushback or the throttle said so.
+    hedges_stopped: bool,
+}
+
+/// One hedged attempt's progress through the messages kept for replay.
+struct Cursor {
+    attempt: u64,
+    stream: Arc<dyn CallStream>,
+    /// How many of `Sending::replay` it has taken.
+    sent: usize,
+    /// It has been given the end of the request.
+    closed: bool,
 }
 
 /// What every handle of one call shares.
@@ -461,22 +579,40 @@ impl CallInner {
                 return Err(status);
             }
             let deadline = *self.plan.fixed_deadline.get_or_init(|| deadline);
-            self.plan.fixed_retry.get_or_init(|| {
-                let policy = shared
+            let hedging = match self.plan.fixed_retry.get_or_init(|| {
+                let config = shared
                     .defaults
                     .retry
                     .enabled
                     .then(|| snapshot.methods.lookup(&self.method))
-                    .flatten()
-                    .and_then(|c| c.retry_policy.clone());
-                let throttler = policy.as_ref().and(snapshot.methods.throttler.clone());
+                    .flatten();
+                let policy = match config {
+                    Some(c) if c.retry_policy.is_some() => {
+                        AttemptPolicy::Retry(c.retry_policy.clone().expect("checked"))
+                    }
+                    Some(c) if c.hedging_policy.is_some() => {
+                        AttemptPolicy::Hedge(c.hedging_policy.clone().expect("checked"))
+                    }
+                    _ => AttemptPolicy::None,
+                };
+                let throttler = match policy {
+                    AttemptPolicy::None => None,
+                    _ => snapshot.methods.throttler.clone(),
+                };
                 (policy, throttler)
-            });
+            }) {
+                (AttemptPolicy::Hedge(h), _) => Some(h),
+                _ => None,
+            };
             let mut metadata = self.metadata.clone();
             metadata.extend(&pick.metadata);
-            if sending.retry.retries > 0 {
-                let _ =
-                    metadata.insert(PREVIOUS_ATTEMPTS_HEADER, &sending.retry.retries.to_string());
+            let previous = if hedging.is_some() {
+                sending.hedges
+            } else {
+                sending.retry.retries
+            };
+            if previous > 0 {
+                let _ = metadata.insert(PREVIOUS_ATTEMPTS_HEADER, &previous.to_string());
             }
             let head = CallHead {
                 method: self.method.clone(),
@@ -500,11 +636,24 @@ impl CallInner {
                     complete(on_complete, &status);
                     return Err(status);
                 }
-                ev.attempt = id;
-                ev.outcome = None;
-                ev.headers = None;
-                ev.messages.clear();
-                ev.stream = Arc::new(crate::transport::ClosedStream);
+                if let Some(policy) = hedging {
+                    // Another attempt of the call may answer first: this one
+                    // joins them (see `Events::admit`).
+                    ev.hedge.get_or_insert_with(|| HedgeEvents {
+                        non_fatal: policy.non_fatal_status_codes,
+                        live: Vec::new(),
+                        failure: None,
+                        kick: false,
+                        unprocessed: 0,
+                        next_at: None,
+                    });
+                } else {
+                    ev.attempt = id;
+                    ev.outcome = None;
+                    ev.headers = None;
+                    ev.messages.clear();
+                    ev.stream = Arc::new(crate::transport::ClosedStream);
+                }
             }
             let listener = Arc::new(AttemptListener {
                 call: self.state.clone(),
@@ -516,6 +665,35 @@ impl CallInner {
             drop(ready);
             drop(snapshot);
             let stream = connection.open_stream(head, listener);
+            if hedging.is_some() {
+                let joined = {
+                    let mut ev = self.state.events.lock();
+                    let open = !ev.committed && ev.outcome.is_none();
+                    match ev.hedge.as_mut() {
+                        Some(h) if open => {
+                            h.live.push((id, stream.clone()));
+                            let delay = hedging.map_or(Duration::ZERO, |p| p.hedging_delay);
+                            h.next_at = Some(shared.clock.now() + delay);
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if !joined {
+                    // Another attempt answered (or the call ended) meanwhile.
+                    stream.cancel();
+                    return Ok(());
+                }
+                sending.hedges += 1;
+                sending.cursors.push(Cursor {
+                    attempt: id,
+                    stream,
+                    sent: 0,
+                    closed: false,
+                });
+                self.pump(sending);
+                return Ok(());
+            }
             {
                 let mut ev = self.state.events.lock();
                 if ev.attempt == id {
@@ -556,6 +734,9 @@ impl CallInner {
     fn settle_outcome(self: &Arc<Self>) -> Option<CallOutcome> {
         let mut sending = self.sending.lock();
         let shared = self.shared();
+        if let Some((AttemptPolicy::Hedge(policy), throttler)) = self.plan.fixed_retry.get() {
+            return self.drive_hedges(&mut sending, policy, throttler.as_deref());
+        }
         loop {
             let (outcome, committed) = {
                 let ev = self.state.events.lock();
@@ -601,9 +782,125 @@ impl CallInner {
         }
     }
 
+    /// A hedged call's driver, run whenever a caller looks at the call: pushes the
+    /// kept messages to every attempt, starts the next attempt when its delay has
+    /// passed (at once after a non-fatal failure, or after the server's pushback),
+    /// and settles the call once an attempt won or none is left to try.
+    fn drive_hedges(
+        self: &Arc<Self>,
+        sending: &mut Sending,
+        policy: &HedgingPolicy,
+        throttler: Option<&Throttler>,
+    ) -> Option<CallOutcome> {
+        let shared = self.shared();
+        loop {
+            self.pump(sending);
+            let now = shared.clock.now();
+            let (live, failure, unprocessed) = {
+                let mut ev = self.state.events.lock();
+                if ev.settled || (ev.committed && ev.outcome.is_some()) {
+                    let outcome = ev.outcome.clone().expect("checked");
+                    drop(ev);
+                    return Some(self.settle(sending, outcome));
+                }
+                if ev.committed || ev.outcome.is_some() {
+                    // Committed and still running (its attempt may be catching
+                    // up on the kept messages: `pump` above), or ended here.
+                    return ev.outcome.clone();
+                }
+                let hedge = ev.hedge.as_mut().expect("a hedged call has its state");
+                if std::mem::take(&mut hedge.kick) {
+                    let failure = hedge.failure.as_ref().expect("a kick has its failure");
+                    let status = &failure.status;
+                    let throttled = !failure.progress.is_unprocessed()
+                        && throttler.is_some_and(Throttler::failed);
+                    match pushback(status.trailers()) {
+                        _ if throttled => sending.hedges_stopped = true,
+                        Pushback::Stop => sending.hedges_stopped = true,
+                        Pushback::After(d) => hedge.next_at = Some(now + d),
+                        Pushback::None => hedge.next_at = Some(now),
+                    }
+                }
+                (hedge.live.len(), hedge.failure.clone(), hedge.unprocessed)
+            };
+            let allowed = policy.max_attempts + unprocessed.min(MAX_TRANSPARENT_RETRIES);
+            let more = !sending.hedges_stopped && sending.hedges < allowed && !shared.is_closed();
+            let next_at = {
+                let mut ev = self.state.events.lock();
+                let hedge = ev.hedge.as_mut().expect("a hedged call has its state");
+                if !more {
+                    // Nothing more to start: waiters need not wake for it.
+                    hedge.next_at = None;
+                }
+                hedge.next_at
+            };
+            if more && next_at.is_some_and(|t| now >= t) {
+                let started = sending.hedges;
+                if let Err(status) = self.open_attempt(sending) {
+                    if live == 0 {
+                        return Some(self.settle(sending, CallOutcome::processed(status)));
+                    }
+                    sending.hedges_stopped = true;
+                } else if sending.hedges > started {
+                    shared.retries.hedges.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+            if live == 0 && !more {
+                let outcome = failure.unwrap_or_else(|| {
+                    CallOutcome::processed(Status::unavailable("no hedged attempt could start"))
+                });
+                return Some(self.settle(sending, outcome));
+            }
+            return None;
+        }
+    }
+
+    /// Gives each hedged attempt the kept messages it has not taken yet (as far as
+    /// its stream has room), and the end of the request once the caller ended it.
+    /// Drops the messages once the call has committed and its attempt has them
+    /// all.
+    fn pump(&self, sending: &mut Sending) {
+        let Sending {
+            cursors,
+            replay,
+            done,
+            ..
+        } = sending;
+        cursors.retain_mut(|c| {
+            while let Some(message) = replay.get(c.sent) {
+                match c.stream.try_send(message.clone(), false) {
+                    Ok(()) => c.sent += 1,
+                    Err(TrySendError::Full(_)) => return true,
+                    Err(TrySendError::Closed(_)) => return false,
+                }
+            }
+            if *done && !c.closed {
+                c.stream.half_close();
+                c.closed = true;
+            }
+            true
+        });
+        let (committed, winner) = {
+            let ev = self.state.events.lock();
+            (ev.committed, ev.attempt)
+        };
+        if committed {
+            sending.cursors.retain(|c| c.attempt == winner);
+            let caught_up = sending
+                .cursors
+                .first()
+                .is_none_or(|c| c.sent == sending.replay.len());
+            if caught_up {
+                sending.cursors.clear();
+                self.drop_replay(sending);
+            }
+        }
+    }
+
     /// Applies the retry policy (if any) to a failed attempt.
     fn retry_decision(&self, sending: &mut Sending, status: &Status) -> Decision {
-        let Some((Some(policy), throttler)) = self.plan.fixed_retry.get() else {
+        let Some((AttemptPolicy::Retry(policy), throttler)) = self.plan.fixed_retry.get() else {
             return Decision::Final;
         };
         let random = self.shared().defaults.retry.random.next_f64();
@@ -670,6 +967,7 @@ impl CallInner {
     /// frees the retry buffer and feeds the throttle.
     fn settle(&self, sending: &mut Sending, outcome: CallOutcome) -> CallOutcome {
         self.drop_replay(sending);
+        sending.cursors.clear();
         let mut ev = self.state.events.lock();
         if !ev.settled {
             if outcome.status.is_ok()
@@ -699,6 +997,7 @@ impl CallInner {
     /// for) ends with `status` instead; a call that succeeded or settled keeps its
     /// outcome.
     fn abort(&self, status: Status) {
+        let mut hedges = Vec::new();
         let stream = {
             let mut ev = self.state.events.lock();
             match &ev.outcome {
@@ -707,14 +1006,21 @@ impl CallInner {
             }
             ev.outcome = Some(CallOutcome::processed(status));
             ev.settled = true;
+            if let Some(h) = ev.hedge.as_mut() {
+                hedges.extend(h.live.drain(..).map(|(_, s)| s));
+                h.next_at = None;
+            }
             ev.stream.clone()
         };
+        cancel_all(hedges);
         stream.cancel();
         ring(&self.state.recv_bell);
         ring(&self.state.send_bell);
     }
 
-    /// Waits for `bell`, a newer snapshot (clock jump, close) or the deadline.
+    /// Waits for `bell`, a newer snapshot (clock jump, close) or the deadline. A
+    /// hedged call that has not committed also wakes when its next attempt is due
+    /// and when an attempt's stream has room, so that its caller drives it.
     fn wait(&self, bell: &Receiver<()>) -> Woke {
         let shared = self.shared();
         let snapshot = shared.cell.load_full();
@@ -727,13 +1033,75 @@ impl CallInner {
             self.expire();
             return Woke::Expired;
         }
-        let timer = timer(shared, deadline);
+        let (hedge_at, hedging) = {
+            let ev = self.state.events.lock();
+            match &ev.hedge {
+                Some(h) if !ev.committed && !ev.settled => (h.next_at, true),
+                _ => (None, false),
+            }
+        };
+        let timer = timer(shared, earlier(deadline, hedge_at));
+        let other = if hedging {
+            &self.state.send_bell.1
+        } else {
+            &never()
+        };
         select! {
             recv(bell) -> _ => {}
+            recv(other) -> _ => {}
             recv(snapshot.replaced()) -> _ => {}
             recv(timer) -> _ => {}
         }
         Woke::Again
+    }
+
+    /// Whether a hedged call keeps its request messages for its attempts: it has
+    /// not committed, or its winning attempt has not taken them all yet.
+    fn hedge_buffering(&self, sending: &Sending) -> bool {
+        if !sending.cursors.is_empty() {
+            return true;
+        }
+        let ev = self.state.events.lock();
+        ev.hedge.is_some() && !ev.committed && !ev.settled
+    }
+
+    /// A hedged call's send: keeps the message for every attempt and gives it to
+    /// those with room. Over the retry buffer, the call commits to its oldest
+    /// attempt and the message waits for that attempt to catch up. `Err` gives the
+    /// message back: the caller waits (or returns `Full`) and tries again.
+    fn hedge_send(
+        &self,
+        sending: &mut Sending,
+        message: Vec<u8>,
+        last: bool,
+    ) -> Result<(), Vec<u8>> {
+        let retry = &self.shared().defaults.retry;
+        let fits = sending.replay_bytes + message.len() <= retry.per_call_buffer
+            && self
+                .shared()
+                .retries
+                .reserve(message.len(), retry.channel_buffer);
+        if fits {
+            sending.replay_bytes += message.len();
+            sending.replay.push(message);
+            sending.done = last;
+            self.pump(sending);
+            return Ok(());
+        }
+        let mut losers = Vec::new();
+        {
+            let mut ev = self.state.events.lock();
+            let oldest = ev
+                .hedge
+                .as_ref()
+                .and_then(|h| h.live.iter().map(|(id, _)| *id).min());
+            if let (false, Some(oldest)) = (ev.committed, oldest) {
+                ev.admit(oldest, &mut losers);
+            }
+        }
+        cancel_all(losers);
+        self.pump(sending);
+        Err(message)
     }
 
     fn expire(&self) {
@@ -769,6 +1137,27 @@ impl CallInner {
                         message,
                         Status::internal("the call's sending side is already closed"),
                     ));
+                }
+                if self.hedge_buffering(&sending) {
+                    match self.hedge_send(&mut sending, message, last) {
+                        Ok(()) => return Ok(()),
+                        Err(m) => message = m,
+                    }
+                    if self.hedge_buffering(&sending) {
+                        // The winning attempt is catching up on the kept messages.
+                        if !block {
+                            return Err(SendError::Full(message));
+                        }
+                        drop(sending);
+                        if let Woke::Expired = self.wait(&self.state.send_bell.1) {
+                            let status = self.settle_outcome().map_or_else(
+                                || Status::deadline_exceeded("deadline exceeded"),
+                                final_status,
+                            );
+                            return Err(SendError::Failed(message, status));
+                        }
+                        continue;
+                    }
                 }
                 let (stream, committed, attempt) = {
                     let ev = self.state.events.lock();
@@ -826,6 +1215,12 @@ impl CallInner {
         let mut sending = self.sending.lock();
         if std::mem::replace(&mut sending.done, true) {
             return;
+        }
+        if self.hedge_buffering(&sending) {
+            self.pump(&mut sending);
+            if self.hedge_buffering(&sending) {
+                return;
+            }
         }
         let stream = self.state.events.lock().stream.clone();
         stream.half_close();
@@ -1013,6 +1408,7 @@ impl Call {
                     outcome: None,
                     committed: false,
                     settled: false,
+                    hedge: None,
                 }),
                 recv_bell: crossbeam_channel::bounded(1),
                 send_bell: crossbeam_channel::bounded(1),
@@ -1024,6 +1420,9 @@ impl Call {
                 retries: 0,
                 retry: RetryState::default(),
                 next_attempt: 0,
+                cursors: Vec::new(),
+                hedges: 0,
+                hedges_stopped: false,
             }),
             latest_pick_error: Mutex::new(None),
             iter_done: std::sync::atomic::AtomicBool::new(false),

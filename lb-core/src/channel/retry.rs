@@ -34,6 +34,13 @@
 //! [`super::call`] and count neither as attempts nor against the throttle, as in
 //! grpc-go. Each retry picks anew and carries `grpc-previous-rpc-attempts`.
 //!
+//! With a `hedgingPolicy` a call does not wait for a failure: it starts another
+//! attempt every `hedgingDelay` up to `maxAttempts`, at once after an attempt
+//! fails with a `nonFatalStatusCodes` code (or after the server's pushback; a
+//! negative one stops hedging, as does the throttle). The first attempt to answer
+//! wins and the others are cancelled; an OK or fatal status also ends the call.
+//! grpc-go has no hedging; this follows gRFC A6 and grpc-java.
+//!
 //! Validation follows grpc-go and C-core: `maxAttempts` must be at least 2 and is
 //! capped at [`MAX_ATTEMPTS`]; backoffs and the multiplier must be positive; the code
 //! list must not be empty; a method config may have at most one of the two policies;
@@ -75,6 +82,7 @@ pub(crate) struct RetryCounters {
     pub(crate) retries: AtomicU64,
     pub(crate) transparent_retries: AtomicU64,
     pub(crate) throttled: AtomicU64,
+    pub(crate) hedges: AtomicU64,
     pub(crate) in_backoff: AtomicUsize,
     /// Bytes the channel's calls keep for replay now.
     pub(crate) buffered: AtomicUsize,
@@ -86,6 +94,7 @@ impl RetryCounters {
             retries: self.retries.load(Ordering::Relaxed),
             transparent_retries: self.transparent_retries.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
+            hedges: self.hedges.load(Ordering::Relaxed),
             in_backoff: self.in_backoff.load(Ordering::Acquire),
             buffered_bytes: self.buffered.load(Ordering::Acquire),
         }
@@ -125,6 +134,8 @@ pub struct RetryStats {
     pub transparent_retries: u64,
     /// Failed attempts not retried because `retryThrottling` ran out of tokens.
     pub throttled: u64,
+    /// Hedged attempts started after each call's first (`hedgingPolicy`).
+    pub hedges: u64,
     /// Calls waiting out a retry backoff now.
     pub in_backoff: usize,
     /// Bytes of request messages kept for retries now.
@@ -203,8 +214,10 @@ pub struct RetryPolicy {
     pub retryable_status_codes: CodeSet,
 }
 
-/// A `methodConfig`'s `hedgingPolicy`: parsed and validated; calls do not hedge yet
-/// (see the crate's issue list), they run as without a policy.
+/// A `methodConfig`'s `hedgingPolicy`: a call starts its first attempt, then
+/// another every `hedgingDelay` (at once after a non-fatal failure) up to
+/// `maxAttempts`; the first attempt to answer (response headers, a message, OK or
+/// a fatal status) wins and the others are cancelled.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HedgingPolicy {
     /// Attempts in all, the first included (2 to [`MAX_ATTEMPTS`]).

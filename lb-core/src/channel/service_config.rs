@@ -17,9 +17,9 @@
 //!   `pick_first`.
 //! - A `methodConfig` applies to the methods its `name`s list: `{service, method}`
 //!   names one method, `{service}` every method of a service and `{}` every method.
-//!   The most specific match wins. Of its fields `timeout`, `waitForReady` and
-//!   `retryPolicy` are applied (see [`super::retry`]); `hedgingPolicy` is validated
-//!   but not applied yet; the others are accepted and ignored.
+//!   The most specific match wins. Of its fields `timeout`, `waitForReady`,
+//!   `retryPolicy` and `hedgingPolicy` are applied (see [`super::retry`]); the
+//!   others are accepted and ignored.
 //! - `retryThrottling` limits the retries of the whole channel.
 //! - Unknown fields are ignored; a field with a bad value is an error that names it
 //!   (`methodConfig[0].timeout: invalid duration "1x" …`).
