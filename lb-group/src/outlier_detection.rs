@@ -263,15 +263,17 @@ fn parse_config(
 fn parse_success_rate(value: &serde_json::Value) -> Result<SuccessRateEjection, ConfigError> {
     let fields = Fields::new(value, "")?;
     let d = SuccessRateEjection::default();
+    let (enforcement_percentage, minimum_hosts, request_volume) = shared_fields(
+        &fields,
+        d.enforcement_percentage,
+        d.minimum_hosts,
+        d.request_volume,
+    )?;
     Ok(SuccessRateEjection {
         stdev_factor: fields.u32("stdevFactor")?.unwrap_or(d.stdev_factor),
-        enforcement_percentage: percent(
-            &fields,
-            "enforcementPercentage",
-            d.enforcement_percentage,
-        )?,
-        minimum_hosts: fields.u32("minimumHosts")?.unwrap_or(d.minimum_hosts),
-        request_volume: fields.u32("requestVolume")?.unwrap_or(d.request_volume),
+        enforcement_percentage,
+        minimum_hosts,
+        request_volume,
     })
 }
 
@@ -280,16 +282,33 @@ fn parse_failure_percentage(
 ) -> Result<FailurePercentageEjection, ConfigError> {
     let fields = Fields::new(value, "")?;
     let d = FailurePercentageEjection::default();
+    let (enforcement_percentage, minimum_hosts, request_volume) = shared_fields(
+        &fields,
+        d.enforcement_percentage,
+        d.minimum_hosts,
+        d.request_volume,
+    )?;
     Ok(FailurePercentageEjection {
         threshold: percent(&fields, "threshold", d.threshold)?,
-        enforcement_percentage: percent(
-            &fields,
-            "enforcementPercentage",
-            d.enforcement_percentage,
-        )?,
-        minimum_hosts: fields.u32("minimumHosts")?.unwrap_or(d.minimum_hosts),
-        request_volume: fields.u32("requestVolume")?.unwrap_or(d.request_volume),
+        enforcement_percentage,
+        minimum_hosts,
+        request_volume,
     })
+}
+
+/// The fields both algorithms have, with their defaults: `enforcementPercentage`,
+/// `minimumHosts` and `requestVolume`.
+fn shared_fields(
+    fields: &Fields<'_>,
+    enforcement: u32,
+    minimum_hosts: u32,
+    request_volume: u32,
+) -> Result<(u32, u32, u32), ConfigError> {
+    Ok((
+        percent(fields, "enforcementPercentage", enforcement)?,
+        fields.u32("minimumHosts")?.unwrap_or(minimum_hosts),
+        fields.u32("requestVolume")?.unwrap_or(request_volume),
+    ))
 }
 
 /// A percentage field: an integer from 0 to 100, `default` when absent.
@@ -390,6 +409,10 @@ impl AddressInfo {
 
     fn success_rate(&self) -> f64 {
         self.last.0 as f64 / self.volume() as f64
+    }
+
+    fn failure_percentage(&self) -> f64 {
+        self.last.1 as f64 * 100.0 / self.volume() as f64
     }
 }
 
@@ -747,14 +770,20 @@ impl OutlierDetection {
         }
     }
 
-    /// The addresses with at least `volume` calls in the last interval.
-    fn with_volume(&self, volume: u32) -> Vec<String> {
-        self.tracking
+    /// The addresses with at least `volume` calls in the last interval, if at least
+    /// `minimum_hosts` of them have (else none).
+    fn candidates(&self, volume: u32, minimum_hosts: u32) -> Vec<String> {
+        let candidates: Vec<String> = self
+            .tracking
             .addresses
             .iter()
             .filter(|(_, a)| a.volume() >= u64::from(volume))
             .map(|(addr, _)| addr.clone())
-            .collect()
+            .collect();
+        if candidates.len() < minimum_hosts as usize {
+            return Vec::new();
+        }
+        candidates
     }
 
     /// Whether `maxEjectionPercent` forbids another ejection.
@@ -769,28 +798,51 @@ impl OutlierDetection {
         ejected * 100 >= u64::from(config.max_ejection_percent) * total
     }
 
-    /// Ejects `address` if the enforcement draw allows; returns whether it did.
-    fn maybe_eject(&mut self, address: &str, enforcement: u32, now: Instant) -> bool {
-        let draw = self.options.random.below(100) as u32;
-        if draw >= enforcement {
-            return false;
+    /// Ejects, in address order, each candidate not ejected yet that `is_outlier`,
+    /// with probability `enforcement` percent, until `maxEjectionPercent` is reached.
+    /// Returns the addresses it ejected.
+    fn eject_outliers(
+        &mut self,
+        config: &OutlierDetectionConfig,
+        candidates: Vec<String>,
+        enforcement: u32,
+        now: Instant,
+        is_outlier: impl Fn(&AddressInfo) -> bool,
+    ) -> Vec<String> {
+        let mut ejected = Vec::new();
+        for address in candidates {
+            if self.at_max_ejections(config) {
+                break;
+            }
+            let Some(info) = self.tracking.addresses.get(&address) else {
+                continue;
+            };
+            if info.ejected_at.is_some() || !is_outlier(info) {
+                continue;
+            }
+            // Drawn for every detection, enforced or not, as grpc-go does.
+            if self.options.random.below(100) as u32 >= enforcement {
+                continue;
+            }
+            if let Some(info) = self.tracking.addresses.get_mut(&address) {
+                info.ejected_at = Some(now);
+                info.ejection_multiplier = info.ejection_multiplier.saturating_add(1);
+                ejected.push(address);
+            }
         }
-        let Some(info) = self.tracking.addresses.get_mut(address) else {
-            return false;
-        };
-        info.ejected_at = Some(now);
-        info.ejection_multiplier = info.ejection_multiplier.saturating_add(1);
-        true
+        ejected
     }
 
+    /// Success-rate ejection: outliers are below `mean − stdev × stdevFactor / 1000`
+    /// of the candidates' success rates.
     fn success_rate(
         &mut self,
         config: &OutlierDetectionConfig,
         sre: &SuccessRateEjection,
         now: Instant,
     ) -> Vec<String> {
-        let candidates = self.with_volume(sre.request_volume);
-        if candidates.is_empty() || candidates.len() < sre.minimum_hosts as usize {
+        let candidates = self.candidates(sre.request_volume, sre.minimum_hosts);
+        if candidates.is_empty() {
             return Vec::new();
         }
         let rates: Vec<f64> = candidates
@@ -801,49 +853,23 @@ impl OutlierDetection {
         let mean = rates.iter().sum::<f64>() / n;
         let variance = rates.iter().map(|r| (r - mean) * (r - mean)).sum::<f64>() / n;
         let required = mean - variance.sqrt() * (f64::from(sre.stdev_factor) / 1000.0);
-        let mut ejected = Vec::new();
-        for (address, rate) in candidates.iter().zip(rates) {
-            if self.at_max_ejections(config) {
-                break;
-            }
-            let already = self.tracking.addresses[address].ejected_at.is_some();
-            if !already
-                && rate < required
-                && self.maybe_eject(address, sre.enforcement_percentage, now)
-            {
-                ejected.push(address.clone());
-            }
-        }
-        ejected
+        self.eject_outliers(config, candidates, sre.enforcement_percentage, now, |a| {
+            a.success_rate() < required
+        })
     }
 
+    /// Failure-percentage ejection: outliers fail more than `threshold` percent.
     fn failure_percentage(
         &mut self,
         config: &OutlierDetectionConfig,
         fpe: &FailurePercentageEjection,
         now: Instant,
     ) -> Vec<String> {
-        let candidates = self.with_volume(fpe.request_volume);
-        if candidates.is_empty() || candidates.len() < fpe.minimum_hosts as usize {
-            return Vec::new();
-        }
-        let mut ejected = Vec::new();
-        for address in candidates {
-            if self.at_max_ejections(config) {
-                break;
-            }
-            let info = &self.tracking.addresses[&address];
-            if info.ejected_at.is_some() {
-                continue;
-            }
-            let failure_percent = info.last.1 as f64 * 100.0 / info.volume() as f64;
-            if failure_percent > f64::from(fpe.threshold)
-                && self.maybe_eject(&address, fpe.enforcement_percentage, now)
-            {
-                ejected.push(address);
-            }
-        }
-        ejected
+        let candidates = self.candidates(fpe.request_volume, fpe.minimum_hosts);
+        let threshold = f64::from(fpe.threshold);
+        self.eject_outliers(config, candidates, fpe.enforcement_percentage, now, |a| {
+            a.failure_percentage() > threshold
+        })
     }
 }
 
@@ -865,9 +891,14 @@ impl LbPolicy for OutlierDetection {
             )));
         };
         let config = config.clone();
+        if !self.group.is_active(CHILD) {
+            // The group is open and has no child yet: cannot fail.
+            let _ = self.group.add(CHILD, &config.child_policy);
+        }
         if let Err(status) = &update.endpoints {
+            // The child keeps its addresses (and this policy their counters); it
+            // publishes the error if it has nothing better.
             let status = status.clone();
-            self.config = Some(config);
             self.with_child(controller, now, false, |group, cc| {
                 group.resolver_error(&status, cc, now);
             });
@@ -901,10 +932,6 @@ impl LbPolicy for OutlierDetection {
         self.prune();
         self.apply_timer(controller, now);
 
-        if !self.group.is_active(CHILD) {
-            // The group is open and has no child yet: cannot fail.
-            let _ = self.group.add(CHILD, &child_policy);
-        }
         let force = addresses_changed || noop_changed;
         let result = self.with_child(controller, now, force, |group, cc| {
             group.update(CHILD, update, &child_policy, cc, now)

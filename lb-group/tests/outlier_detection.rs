@@ -5,8 +5,8 @@
 //!
 //! The policy runs on a `FakeController` with a `ManualClock`; calls are simulated by
 //! picking from the published picker and completing the pick with a status. The child
-//! is `round_robin` wrapped in a recorder that keeps every subchannel state it is told
-//! and counts the completions of its own picks.
+//! is `round_robin` in lb-group's test wrapper (`util::TestBuilder::seeing`), which
+//! keeps every subchannel state it is told and counts the completions of its picks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,168 +18,21 @@ use lb_core::config::ConfigError;
 use lb_core::policies::round_robin::RoundRobinBuilder;
 use lb_core::transport::{CallRequest, CallResponse};
 use lb_core::{
-    Address, ChannelController, Code, ConnectivityState as S, LbConfig, LbPolicy, LbPolicyBuilder,
-    LbPolicyOptions, LbPolicyRegistry, LbState, Metadata, PickInfo, PickResult, Picker,
-    ResolverUpdate, SharedRandom, SplitMix64, Status, Subchannel, SubchannelState, UpdateError,
+    Code, ConnectivityState as S, LbConfig, LbPolicy, LbPolicyRegistry, LbState, Metadata,
+    PickInfo, PickResult, Picker, ResolverUpdate, SharedRandom, SplitMix64, Status, Subchannel,
     endpoints,
 };
 use lb_group::outlier_detection::{OutlierDetection, OutlierDetectionConfig};
 use lb_testkit::{Event, FakeController, InMemoryTransport, ManualClock, ManualResolver};
-use parking_lot::Mutex;
 use serde_json::{Value, json};
+
+mod util;
+use util::{Seen, TestBuilder};
 
 const INTERVAL: Duration = Duration::from_secs(10);
 
-// ---------------------------------------------------------------------------------
-// A recording child: round_robin that remembers what it is told.
-
-/// What the recording child saw.
-#[derive(Default)]
-struct Seen {
-    /// Every subchannel state the child was given: (address, state, error message).
-    updates: Mutex<Vec<(String, S, Option<String>)>>,
-    /// How many of its picks completed.
-    completions: AtomicUsize,
-}
-
-impl Seen {
-    fn take(&self) -> Vec<(String, S, Option<String>)> {
-        std::mem::take(&mut *self.updates.lock())
-    }
-}
-
+/// The recording child's name: `round_robin` in lb-group's test wrapper.
 const RECORDING: &str = "recording_rr";
-
-struct RecordingBuilder(Arc<Seen>);
-
-impl LbPolicyBuilder for RecordingBuilder {
-    fn name(&self) -> &'static str {
-        RECORDING
-    }
-
-    fn build(&self, options: LbPolicyOptions) -> Box<dyn LbPolicy> {
-        Box::new(Recording {
-            inner: RoundRobinBuilder.build(options),
-            seen: self.0.clone(),
-        })
-    }
-
-    fn parse_config(
-        &self,
-        config: &Value,
-        reg: &LbPolicyRegistry,
-    ) -> Result<LbConfig, ConfigError> {
-        RoundRobinBuilder.parse_config(config, reg)
-    }
-}
-
-struct Recording {
-    inner: Box<dyn LbPolicy>,
-    seen: Arc<Seen>,
-}
-
-/// Adds a completion counter to every pick of the inner picker.
-struct CompletionCounting {
-    inner: Arc<dyn Picker>,
-    seen: Arc<Seen>,
-}
-
-impl Picker for CompletionCounting {
-    fn pick(&self, info: &PickInfo<'_>) -> PickResult<'_> {
-        match self.inner.pick(info) {
-            PickResult::Pick(mut pick) => {
-                let seen = self.seen.clone();
-                pick.on_complete = Some(Box::new(move |_: &Status| {
-                    seen.completions.fetch_add(1, Ordering::SeqCst);
-                }));
-                PickResult::Pick(pick)
-            }
-            other => other,
-        }
-    }
-}
-
-struct RecordingController<'a> {
-    parent: &'a mut dyn ChannelController,
-    seen: &'a Arc<Seen>,
-}
-
-impl ChannelController for RecordingController<'_> {
-    fn new_subchannel(&mut self, address: &Address) -> Subchannel {
-        self.parent.new_subchannel(address)
-    }
-    fn update_picker(&mut self, state: LbState) {
-        self.parent.update_picker(LbState {
-            connectivity_state: state.connectivity_state,
-            picker: Arc::new(CompletionCounting {
-                inner: state.picker,
-                seen: self.seen.clone(),
-            }),
-        });
-    }
-    fn request_resolution(&mut self) {
-        self.parent.request_resolution();
-    }
-    fn wake_at(&mut self, deadline: Instant) {
-        self.parent.wake_at(deadline);
-    }
-}
-
-impl LbPolicy for Recording {
-    fn resolver_update(
-        &mut self,
-        update: ResolverUpdate,
-        config: Option<&LbConfig>,
-        controller: &mut dyn ChannelController,
-        now: Instant,
-    ) -> Result<(), UpdateError> {
-        let mut cc = RecordingController {
-            parent: controller,
-            seen: &self.seen,
-        };
-        self.inner.resolver_update(update, config, &mut cc, now)
-    }
-
-    fn subchannel_update(
-        &mut self,
-        subchannel: &Subchannel,
-        state: &SubchannelState,
-        controller: &mut dyn ChannelController,
-        now: Instant,
-    ) {
-        self.seen.updates.lock().push((
-            subchannel.address().address.clone(),
-            state.connectivity_state,
-            state.last_error.as_ref().map(|e| e.message().to_owned()),
-        ));
-        let mut cc = RecordingController {
-            parent: controller,
-            seen: &self.seen,
-        };
-        self.inner
-            .subchannel_update(subchannel, state, &mut cc, now);
-    }
-
-    fn work(&mut self, controller: &mut dyn ChannelController, now: Instant) {
-        let mut cc = RecordingController {
-            parent: controller,
-            seen: &self.seen,
-        };
-        self.inner.work(&mut cc, now);
-    }
-
-    fn exit_idle(&mut self, controller: &mut dyn ChannelController, now: Instant) {
-        let mut cc = RecordingController {
-            parent: controller,
-            seen: &self.seen,
-        };
-        self.inner.exit_idle(&mut cc, now);
-    }
-
-    fn close(&mut self) {
-        self.inner.close();
-    }
-}
 
 // ---------------------------------------------------------------------------------
 // Harness.
@@ -187,7 +40,7 @@ impl LbPolicy for Recording {
 fn registry_with(seen: &Arc<Seen>) -> LbPolicyRegistry {
     let mut registry = LbPolicyRegistry::with_builtins();
     lb_group::register(&mut registry);
-    registry.register(RecordingBuilder(seen.clone()));
+    registry.register(TestBuilder::new(RECORDING, RoundRobinBuilder).seeing(seen));
     registry
 }
 
@@ -266,17 +119,22 @@ impl Harness {
         self.config = parsed.config;
     }
 
-    /// Sends a resolver update with `addresses` and makes new subchannels READY.
-    fn update_addresses(&mut self, addresses: &[String]) {
-        self.addresses = addresses.to_vec();
+    /// Sends a resolver update with the current addresses and config.
+    fn send_update(&mut self) {
         let now = self.clock.now();
-        let update =
-            ResolverUpdate::from_endpoints(endpoints(addresses.iter().map(String::as_str)));
+        let addresses = self.addresses.iter().map(String::as_str);
+        let update = ResolverUpdate::from_endpoints(endpoints(addresses));
         let config = self.config.clone();
         self.policy
             .resolver_update(update, Some(&config), &mut self.ctrl, now)
             .expect("update accepted");
         self.drain();
+    }
+
+    /// Sends a resolver update with `addresses` and makes new subchannels READY.
+    fn update_addresses(&mut self, addresses: &[String]) {
+        self.addresses = addresses.to_vec();
+        self.send_update();
         let fresh: Vec<Subchannel> = self
             .ctrl
             .created_subchannels()
@@ -570,6 +428,31 @@ fn config_errors_name_their_field() {
 }
 
 #[test]
+fn a_first_resolver_error_reaches_the_child_which_fails_calls() {
+    let mut ctrl = FakeController::new();
+    let mut policy = OutlierDetection::new(ctrl.policy_options_with(registry()));
+    let config = registry()
+        .parse_load_balancing_config(&json!([{"outlier_detection_experimental": {
+            "successRateEjection": {}, "childPolicy": [{"round_robin": {}}]}}]))
+        .unwrap()
+        .config;
+    let update = ResolverUpdate::from_error(Status::unavailable("no such name"));
+    policy
+        .resolver_update(update, Some(&config), &mut ctrl, Instant::now())
+        .unwrap();
+    let state = ctrl.latest_state();
+    assert_eq!(state.connectivity_state, S::TransientFailure);
+    let md = Metadata::new();
+    let PickResult::Fail(status) = state.picker.pick(&PickInfo {
+        method: "/m",
+        metadata: &md,
+    }) else {
+        panic!("calls fail");
+    };
+    assert!(status.message().contains("no such name"), "{status}");
+}
+
+#[test]
 fn an_update_without_its_config_is_refused() {
     let ctrl = FakeController::new();
     let mut policy = OutlierDetection::new(ctrl.policy_options_with(registry()));
@@ -594,6 +477,11 @@ fn a_backend_failing_half_its_calls_is_ejected_at_the_first_interval() {
         "the first sweep is one interval away"
     );
 
+    let child_picker = h.seen.picker.lock().clone().expect("the child published");
+    assert!(
+        !Arc::ptr_eq(&h.picker(), &child_picker),
+        "the child's picker is wrapped"
+    );
     let per = h.calls(60, |a, k| a == "a5:1" && k % 2 == 0);
     assert!(per.values().all(|&n| n >= 10), "{per:?}");
     assert!(h.ejected().is_empty(), "nothing before the interval ends");
@@ -841,11 +729,14 @@ fn without_an_algorithm_the_policy_is_a_pass_through() {
     }) else {
         panic!("no pick");
     };
-    // The recording child's own callback is there; nothing of ours wraps it, so the
-    // child's picker is published as it is.
     let done = pick.on_complete.expect("the child's callback");
     done(&Status::unavailable("x"));
     assert_eq!(h.seen.completions.load(Ordering::SeqCst), 1);
+    let child_picker = h.seen.picker.lock().clone().expect("the child published");
+    assert!(
+        Arc::ptr_eq(&picker, &child_picker),
+        "the child's picker is published as it is, with nothing counting"
+    );
     h.advance(Duration::from_secs(100));
     assert!(h.ejected().is_empty());
 }
@@ -858,14 +749,7 @@ fn switching_to_pass_through_un_ejects_and_stops_the_timer() {
     h.child_saw("a5:1");
     h.set_config(config_json(json!({})));
     h.wakes.clear();
-    let addresses = h.addresses.clone();
-    let now = h.clock.now();
-    let update = ResolverUpdate::from_endpoints(endpoints(addresses.iter().map(String::as_str)));
-    let config = h.config.clone();
-    h.policy
-        .resolver_update(update, Some(&config), &mut h.ctrl, now)
-        .unwrap();
-    h.drain();
+    h.send_update();
     assert!(h.ejected().is_empty());
     assert_eq!(h.child_saw("a5:1"), [(S::Ready, None)]);
     assert!(h.wakes.is_empty(), "no sweep is scheduled");
@@ -874,13 +758,8 @@ fn switching_to_pass_through_un_ejects_and_stops_the_timer() {
 
     // Back to success rate: the timer restarts from now with fresh counts.
     h.set_config(success_rate(json!({})));
-    let update = ResolverUpdate::from_endpoints(endpoints(addresses.iter().map(String::as_str)));
-    let config = h.config.clone();
     let now = h.clock.advance(Duration::from_secs(3));
-    h.policy
-        .resolver_update(update, Some(&config), &mut h.ctrl, now)
-        .unwrap();
-    h.drain();
+    h.send_update();
     assert_eq!(h.wakes, [now + INTERVAL]);
 }
 
@@ -949,15 +828,9 @@ fn a_subchannel_made_for_an_ejected_address_starts_ejected() {
         "successRateEjection": {"minimumHosts": 5, "requestVolume": 10},
         "childPolicy": [{"round_robin": {}}],
     })));
-    let addresses = h.addresses.clone();
     let before = h.ctrl.created_subchannels().len();
     let now = h.clock.now();
-    let update = ResolverUpdate::from_endpoints(endpoints(addresses.iter().map(String::as_str)));
-    let config = h.config.clone();
-    h.policy
-        .resolver_update(update, Some(&config), &mut h.ctrl, now)
-        .unwrap();
-    h.drain();
+    h.send_update();
     let fresh: Vec<Subchannel> = h.ctrl.created_subchannels()[before..].to_vec();
     assert_eq!(fresh.len(), 6);
     for sc in &fresh {
@@ -966,7 +839,7 @@ fn a_subchannel_made_for_an_ejected_address_starts_ejected() {
     h.drain();
     let per = h.calls(50, |_, _| false);
     assert!(
-        per.get("a5:1").is_none(),
+        !per.contains_key("a5:1"),
         "the new child never picks a5: {per:?}"
     );
     assert_eq!(per.len(), 5);
