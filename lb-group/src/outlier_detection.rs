@@ -509,6 +509,55 @@ impl Picker for CountingPicker {
 }
 
 /// The `outlier_detection` policy. See the [module docs](self).
+///
+/// # Examples
+///
+/// Two backends behind `round_robin`; the one whose calls all fail is ejected at the
+/// end of the first interval, and picks go around it.
+///
+/// ```
+/// use std::time::Duration;
+/// use lb_core::{endpoints, ConnectivityState, LbPolicy, LbPolicyRegistry, Metadata};
+/// use lb_core::{PickInfo, PickResult, ResolverUpdate, Status};
+/// use lb_group::outlier_detection::OutlierDetection;
+/// use lb_testkit::{picks, FakeController, ManualClock};
+///
+/// let mut registry = LbPolicyRegistry::with_builtins();
+/// lb_group::register(&mut registry);
+/// let config = registry.parse_load_balancing_config(&serde_json::json!([
+///     {"outlier_detection_experimental": {
+///         "interval": "10s",
+///         "failurePercentageEjection": {"threshold": 50, "enforcementPercentage": 100,
+///                                       "minimumHosts": 2, "requestVolume": 4},
+///         "childPolicy": [{"round_robin": {}}]}}]))?.config;
+///
+/// let clock = ManualClock::new();
+/// let mut ctrl = FakeController::new();
+/// let mut policy = OutlierDetection::new(ctrl.policy_options_with(registry));
+/// let update = ResolverUpdate::from_endpoints(endpoints(["good:1", "bad:1"]));
+/// policy.resolver_update(update, Some(&config), &mut ctrl, clock.now())?;
+/// for sc in ctrl.verify_new_subchannels(2) {
+///     ctrl.update_subchannel(&mut policy, &sc, ConnectivityState::Ready, clock.now());
+/// }
+///
+/// // Eight calls, four each; every call to bad:1 fails.
+/// let picker = ctrl.latest_state().picker;
+/// let md = Metadata::new();
+/// for _ in 0..8 {
+///     let PickResult::Pick(mut pick) = picker.pick(&PickInfo { method: "/s/m", metadata: &md })
+///     else { unreachable!() };
+///     let bad = pick.subchannel.address().address == "bad:1";
+///     let status = if bad { Status::unavailable("down") } else { Status::ok() };
+///     (pick.on_complete.take().unwrap())(&status);
+/// }
+///
+/// // The interval ends: bad:1 is ejected and the child no longer picks it.
+/// policy.work(&mut ctrl, clock.advance(Duration::from_secs(10)));
+/// assert_eq!(policy.ejected_addresses(), ["bad:1"]);
+/// let picker = ctrl.latest_state().picker;
+/// assert_eq!(picks::take_addresses(&*picker, 4), ["good:1"; 4]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct OutlierDetection {
     options: LbPolicyOptions,
     group: BalancerGroup,
@@ -536,7 +585,7 @@ impl std::fmt::Debug for OutlierDetection {
 }
 
 impl OutlierDetection {
-    /// A policy with no child yet.
+    /// A policy with no child yet; the first resolver update builds it.
     pub fn new(options: LbPolicyOptions) -> Self {
         Self {
             group: BalancerGroup::new(options.clone(), Duration::ZERO),
