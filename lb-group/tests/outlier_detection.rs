@@ -20,7 +20,7 @@ use lb_core::transport::{CallRequest, CallResponse};
 use lb_core::{
     Code, ConnectivityState as S, LbConfig, LbPolicy, LbPolicyRegistry, LbState, Metadata,
     PickInfo, PickResult, Picker, ResolverUpdate, SharedRandom, SplitMix64, Status, Subchannel,
-    endpoints,
+    UpdateError, endpoints,
 };
 use lb_group::outlier_detection::{OutlierDetection, OutlierDetectionConfig};
 use lb_testkit::{Event, FakeController, InMemoryTransport, ManualClock, ManualResolver};
@@ -450,6 +450,39 @@ fn a_first_resolver_error_reaches_the_child_which_fails_calls() {
         panic!("calls fail");
     };
     assert!(status.message().contains("no such name"), "{status}");
+}
+
+#[test]
+fn child_errors_and_exit_idle_pass_through() {
+    let mut h = Harness::start(success_rate(json!({})), 3);
+    let now = h.clock.now();
+    let config = h.config.clone();
+    let err = h
+        .policy
+        .resolver_update(
+            ResolverUpdate::from_endpoints(vec![]),
+            Some(&config),
+            &mut h.ctrl,
+            now,
+        )
+        .unwrap_err();
+    assert!(matches!(err, UpdateError::BadResolverState(_)), "{err}");
+    h.drain();
+    let state = h.state.clone().expect("a state");
+    assert_eq!(
+        state.connectivity_state,
+        S::TransientFailure,
+        "round_robin's own state"
+    );
+    assert!(h.policy.ejected_addresses().is_empty());
+
+    let addresses: Vec<String> = vec!["b:1".into()];
+    h.update_addresses(&addresses);
+    let sc = h.subchannels["b:1"].clone();
+    h.report("b:1", S::Idle);
+    h.ctrl.take_events();
+    h.policy.exit_idle(&mut h.ctrl, now);
+    h.ctrl.verify_connect(sc.id());
 }
 
 #[test]
