@@ -1,5 +1,5 @@
 //! The balancer group: many child policies as one, with a timed close cache; and the
-//! two policies built on it, `weighted_target` and `priority`.
+//! policies built on it, `weighted_target`, `priority` and `outlier_detection`.
 //!
 //! Everything here is a state machine driven by the channel's serializer: it takes
 //! `now` as an argument, asks for wake-ups with
@@ -47,13 +47,15 @@
 //!
 //! [`weighted_target`] and [`priority`] are registered by [`register`], each under
 //! grpc's name and a short alias. Both hand endpoints to children by the
-//! [`hierarchy`] path attribute.
+//! [`hierarchy`] path attribute. [`outlier_detection`] (also registered) wraps one
+//! child and ejects addresses whose calls fail more than their peers'.
 //!
 //! ```
 //! let mut registry = lb_core::LbPolicyRegistry::with_builtins();
 //! lb_group::register(&mut registry);
 //! let names: Vec<_> = registry.names().collect();
-//! for name in ["priority", "priority_experimental", "weighted_target", "weighted_target_experimental"] {
+//! for name in ["priority", "priority_experimental", "weighted_target", "weighted_target_experimental",
+//!              "outlier_detection", "outlier_detection_experimental"] {
 //!     assert!(names.contains(&name), "{name}");
 //! }
 //! ```
@@ -85,6 +87,7 @@ mod cache;
 mod graceful_switch;
 mod group;
 pub mod hierarchy;
+pub mod outlier_detection;
 pub mod priority;
 pub mod weighted_target;
 
@@ -95,9 +98,10 @@ use std::sync::Arc;
 
 use lb_core::{LbPolicyBuilder, LbPolicyRegistry};
 
-/// Registers `weighted_target` and `priority` in `registry`, each under grpc's name
-/// (`weighted_target_experimental`, `priority_experimental`) and a short alias
-/// (`weighted_target`, `priority`).
+/// Registers `weighted_target`, `priority` and `outlier_detection` in `registry`,
+/// each under grpc's name (`weighted_target_experimental`, `priority_experimental`,
+/// `outlier_detection_experimental`) and a short alias (`weighted_target`,
+/// `priority`, `outlier_detection`).
 ///
 /// # Examples
 ///
@@ -114,4 +118,8 @@ pub fn register(registry: &mut LbPolicyRegistry) {
     let priority: Arc<dyn LbPolicyBuilder> = Arc::new(priority::PriorityBuilder);
     registry.register_arc(priority.clone());
     registry.register_as(priority::ALIAS, priority);
+    let outlier_detection: Arc<dyn LbPolicyBuilder> =
+        Arc::new(outlier_detection::OutlierDetectionBuilder);
+    registry.register_arc(outlier_detection.clone());
+    registry.register_as(outlier_detection::ALIAS, outlier_detection);
 }

@@ -71,6 +71,14 @@ const PICK_BENCHES: &[PickBench] = &[
         target_scaling: None,
     },
     PickBench {
+        package: "lb-group",
+        bench: "outlier_detection",
+        group: "outlier_detection_pick",
+        what: "outlier_detection pick (counting), round_robin of 10",
+        target_ns: 100.0,
+        target_scaling: None,
+    },
+    PickBench {
         package: "lb-rls",
         bench: "picker",
         group: "rls_pick_hit",

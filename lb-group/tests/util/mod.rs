@@ -8,14 +8,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lb_core::config::ConfigError;
 use lb_core::policies::{pick_first::PickFirstBuilder, round_robin::RoundRobinBuilder};
 use lb_core::{
     ChannelController, ConnectivityState, Endpoint, LbConfig, LbPolicy, LbPolicyBuilder,
-    LbPolicyOptions, LbPolicyRegistry, LbState, ParsedLbConfig, ResolverUpdate, Subchannel,
-    SubchannelId, SubchannelState, UpdateError, WorkScheduler, endpoints,
+    LbPolicyOptions, LbPolicyRegistry, LbState, ParsedLbConfig, PickInfo, PickResult, Picker,
+    ResolverUpdate, Status, Subchannel, SubchannelId, SubchannelState, UpdateError, WorkScheduler,
+    endpoints,
 };
 use lb_group::{BalancerGroup, WeightedAggregator, hierarchy};
 use lb_testkit::{Event, FakeController, ManualClock};
@@ -145,12 +147,51 @@ impl Tracker {
     }
 }
 
+/// What a test policy built [`TestBuilder::seeing`] a `Seen` was told and published.
+#[derive(Default)]
+pub struct Seen {
+    /// Every subchannel state it was given: (address, state, error message).
+    pub updates: Mutex<Vec<(String, ConnectivityState, Option<String>)>>,
+    /// How many calls its picks completed (every picker it publishes counts them).
+    pub completions: AtomicUsize,
+    /// The picker it published last.
+    pub picker: Mutex<Option<Arc<dyn Picker>>>,
+}
+
+impl Seen {
+    /// Takes the subchannel states seen so far.
+    pub fn take(&self) -> Vec<(String, ConnectivityState, Option<String>)> {
+        std::mem::take(&mut *self.updates.lock())
+    }
+}
+
+/// Gives every pick of the inner picker a completion callback that counts in `Seen`.
+struct CompletionCounting {
+    inner: Arc<dyn Picker>,
+    seen: Arc<Seen>,
+}
+
+impl Picker for CompletionCounting {
+    fn pick(&self, info: &PickInfo<'_>) -> PickResult<'_> {
+        let mut pick = match self.inner.pick(info) {
+            PickResult::Pick(pick) => pick,
+            other => return other,
+        };
+        let seen = self.seen.clone();
+        pick.on_complete = Some(Box::new(move |_: &Status| {
+            seen.completions.fetch_add(1, Ordering::SeqCst);
+        }));
+        PickResult::Pick(pick)
+    }
+}
+
 /// A builder of test policies: a named wrapper around a real policy.
 #[derive(Clone)]
 pub struct TestBuilder {
     name: &'static str,
     inner: Arc<dyn LbPolicyBuilder>,
     tracker: Option<Arc<Tracker>>,
+    seen: Option<Arc<Seen>>,
     drop_first_endpoint: bool,
     publish_on_work: bool,
     forget_subchannels: bool,
@@ -162,6 +203,7 @@ impl TestBuilder {
             name,
             inner: Arc::new(inner),
             tracker: None,
+            seen: None,
             drop_first_endpoint: false,
             publish_on_work: false,
             forget_subchannels: false,
@@ -169,6 +211,11 @@ impl TestBuilder {
     }
     pub fn tracked(mut self, tracker: &Arc<Tracker>) -> Self {
         self.tracker = Some(tracker.clone());
+        self
+    }
+    /// Records subchannel states, completions and pickers in `seen`.
+    pub fn seeing(mut self, seen: &Arc<Seen>) -> Self {
+        self.seen = Some(seen.clone());
         self
     }
     pub fn dropping_first_endpoint(mut self) -> Self {
@@ -227,17 +274,26 @@ impl TestPolicy {
     }
 }
 
-/// Remembers the last state the inner policy published.
+/// Remembers the last state the inner policy published (and, with a `Seen`, counts
+/// the completions of its picks).
 struct Spy<'a> {
     inner: &'a mut dyn ChannelController,
     last: &'a mut Option<LbState>,
+    seen: Option<&'a Arc<Seen>>,
 }
 
 impl ChannelController for Spy<'_> {
     fn new_subchannel(&mut self, address: &lb_core::Address) -> Subchannel {
         self.inner.new_subchannel(address)
     }
-    fn update_picker(&mut self, state: LbState) {
+    fn update_picker(&mut self, mut state: LbState) {
+        if let Some(seen) = self.seen {
+            state.picker = Arc::new(CompletionCounting {
+                inner: state.picker,
+                seen: seen.clone(),
+            });
+            *seen.picker.lock() = Some(state.picker.clone());
+        }
         *self.last = Some(state.clone());
         self.inner.update_picker(state);
     }
@@ -271,6 +327,7 @@ impl LbPolicy for TestPolicy {
         let mut spy = Spy {
             inner: controller,
             last: &mut self.last,
+            seen: self.builder.seen.as_ref(),
         };
         inner.resolver_update(update, config, &mut spy, now)
     }
@@ -283,10 +340,18 @@ impl LbPolicy for TestPolicy {
         now: Instant,
     ) {
         self.record("subchannel_update");
+        if let Some(seen) = &self.builder.seen {
+            seen.updates.lock().push((
+                subchannel.address().address.clone(),
+                state.connectivity_state,
+                state.last_error.as_ref().map(|e| e.message().to_owned()),
+            ));
+        }
         if let Some(inner) = &mut self.inner {
             let mut spy = Spy {
                 inner: controller,
                 last: &mut self.last,
+                seen: self.builder.seen.as_ref(),
             };
             inner.subchannel_update(subchannel, state, &mut spy, now);
         }
@@ -298,6 +363,7 @@ impl LbPolicy for TestPolicy {
             let mut spy = Spy {
                 inner: controller,
                 last: &mut self.last,
+                seen: self.builder.seen.as_ref(),
             };
             inner.work(&mut spy, now);
         }
@@ -314,6 +380,7 @@ impl LbPolicy for TestPolicy {
             let mut spy = Spy {
                 inner: controller,
                 last: &mut self.last,
+                seen: self.builder.seen.as_ref(),
             };
             inner.exit_idle(&mut spy, now);
         }
