@@ -507,6 +507,8 @@ const RETRYING: &str = r#"{
 }"#;
 
 fn channel_with(targets: &[String], connection: ConnectionConfig, service_config: &str) -> Channel {
+    let mut registry = lb_core::LbPolicyRegistry::with_builtins();
+    lb_group::register(&mut registry);
     let config = TransportConfig {
         connection,
         proxy: ProxyMode::Disabled,
@@ -515,6 +517,7 @@ fn channel_with(targets: &[String], connection: ConnectionConfig, service_config
     let transport = Arc::new(H2Transport::new(config).unwrap());
     Channel::builder(format!("ipv4:{}", targets.join(",")))
         .transport(transport)
+        .lb_policy_registry(registry)
         .default_service_config(service_config)
         .build()
         .unwrap()
@@ -771,6 +774,105 @@ fn hedged_past_a_stalling_backend() -> Outcome {
         at(0.99)
     );
     assert!(stats.hedges > 0, "{}: no hedged attempt", o.name);
+    o
+}
+
+/// 8. Outlier detection (interval 0.5 s, failure percentage over 30 %) around
+///    round_robin over three of our servers, one of which fails every other call
+///    with UNAVAILABLE from the start: it is ejected within two intervals, and
+///    gets under 5 % of the calls while ejected.
+fn ejected_for_failing_half() -> Outcome {
+    const INTERVAL: Duration = Duration::from_millis(500);
+    const DETECTING: &str = r#"{"loadBalancingConfig": [{"outlier_detection_experimental": {
+        "interval": "0.5s", "baseEjectionTime": "30s", "maxEjectionPercent": 50,
+        "failurePercentageEjection": {"threshold": 30, "enforcementPercentage": 100,
+                                      "minimumHosts": 3, "requestVolume": 20},
+        "childPolicy": [{"round_robin": {}}]}}]}"#;
+    let baseline = (
+        lb_testkit::process::thread_count(),
+        lb_testkit::process::socket_count(),
+    );
+    let n = Arc::new(AtomicUsize::new(0));
+    let flaky = lb_testkit::services::mount(Server::builder(), "flaky")
+        .unary("/test.Echo/Who", move |_: lb_transport::server::Request| {
+            if n.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                return Err(lb_core::Status::unavailable("flaky: failing on purpose"));
+            }
+            Ok(lb_transport::server::Response::new(b"flaky".to_vec()))
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let good = [ours("o1", "127.0.0.1:0"), ours("o2", "127.0.0.1:0")];
+    let targets = vec![
+        flaky.local_addr().to_string(),
+        good[0].local_addr().to_string(),
+        good[1].local_addr().to_string(),
+    ];
+    let channel = channel_with(&targets, ConnectionConfig::default(), DETECTING);
+    warm_up(&channel, &["flaky", "o1", "o2"]);
+    let start = Instant::now();
+    // A pause between calls keeps the run to a few thousand calls.
+    let c = callers(&channel, DEADLINE, Duration::from_millis(1));
+    thread::sleep(INTERVAL * 2 + Duration::from_secs(2));
+    let tally = c.finish();
+    let end = Instant::now();
+    let (left, client) = close_and_count(channel, baseline, move || {
+        flaky.shutdown(Duration::ZERO);
+        for s in good {
+            s.shutdown(Duration::ZERO);
+        }
+    });
+    let o = Outcome {
+        name: "ejected_for_failing_half",
+        tally,
+        left,
+        client_threads_after_close: client,
+    };
+    check(&o);
+    // Every call the flaky backend saw, answered or failed, with its time.
+    let mut flaky_calls: Vec<Instant> = o
+        .tally
+        .ok
+        .lock()
+        .iter()
+        .filter(|(_, id)| id == "flaky")
+        .map(|(t, _)| *t)
+        .collect();
+    flaky_calls.extend(
+        o.tally
+            .failed
+            .lock()
+            .iter()
+            .filter(|f| f.3.starts_with("flaky"))
+            .map(|f| f.0),
+    );
+    flaky_calls.sort();
+    let total_after = |from: Instant| {
+        let ok = o.tally.ok.lock().iter().filter(|(t, _)| *t >= from).count();
+        ok + o.tally.failed.lock().iter().filter(|f| f.0 >= from).count()
+    };
+    let ejected_by = start + INTERVAL * 2;
+    let after = flaky_calls.iter().filter(|t| **t >= ejected_by).count();
+    let share = after as f64 / total_after(ejected_by).max(1) as f64;
+    let last = flaky_calls
+        .last()
+        .map(|t| t.saturating_duration_since(start));
+    println!(
+        "fault {}: calls={} to_flaky={} last_flaky_call_after={last:?} \
+         share_after_two_intervals={:.2}% ({after} of {}) run={:?}",
+        o.name,
+        o.tally.attempted.load(Ordering::SeqCst),
+        flaky_calls.len(),
+        share * 100.0,
+        total_after(ejected_by),
+        end - start,
+    );
+    assert!(
+        share < 0.05,
+        "{}: flaky still got {:.1}%",
+        o.name,
+        share * 100.0
+    );
     o
 }
 
@@ -1046,6 +1148,7 @@ fn faults_on_real_sockets() {
         peer_stalls(),
         killed_with_retries(&env),
         hedged_past_a_stalling_backend(),
+        ejected_for_failing_half(),
     ];
     println!(
         "fault scenarios: {} in {:?}",
