@@ -108,6 +108,7 @@ mod cell;
 mod clock;
 mod core;
 mod dns;
+mod health;
 mod pool;
 mod resolver;
 mod serializer;
