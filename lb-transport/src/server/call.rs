@@ -118,6 +118,11 @@ impl CallShared {
 pub(crate) struct CallWaker(std::sync::Weak<CallShared>);
 
 impl CallWaker {
+    /// Whether the call's handler still runs.
+    pub(crate) fn is_live(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+
     /// Wakes the handler; `false` when the call has ended.
     pub(crate) fn wake(&self) -> bool {
         let Some(shared) = self.0.upgrade() else {

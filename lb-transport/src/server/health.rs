@@ -102,6 +102,12 @@ impl HealthService {
         self.state.lock().statuses.get(service).copied()
     }
 
+    /// How many `Watch` calls are open now.
+    pub fn watch_count(&self) -> usize {
+        let state = self.state.lock();
+        state.watchers.iter().filter(|w| w.is_live()).count()
+    }
+
     /// Sets every known service NOT_SERVING and ignores later updates (as grpc's
     /// health servers do before a server stops): watching clients move their calls
     /// elsewhere. [`HealthService::resume`] undoes it.
