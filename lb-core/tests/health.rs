@@ -167,6 +167,16 @@ impl Backend {
         }
     }
 
+    /// Checks that watch `n` opens after the clock moves `not_yet_ms` and then
+    /// `then_ms` more (not before), and that the channel has handled its answer.
+    fn reopens_after(&self, env: &Env, channel: &Channel, not_yet_ms: u64, then_ms: u64, n: usize) {
+        env.advance(channel, Duration::from_millis(not_yet_ms));
+        assert_eq!(self.watches().len(), n - 1, "re-opened too early");
+        env.advance(channel, Duration::from_millis(then_ms));
+        self.wait_for_watch(n);
+        assert!(channel.settle());
+    }
+
     fn watches(&self) -> Vec<String> {
         self.script.0.lock().watches.clone()
     }
@@ -193,12 +203,8 @@ fn await_state(channel: &Channel, env: &Env, want: S) {
 
 /// A channel over `addresses` with `config` from the resolver, connecting.
 fn channel_with(env: &Env, addresses: &[&str], config: &str) -> (Channel, ManualResolver) {
-    let resolver = ManualResolver::default();
-    let channel = env
-        .builder("test:///svc")
-        .resolver_registry(resolver.registry())
-        .build()
-        .unwrap();
+    let (builder, resolver) = env.resolved_builder();
+    let channel = builder.build().unwrap();
     resolver.push_with_config(addresses, config);
     channel.state(true);
     (channel, resolver)
@@ -346,11 +352,7 @@ fn a_failed_watch_is_transient_failure_and_reopens_after_the_backoff() {
     assert!(err.message().contains("health check stream"), "{err}");
     assert!(err.message().contains("health service broken"), "{err}");
     // The first retry waits exactly the initial backoff, 1 s.
-    env.advance(&channel, Duration::from_millis(999));
-    assert_eq!(a.watches().len(), 1);
-    env.advance(&channel, Duration::from_millis(1));
-    a.wait_for_watch(2);
-    assert!(channel.settle());
+    a.reopens_after(&env, &channel, 999, 1, 2);
     assert_eq!(
         channel.state(false),
         S::TransientFailure,
@@ -359,11 +361,7 @@ fn a_failed_watch_is_transient_failure_and_reopens_after_the_backoff() {
     let err = who(&channel, &env).unwrap_err();
     assert!(err.message().contains("bad HealthCheckResponse"), "{err}");
     // The second waits 1.6 s ±20 %.
-    env.advance(&channel, Duration::from_millis(1270));
-    assert_eq!(a.watches().len(), 2);
-    env.advance(&channel, Duration::from_millis(700));
-    a.wait_for_watch(3);
-    assert!(channel.settle());
+    a.reopens_after(&env, &channel, 1270, 700, 3);
     assert_eq!(channel.state(false), S::Ready);
     assert_eq!(who(&channel, &env).unwrap(), "a:1");
     assert_eq!(
@@ -423,13 +421,8 @@ fn no_watch_without_health_check_config_or_when_disabled() {
     ] {
         let env = Env::new();
         let a = Backend::serve(&env, "a:1", ServingStatus::NotServing);
-        let resolver = ManualResolver::default();
-        let channel = env
-            .builder("test:///svc")
-            .resolver_registry(resolver.registry())
-            .disable_health_check(disabled)
-            .build()
-            .unwrap();
+        let (builder, resolver) = env.resolved_builder();
+        let channel = builder.disable_health_check(disabled).build().unwrap();
         resolver.push_with_config(&["a:1"], config);
         assert_eq!(
             who(&channel, &env).unwrap(),
