@@ -61,7 +61,7 @@ pub(crate) enum Input {
     ExitIdle,
     /// The health-check stream of `slot` on subchannel `id` has news (at most one
     /// queued per stream: see [`super::health`]).
-    Health { id: SubchannelId, slot: Arc<Slot> },
+    Health { id: SubchannelId, slot: Weak<Slot> },
     /// A resolver result.
     Resolver(ResolverUpdate),
     /// Reply once everything queued before has been handled.

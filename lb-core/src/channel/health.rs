@@ -22,8 +22,8 @@
 //! sends. Response bytes are released (flow-control credit) when the serializer
 //! takes them.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -61,9 +61,11 @@ pub(crate) struct Slot {
 impl Slot {
     fn announce(self: &Arc<Self>) {
         if !self.announced.swap(true, Ordering::AcqRel) {
+            // A weak reference: a queued input never keeps the slot (and the
+            // sender in it) alive.
             let _ = self.tx.send(Input::Health {
                 id: self.id,
-                slot: self.clone(),
+                slot: Arc::downgrade(self),
             });
         }
     }
@@ -183,9 +185,10 @@ impl HealthCheck {
     }
 
     /// The listener of `slot` announced news.
-    pub(crate) fn handle(&mut self, slot: &Arc<Slot>, now: Instant) -> Step {
+    pub(crate) fn handle(&mut self, slot: &Weak<Slot>, now: Instant) -> Step {
         let mut step = Step::default();
-        let Some(watch) = self.watch.as_mut().filter(|w| Arc::ptr_eq(&w.slot, slot)) else {
+        let current = |w: &&mut Watch| std::ptr::eq(Arc::as_ptr(&w.slot), slot.as_ptr());
+        let Some(watch) = self.watch.as_mut().filter(current) else {
             return step; // a stream this check has already given up
         };
         watch.slot.announced.store(false, Ordering::Release);

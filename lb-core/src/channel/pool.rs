@@ -33,7 +33,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use arc_swap::{ArcSwapOption, Guard};
@@ -390,7 +390,7 @@ impl Pool {
     pub(crate) fn health_event(
         &mut self,
         id: SubchannelId,
-        slot: &Arc<Slot>,
+        slot: &Weak<Slot>,
         now: Instant,
         out: &mut Vec<Update>,
     ) {
