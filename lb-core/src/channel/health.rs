@@ -285,3 +285,137 @@ impl HealthCheck {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backoff::BackoffConfig;
+    use crate::random::SplitMix64;
+    use crate::transport::TrySendError;
+
+    /// A connection whose one stream the test drives through its listener.
+    #[derive(Default)]
+    struct Recorder {
+        listener: Mutex<Option<Arc<dyn CallListener>>>,
+        released: Arc<AtomicUsize>,
+        cancelled: Arc<AtomicBool>,
+    }
+
+    struct RecordedStream {
+        released: Arc<AtomicUsize>,
+        cancelled: Arc<AtomicBool>,
+    }
+
+    impl CallStream for RecordedStream {
+        fn try_send(&self, _: Vec<u8>, _: bool) -> Result<(), TrySendError> {
+            Ok(())
+        }
+        fn half_close(&self) {}
+        fn cancel(&self) {
+            self.cancelled.store(true, Ordering::SeqCst);
+        }
+        fn release(&self, bytes: usize) {
+            self.released.fetch_add(bytes, Ordering::SeqCst);
+        }
+    }
+
+    impl Connection for Recorder {
+        fn open_stream(&self, head: CallHead, l: Arc<dyn CallListener>) -> Arc<dyn CallStream> {
+            assert_eq!(head.method, health::WATCH_METHOD);
+            *self.listener.lock() = Some(l);
+            Arc::new(RecordedStream {
+                released: self.released.clone(),
+                cancelled: self.cancelled.clone(),
+            })
+        }
+        fn close(&self) {}
+    }
+
+    #[test]
+    fn a_flood_of_responses_queues_one_input_and_keeps_the_latest() {
+        let connection = Arc::new(Recorder::default());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut check = HealthCheck::start(
+            "s",
+            &Address::new("a:1"),
+            connection.clone(),
+            tx,
+            SubchannelId(1),
+            Backoff::new(BackoffConfig::default(), SplitMix64::seeded(1)),
+            SubchannelState::new(ConnectivityState::Connecting),
+        );
+        let listener = connection.listener.lock().clone().unwrap();
+        for i in 0..10_000 {
+            let status = if i % 2 == 0 {
+                ServingStatus::NotServing
+            } else {
+                ServingStatus::Serving
+            };
+            listener.on_message(health::encode_response(status));
+        }
+        assert_eq!(rx.len(), 1, "one input however many responses");
+        let Ok(Input::Health { slot, .. }) = rx.try_recv() else {
+            panic!("not a health input");
+        };
+        let step = check.handle(&slot, Instant::now());
+        assert_eq!(
+            step.show,
+            [SubchannelState::new(ConnectivityState::Ready)],
+            "the latest response"
+        );
+        assert!(check.is_healthy());
+        assert_eq!(connection.released.load(Ordering::SeqCst), 10_000 * 2);
+        // The next response announces again.
+        listener.on_message(health::encode_response(ServingStatus::ServiceUnknown));
+        assert_eq!(rx.len(), 1);
+        let Ok(Input::Health { slot, .. }) = rx.try_recv() else {
+            panic!("not a health input");
+        };
+        let step = check.handle(&slot, Instant::now());
+        let error = step.show[0].last_error.clone().unwrap();
+        assert!(error.message().contains("SERVICE_UNKNOWN"), "{error}");
+        // Garbage ends the stream: cancelled and TRANSIENT_FAILURE; it had answered,
+        // so a new stream opens at once (CONNECTING), as grpc-go does.
+        let next = |rx: &crossbeam_channel::Receiver<Input>| match rx.try_recv() {
+            Ok(Input::Health { slot, .. }) => slot,
+            other => panic!("not a health input: {other:?}"),
+        };
+        listener.on_message(vec![0xff]);
+        let now = Instant::now();
+        let step = check.handle(&next(&rx), now);
+        assert!(connection.cancelled.swap(false, Ordering::SeqCst));
+        assert_eq!(step.retry_at, None);
+        let error = step.show[0].last_error.clone().unwrap();
+        assert!(
+            error.message().contains("bad HealthCheckResponse"),
+            "{error}"
+        );
+        assert_eq!(
+            step.show[1].connectivity_state,
+            ConnectivityState::Connecting
+        );
+        // The old stream's close is for a stream the check has given up.
+        listener.on_close(CallOutcome::processed(Status::cancelled("cancelled")));
+        assert!(check.handle(&next(&rx), now).show.is_empty());
+        // The new stream fails before any answer: retry after the initial backoff.
+        let second = connection.listener.lock().clone().unwrap();
+        assert!(!Arc::ptr_eq(&second, &listener));
+        second.on_close(CallOutcome::processed(Status::unavailable("down")));
+        let step = check.handle(&next(&rx), now);
+        assert_eq!(step.retry_at, Some(now + Duration::from_secs(1)));
+        assert_eq!(
+            step.show[0].connectivity_state,
+            ConnectivityState::TransientFailure
+        );
+        assert!(check.retry(now).show.is_empty(), "not at another time");
+        let step = check.retry(now + Duration::from_secs(1));
+        assert_eq!(
+            step.show[0].connectivity_state,
+            ConnectivityState::Connecting
+        );
+        check.stop();
+    }
+}
