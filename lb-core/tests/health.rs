@@ -323,8 +323,27 @@ fn the_subchannel_is_connecting_until_the_first_response() {
     assert_eq!(who(&channel, &env).unwrap(), "a:1");
 }
 
+/// Collects the error records logged in this test binary.
+struct Errors(Mutex<Vec<String>>);
+
+impl log::Log for Errors {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Error
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            self.0.lock().push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static ERRORS: Errors = Errors(Mutex::new(Vec::new()));
+
 #[test]
 fn unimplemented_means_healthy_and_is_not_retried() {
+    let _ = log::set_logger(&ERRORS);
+    log::set_max_level(log::LevelFilter::Error);
     let env = Env::new();
     let a = Backend::serve(&env, "a:1", ServingStatus::NotServing);
     a.edit(|s| s.unimplemented = true);
@@ -334,6 +353,15 @@ fn unimplemented_means_healthy_and_is_not_retried() {
     env.advance(&channel, Duration::from_secs(300));
     assert_eq!(a.watches().len(), 1, "never re-opened");
     assert_eq!(who(&channel, &env).unwrap(), "a:1");
+    let logged: Vec<String> = ERRORS
+        .0
+        .lock()
+        .iter()
+        .filter(|e| e.contains("does not implement"))
+        .cloned()
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("a:1") && logged[0].contains(health::WATCH_METHOD));
 }
 
 #[test]
