@@ -64,6 +64,7 @@ mod address;
 mod backoff;
 pub mod channel;
 pub mod config;
+pub mod health;
 mod metadata;
 mod picker;
 pub mod policies;

@@ -272,3 +272,30 @@ fn close_shuts_down_every_subchannel() {
     f.policy.close();
     f.ctrl.verify_shutdowns(&[a.id(), b.id()]);
 }
+
+#[test]
+fn a_selected_subchannel_that_turns_unhealthy_fails_picks_until_ready_again() {
+    // Health checks (gRFC A17) move a connected subchannel READY → TRANSIENT_FAILURE
+    // or CONNECTING → READY without a new connection.
+    let mut f = Fixture::new();
+    f.update(&["a:1", "b:1"]).unwrap();
+    let a = f.ctrl.verify_new_subchannels(1).remove(0);
+    f.set(&a, S::Connecting);
+    f.set(&a, S::Ready);
+    f.ctrl.take_events();
+    f.set(&a, S::TransientFailure);
+    let state = f.ctrl.latest_state();
+    assert_eq!(state.connectivity_state, S::TransientFailure);
+    let md = lb_core::Metadata::new();
+    assert_eq!(describe_pick(&*state.picker, &md), "fail:UNAVAILABLE");
+    f.ctrl.verify_no_new_subchannels();
+    f.set(&a, S::Connecting);
+    let state = f.ctrl.latest_state();
+    assert_eq!(state.connectivity_state, S::Connecting);
+    assert_eq!(describe_pick(&*state.picker, &md), "queue");
+    f.set(&a, S::Ready);
+    let state = f.ctrl.latest_state();
+    assert_eq!(state.connectivity_state, S::Ready);
+    assert_eq!(pick_address(&*state.picker).as_deref(), Some("a:1"));
+    f.ctrl.verify_no_new_subchannels();
+}

@@ -242,6 +242,9 @@ pub struct GrpcServerOptions {
     pub port: u16,
     /// Print `CALL <method>` for each call, for [`GrpcServer::wait_for_line`].
     pub log_calls: bool,
+    /// Also serve grpc's own health service (`grpc_health.v1`), whose statuses
+    /// [`GrpcServer::set_health`] sets.
+    pub health: bool,
 }
 
 impl Default for GrpcServerOptions {
@@ -251,6 +254,7 @@ impl Default for GrpcServerOptions {
             tls: None,
             port: 0,
             log_calls: false,
+            health: false,
         }
     }
 }
@@ -269,8 +273,8 @@ pub struct GrpcServer {
 struct ServerProcess {
     child: Child,
     /// Held open: the script stops when it reaches end of file, so it never
-    /// outlives this process.
-    _stdin: Option<ChildStdin>,
+    /// outlives this process. Commands (`HEALTH …`) go through it too.
+    stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
 }
@@ -323,6 +327,29 @@ impl GrpcServer {
                     ));
                 }
             }
+        }
+    }
+
+    /// Sets `service`'s status in grpc's health service (the server was started
+    /// with [`GrpcServerOptions::health`]) and waits (bounded) until the server
+    /// says it is set: its watchers are being told. `status` is the enum's name,
+    /// such as `NOT_SERVING`; `service` "" is the server as a whole. Lines the
+    /// server printed before the answer are consumed.
+    pub fn set_health(&self, status: &str, service: &str) -> Result<(), String> {
+        use std::io::Write;
+        let process = self.process.as_ref().ok_or("the server is not running")?;
+        let stdin = process.stdin.as_ref().ok_or("no stdin")?;
+        let mut writer: &ChildStdin = stdin;
+        writer
+            .write_all(format!("HEALTH {status} {service}\n").as_bytes())
+            .and_then(|()| writer.flush())
+            .map_err(|e| format!("cannot write to the server: {e}"))?;
+        let want = format!("HEALTH {status} {service}");
+        let line = self.wait_for_line("HEALTH ", START_TIMEOUT)?;
+        if line.trim_end() == want.trim_end() {
+            Ok(())
+        } else {
+            Err(format!("the server answered {line:?} to {want:?}"))
         }
     }
 
@@ -419,6 +446,9 @@ fn spawn_server(
     if options.log_calls {
         cmd.arg("--log-calls");
     }
+    if options.health {
+        cmd.arg("--health");
+    }
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -440,7 +470,7 @@ fn spawn_server(
     }
     let process = ServerProcess {
         child,
-        _stdin: stdin,
+        stdin,
         lines,
         stderr,
     };
@@ -565,7 +595,7 @@ impl ScriptServer {
         }
         let process = ServerProcess {
             child,
-            _stdin: stdin,
+            stdin,
             lines,
             stderr,
         };

@@ -3,7 +3,7 @@
 
 Usage:
     grpc_server.py --port 0 [--id NAME] [--tls-cert F --tls-key F]
-                   [--log-calls] [--watch-stdin]
+                   [--log-calls] [--watch-stdin] [--health]
 
 Binds 127.0.0.1 only (port 0 picks a free port), prints exactly one line
 `LISTENING <port>` to stdout once serving, then serves until SIGTERM or
@@ -47,6 +47,13 @@ With `--log-calls`, each call prints `CALL <method>` on stdout when it starts
 (tests use it to know a call has reached the server). With `--watch-stdin`, the
 server also stops when its stdin reaches end of file, so it never outlives the
 test process that started it with a pipe as stdin.
+
+With `--health`, the server also serves grpc's own health service
+(grpc_health.v1.HealthServicer: Check and Watch), where "" starts SERVING. With
+`--watch-stdin` too, a line `HEALTH <STATUS> [SERVICE]` on stdin (STATUS one of
+SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN; SERVICE "" when left out) sets
+that status, and the server answers with the line `HEALTH <STATUS> <SERVICE>`
+once it is set (watchers are told from then on).
 """
 
 import argparse
@@ -220,6 +227,27 @@ def handlers(service):
     )
 
 
+def health_commands(servicer):
+    """The stdin handler of --health: `HEALTH <STATUS> [SERVICE]` lines."""
+    from grpc_health.v1 import health_pb2
+
+    def on_line(line):
+        parts = line.split()
+        if len(parts) not in (2, 3) or parts[0] != "HEALTH":
+            print("grpc_server: ignoring stdin line %r" % line, file=sys.stderr)
+            return
+        service = parts[2] if len(parts) == 3 else ""
+        try:
+            status = health_pb2.HealthCheckResponse.ServingStatus.Value(parts[1])
+        except ValueError:
+            print("grpc_server: unknown status %r" % parts[1], file=sys.stderr)
+            return
+        servicer.set(service, status)
+        say("HEALTH %s %s" % (parts[1], service))
+
+    return on_line
+
+
 def main():
     parser = argparse.ArgumentParser(description="grpcio echo server for interop tests")
     parser.add_argument("--port", type=int, default=0)
@@ -230,6 +258,7 @@ def main():
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--log-calls", action="store_true")
     parser.add_argument("--watch-stdin", action="store_true")
+    parser.add_argument("--health", action="store_true")
     args = parser.parse_args()
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
@@ -251,10 +280,19 @@ def main():
         with open(args.tls_cert, "rb") as f:
             cert = f.read()
         credentials = grpc.ssl_server_credentials([(key, cert)])
+    on_line = None
+    if args.health:
+        from grpc_health.v1 import health, health_pb2_grpc
+
+        servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        on_line = health_commands(servicer)
     port = peer_serve.bind(server, args.port, "grpc_server", credentials)
     if port is None:
         return 2
-    peer_serve.serve_until_stopped(server, port, say, args.watch_stdin, args.grace)
+    peer_serve.serve_until_stopped(
+        server, port, say, args.watch_stdin, args.grace, on_line=on_line
+    )
     return 0
 
 

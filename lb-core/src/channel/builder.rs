@@ -104,6 +104,7 @@ pub struct ChannelBuilder {
     retries: bool,
     per_call_retry_buffer: usize,
     channel_retry_buffer: usize,
+    health_check_disabled: bool,
 }
 
 impl ChannelBuilder {
@@ -130,6 +131,7 @@ impl ChannelBuilder {
             retries: true,
             per_call_retry_buffer: RETRY_BUFFER_LIMIT,
             channel_retry_buffer: CHANNEL_RETRY_BUFFER_LIMIT,
+            health_check_disabled: false,
         }
     }
 
@@ -245,6 +247,38 @@ impl ChannelBuilder {
         self
     }
 
+    /// With `true`, the channel never health-checks its connections, even when the
+    /// service config has `healthCheckConfig` (gRFC A17's channel argument). By
+    /// default a `healthCheckConfig` turns client-side health checks on: each READY
+    /// connection watches `grpc.health.v1.Health/Watch`, and policies see it READY
+    /// only while the server says SERVING.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lb_core::{Address, Status, transport::*};
+    /// # struct Nowhere;
+    /// # impl Transport for Nowhere {
+    /// #     fn connect(&self, _: &Address, _: &ConnectOptions, _: ConnectionEvents)
+    /// #         -> Result<Arc<dyn lb_core::Connection>, Status> { Err(Status::unavailable("no")) }
+    /// # }
+    /// use lb_core::channel::Channel;
+    /// let channel = Channel::builder("dns:///localhost:50051")
+    ///     .transport(Arc::new(Nowhere))
+    ///     .default_service_config(
+    ///         r#"{"loadBalancingConfig": [{"round_robin": {}}],
+    ///             "healthCheckConfig": {"serviceName": "echo.Echo"}}"#,
+    ///     )
+    ///     // This program trusts every backend: no Watch streams.
+    ///     .disable_health_check(true)
+    ///     .build()?;
+    /// # drop(channel);
+    /// # Ok::<(), lb_core::channel::ChannelError>(())
+    /// ```
+    pub fn disable_health_check(mut self, disable: bool) -> Self {
+        self.health_check_disabled = disable;
+        self
+    }
+
     /// Builds the channel: parses the target and the default service config, starts
     /// the resolver and the serializer thread. The channel starts IDLE: it connects
     /// on the first call or [`Channel::state`]`(true)`.
@@ -329,6 +363,7 @@ impl ChannelBuilder {
             idle_timeout: self.idle_timeout,
             random,
             backoff: self.backoff,
+            health_check_disabled: self.health_check_disabled,
         };
         // If the thread cannot start, dropping the core shuts the resolver down.
         let core = ChannelCore::new(core_config, shared.clone(), pool, resolver, now);

@@ -23,6 +23,7 @@ use crossbeam_channel::Sender;
 
 use super::cell::PickerCell;
 use super::clock::{Clock, ClockListener};
+use super::health::Slot;
 use super::pool::{Pool, Update};
 use super::resolver::{MIN_RESOLUTION_INTERVAL, REFRESH_INTERVAL, Resolver};
 use super::retry::{RetryCounters, RetrySettings};
@@ -59,6 +60,9 @@ pub(crate) enum Input {
     Drained { id: SubchannelId, seq: u64 },
     /// A call (or `state(true)`) wants the channel out of IDLE.
     ExitIdle,
+    /// The health-check stream of `slot` on subchannel `id` has news (at most one
+    /// queued per stream: see [`super::health`]).
+    Health { id: SubchannelId, slot: Weak<Slot> },
     /// A resolver result.
     Resolver(ResolverUpdate),
     /// Reply once everything queued before has been handled.
@@ -79,6 +83,7 @@ impl fmt::Debug for Input {
             Self::Connection { id, seq, event } => write!(f, "Connection({id}#{seq}, {event:?})"),
             Self::Drained { id, seq } => write!(f, "Drained({id}#{seq})"),
             Self::ExitIdle => f.write_str("ExitIdle"),
+            Self::Health { id, .. } => write!(f, "Health({id})"),
             Self::Resolver(u) => write!(f, "Resolver({u:?})"),
             Self::Settle { rounds, .. } => write!(f, "Settle({rounds})"),
             Self::Shutdown(id) => write!(f, "Shutdown({id})"),
@@ -254,6 +259,8 @@ pub(crate) struct CoreConfig {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) random: SharedRandom,
     pub(crate) backoff: BackoffConfig,
+    /// `ChannelBuilder::disable_health_check`: ignore `healthCheckConfig`.
+    pub(crate) health_check_disabled: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,6 +393,10 @@ impl ChannelCore {
                 self.deliver(now);
             }
             Input::Drained { id, seq } => self.pool.drained(id, seq),
+            Input::Health { id, slot } => {
+                self.pool.health_event(id, &slot, now, &mut self.updates);
+                self.deliver(now);
+            }
             Input::ExitIdle => match self.mode {
                 Mode::Idle => self.activate(now),
                 _ => {
@@ -613,6 +624,13 @@ impl ChannelCore {
             self.shared.cell.set_methods(methods);
         }
         self.service_config = Some(service_config.clone());
+        let health_service = service_config
+            .as_deref()
+            .and_then(ServiceConfig::health_check_service_name)
+            .filter(|_| !self.config.health_check_disabled)
+            .map(str::to_owned);
+        self.pool
+            .set_health_service(health_service, &mut self.updates);
         let (builder, lb_config): (Arc<dyn LbPolicyBuilder>, Option<LbConfig>) =
             match service_config
                 .as_deref()
@@ -640,6 +658,8 @@ impl ChannelCore {
             }
             None => {}
         }
+        // Health-check changes for READY subchannels, after the policy has them.
+        self.deliver(now);
     }
 
     fn pick_first(&self) -> Arc<dyn LbPolicyBuilder> {

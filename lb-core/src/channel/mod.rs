@@ -89,6 +89,17 @@
 //! connection and goes IDLE; the next call builds the policy again from the last
 //! resolver result.
 //!
+//! # Health checks
+//!
+//! With `"healthCheckConfig": {"serviceName": "…"}` in the service config (gRFC
+//! A17), each READY connection watches `grpc.health.v1.Health/Watch` for that service
+//! (see [`crate::health`]), and the policy sees it READY, so calls reach it, only
+//! while the server says SERVING; until the first answer it is CONNECTING, otherwise
+//! TRANSIENT_FAILURE with a status naming the health state. A server without the
+//! health service (UNIMPLEMENTED) counts as healthy. Failed watches are re-opened
+//! with the channel's backoff. [`ChannelBuilder::disable_health_check`] turns this
+//! off.
+//!
 //! # Closing
 //!
 //! [`Channel::close`], or dropping the last clone, closes the policy, every
@@ -108,6 +119,7 @@ mod cell;
 mod clock;
 mod core;
 mod dns;
+mod health;
 mod pool;
 mod resolver;
 mod retry;

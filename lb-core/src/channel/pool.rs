@@ -22,19 +22,25 @@
 //!   closed once its last call completes. A connection that reports GOAWAY or
 //!   Closed is marked gone at once, on the transport's thread, so calls stop using
 //!   it before the serializer has caught up.
+//! - With health checks on (the service config's `healthCheckConfig`, see
+//!   [`super::health`]), a READY connection is shown to the policy, and given to
+//!   calls, only while its health check says SERVING; until then the policy sees
+//!   CONNECTING or TRANSIENT_FAILURE. [`Pool::set_health_service`] applies a
+//!   changed config to the READY connections.
 
 use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use arc_swap::{ArcSwapOption, Guard};
 use crossbeam_channel::Sender;
 
 use super::core::Input;
+use super::health::{HealthCheck, Slot, Step};
 use crate::address::Address;
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::random::{RandomSource, SharedRandom};
@@ -166,6 +172,8 @@ enum TimerKind {
     ConnectDeadline,
     /// Backoff over: TRANSIENT_FAILURE → IDLE.
     Retry,
+    /// Re-open a READY connection's health-check stream.
+    HealthRetry,
 }
 
 struct Entry {
@@ -179,6 +187,8 @@ struct Entry {
     /// The attempt under way (CONNECTING) or in use (READY).
     attempt: Option<Arc<Attempt>>,
     attempt_started: Option<Instant>,
+    /// The READY connection's health check, when health checks are on.
+    health: Option<HealthCheck>,
 }
 
 /// Every subchannel of one channel.
@@ -190,6 +200,8 @@ pub(crate) struct Pool {
     draining: HashMap<(SubchannelId, u64), Arc<Attempt>>,
     timers: BinaryHeap<Reverse<(Instant, SubchannelId, u64, TimerKind)>>,
     next_id: u64,
+    /// The service READY connections watch the health of (`None`: no health checks).
+    health_service: Option<String>,
 }
 
 impl Pool {
@@ -201,6 +213,7 @@ impl Pool {
             draining: HashMap::new(),
             timers: BinaryHeap::new(),
             next_id: 0,
+            health_service: None,
         }
     }
 
@@ -227,6 +240,7 @@ impl Pool {
                 seq: 0,
                 attempt: None,
                 attempt_started: None,
+                health: None,
             },
         );
         handle
@@ -319,11 +333,23 @@ impl Pool {
             (ConnectivityState::Connecting, ConnectionEvent::Ready) => {
                 entry.state = ConnectivityState::Ready;
                 entry.backoff.reset();
-                entry.backend.ready.store(entry.attempt.clone());
-                out.push(update(
-                    entry,
-                    SubchannelState::new(ConnectivityState::Ready),
-                ));
+                match self.health_service.clone() {
+                    // The policy keeps seeing CONNECTING until the first response.
+                    Some(service) => start_health(
+                        entry,
+                        &service,
+                        &self.config,
+                        &self.tx,
+                        SubchannelState::new(ConnectivityState::Connecting),
+                    ),
+                    None => {
+                        entry.backend.ready.store(entry.attempt.clone());
+                        out.push(update(
+                            entry,
+                            SubchannelState::new(ConnectivityState::Ready),
+                        ));
+                    }
+                }
             }
             (ConnectivityState::Connecting, ConnectionEvent::GoAway { reason, .. }) => {
                 let status = Status::unavailable(format!(
@@ -346,6 +372,9 @@ impl Pool {
                 ConnectionEvent::GoAway { .. } | ConnectionEvent::Closed(_),
             ) => {
                 entry.backend.ready.store(None);
+                if let Some(health) = entry.health.take() {
+                    health.stop();
+                }
                 let attempt = entry.attempt.take();
                 entry.state = ConnectivityState::Idle;
                 out.push(update(entry, SubchannelState::new(ConnectivityState::Idle)));
@@ -354,6 +383,59 @@ impl Pool {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The health-check stream of `slot` on subchannel `id` has news.
+    pub(crate) fn health_event(
+        &mut self,
+        id: SubchannelId,
+        slot: &Weak<Slot>,
+        now: Instant,
+        out: &mut Vec<Update>,
+    ) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let Some(health) = entry.health.as_mut() else {
+            return;
+        };
+        let step = health.handle(slot, now);
+        apply_health_step(entry, step, &mut self.timers, out);
+    }
+
+    /// Health checks watch `service` from now on (`None`: no health checks). A
+    /// change applies to READY connections at once: a new service restarts their
+    /// checks (the policy keeps what it was shown until the first response), and
+    /// `None` shows them READY.
+    pub(crate) fn set_health_service(&mut self, service: Option<String>, out: &mut Vec<Update>) {
+        if self.health_service == service {
+            return;
+        }
+        self.health_service = service;
+        for entry in self.entries.values_mut() {
+            if entry.state != ConnectivityState::Ready {
+                continue;
+            }
+            let old = entry.health.take();
+            let shown = old.as_ref().map_or_else(
+                || SubchannelState::new(ConnectivityState::Ready),
+                |h| h.shown().clone(),
+            );
+            if let Some(old) = old {
+                old.stop();
+            }
+            match &self.health_service {
+                Some(service) => start_health(entry, service, &self.config, &self.tx, shown),
+                None if shown.connectivity_state != ConnectivityState::Ready => {
+                    entry.backend.ready.store(entry.attempt.clone());
+                    out.push(update(
+                        entry,
+                        SubchannelState::new(ConnectivityState::Ready),
+                    ));
+                }
+                None => {}
+            }
         }
     }
 
@@ -396,6 +478,12 @@ impl Pool {
                     entry.state = ConnectivityState::Idle;
                     out.push(update(entry, SubchannelState::new(ConnectivityState::Idle)));
                 }
+                (TimerKind::HealthRetry, ConnectivityState::Ready) => {
+                    if let Some(health) = entry.health.as_mut() {
+                        let step = health.retry(at);
+                        apply_health_step(entry, step, &mut self.timers, out);
+                    }
+                }
                 _ => {}
             }
         }
@@ -413,6 +501,9 @@ impl Pool {
         };
         entry.backend.ready.store(None);
         entry.handle.shutdown();
+        if let Some(health) = entry.health.take() {
+            health.stop();
+        }
         if let Some(attempt) = entry.attempt.take() {
             if entry.state == ConnectivityState::Ready {
                 self.retire(attempt);
@@ -448,6 +539,9 @@ impl Pool {
         for (_, mut entry) in self.entries.drain() {
             entry.backend.ready.store(None);
             entry.handle.shutdown();
+            if let Some(health) = entry.health.take() {
+                health.stop();
+            }
             if let Some(attempt) = entry.attempt.take() {
                 attempt.draining.store(true, Ordering::SeqCst);
                 attempt.close();
@@ -483,6 +577,59 @@ fn update(entry: &Entry, state: SubchannelState) -> Update {
         subchannel: entry.handle.clone(),
         state,
         owner: entry.owner,
+    }
+}
+
+/// Starts the health check of a READY entry; the policy was last shown `shown`.
+fn start_health(
+    entry: &mut Entry,
+    service: &str,
+    config: &PoolConfig,
+    tx: &Sender<Input>,
+    shown: SubchannelState,
+) {
+    let Some(connection) = entry.attempt.as_ref().and_then(|a| a.connection.get()) else {
+        return;
+    };
+    let ready = shown.connectivity_state == ConnectivityState::Ready;
+    entry
+        .backend
+        .ready
+        .store(if ready { entry.attempt.clone() } else { None });
+    entry.health = Some(HealthCheck::start(
+        service,
+        entry.handle.address(),
+        connection.clone(),
+        tx.clone(),
+        entry.handle.id(),
+        Backoff::new(config.backoff, SharedSource(config.random.clone())),
+        shown,
+    ));
+}
+
+/// Shows the policy what a health check decided; calls use the connection only
+/// while it is shown READY.
+fn apply_health_step(
+    entry: &mut Entry,
+    step: Step,
+    timers: &mut BinaryHeap<Reverse<(Instant, SubchannelId, u64, TimerKind)>>,
+    out: &mut Vec<Update>,
+) {
+    let healthy = entry.health.as_ref().is_some_and(HealthCheck::is_healthy);
+    entry
+        .backend
+        .ready
+        .store(if healthy { entry.attempt.clone() } else { None });
+    for state in step.show {
+        out.push(update(entry, state));
+    }
+    if let Some(at) = step.retry_at {
+        timers.push(Reverse((
+            at,
+            entry.handle.id(),
+            entry.seq,
+            TimerKind::HealthRetry,
+        )));
     }
 }
 

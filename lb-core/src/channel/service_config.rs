@@ -21,6 +21,11 @@
 //!   `retryPolicy` and `hedgingPolicy` are applied (see [`super::retry`]); the
 //!   others are accepted and ignored.
 //! - `retryThrottling` limits the retries of the whole channel.
+//! - `healthCheckConfig: {"serviceName": "echo.Echo"}` turns on client-side health
+//!   checks (gRFC A17): the channel watches `grpc.health.v1.Health/Watch` for that
+//!   service ("" when `serviceName` is missing) on every READY connection, and a
+//!   policy sees a connection READY only while it is SERVING. See
+//!   [`ServiceConfig::health_check_service_name`].
 //! - Unknown fields are ignored; a field with a bad value is an error that names it
 //!   (`methodConfig[0].timeout: invalid duration "1x" …`).
 
@@ -59,6 +64,8 @@ use crate::registry::LbPolicyRegistry;
 pub struct ServiceConfig {
     load_balancing: Option<ParsedLbConfig>,
     methods: MethodConfigs,
+    /// `healthCheckConfig.serviceName`, when health checks are on.
+    health_check: Option<String>,
 }
 
 /// The settings a `methodConfig` entry gives the calls it names.
@@ -170,9 +177,11 @@ impl ServiceConfig {
             let throttling = parse_retry_throttling(v).map_err(|e| e.within("retryThrottling"))?;
             methods.throttler = Some(Arc::new(Throttler::new(throttling)));
         }
+        let health_check = parse_health_check_config(&fields)?;
         Ok(Self {
             load_balancing,
             methods,
+            health_check,
         })
     }
 
@@ -195,6 +204,38 @@ impl ServiceConfig {
     pub fn retry_throttling(&self) -> Option<RetryThrottling> {
         self.methods.throttler.as_ref().map(|t| t.config())
     }
+
+    /// The service whose health the channel watches on each connection
+    /// (`healthCheckConfig.serviceName`; `Some("")` is the server as a whole), or
+    /// `None` without `healthCheckConfig`.
+    ///
+    /// ```
+    /// use lb_core::LbPolicyRegistry;
+    /// use lb_core::channel::ServiceConfig;
+    /// let registry = LbPolicyRegistry::with_builtins();
+    /// let sc = ServiceConfig::parse_str(
+    ///     r#"{"healthCheckConfig": {"serviceName": "echo.Echo"}}"#, &registry)?;
+    /// assert_eq!(sc.health_check_service_name(), Some("echo.Echo"));
+    /// let sc = ServiceConfig::parse_str(r#"{"healthCheckConfig": {}}"#, &registry)?;
+    /// assert_eq!(sc.health_check_service_name(), Some(""));
+    /// let sc = ServiceConfig::parse_str("{}", &registry)?;
+    /// assert_eq!(sc.health_check_service_name(), None);
+    /// # Ok::<(), lb_core::ConfigError>(())
+    /// ```
+    pub fn health_check_service_name(&self) -> Option<&str> {
+        self.health_check.as_deref()
+    }
+}
+
+/// `healthCheckConfig` (gRFC A17): `{"serviceName": "..."}`, both parts optional.
+fn parse_health_check_config(fields: &Fields<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(value) = fields.get("healthCheckConfig") else {
+        return Ok(None);
+    };
+    let within = |e: ConfigError| e.within("healthCheckConfig");
+    let health = Fields::new(value, "").map_err(within)?;
+    let name = health.string("serviceName").map_err(within)?;
+    Ok(Some(name.unwrap_or_default().to_owned()))
 }
 
 impl fmt::Debug for ServiceConfig {
@@ -202,6 +243,7 @@ impl fmt::Debug for ServiceConfig {
         f.debug_struct("ServiceConfig")
             .field("load_balancing", &self.load_balancing)
             .field("methods", &self.methods)
+            .field("health_check", &self.health_check)
             .finish()
     }
 }
@@ -339,6 +381,14 @@ mod tests {
             (
                 r#"{"retryThrottling": {"maxTokens": 5000, "tokenRatio": 1}}"#,
                 "retryThrottling.maxTokens: must be an integer from 1 to 1000",
+            ),
+            (
+                r#"{"healthCheckConfig": {"serviceName": 7}}"#,
+                "healthCheckConfig.serviceName: must be a string",
+            ),
+            (
+                r#"{"healthCheckConfig": "echo"}"#,
+                "healthCheckConfig: must be an object",
             ),
             ("[]", "must be an object"),
             ("{", "invalid JSON"),

@@ -220,6 +220,7 @@ impl Harness {
                 idle_timeout,
                 random,
                 backoff: BackoffConfig::default(),
+                health_check_disabled: false,
             },
             shared.clone(),
             pool,

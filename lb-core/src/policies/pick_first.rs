@@ -353,6 +353,24 @@ impl LbPolicy for PickFirst {
             return;
         };
         let old = std::mem::replace(&mut self.entries[index].state, state.connectivity_state);
+        if self.phase == Phase::Ready(index) {
+            // The selected connection is still up, but its health check (gRFC A17)
+            // keeps calls away from it: show that until it is READY again.
+            match state.connectivity_state {
+                ConnectivityState::TransientFailure => {
+                    let error = state
+                        .last_error
+                        .as_ref()
+                        .map_or("unhealthy", Status::message);
+                    controller.update_picker(LbState::failing(Status::unavailable(format!(
+                        "pick_first: {error}"
+                    ))));
+                    return;
+                }
+                ConnectivityState::Connecting => return self.publish_connecting(controller),
+                _ => {}
+            }
+        }
         match state.connectivity_state {
             ConnectivityState::Ready => self.select(index, controller),
             ConnectivityState::Idle => match self.phase {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lb_core::channel::{CallOptions, Channel, ChannelBuilder};
 use lb_core::{SharedRandom, SplitMix64};
-use lb_testkit::{InMemoryTransport, ManualClock};
+use lb_testkit::{InMemoryTransport, ManualClock, ManualResolver};
 
 /// The longest a test waits for another thread (a safety bound, never a pause).
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
@@ -34,6 +34,15 @@ impl Env {
             .transport(Arc::new(self.transport.clone()))
             .clock(self.clock.shared())
             .random(SharedRandom::new(SplitMix64::seeded(7)))
+    }
+
+    /// A channel builder for target `test:///svc` and the manual resolver it uses.
+    pub(crate) fn resolved_builder(&self) -> (ChannelBuilder, ManualResolver) {
+        let resolver = ManualResolver::default();
+        let builder = self
+            .builder("test:///svc")
+            .resolver_registry(resolver.registry());
+        (builder, resolver)
     }
 
     /// Moves the clock and waits for the channel to handle what that caused.

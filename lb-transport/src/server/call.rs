@@ -112,6 +112,29 @@ impl CallShared {
     }
 }
 
+/// Wakes a handler waiting in [`ServerCall::wait_until`]; does nothing once the
+/// call is gone.
+#[derive(Clone, Debug)]
+pub(crate) struct CallWaker(std::sync::Weak<CallShared>);
+
+impl CallWaker {
+    /// Whether the call's handler still runs.
+    pub(crate) fn is_live(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+
+    /// Wakes the handler; `false` when the call has ended.
+    pub(crate) fn wake(&self) -> bool {
+        let Some(shared) = self.0.upgrade() else {
+            return false;
+        };
+        // Taking the lock orders this after a waiter's check of its condition.
+        drop(shared.lock());
+        shared.notify();
+        true
+    }
+}
+
 /// The I/O thread's reference to a call's shared state: dropping it (the call
 /// ended, for whatever reason) cancels the call, so no handler waits forever.
 #[derive(Debug)]
@@ -351,6 +374,31 @@ impl ServerCall {
             }
         }
         true
+    }
+
+    /// A handle another thread uses to wake this call's handler out of
+    /// [`ServerCall::wait_until`].
+    pub(crate) fn waker(&self) -> CallWaker {
+        CallWaker(Arc::downgrade(&self.shared))
+    }
+
+    /// Blocks until `ready()` holds (checked with the call's lock held, so a
+    /// [`CallWaker::wake`] after the state it reads changed is never lost).
+    ///
+    /// # Errors
+    ///
+    /// The call was cancelled first.
+    pub(crate) fn wait_until(&self, mut ready: impl FnMut() -> bool) -> Result<(), Status> {
+        let mut state = self.shared.lock();
+        loop {
+            if let Some(status) = &state.cancelled {
+                return Err(status.clone());
+            }
+            if ready() {
+                return Ok(());
+            }
+            self.shared.cond.wait(&mut state);
+        }
     }
 
     /// How many messages the handler has sent.

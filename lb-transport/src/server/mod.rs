@@ -18,6 +18,9 @@
 //! [`send`](ServerCall::send) response messages to, and a status to return. A
 //! unary handler gets its whole [`Request`] at once and returns a [`Response`].
 //!
+//! The standard health service (`grpc.health.v1.Health`, `Check` and `Watch`) is
+//! [`health::HealthService`]: `HealthService::new().mount(builder)`.
+//!
 //! # Threads and data flow
 //!
 //! ```text
@@ -120,6 +123,7 @@
 
 mod call;
 mod conn;
+pub mod health;
 mod io;
 mod threads;
 mod worker;

@@ -28,6 +28,7 @@ fn main() {
     frames(&dir.join("frame_decode"));
     connections(&dir);
     service_config(&dir.join("service_config"));
+    health_codec(&dir.join("health_codec"));
     rls_response(&dir.join("rls_response"));
     rls_config(&dir.join("rls_config"));
 }
@@ -429,6 +430,28 @@ fn service_config(dir: &Path) {
     for (name, text) in seeds {
         write(dir, name, text.as_bytes());
     }
+}
+
+/// Health-check messages from our encoder, and one response as another
+/// implementation may write it (an unknown field, the status twice).
+fn health_codec(dir: &Path) {
+    use lb_core::health::{self, ServingStatus};
+    write(
+        dir,
+        "request",
+        &health::encode_request("grpc.health.v1.Health"),
+    );
+    write(dir, "request_all", &health::encode_request(""));
+    write(
+        dir,
+        "not_serving",
+        &health::encode_response(ServingStatus::NotServing),
+    );
+    write(
+        dir,
+        "unknown_field_repeated",
+        &[0x12, 0x01, b'x', 0x08, 0x02, 0x08, 0x01],
+    );
 }
 
 /// Encoded RLS messages, from our encoder, and one message as another implementation

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use lb_core::LbPolicyRegistry;
 use lb_core::config::{format_duration, parse_duration};
+use lb_core::health;
 use lb_transport::frame::{FrameReader, HEADER_LEN, Head, Settings, StreamId};
 use lb_transport::hpack::{self, Decoder, Encoder, Header};
 use lb_transport::proto::{Connection, ConnectionConfig, Event};
@@ -35,6 +36,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("client_connection", client_connection),
     ("server_connection", server_connection),
     ("service_config", service_config),
+    ("health_codec", health_codec),
 ];
 
 /// The header list limit the HPACK target decodes with (the connection's default
@@ -409,5 +411,21 @@ pub fn service_config(data: &[u8]) {
                 "{text:?} parsed to {duration:?}, formatted as {formatted:?}"
             );
         }
+    }
+}
+
+// ----- health_codec -----
+
+/// Decodes the input as a `HealthCheckRequest` and as a `HealthCheckResponse` (the
+/// client-side health checks and the health service read these from peers); what
+/// decodes must encode and decode back to itself.
+pub fn health_codec(data: &[u8]) {
+    if let Ok(service) = health::decode_request(data) {
+        let again = health::decode_request(&health::encode_request(&service));
+        assert_eq!(again.as_ref(), Ok(&service), "request {data:?}");
+    }
+    if let Ok(status) = health::decode_response(data) {
+        let again = health::decode_response(&health::encode_response(status));
+        assert_eq!(again, Ok(status), "response {data:?}");
     }
 }

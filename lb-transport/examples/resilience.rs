@@ -1,0 +1,242 @@
+//! `cargo xtask demo` (second part): backends going bad mid-run while callers keep
+//! going, on real loopback sockets, with nothing but this project's code.
+//!
+//! - Three of our gRPC servers, `alpha`, `beta` and `gamma`, answer
+//!   `/demo.Echo/Who` with their names and serve the standard health service.
+//! - One `Channel` (our HTTP/2 transport) runs `outlier_detection_experimental`
+//!   around `round_robin`, health checks (`healthCheckConfig`), and a
+//!   `retryPolicy` on UNAVAILABLE with `retryThrottling`. Four threads call it
+//!   without pause for four phases of 1.5 s:
+//!   1. all healthy;
+//!   2. `gamma` fails every other call with UNAVAILABLE: retries hide the
+//!      failures, and outlier detection ejects `gamma`;
+//!   3. `beta` reports NOT_SERVING: health checking takes it out of the rotation;
+//!   4. `beta` is SERVING again, and `alpha` is shut down abruptly with calls in
+//!      flight: those are retried on `beta`.
+//! - The summary shows which backend answered the calls in each phase, latency
+//!   percentiles, retries, and the calls that failed: none, if all went well.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lb_core::LbPolicyRegistry;
+use lb_core::channel::{CallOptions, Channel};
+use lb_core::health::ServingStatus;
+use lb_core::{Code, Status};
+use lb_transport::driver::{H2Transport, TransportConfig};
+use lb_transport::server::health::HealthService;
+use lb_transport::server::{Request, Response, Server};
+use parking_lot::Mutex;
+
+const METHOD: &str = "/demo.Echo/Who";
+const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
+const THREADS: usize = 4;
+const PHASE: Duration = Duration::from_millis(1500);
+const PHASES: [&str; 4] = [
+    "all healthy",
+    "gamma fails half",
+    "beta NOT_SERVING",
+    "alpha killed, beta back",
+];
+
+const SERVICE_CONFIG: &str = r#"{
+    "loadBalancingConfig": [{"outlier_detection_experimental": {
+        "interval": "0.25s", "baseEjectionTime": "30s", "maxEjectionPercent": 34,
+        "failurePercentageEjection": {"threshold": 30, "enforcementPercentage": 100,
+                                      "minimumHosts": 3, "requestVolume": 20},
+        "childPolicy": [{"round_robin": {}}]}}],
+    "healthCheckConfig": {"serviceName": "demo.Echo"},
+    "methodConfig": [{"name": [{"service": "demo.Echo"}], "timeout": "5s",
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.01s",
+            "maxBackoff": "0.1s", "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"]}}],
+    "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.5}
+}"#;
+
+/// One backend: a server, its health, and whether it fails every other call.
+struct Backend {
+    server: Option<Server>,
+    health: HealthService,
+    failing: Arc<AtomicBool>,
+}
+
+fn start_backend(name: &'static str) -> std::io::Result<Backend> {
+    let health = HealthService::new();
+    health.set_serving_status("demo.Echo", ServingStatus::Serving);
+    let failing = Arc::new(AtomicBool::new(false));
+    let (f, n) = (failing.clone(), AtomicUsize::new(0));
+    let builder = Server::builder()
+        .unary(METHOD, move |_: Request| {
+            if f.load(Ordering::Relaxed) && n.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+                return Err(Status::unavailable(format!("{name} is failing")));
+            }
+            Ok(Response::new(name.as_bytes().to_vec()))
+        })
+        .workers(8);
+    let server = health.mount(builder).bind("127.0.0.1:0")?;
+    Ok(Backend {
+        server: Some(server),
+        health,
+        failing,
+    })
+}
+
+/// What the callers saw, per phase.
+#[derive(Default)]
+struct Tally {
+    /// [phase][backend] calls answered.
+    answered: [[usize; 3]; 4],
+    failed: [Vec<Status>; 4],
+    latencies: [Vec<Duration>; 4],
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut backends = NAMES
+        .iter()
+        .map(|n| start_backend(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let targets: Vec<String> = backends
+        .iter()
+        .map(|b| b.server.as_ref().expect("running").local_addr().to_string())
+        .collect();
+    for (name, addr) in NAMES.iter().zip(&targets) {
+        println!("{name:<6} listening on {addr}");
+    }
+    let mut registry = LbPolicyRegistry::with_builtins();
+    lb_group::register(&mut registry);
+    let channel = Channel::builder(format!("ipv4:{}", targets.join(",")))
+        .transport(Arc::new(H2Transport::new(TransportConfig::default())?))
+        .lb_policy_registry(registry)
+        .default_service_config(SERVICE_CONFIG)
+        .build()?;
+    println!(
+        "channel: outlier detection around round_robin, health checks, retries on UNAVAILABLE"
+    );
+
+    let phase = Arc::new(AtomicU8::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (channel, phase, stop, tally) =
+                (channel.clone(), phase.clone(), stop.clone(), tally.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let p = usize::from(phase.load(Ordering::Relaxed));
+                    let started = Instant::now();
+                    let options = CallOptions::default().with_wait_for_ready(true);
+                    let result = channel.unary(METHOD, Vec::new(), options);
+                    let took = started.elapsed();
+                    let mut t = tally.lock();
+                    t.latencies[p].push(took);
+                    match result {
+                        Ok(r) => {
+                            if let Some(i) = NAMES.iter().position(|n| n.as_bytes() == r.message) {
+                                t.answered[p][i] += 1;
+                            }
+                        }
+                        Err(status) => t.failed[p].push(status),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let run_start = Instant::now();
+    for (i, name) in PHASES.iter().enumerate() {
+        match i {
+            1 => backends[2].failing.store(true, Ordering::Relaxed),
+            2 => backends[1]
+                .health
+                .set_serving_status("demo.Echo", ServingStatus::NotServing),
+            3 => {
+                backends[1]
+                    .health
+                    .set_serving_status("demo.Echo", ServingStatus::Serving);
+                // Give beta's health stream a moment, then pull alpha's plug.
+                thread::sleep(Duration::from_millis(300));
+                if let Some(server) = backends[0].server.take() {
+                    server.shutdown(Duration::ZERO);
+                }
+            }
+            _ => {}
+        }
+        phase.store(i as u8, Ordering::Relaxed);
+        let phase_end = run_start + PHASE * (i as u32 + 1);
+        while Instant::now() < phase_end {
+            thread::sleep(Duration::from_millis(500).min(phase_end - Instant::now()));
+            let t = tally.lock();
+            let calls: usize = t.answered[i].iter().sum::<usize>() + t.failed[i].len();
+            print!(
+                "\r{:>5.1} s  phase {} ({name}): {calls} calls, {} failed   ",
+                run_start.elapsed().as_secs_f64(),
+                i + 1,
+                t.failed[i].len()
+            );
+            std::io::stdout().flush()?;
+        }
+        println!();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().map_err(|_| "a caller panicked")?;
+    }
+    let stats = channel.retry_stats();
+    channel.close();
+
+    let t = tally.lock();
+    println!();
+    println!(
+        "{:<26} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9}",
+        "phase", "alpha", "beta", "gamma", "failed", "p50", "p99"
+    );
+    let mut total = 0;
+    let mut failed = 0;
+    for (i, name) in PHASES.iter().enumerate() {
+        let mut lat = t.latencies[i].clone();
+        lat.sort();
+        let at = |q: f64| {
+            lat.get(((lat.len().max(1) - 1) as f64 * q) as usize)
+                .map_or("-".to_string(), |d| format!("{:.2?}", d))
+        };
+        let [a, b, g] = t.answered[i];
+        println!(
+            "{:<26} {a:>7} {b:>7} {g:>7} {:>7} {:>9} {:>9}",
+            format!("{}. {name}", i + 1),
+            t.failed[i].len(),
+            at(0.5),
+            at(0.99)
+        );
+        total += t.latencies[i].len();
+        failed += t.failed[i].len();
+    }
+    println!();
+    println!(
+        "retries {}, transparent retries {}, throttled {}",
+        stats.retries, stats.transparent_retries, stats.throttled
+    );
+    let mut codes: Vec<(Code, String)> = t
+        .failed
+        .iter()
+        .flatten()
+        .map(|s| (s.code(), s.message().to_owned()))
+        .collect();
+    codes.dedup();
+    for (code, message) in codes.iter().take(5) {
+        println!("  failed: {code:?} {message}");
+    }
+    println!("calls: {total}, failed: {failed}");
+    for b in &mut backends {
+        if let Some(server) = b.server.take() {
+            server.shutdown(Duration::from_millis(100));
+        }
+    }
+    println!("servers shut down");
+    if failed > 0 {
+        return Err(format!("{failed} of {total} calls failed").into());
+    }
+    Ok(())
+}
