@@ -16,7 +16,7 @@
 //! - The summary shows which backend answered the calls in each phase, latency
 //!   percentiles, retries, and the calls that failed: none, if all went well.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::thread;
@@ -89,6 +89,8 @@ fn start_backend(name: &'static str) -> std::io::Result<Backend> {
 struct Tally {
     /// [phase][backend] calls answered.
     answered: [[usize; 3]; 4],
+    /// [phase][backend] when the last answer came, after the phase began.
+    last: [[Option<Duration>; 3]; 4],
     failed: [Vec<Status>; 4],
     latencies: [Vec<Duration>; 4],
 }
@@ -117,12 +119,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let phase = Arc::new(AtomicU8::new(0));
+    let phase_start = Arc::new(Mutex::new([Instant::now(); 4]));
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
-            let (channel, phase, stop, tally) =
-                (channel.clone(), phase.clone(), stop.clone(), tally.clone());
+            let (channel, phase, stop, tally, phase_start) = (
+                channel.clone(),
+                phase.clone(),
+                stop.clone(),
+                tally.clone(),
+                phase_start.clone(),
+            );
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let p = usize::from(phase.load(Ordering::Relaxed));
@@ -136,6 +144,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         Ok(r) => {
                             if let Some(i) = NAMES.iter().position(|n| n.as_bytes() == r.message) {
                                 t.answered[p][i] += 1;
+                                let since = phase_start.lock()[p];
+                                t.last[p][i] =
+                                    Some(Instant::now().saturating_duration_since(since));
                             }
                         }
                         Err(status) => t.failed[p].push(status),
@@ -146,7 +157,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
 
     let run_start = Instant::now();
+    let terminal = std::io::stdout().is_terminal();
     for (i, name) in PHASES.iter().enumerate() {
+        phase_start.lock()[i] = Instant::now();
+        phase.store(i as u8, Ordering::Relaxed);
         match i {
             1 => backends[2].failing.store(true, Ordering::Relaxed),
             2 => backends[1]
@@ -164,21 +178,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => {}
         }
-        phase.store(i as u8, Ordering::Relaxed);
         let phase_end = run_start + PHASE * (i as u32 + 1);
         while Instant::now() < phase_end {
             thread::sleep(Duration::from_millis(500).min(phase_end - Instant::now()));
             let t = tally.lock();
             let calls: usize = t.answered[i].iter().sum::<usize>() + t.failed[i].len();
-            print!(
-                "\r{:>5.1} s  phase {} ({name}): {calls} calls, {} failed   ",
+            let line = format!(
+                "{:>5.1} s  phase {} ({name}): {calls} calls, {} failed",
                 run_start.elapsed().as_secs_f64(),
                 i + 1,
                 t.failed[i].len()
             );
-            std::io::stdout().flush()?;
+            if terminal {
+                print!("\r{line}   ");
+                std::io::stdout().flush()?;
+            } else {
+                println!("{line}");
+            }
         }
-        println!();
+        if terminal {
+            println!();
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -214,6 +234,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         failed += t.failed[i].len();
     }
     println!();
+    let last = |phase: usize, backend: usize| {
+        t.last[phase][backend].map_or("never".to_string(), |d| format!("{d:.1?} in"))
+    };
+    println!(
+        "gamma fails half its calls: its last answer came {} (outlier detection ejected it)",
+        last(1, 2)
+    );
+    println!(
+        "beta NOT_SERVING: its last answer came {} (health checking)",
+        last(2, 1)
+    );
+    println!(
+        "alpha killed 300 ms in: its last answer came {}; calls it had in flight were retried",
+        last(3, 0)
+    );
     println!(
         "retries {}, transparent retries {}, throttled {}",
         stats.retries, stats.transparent_retries, stats.throttled

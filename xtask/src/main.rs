@@ -2,7 +2,9 @@
 //!
 //! - `test`: everything CI runs (format, lints, tests, docs, the no-async-runtime
 //!   dependency check).
-//! - `demo`: the most complete end-to-end path that has landed.
+//! - `demo`: the end-to-end demos: RLS routing real calls (lb-rls's `demo`), then
+//!   backends going bad mid-run while calls keep succeeding (lb-transport's
+//!   `resilience`: retries, health checks, outlier detection).
 //! - `bench`: the benchmarks, with their targets and ratios (never part of `test`).
 //! - `peers`: install the real peers for interop tests (grpcio, nghttp2); `test`
 //!   does this too.
@@ -24,7 +26,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <test | demo | bench | peers | fuzz | soak>
 
   test    format, clippy, the whole test suite, docs, dependency check (what CI runs)
-  demo    run the end-to-end demo
+  demo    run the end-to-end demos: demo [rls | resilience] (default both)
   bench   run the benchmarks and print figures against their targets
   peers   install the interop peers (grpcio venv, nghttp2 tools) if missing
   fuzz    run the fuzz targets: fuzz [--secs N (default 60)] [--target NAME]
@@ -93,18 +95,45 @@ fn test() -> Result<(), String> {
 
 fn demo(args: &[String]) -> Result<(), String> {
     let root = util::project_root();
-    let mut cmd = vec![
-        "run",
-        "--release",
-        "-q",
-        "-p",
-        "lb-rls",
-        "--features",
-        "server",
-        "--example",
-        "demo",
-        "--",
-    ];
-    cmd.extend(args.iter().map(String::as_str));
-    util::cargo(&root, &cmd)
+    let which = args.first().map(String::as_str);
+    let (rls, resilience) = match which {
+        None => (true, true),
+        Some("rls") => (true, false),
+        Some("resilience") => (false, true),
+        Some(other) => return Err(format!("unknown demo {other:?}: rls or resilience")),
+    };
+    if rls {
+        util::cargo(
+            &root,
+            &[
+                "run",
+                "--release",
+                "-q",
+                "-p",
+                "lb-rls",
+                "--features",
+                "server",
+                "--example",
+                "demo",
+            ],
+        )?;
+    }
+    if resilience {
+        if rls {
+            println!();
+        }
+        util::cargo(
+            &root,
+            &[
+                "run",
+                "--release",
+                "-q",
+                "-p",
+                "lb-transport",
+                "--example",
+                "resilience",
+            ],
+        )?;
+    }
+    Ok(())
 }

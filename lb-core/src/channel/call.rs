@@ -304,8 +304,30 @@ struct CallState {
     /// Rung (without blocking: capacity 1) when headers, a message or the outcome
     /// arrive.
     recv_bell: (Sender<()>, Receiver<()>),
-    /// Rung when the stream can take more, or the outcome arrives.
-    send_bell: (Sender<()>, Receiver<()>),
+    /// Rung when the stream can take more, or the outcome arrives. Made by the
+    /// first sender that has to wait (most calls never do), see
+    /// [`CallState::send_bell`].
+    send_bell: std::sync::OnceLock<(Sender<()>, Receiver<()>)>,
+}
+
+impl CallState {
+    /// The send doorbell, made on first use. Returns whether this call made it: a
+    /// ring before it existed was lost, so the caller looks again (tries to send)
+    /// before waiting on it.
+    fn send_bell(&self) -> (&Receiver<()>, bool) {
+        let mut fresh = false;
+        let bell = self.send_bell.get_or_init(|| {
+            fresh = true;
+            crossbeam_channel::bounded(1)
+        });
+        (&bell.1, fresh)
+    }
+
+    fn ring_send(&self) {
+        if let Some(bell) = self.send_bell.get() {
+            let _ = bell.0.try_send(());
+        }
+    }
 }
 
 fn ring(bell: &(Sender<()>, Receiver<()>)) {
@@ -340,7 +362,7 @@ impl CallListener for AttemptListener {
         }
         cancel_all(losers);
         ring(&self.call.recv_bell);
-        ring(&self.call.send_bell);
+        self.call.ring_send();
     }
 
     fn on_message(&self, message: Vec<u8>) {
@@ -356,11 +378,11 @@ impl CallListener for AttemptListener {
         }
         cancel_all(losers);
         ring(&self.call.recv_bell);
-        ring(&self.call.send_bell);
+        self.call.ring_send();
     }
 
     fn on_writable(&self) {
-        ring(&self.call.send_bell);
+        self.call.ring_send();
     }
 
     fn on_close(&self, outcome: CallOutcome) {
@@ -407,7 +429,7 @@ impl CallListener for AttemptListener {
             f(&status);
         }
         ring(&self.call.recv_bell);
-        ring(&self.call.send_bell);
+        self.call.ring_send();
     }
 }
 
@@ -685,6 +707,8 @@ impl CallInner {
                     return Ok(());
                 }
                 sending.hedges += 1;
+                // The driver waits on it too, so that lagging attempts get fed.
+                self.state.send_bell();
                 sending.cursors.push(Cursor {
                     attempt: id,
                     stream,
@@ -711,7 +735,8 @@ impl CallInner {
                         Ok(()) => break,
                         Err(TrySendError::Full(m)) => {
                             pending = m;
-                            if let Woke::Expired = self.wait(&self.state.send_bell.1) {
+                            let (bell, fresh) = self.state.send_bell();
+                            if !fresh && let Woke::Expired = self.wait(bell) {
                                 break 'replay;
                             }
                         }
@@ -1015,7 +1040,7 @@ impl CallInner {
         cancel_all(hedges);
         stream.cancel();
         ring(&self.state.recv_bell);
-        ring(&self.state.send_bell);
+        self.state.ring_send();
     }
 
     /// Waits for `bell`, a newer snapshot (clock jump, close) or the deadline. A
@@ -1041,16 +1066,21 @@ impl CallInner {
             }
         };
         let timer = timer(shared, earlier(deadline, hedge_at));
-        let other = if hedging {
-            &self.state.send_bell.1
+        if hedging {
+            // Made when the call started hedging (`open_attempt`).
+            let (other, _) = self.state.send_bell();
+            select! {
+                recv(bell) -> _ => {}
+                recv(other) -> _ => {}
+                recv(snapshot.replaced()) -> _ => {}
+                recv(timer) -> _ => {}
+            }
         } else {
-            &never()
-        };
-        select! {
-            recv(bell) -> _ => {}
-            recv(other) -> _ => {}
-            recv(snapshot.replaced()) -> _ => {}
-            recv(timer) -> _ => {}
+            select! {
+                recv(bell) -> _ => {}
+                recv(snapshot.replaced()) -> _ => {}
+                recv(timer) -> _ => {}
+            }
         }
         Woke::Again
     }
@@ -1149,7 +1179,8 @@ impl CallInner {
                             return Err(SendError::Full(message));
                         }
                         drop(sending);
-                        if let Woke::Expired = self.wait(&self.state.send_bell.1) {
+                        let (bell, fresh) = self.state.send_bell();
+                        if !fresh && let Woke::Expired = self.wait(bell) {
                             let status = self.settle_outcome().map_or_else(
                                 || Status::deadline_exceeded("deadline exceeded"),
                                 final_status,
@@ -1201,7 +1232,11 @@ impl CallInner {
                     }
                 }
             }
-            if let Woke::Expired = self.wait(&self.state.send_bell.1) {
+            let (bell, fresh) = self.state.send_bell();
+            if fresh {
+                continue;
+            }
+            if let Woke::Expired = self.wait(bell) {
                 let status = self.settle_outcome().map_or_else(
                     || Status::deadline_exceeded("deadline exceeded"),
                     final_status,
@@ -1411,7 +1446,7 @@ impl Call {
                     hedge: None,
                 }),
                 recv_bell: crossbeam_channel::bounded(1),
-                send_bell: crossbeam_channel::bounded(1),
+                send_bell: std::sync::OnceLock::new(),
             }),
             sending: Mutex::new(Sending {
                 replay: Vec::new(),
