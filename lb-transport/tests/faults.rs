@@ -730,25 +730,19 @@ fn hedged_past_a_stalling_backend() -> Outcome {
         fast[0].local_addr().to_string(),
         fast[1].local_addr().to_string(),
     ];
-    let channel = channel_with(&targets, ConnectionConfig::default(), HEDGING);
-    warm_up(&channel, &["h1", "h2"]);
-    let c = callers(&channel, DEADLINE, Duration::ZERO);
-    thread::sleep(Duration::from_secs(2));
-    let tally = c.finish();
-    let stats = channel.retry_stats();
-    let (left, client) = close_and_count(channel, baseline, move || {
+    let run = Run {
+        name: "hedged_past_a_stalling_backend",
+        service_config: HEDGING,
+        warm: &["h1", "h2"],
+        pause: Duration::ZERO,
+        run_for: Duration::from_secs(2),
+    };
+    let (o, stats, _) = run.over(&targets, baseline, move || {
         slow.shutdown(Duration::ZERO);
         for s in fast {
             s.shutdown(Duration::ZERO);
         }
     });
-    let o = Outcome {
-        name: "hedged_past_a_stalling_backend",
-        tally,
-        left,
-        client_threads_after_close: client,
-    };
-    check(&o);
     let mut latencies = o.tally.latencies.lock().clone();
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
@@ -808,27 +802,21 @@ fn ejected_for_failing_half() -> Outcome {
         good[0].local_addr().to_string(),
         good[1].local_addr().to_string(),
     ];
-    let channel = channel_with(&targets, ConnectionConfig::default(), DETECTING);
-    warm_up(&channel, &["flaky", "o1", "o2"]);
-    let start = Instant::now();
-    // A pause between calls keeps the run to a few thousand calls.
-    let c = callers(&channel, DEADLINE, Duration::from_millis(1));
-    thread::sleep(INTERVAL * 2 + Duration::from_secs(2));
-    let tally = c.finish();
-    let end = Instant::now();
-    let (left, client) = close_and_count(channel, baseline, move || {
+    let run = Run {
+        name: "ejected_for_failing_half",
+        service_config: DETECTING,
+        warm: &["flaky", "o1", "o2"],
+        // A pause between calls keeps the run to a few thousand calls.
+        pause: Duration::from_millis(1),
+        run_for: INTERVAL * 2 + Duration::from_secs(2),
+    };
+    let (o, _, start) = run.over(&targets, baseline, move || {
         flaky.shutdown(Duration::ZERO);
         for s in good {
             s.shutdown(Duration::ZERO);
         }
     });
-    let o = Outcome {
-        name: "ejected_for_failing_half",
-        tally,
-        left,
-        client_threads_after_close: client,
-    };
-    check(&o);
+    let end = Instant::now();
     // Every call the flaky backend saw, answered or failed, with its time.
     let mut flaky_calls: Vec<Instant> = o
         .tally
@@ -874,6 +862,46 @@ fn ejected_for_failing_half() -> Outcome {
         share * 100.0
     );
     o
+}
+
+/// Callers on a channel with a service config for a while, over backends a
+/// scenario set up.
+struct Run {
+    name: &'static str,
+    service_config: &'static str,
+    /// The backends that must have answered before the callers start.
+    warm: &'static [&'static str],
+    pause: Duration,
+    run_for: Duration,
+}
+
+impl Run {
+    /// Runs the callers, closes the channel, `teardown` stops the backends, and
+    /// the common invariants are checked. Returns the outcome, the channel's retry
+    /// stats and when the callers started.
+    fn over(
+        &self,
+        targets: &[String],
+        baseline: (usize, usize),
+        teardown: impl FnOnce(),
+    ) -> (Outcome, lb_core::channel::RetryStats, Instant) {
+        let channel = channel_with(targets, ConnectionConfig::default(), self.service_config);
+        warm_up(&channel, self.warm);
+        let start = Instant::now();
+        let c = callers(&channel, DEADLINE, self.pause);
+        thread::sleep(self.run_for);
+        let tally = c.finish();
+        let stats = channel.retry_stats();
+        let (left, client) = close_and_count(channel, baseline, teardown);
+        let o = Outcome {
+            name: self.name,
+            tally,
+            left,
+            client_threads_after_close: client,
+        };
+        check(&o);
+        (o, stats, start)
+    }
 }
 
 /// The third backend of [`kill_and_restart`].

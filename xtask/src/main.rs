@@ -93,6 +93,19 @@ fn test() -> Result<(), String> {
     Ok(())
 }
 
+/// `cargo run --release` of one example.
+fn run_example(
+    root: &std::path::Path,
+    package: &str,
+    example: &str,
+    extra: &[&str],
+) -> Result<(), String> {
+    let mut args = vec!["run", "--release", "-q", "-p", package];
+    args.extend_from_slice(extra);
+    args.extend(["--example", example]);
+    util::cargo(root, &args)
+}
+
 fn demo(args: &[String]) -> Result<(), String> {
     let root = util::project_root();
     let which = args.first().map(String::as_str);
@@ -103,37 +116,13 @@ fn demo(args: &[String]) -> Result<(), String> {
         Some(other) => return Err(format!("unknown demo {other:?}: rls or resilience")),
     };
     if rls {
-        util::cargo(
-            &root,
-            &[
-                "run",
-                "--release",
-                "-q",
-                "-p",
-                "lb-rls",
-                "--features",
-                "server",
-                "--example",
-                "demo",
-            ],
-        )?;
+        run_example(&root, "lb-rls", "demo", &["--features", "server"])?;
     }
     if resilience {
         if rls {
             println!();
         }
-        util::cargo(
-            &root,
-            &[
-                "run",
-                "--release",
-                "-q",
-                "-p",
-                "lb-transport",
-                "--example",
-                "resilience",
-            ],
-        )?;
+        run_example(&root, "lb-transport", "resilience", &[])?;
     }
     Ok(())
 }
