@@ -343,6 +343,15 @@ struct AttemptListener {
     on_complete: Mutex<Option<CompletionCallback>>,
 }
 
+/// The stream of a call with no attempt open: one shared handle, so a call does
+/// not allocate for it.
+fn closed_stream() -> Arc<dyn CallStream> {
+    static CLOSED: std::sync::OnceLock<Arc<dyn CallStream>> = std::sync::OnceLock::new();
+    CLOSED
+        .get_or_init(|| Arc::new(crate::transport::ClosedStream))
+        .clone()
+}
+
 fn cancel_all(streams: Vec<Arc<dyn CallStream>>) {
     for stream in streams {
         stream.cancel();
@@ -674,7 +683,7 @@ impl CallInner {
                     ev.outcome = None;
                     ev.headers = None;
                     ev.messages.clear();
-                    ev.stream = Arc::new(crate::transport::ClosedStream);
+                    ev.stream = closed_stream();
                 }
             }
             let listener = Arc::new(AttemptListener {
@@ -1437,7 +1446,7 @@ impl Call {
             state: Arc::new(CallState {
                 events: Mutex::new(Events {
                     attempt: 0,
-                    stream: Arc::new(crate::transport::ClosedStream),
+                    stream: closed_stream(),
                     headers: None,
                     messages: VecDeque::new(),
                     outcome: None,

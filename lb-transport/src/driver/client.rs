@@ -63,7 +63,7 @@
 //! | another reset, the connection failed | from the reset, UNAVAILABLE | processed |
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -81,6 +81,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
+use crate::driver::IdMap;
 use crate::driver::call::{Opening, RecvCredit, StreamHandle, StreamShared, Work, release_batch};
 use crate::driver::proxy::{self, ProxyMode, ProxyReply};
 use crate::driver::socket::{self, ReadOutcome};
@@ -454,7 +455,7 @@ struct Conn {
     phase: Phase,
     /// Give up if not READY by then.
     connect_deadline: Option<Instant>,
-    calls: HashMap<StreamId, ActiveCall>,
+    calls: IdMap<StreamId, ActiveCall>,
     /// What the last stream event meant for its call (reused).
     responses: Vec<ResponseEvent>,
     out: Vec<u8>,
@@ -470,7 +471,7 @@ struct IoLoop {
     rx: Receiver<Command>,
     config: TransportConfig,
     keepalive: Arc<KeepaliveTime>,
-    conns: HashMap<u64, Conn>,
+    conns: IdMap<u64, Conn>,
     scratch: Vec<u8>,
     /// Connections to read again on the next pass (their read hit the budget).
     read_again: Vec<u64>,
@@ -493,7 +494,7 @@ impl IoLoop {
             rx,
             config,
             keepalive,
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             scratch: vec![0; 64 << 10],
             read_again: Vec::new(),
             backlog: false,
@@ -720,7 +721,7 @@ impl IoLoop {
                     tunnel_to: spec.tunnel_to,
                 },
                 connect_deadline: Some(spec.deadline),
-                calls: HashMap::new(),
+                calls: IdMap::default(),
                 responses: Vec::new(),
                 out: Vec::new(),
                 out_pos: 0,
