@@ -42,13 +42,31 @@ static PEAK_SEEN: AtomicU64 = AtomicU64::new(0);
 ///
 /// If `/proc/self/status` has no `VmHWM` line (not Linux).
 pub fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let now = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status");
+    let now = status_kib("VmHWM:");
     PEAK_SEEN.fetch_max(now, Ordering::Relaxed).max(now)
+}
+
+/// This process's resident set size now, in KiB (Linux `VmRSS`): what a leak
+/// grows even while the peak stays where an earlier phase left it.
+///
+/// ```
+/// assert!(lb_testkit::process::rss_kib() > 0);
+/// ```
+///
+/// # Panics
+///
+/// If `/proc/self/status` has no `VmRSS` line (not Linux).
+pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
 }
 
 #[cfg(test)]

@@ -250,6 +250,10 @@ struct Events {
     settled: bool,
     /// A hedged call's state until it commits.
     hedge: Option<HedgeEvents>,
+    /// A caller waits in [`Call::headers`]: the headers' arrival rings the receive
+    /// bell (otherwise only messages and the outcome do, sparing a waiter in
+    /// `recv` a wake-up for nothing).
+    headers_wanted: bool,
 }
 
 /// What a hedged call's listeners share until it commits: before that no attempt
@@ -303,7 +307,7 @@ struct CallState {
     events: Mutex<Events>,
     /// Rung (without blocking: capacity 1) when headers, a message or the outcome
     /// arrive.
-    recv_bell: (Sender<()>, Receiver<()>),
+    recv_bell: PooledBell,
     /// Rung when the stream can take more, or the outcome arrives. Made by the
     /// first sender that has to wait (most calls never do), see
     /// [`CallState::send_bell`].
@@ -330,7 +334,52 @@ impl CallState {
     }
 }
 
-fn ring(bell: &(Sender<()>, Receiver<()>)) {
+/// A doorbell: a channel of capacity 1, rung without blocking.
+type Bell = (Sender<()>, Receiver<()>);
+
+/// How many doorbells of ended calls wait for the next calls to reuse them (making
+/// a channel costs more than the rest of a small call's setup).
+const BELL_POOL: usize = 256;
+
+fn bell_pool() -> &'static (Sender<Bell>, Receiver<Bell>) {
+    static POOL: std::sync::OnceLock<(Sender<Bell>, Receiver<Bell>)> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| crossbeam_channel::bounded(BELL_POOL))
+}
+
+/// A call's receive doorbell, taken from the pool and given back, silent, when the
+/// call's state is dropped (then nothing can ring it any more).
+struct PooledBell(Option<Bell>);
+
+impl PooledBell {
+    fn take() -> Self {
+        let bell = bell_pool()
+            .1
+            .try_recv()
+            .unwrap_or_else(|_| crossbeam_channel::bounded(1));
+        Self(Some(bell))
+    }
+
+    fn ring(&self) {
+        if let Some(bell) = &self.0 {
+            ring(bell);
+        }
+    }
+
+    fn receiver(&self) -> &Receiver<()> {
+        &self.0.as_ref().expect("held until drop").1
+    }
+}
+
+impl Drop for PooledBell {
+    fn drop(&mut self) {
+        if let Some(bell) = self.0.take() {
+            let _ = bell.1.try_recv();
+            let _ = bell_pool().0.try_send(bell);
+        }
+    }
+}
+
+fn ring(bell: &Bell) {
     let _ = bell.0.try_send(());
 }
 
@@ -361,16 +410,19 @@ fn cancel_all(streams: Vec<Arc<dyn CallStream>>) {
 impl CallListener for AttemptListener {
     fn on_headers(&self, headers: Metadata) {
         let mut losers = Vec::new();
-        {
+        let wanted = {
             let mut ev = self.call.events.lock();
             if ev.outcome.is_some() || !ev.admit(self.attempt, &mut losers) {
                 return;
             }
             ev.headers = Some(headers);
             ev.committed = true;
-        }
+            ev.headers_wanted
+        };
         cancel_all(losers);
-        ring(&self.call.recv_bell);
+        if wanted {
+            self.call.recv_bell.ring();
+        }
         self.call.ring_send();
     }
 
@@ -386,7 +438,7 @@ impl CallListener for AttemptListener {
             ev.committed = true;
         }
         cancel_all(losers);
-        ring(&self.call.recv_bell);
+        self.call.recv_bell.ring();
         self.call.ring_send();
     }
 
@@ -437,7 +489,7 @@ impl CallListener for AttemptListener {
         if let Some(f) = self.on_complete.lock().take() {
             f(&status);
         }
-        ring(&self.call.recv_bell);
+        self.call.recv_bell.ring();
         self.call.ring_send();
     }
 }
@@ -990,7 +1042,7 @@ impl CallInner {
             }
             let timer = timer(shared, earlier(Some(until), deadline));
             select! {
-                recv(self.state.recv_bell.1) -> _ => {}
+                recv(self.state.recv_bell.receiver()) -> _ => {}
                 recv(snapshot.replaced()) -> _ => {}
                 recv(timer) -> _ => {}
             }
@@ -1048,7 +1100,7 @@ impl CallInner {
         };
         cancel_all(hedges);
         stream.cancel();
-        ring(&self.state.recv_bell);
+        self.state.recv_bell.ring();
         self.state.ring_send();
     }
 
@@ -1300,15 +1352,20 @@ impl CallInner {
                     _ => Err(outcome.status),
                 };
             }
-            self.wait(&self.state.recv_bell.1);
+            self.wait(self.state.recv_bell.receiver());
         }
     }
 
     /// The response headers, waiting for them.
     fn headers(self: &Arc<Self>) -> Result<Metadata, Status> {
         loop {
-            if let Some(h) = &self.state.events.lock().headers {
-                return Ok(h.clone());
+            {
+                let mut ev = self.state.events.lock();
+                if let Some(h) = &ev.headers {
+                    return Ok(h.clone());
+                }
+                // Headers alone wake receivers only when one waits for them.
+                ev.headers_wanted = true;
             }
             if let Some(outcome) = self.settle_outcome() {
                 if let Some(h) = &self.state.events.lock().headers {
@@ -1319,7 +1376,7 @@ impl CallInner {
                     _ => Err(outcome.status),
                 };
             }
-            self.wait(&self.state.recv_bell.1);
+            self.wait(self.state.recv_bell.receiver());
         }
     }
 
@@ -1349,6 +1406,15 @@ impl Drop for CallInner {
         let bytes = self.sending.get_mut().replay_bytes;
         if bytes > 0 {
             self.shared().retries.unreserve(bytes);
+        }
+        // A transport may keep an attempt's listener (which holds this call's
+        // state) as long as the stream handle lives, and the state holds the
+        // handle: let go of the handles, so that the cycle breaks and both are
+        // freed once the transport is done with the stream.
+        let mut ev = self.state.events.lock();
+        ev.stream = closed_stream();
+        if let Some(hedge) = ev.hedge.as_mut() {
+            hedge.live.clear();
         }
     }
 }
@@ -1453,8 +1519,9 @@ impl Call {
                     committed: false,
                     settled: false,
                     hedge: None,
+                    headers_wanted: false,
                 }),
-                recv_bell: crossbeam_channel::bounded(1),
+                recv_bell: PooledBell::take(),
                 send_bell: std::sync::OnceLock::new(),
             }),
             sending: Mutex::new(Sending {
