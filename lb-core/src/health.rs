@@ -14,7 +14,8 @@
 //! Decoding follows protobuf's rules: fields may come in any order or repeat (the
 //! last wins), unknown fields of any wire type are skipped, and an enum number this
 //! side does not know reads as [`ServingStatus::Unknown`]. Bytes that are not a
-//! message are a [`HealthDecodeError`] naming what is wrong, never a panic.
+//! message are a [`DecodeError`] naming what is wrong, the field and the byte, never
+//! a panic (the codec is [`crate::protowire`], shared with ORCA and RLS).
 //!
 //! ```
 //! use lb_core::health::{self, ServingStatus};
@@ -23,10 +24,13 @@
 //! let response = health::encode_response(ServingStatus::NotServing);
 //! assert_eq!(health::decode_response(&response)?, ServingStatus::NotServing);
 //! assert!(health::decode_response(&[0x08]).is_err()); // a tag without its value
-//! # Ok::<(), lb_core::health::HealthDecodeError>(())
+//! # Ok::<(), lb_core::protowire::DecodeError>(())
 //! ```
 
 use std::fmt;
+
+pub use crate::protowire::DecodeError;
+use crate::protowire::{Reader, put_string, put_tag, put_varint, wire};
 
 /// The service, as it appears in method paths.
 pub const SERVICE: &str = "grpc.health.v1.Health";
@@ -96,156 +100,65 @@ impl fmt::Display for ServingStatus {
     }
 }
 
-/// Bytes that are not a health message.
-///
-/// ```
-/// let err = lb_core::health::decode_request(&[0x0a, 0x05, b'a']).unwrap_err();
-/// assert_eq!(err.to_string(), "bad HealthCheckRequest at byte 1: field 1 is longer than the message");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("bad {message} at byte {offset}: {reason}")]
-pub struct HealthDecodeError {
-    message: &'static str,
-    offset: usize,
-    reason: String,
-}
-
 /// Encodes a `HealthCheckRequest` for `service` ("" is the server as a whole).
 pub fn encode_request(service: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(service.len() + 6);
-    if !service.is_empty() {
-        out.push(0x0a); // field 1, length-delimited
-        push_varint(&mut out, service.len() as u64);
-        out.extend_from_slice(service.as_bytes());
-    }
+    put_string(&mut out, 1, service);
     out
 }
 
-/// Decodes a `HealthCheckRequest` into its service name.
+/// Decodes a `HealthCheckRequest` into its service name. As protobuf parsers do,
+/// unknown fields are skipped, and so is field 1 with another wire type; the last
+/// value of a repeated field wins.
 ///
 /// # Errors
 ///
-/// The bytes are not a `HealthCheckRequest` (truncated, bad wire type, service not
-/// UTF-8).
-pub fn decode_request(bytes: &[u8]) -> Result<String, HealthDecodeError> {
+/// The bytes are not protobuf (truncated, a bad tag or wire type, a length past the
+/// end), or the service is not UTF-8; the error names the field and the byte.
+///
+/// ```
+/// let err = lb_core::health::decode_request(&[0x0a, 0x05, b'a']).unwrap_err();
+/// assert_eq!(err.to_string(), "field 1 at byte 1: length 5 runs past the end of the input (1 bytes left)");
+/// ```
+pub fn decode_request(bytes: &[u8]) -> Result<String, DecodeError> {
     let mut service = String::new();
-    read_fields(bytes, "HealthCheckRequest", |field, value, at| {
-        if let (1, Value::Bytes(b)) = (field, value) {
-            service = String::from_utf8(b.to_vec())
-                .map_err(|_| (at, "field 1 (service) is not UTF-8".to_string()))?;
-        } else if field == 1 {
-            return Err((at, "field 1 (service) must be length-delimited".into()));
+    let mut r = Reader::new(bytes, 0);
+    while let Some((field, wire_type)) = r.tag()? {
+        match (field, wire_type) {
+            (1, wire::LEN) => service = r.string(field)?,
+            _ => r.skip(field, wire_type)?,
         }
-        Ok(())
-    })?;
+    }
     Ok(service)
 }
 
 /// Encodes a `HealthCheckResponse` with `status`.
 pub fn encode_response(status: ServingStatus) -> Vec<u8> {
-    match status.as_i32() {
-        0 => Vec::new(),
-        n => vec![0x08, n as u8], // field 1, varint; every number fits in one byte
+    let mut out = Vec::with_capacity(2);
+    if status != ServingStatus::Unknown {
+        put_tag(&mut out, 1, wire::VARINT);
+        put_varint(&mut out, status.as_i32() as u64);
     }
+    out
 }
 
-/// Decodes a `HealthCheckResponse` into its status.
+/// Decodes a `HealthCheckResponse` into its status (an enum number it does not
+/// know is [`ServingStatus::Unknown`]).
 ///
 /// # Errors
 ///
-/// The bytes are not a `HealthCheckResponse` (truncated, bad wire type, a varint
-/// longer than ten bytes).
-pub fn decode_response(bytes: &[u8]) -> Result<ServingStatus, HealthDecodeError> {
+/// As [`decode_request`].
+pub fn decode_response(bytes: &[u8]) -> Result<ServingStatus, DecodeError> {
     let mut status = ServingStatus::Unknown;
-    read_fields(bytes, "HealthCheckResponse", |field, value, at| {
-        match (field, value) {
+    let mut r = Reader::new(bytes, 0);
+    while let Some((field, wire_type)) = r.tag()? {
+        match (field, wire_type) {
             // An int32 enum arrives as a 64-bit varint; keep its low 32 bits.
-            (1, Value::Varint(n)) => status = ServingStatus::from_i32(n as i32),
-            (1, _) => return Err((at, "field 1 (status) must be a varint".into())),
-            _ => {}
+            (1, wire::VARINT) => status = ServingStatus::from_i32(r.varint(field)? as i32),
+            _ => r.skip(field, wire_type)?,
         }
-        Ok(())
-    })?;
+    }
     Ok(status)
-}
-
-/// One field's value, as much as this codec needs of it.
-enum Value<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Fixed,
-}
-
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// Reads a varint at `*pos`, moving past it.
-fn take_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, String> {
-    let mut value = 0u64;
-    for shift in (0..70).step_by(7) {
-        let Some(&byte) = bytes.get(*pos) else {
-            return Err("truncated varint".into());
-        };
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << shift.min(63);
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err("varint longer than 10 bytes".into())
-}
-
-/// Walks a message's fields, handing each to `on_field(number, value, offset)`.
-fn read_fields<'a>(
-    bytes: &'a [u8],
-    message: &'static str,
-    mut on_field: impl FnMut(u64, Value<'a>, usize) -> Result<(), (usize, String)>,
-) -> Result<(), HealthDecodeError> {
-    let fail = |offset: usize, reason: String| HealthDecodeError {
-        message,
-        offset,
-        reason,
-    };
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let start = pos;
-        let key = take_varint(bytes, &mut pos).map_err(|r| fail(start, r))?;
-        let field = key >> 3;
-        if field == 0 {
-            return Err(fail(start, "field number 0".into()));
-        }
-        let at = pos;
-        let value = match key & 7 {
-            0 => Value::Varint(take_varint(bytes, &mut pos).map_err(|r| fail(at, r))?),
-            1 | 5 => {
-                let width = if key & 7 == 1 { 8 } else { 4 };
-                if bytes.len() - pos < width {
-                    return Err(fail(at, format!("field {field} is truncated")));
-                }
-                pos += width;
-                Value::Fixed
-            }
-            2 => {
-                let len = take_varint(bytes, &mut pos).map_err(|r| fail(at, r))?;
-                let end = usize::try_from(len)
-                    .ok()
-                    .and_then(|l| pos.checked_add(l))
-                    .filter(|&end| end <= bytes.len())
-                    .ok_or_else(|| fail(at, format!("field {field} is longer than the message")))?;
-                let slice = &bytes[pos..end];
-                pos = end;
-                Value::Bytes(slice)
-            }
-            wire => return Err(fail(start, format!("field {field} has wire type {wire}"))),
-        };
-        on_field(field, value, at).map_err(|(offset, reason)| fail(offset, reason))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -276,7 +189,7 @@ mod tests {
         assert_eq!(decode_response(&bytes).unwrap(), ServingStatus::Serving);
         // A negative enum number (ten-byte varint) is an unknown value.
         let mut negative = vec![0x08];
-        push_varint(&mut negative, (-1i64) as u64);
+        put_varint(&mut negative, (-1i64) as u64);
         assert_eq!(decode_response(&negative).unwrap(), ServingStatus::Unknown);
     }
 
@@ -285,12 +198,14 @@ mod tests {
         for (bytes, want) in [
             (
                 &[0x08][..],
-                "bad HealthCheckResponse at byte 1: truncated varint",
+                "field 1 at byte 1: the input ends inside a varint",
             ),
-            (&[0x0a, 0x01, 0x00], "field 1 (status) must be a varint"),
-            (&[0x00], "field number 0"),
-            (&[0x0b], "field 1 has wire type 3"),
-            (&[0x11, 1, 2], "field 2 is truncated"),
+            (&[0x00], "invalid field number 0"),
+            (&[0x0b], "wire type 3 (groups) is not supported"),
+            (
+                &[0x11, 1, 2],
+                "field 2 at byte 1: the input ends inside a fixed-width value",
+            ),
             (
                 &[
                     0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
@@ -302,9 +217,13 @@ mod tests {
             assert!(err.contains(want), "{bytes:?}: {err}");
         }
         let err = decode_request(&[0x0a, 0x01, 0xff]).unwrap_err().to_string();
-        assert!(err.contains("not UTF-8"), "{err}");
-        let err = decode_request(&[0x08, 0x01]).unwrap_err().to_string();
-        assert!(err.contains("must be length-delimited"), "{err}");
+        assert!(err.contains("not valid UTF-8"), "{err}");
+        // Field 1 with another wire type is skipped, as protobuf parsers do.
+        assert_eq!(decode_request(&[0x08, 0x01]).unwrap(), "");
+        assert_eq!(
+            decode_response(&[0x0a, 0x01, 0x00]).unwrap(),
+            ServingStatus::Unknown
+        );
         // Every prefix and every single-byte corruption of a valid message decodes or
         // errs, without panicking.
         let good = encode_request("grpc.health.v1.Health");

@@ -69,6 +69,7 @@ mod metadata;
 mod picker;
 pub mod policies;
 mod policy;
+pub mod protowire;
 mod random;
 mod registry;
 mod resolver;

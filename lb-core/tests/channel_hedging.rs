@@ -277,9 +277,14 @@ fn a_hedged_client_stream_is_replayed_to_each_attempt() {
     env.advance(&channel, Duration::from_secs(1));
     assert_eq!(call.join().unwrap().unwrap().message, b"one");
     let attempts = seen.wait_ended(2);
-    for a in &attempts {
-        assert_eq!(a.messages, [b"one".to_vec(), b"two".to_vec()]);
-    }
+    let both = [b"one".to_vec(), b"two".to_vec()];
+    assert_eq!(
+        attempts[1].messages, both,
+        "the hedge got everything sent before it"
+    );
+    // The first attempt was cancelled when the second answered, possibly before its
+    // handler had read all it was sent.
+    assert!(both.starts_with(&attempts[0].messages), "{attempts:?}");
     assert!(attempts[0].cancelled);
 }
 

@@ -747,6 +747,9 @@ impl CallInner {
             let connection = Arc::clone(connection);
             drop(ready);
             drop(snapshot);
+            // The next hedge is due `hedgingDelay` after this attempt started
+            // (read before the server can see it).
+            let opened_at = shared.clock.now();
             let stream = connection.open_stream(head, listener);
             if hedging.is_some() {
                 let joined = {
@@ -756,7 +759,7 @@ impl CallInner {
                         Some(h) if open => {
                             h.live.push((id, stream.clone()));
                             let delay = hedging.map_or(Duration::ZERO, |p| p.hedging_delay);
-                            h.next_at = Some(shared.clock.now() + delay);
+                            h.next_at = Some(opened_at + delay);
                             true
                         }
                         _ => false,

@@ -32,8 +32,9 @@ use parking_lot::Mutex;
 use super::core::Input;
 use crate::address::Address;
 use crate::backoff::Backoff;
-use crate::health::{self, HealthDecodeError, ServingStatus};
+use crate::health::{self, ServingStatus};
 use crate::metadata::Metadata;
+use crate::protowire::DecodeError;
 use crate::state::ConnectivityState;
 use crate::status::{Code, Status};
 use crate::subchannel::{SubchannelId, SubchannelState};
@@ -43,7 +44,7 @@ use crate::transport::{CallHead, CallListener, CallOutcome, CallStream, Connecti
 #[derive(Default)]
 struct Arrived {
     /// The latest response, or the first that did not decode (which sticks).
-    latest: Option<Result<ServingStatus, HealthDecodeError>>,
+    latest: Option<Result<ServingStatus, DecodeError>>,
     /// Response bytes not yet released to the transport.
     unreleased: usize,
     closed: Option<Status>,
@@ -216,7 +217,9 @@ impl HealthCheck {
             }
             Some(Err(error)) => {
                 watch.stream.cancel();
-                Some(Status::internal(format!("health check response: {error}")))
+                Some(Status::internal(format!(
+                    "bad HealthCheckResponse: {error}"
+                )))
             }
             None => closed,
         };
