@@ -1129,22 +1129,29 @@ impl CallInner {
                 _ => (None, false),
             }
         };
-        let timer = timer(shared, earlier(deadline, hedge_at));
+        let wake_at = earlier(deadline, hedge_at).filter(|_| shared.real_time);
+        let timer = wake_at.map(at);
+        let mut select = crossbeam_channel::Select::new();
+        let mut bells = [bell; 2];
+        let mut count = 1;
         if hedging {
             // Made when the call started hedging (`open_attempt`).
-            let (other, _) = self.state.send_bell();
-            select! {
-                recv(bell) -> _ => {}
-                recv(other) -> _ => {}
-                recv(snapshot.replaced()) -> _ => {}
-                recv(timer) -> _ => {}
-            }
-        } else {
-            select! {
-                recv(bell) -> _ => {}
-                recv(snapshot.replaced()) -> _ => {}
-                recv(timer) -> _ => {}
-            }
+            bells[1] = self.state.send_bell().0;
+            count = 2;
+        }
+        for b in &bells[..count] {
+            select.recv(b);
+        }
+        select.recv(snapshot.replaced());
+        if let Some(timer) = &timer {
+            select.recv(timer);
+        }
+        // Only as many operations as there is something to wait for: a call
+        // without a deadline selects on its bell and the snapshot alone.
+        let ready = select.ready();
+        if let Some(b) = bells[..count].get(ready) {
+            // Take the ring, so that it does not wake the next wait for nothing.
+            let _ = b.try_recv();
         }
         Woke::Again
     }
