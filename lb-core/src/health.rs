@@ -28,6 +28,8 @@
 
 use std::fmt;
 
+use crate::wire::{self, Value, push_varint};
+
 /// The service, as it appears in method paths.
 pub const SERVICE: &str = "grpc.health.v1.Health";
 
@@ -169,83 +171,17 @@ pub fn decode_response(bytes: &[u8]) -> Result<ServingStatus, HealthDecodeError>
     Ok(status)
 }
 
-/// One field's value, as much as this codec needs of it.
-enum Value<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Fixed,
-}
-
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// Reads a varint at `*pos`, moving past it.
-fn take_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, String> {
-    let mut value = 0u64;
-    for shift in (0..70).step_by(7) {
-        let Some(&byte) = bytes.get(*pos) else {
-            return Err("truncated varint".into());
-        };
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << shift.min(63);
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err("varint longer than 10 bytes".into())
-}
-
-/// Walks a message's fields, handing each to `on_field(number, value, offset)`.
+/// Walks a message's fields (see [`wire::read_fields`]), naming `message` in errors.
 fn read_fields<'a>(
     bytes: &'a [u8],
     message: &'static str,
-    mut on_field: impl FnMut(u64, Value<'a>, usize) -> Result<(), (usize, String)>,
+    on_field: impl FnMut(u64, Value<'a>, usize) -> Result<(), (usize, String)>,
 ) -> Result<(), HealthDecodeError> {
-    let fail = |offset: usize, reason: String| HealthDecodeError {
+    wire::read_fields(bytes, on_field).map_err(|(offset, reason)| HealthDecodeError {
         message,
         offset,
         reason,
-    };
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let start = pos;
-        let key = take_varint(bytes, &mut pos).map_err(|r| fail(start, r))?;
-        let field = key >> 3;
-        if field == 0 {
-            return Err(fail(start, "field number 0".into()));
-        }
-        let at = pos;
-        let value = match key & 7 {
-            0 => Value::Varint(take_varint(bytes, &mut pos).map_err(|r| fail(at, r))?),
-            1 | 5 => {
-                let width = if key & 7 == 1 { 8 } else { 4 };
-                if bytes.len() - pos < width {
-                    return Err(fail(at, format!("field {field} is truncated")));
-                }
-                pos += width;
-                Value::Fixed
-            }
-            2 => {
-                let len = take_varint(bytes, &mut pos).map_err(|r| fail(at, r))?;
-                let end = usize::try_from(len)
-                    .ok()
-                    .and_then(|l| pos.checked_add(l))
-                    .filter(|&end| end <= bytes.len())
-                    .ok_or_else(|| fail(at, format!("field {field} is longer than the message")))?;
-                let slice = &bytes[pos..end];
-                pos = end;
-                Value::Bytes(slice)
-            }
-            wire => return Err(fail(start, format!("field {field} has wire type {wire}"))),
-        };
-        on_field(field, value, at).map_err(|(offset, reason)| fail(offset, reason))?;
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]

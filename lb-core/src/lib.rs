@@ -66,6 +66,7 @@ pub mod channel;
 pub mod config;
 pub mod health;
 mod metadata;
+pub mod orca;
 mod picker;
 pub mod policies;
 mod policy;
@@ -76,6 +77,7 @@ mod state;
 mod status;
 mod subchannel;
 pub mod transport;
+mod wire;
 
 pub use address::{Address, Attributes, Endpoint, endpoints, flatten_addresses};
 pub use backoff::{Backoff, BackoffConfig};

@@ -1,0 +1,480 @@
+//! ORCA (Open Request Cost Aggregation, gRFC A51): backends reporting their load to
+//! clients, here for policies such as `weighted_round_robin` (gRFC A58).
+//!
+//! ```text
+//!   per call (gRFC A51 "per-request"):
+//!     server handler ──trailer `endpoint-load-metrics-bin`──> call's final Status
+//!        └─ the picker's on_complete: orca::report_from(&status) ─> the policy's weights
+//!
+//!   out of band (one stream per READY subchannel, only when a policy asks):
+//!     channel ──OrcaLoadReportRequest{report_interval}──> /xds.service.orca.v3.
+//!             <──OrcaLoadReport, OrcaLoadReport, … ──────  OpenRcaService/StreamCoreMetrics
+//! ```
+//!
+//! This module holds the method names and a hand-written codec for the two messages:
+//!
+//! ```text
+//!   message OrcaLoadReport {                  // xds.data.orca.v3
+//!     double cpu_utilization = 1;      double mem_utilization = 2;
+//!     uint64 rps = 3 [deprecated];     map<string, double> request_cost = 4;
+//!     map<string, double> utilization = 5;     double rps_fractional = 6;
+//!     double eps = 7;                  map<string, double> named_metrics = 8;
+//!     double application_utilization = 9;
+//!   }
+//!   message OrcaLoadReportRequest {           // xds.service.orca.v3
+//!     google.protobuf.Duration report_interval = 1;
+//!     repeated string request_cost_names = 2;
+//!   }
+//! ```
+//!
+//! Decoding follows protobuf's rules (any order, the last of a repeated scalar wins,
+//! unknown fields skipped); bytes that are not a message are an [`OrcaDecodeError`]
+//! naming the byte and the reason, never a panic.
+//!
+//! ```
+//! use lb_core::orca::{self, OrcaLoadReport};
+//! use lb_core::{Metadata, Status};
+//!
+//! // A server puts a report in the trailers …
+//! let report = OrcaLoadReport { cpu_utilization: 0.5, rps_fractional: 10.0, ..Default::default() };
+//! let mut trailers = Metadata::new();
+//! report.write_trailer(&mut trailers);
+//! // … and a policy's completion callback reads it from the call's final status.
+//! let status = Status::ok().with_trailers(trailers);
+//! assert_eq!(orca::report_from(&status), Some(Ok(report)));
+//! assert_eq!(orca::report_from(&Status::ok()), None);
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::metadata::Metadata;
+use crate::status::Status;
+use crate::wire::{self, Value, push_bytes, push_double, push_key, push_varint};
+
+/// The trailer that carries a per-call report (binary metadata, a serialized
+/// [`OrcaLoadReport`]).
+pub const TRAILER: &str = "endpoint-load-metrics-bin";
+
+/// The out-of-band service, as it appears in method paths.
+pub const SERVICE: &str = "xds.service.orca.v3.OpenRcaService";
+
+/// The out-of-band server-streaming method's path.
+pub const STREAM_CORE_METRICS_METHOD: &str =
+    "/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics";
+
+/// The shortest out-of-band reporting interval a server honours by default (gRFC
+/// A51): a request for less gets this.
+pub const MIN_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One load report, `xds.data.orca.v3.OrcaLoadReport`.
+///
+/// Utilizations are fractions (1.0 is fully used; more is over a soft limit);
+/// `rps_fractional` and `eps` are queries and errors per second.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OrcaLoadReport {
+    /// Field 1: CPU utilization.
+    pub cpu_utilization: f64,
+    /// Field 2: memory utilization.
+    pub mem_utilization: f64,
+    /// Field 3 (deprecated in the proto, kept for old servers): whole queries per second.
+    pub rps: u64,
+    /// Field 4: per-call costs by name.
+    pub request_cost: BTreeMap<String, f64>,
+    /// Field 5: other utilizations by name.
+    pub utilization: BTreeMap<String, f64>,
+    /// Field 6: queries per second.
+    pub rps_fractional: f64,
+    /// Field 7: errors per second.
+    pub eps: f64,
+    /// Field 8: application-defined metrics by name.
+    pub named_metrics: BTreeMap<String, f64>,
+    /// Field 9: the application's own notion of utilization (preferred over CPU by
+    /// `weighted_round_robin`).
+    pub application_utilization: f64,
+}
+
+/// `xds.service.orca.v3.OrcaLoadReportRequest`: what an out-of-band stream asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrcaLoadReportRequest {
+    /// Field 1 (`google.protobuf.Duration`): how often to report. A negative duration
+    /// on the wire reads as zero.
+    pub report_interval: Duration,
+    /// Field 2: the request costs to include (empty: all).
+    pub request_cost_names: Vec<String>,
+}
+
+/// Bytes that are not an ORCA message.
+///
+/// ```
+/// let err = lb_core::orca::OrcaLoadReport::decode(&[0x09, 0x00]).unwrap_err();
+/// assert_eq!(err.to_string(), "bad OrcaLoadReport at byte 1: field 1 is truncated");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad {message} at byte {offset}: {reason}")]
+pub struct OrcaDecodeError {
+    message: &'static str,
+    offset: usize,
+    reason: String,
+}
+
+fn read_fields<'a>(
+    bytes: &'a [u8],
+    message: &'static str,
+    on_field: impl FnMut(u64, Value<'a>, usize) -> Result<(), (usize, String)>,
+) -> Result<(), OrcaDecodeError> {
+    wire::read_fields(bytes, on_field).map_err(|(offset, reason)| OrcaDecodeError {
+        message,
+        offset,
+        reason,
+    })
+}
+
+fn wrong_type(at: usize, field: u64, name: &str, want: &str) -> (usize, String) {
+    (at, format!("field {field} ({name}) must be {want}"))
+}
+
+fn double(field: u64, name: &str, value: Value<'_>, at: usize) -> Result<f64, (usize, String)> {
+    match value {
+        Value::Fixed64(bits) => Ok(f64::from_bits(bits)),
+        _ => Err(wrong_type(at, field, name, "a double")),
+    }
+}
+
+fn string(field: u64, name: &str, value: Value<'_>, at: usize) -> Result<String, (usize, String)> {
+    match value {
+        Value::Bytes(b) => String::from_utf8(b.to_vec())
+            .map_err(|_| (at, format!("field {field} ({name}) is not UTF-8"))),
+        _ => Err(wrong_type(at, field, name, "length-delimited")),
+    }
+}
+
+/// Reads one `map<string, double>` entry into `map`.
+fn map_entry(
+    map: &mut BTreeMap<String, f64>,
+    field: u64,
+    name: &str,
+    value: Value<'_>,
+    at: usize,
+) -> Result<(), (usize, String)> {
+    let Value::Bytes(entry) = value else {
+        return Err(wrong_type(at, field, name, "length-delimited"));
+    };
+    let (mut key, mut val) = (String::new(), 0.0);
+    wire::read_fields(entry, |f, v, _| {
+        match f {
+            1 => key = string(f, "key", v, 0)?,
+            2 => val = double(f, "value", v, 0)?,
+            _ => {}
+        }
+        Ok(())
+    })
+    .map_err(|(_, reason)| (at, format!("field {field} ({name}) entry: {reason}")))?;
+    map.insert(key, val);
+    Ok(())
+}
+
+fn push_map(out: &mut Vec<u8>, field: u32, map: &BTreeMap<String, f64>) {
+    let mut entry = Vec::new();
+    for (key, value) in map {
+        entry.clear();
+        push_bytes(&mut entry, 1, key.as_bytes());
+        push_double(&mut entry, 2, *value);
+        push_bytes(out, field, &entry);
+    }
+}
+
+impl OrcaLoadReport {
+    /// Serializes the report (zero scalars are left out, as proto3 does).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        for (field, value) in [(1, self.cpu_utilization), (2, self.mem_utilization)] {
+            if value != 0.0 {
+                push_double(&mut out, field, value);
+            }
+        }
+        if self.rps != 0 {
+            push_key(&mut out, 3, 0);
+            push_varint(&mut out, self.rps);
+        }
+        push_map(&mut out, 4, &self.request_cost);
+        push_map(&mut out, 5, &self.utilization);
+        for (field, value) in [(6, self.rps_fractional), (7, self.eps)] {
+            if value != 0.0 {
+                push_double(&mut out, field, value);
+            }
+        }
+        push_map(&mut out, 8, &self.named_metrics);
+        if self.application_utilization != 0.0 {
+            push_double(&mut out, 9, self.application_utilization);
+        }
+        out
+    }
+
+    /// Parses a serialized report.
+    ///
+    /// # Errors
+    ///
+    /// The bytes are not an `OrcaLoadReport` (truncated, a field of the wrong wire
+    /// type, a map key that is not UTF-8).
+    pub fn decode(bytes: &[u8]) -> Result<Self, OrcaDecodeError> {
+        let mut r = Self::default();
+        read_fields(bytes, "OrcaLoadReport", |field, value, at| {
+            match field {
+                1 => r.cpu_utilization = double(field, "cpu_utilization", value, at)?,
+                2 => r.mem_utilization = double(field, "mem_utilization", value, at)?,
+                3 => match value {
+                    Value::Varint(n) => r.rps = n,
+                    _ => return Err(wrong_type(at, field, "rps", "a varint")),
+                },
+                4 => map_entry(&mut r.request_cost, field, "request_cost", value, at)?,
+                5 => map_entry(&mut r.utilization, field, "utilization", value, at)?,
+                6 => r.rps_fractional = double(field, "rps_fractional", value, at)?,
+                7 => r.eps = double(field, "eps", value, at)?,
+                8 => map_entry(&mut r.named_metrics, field, "named_metrics", value, at)?,
+                9 => {
+                    r.application_utilization =
+                        double(field, "application_utilization", value, at)?;
+                }
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(r)
+    }
+
+    /// Adds the report to `trailers` as [`TRAILER`], replacing any report there.
+    pub fn write_trailer(&self, trailers: &mut Metadata) {
+        trailers.remove(TRAILER);
+        trailers
+            .insert_bin(TRAILER, &self.encode())
+            .expect("TRAILER is a valid binary key");
+    }
+}
+
+/// The per-call report in a call's final status, if the server sent one: `None`
+/// without the trailer, `Some(Err(_))` when it does not decode. A policy's picker
+/// calls this from its [`Pick::on_complete`](crate::Pick::on_complete) callback, so
+/// only policies that want reports pay for decoding them.
+pub fn report_from(status: &Status) -> Option<Result<OrcaLoadReport, OrcaDecodeError>> {
+    status
+        .trailers()
+        .get_bin(TRAILER)
+        .map(OrcaLoadReport::decode)
+}
+
+impl OrcaLoadReportRequest {
+    /// A request for reports every `report_interval`.
+    pub fn every(report_interval: Duration) -> Self {
+        Self {
+            report_interval,
+            request_cost_names: Vec::new(),
+        }
+    }
+
+    /// Serializes the request.
+    ///
+    /// ```
+    /// use lb_core::orca::OrcaLoadReportRequest;
+    /// use std::time::Duration;
+    /// let req = OrcaLoadReportRequest::every(Duration::from_millis(1500));
+    /// assert_eq!(OrcaLoadReportRequest::decode(&req.encode())?, req);
+    /// # Ok::<(), lb_core::orca::OrcaDecodeError>(())
+    /// ```
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        let mut duration = Vec::with_capacity(12);
+        let (secs, nanos) = (
+            self.report_interval.as_secs().min(i64::MAX as u64),
+            self.report_interval.subsec_nanos(),
+        );
+        if secs != 0 {
+            push_key(&mut duration, 1, 0);
+            push_varint(&mut duration, secs);
+        }
+        if nanos != 0 {
+            push_key(&mut duration, 2, 0);
+            push_varint(&mut duration, u64::from(nanos));
+        }
+        push_bytes(&mut out, 1, &duration);
+        for name in &self.request_cost_names {
+            push_bytes(&mut out, 2, name.as_bytes());
+        }
+        out
+    }
+
+    /// Parses a serialized request.
+    ///
+    /// # Errors
+    ///
+    /// The bytes are not an `OrcaLoadReportRequest`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, OrcaDecodeError> {
+        let mut r = Self::default();
+        read_fields(bytes, "OrcaLoadReportRequest", |field, value, at| {
+            match field {
+                1 => {
+                    let Value::Bytes(d) = value else {
+                        return Err(wrong_type(at, field, "report_interval", "length-delimited"));
+                    };
+                    let (mut secs, mut nanos) = (0i64, 0i32);
+                    wire::read_fields(d, |f, v, _| {
+                        match (f, v) {
+                            (1, Value::Varint(n)) => secs = n as i64,
+                            (2, Value::Varint(n)) => nanos = n as i32,
+                            (1 | 2, _) => return Err((0, format!("field {f} must be a varint"))),
+                            _ => {}
+                        }
+                        Ok(())
+                    })
+                    .map_err(|(_, reason)| (at, format!("field 1 (report_interval): {reason}")))?;
+                    r.report_interval = if secs < 0 || nanos < 0 {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_secs(secs as u64)
+                            .saturating_add(Duration::from_nanos(nanos as u64))
+                    };
+                }
+                2 => r
+                    .request_cost_names
+                    .push(string(field, "request_cost_names", value, at)?),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_report() -> OrcaLoadReport {
+        let map = |k: &str, v: f64| BTreeMap::from([(k.to_string(), v), ("z".into(), 0.0)]);
+        OrcaLoadReport {
+            cpu_utilization: 0.25,
+            mem_utilization: 0.5,
+            rps: 7,
+            request_cost: map("db", 1.5),
+            utilization: map("gpu", 0.75),
+            rps_fractional: 12.5,
+            eps: 0.125,
+            named_metrics: map("queue", 3.0),
+            application_utilization: 0.375,
+        }
+    }
+
+    #[test]
+    fn reports_round_trip_and_match_the_proto_field_numbers() {
+        for report in [OrcaLoadReport::default(), full_report()] {
+            assert_eq!(OrcaLoadReport::decode(&report.encode()).unwrap(), report);
+        }
+        assert!(OrcaLoadReport::default().encode().is_empty());
+        // application_utilization = 9, double: key (9 << 3 | 1) = 0x49.
+        let only_app = OrcaLoadReport {
+            application_utilization: 1.0,
+            ..Default::default()
+        };
+        let mut want = vec![0x49];
+        want.extend_from_slice(&1.0f64.to_le_bytes());
+        assert_eq!(only_app.encode(), want);
+        // rps_fractional = 6 (0x31), eps = 7 (0x39), cpu = 1 (0x09).
+        let bytes: Vec<u8> = [(0x31u8, 4.0f64), (0x39, 2.0), (0x09, 0.5)]
+            .iter()
+            .flat_map(|(k, v)| std::iter::once(*k).chain(v.to_le_bytes()))
+            .collect();
+        let r = OrcaLoadReport::decode(&bytes).unwrap();
+        assert_eq!(
+            (r.rps_fractional, r.eps, r.cpu_utilization),
+            (4.0, 2.0, 0.5)
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped_and_the_last_scalar_wins() {
+        let mut bytes = vec![
+            0x50, 0x96, 0x01, // field 10 varint
+            0x5a, 0x01, b'x', // field 11 bytes
+            0x65, 1, 2, 3, 4, // field 12 fixed32
+        ];
+        bytes.extend(full_report().encode());
+        push_double(&mut bytes, 1, 0.875);
+        let r = OrcaLoadReport::decode(&bytes).unwrap();
+        assert_eq!(r.cpu_utilization, 0.875);
+        assert_eq!(r.named_metrics["queue"], 3.0);
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let req = OrcaLoadReportRequest {
+            report_interval: Duration::new(3, 250),
+            request_cost_names: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(OrcaLoadReportRequest::decode(&req.encode()).unwrap(), req);
+        // A negative duration reads as zero.
+        let mut neg = Vec::new();
+        let mut d = Vec::new();
+        push_key(&mut d, 1, 0);
+        push_varint(&mut d, (-5i64) as u64);
+        push_bytes(&mut neg, 1, &d);
+        let r = OrcaLoadReportRequest::decode(&neg).unwrap();
+        assert_eq!(r.report_interval, Duration::ZERO);
+    }
+
+    #[test]
+    fn garbage_is_an_error_never_a_panic() {
+        for (bytes, want) in [
+            (
+                &[0x09, 1, 2][..],
+                "bad OrcaLoadReport at byte 1: field 1 is truncated",
+            ),
+            (&[0x08, 0x01], "field 1 (cpu_utilization) must be a double"),
+            (
+                &[0x19, 0, 0, 0, 0, 0, 0, 0, 0],
+                "field 3 (rps) must be a varint",
+            ),
+            (&[0x22, 0x02, 0x0a, 0x01], "field 4 (request_cost) entry"),
+            (
+                &[0x2a, 0x02, 0x0a, 0x01, 0xff],
+                "field 5 (utilization) entry",
+            ),
+            (&[0x42, 0x03, 0x0a, 0x01, 0xff], "is not UTF-8"),
+            (&[0x4b], "field 9 has wire type 3"),
+            (&[0x00], "field number 0"),
+        ] {
+            let err = OrcaLoadReport::decode(bytes).unwrap_err().to_string();
+            assert!(err.contains(want), "{bytes:?}: {err}");
+        }
+        let err = OrcaLoadReportRequest::decode(&[0x0a, 0x02, 0x09, 0x00])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("report_interval"), "{err}");
+        // Every prefix and single-byte corruption decodes or errs, without panicking.
+        let good = full_report().encode();
+        for cut in 0..good.len() {
+            let _ = OrcaLoadReport::decode(&good[..cut]);
+            for byte in [0x00, 0x7f, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[cut] = byte;
+                let _ = OrcaLoadReport::decode(&bad);
+                let _ = OrcaLoadReportRequest::decode(&bad);
+            }
+        }
+    }
+
+    #[test]
+    fn report_from_reads_the_trailer() {
+        let mut md = Metadata::new();
+        md.insert_bin(TRAILER, &[0x4b]).unwrap();
+        let status = Status::unavailable("x").with_trailers(md);
+        assert!(matches!(report_from(&status), Some(Err(_))));
+        let mut md = Metadata::new();
+        full_report().write_trailer(&mut md);
+        full_report().write_trailer(&mut md);
+        assert_eq!(md.len(), 1, "write_trailer replaces");
+        assert_eq!(
+            report_from(&Status::ok().with_trailers(md)),
+            Some(Ok(full_report()))
+        );
+    }
+}
