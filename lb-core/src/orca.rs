@@ -67,6 +67,29 @@ pub const STREAM_CORE_METRICS_METHOD: &str =
 /// A51): a request for less gets this.
 pub const MIN_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Receives a subchannel's out-of-band reports, on the channel's serializer. It must
+/// not block (it runs between policy methods).
+pub type OobListener = std::sync::Arc<dyn Fn(&OrcaLoadReport) + Send + Sync>;
+
+/// A policy's request for out-of-band reports, as a
+/// [`SubchannelBackend`](crate::SubchannelBackend) receives it from
+/// [`Subchannel::request_oob_reports`](crate::Subchannel::request_oob_reports).
+#[derive(Clone)]
+pub struct OobRequest {
+    /// How often the server should report (`report_interval`).
+    pub period: Duration,
+    /// Who gets the reports.
+    pub listener: OobListener,
+}
+
+impl std::fmt::Debug for OobRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OobRequest")
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One load report, `xds.data.orca.v3.OrcaLoadReport`.
 ///
 /// Utilizations are fractions (1.0 is fully used; more is over a soft limit);
