@@ -359,6 +359,13 @@ impl ServerCall {
         self.trailers = metadata;
     }
 
+    /// Sends a per-call ORCA load report (gRFC A51) with the trailers, as
+    /// `endpoint-load-metrics-bin`, replacing an earlier one. Call it after
+    /// [`set_trailers`](Self::set_trailers), which replaces every trailer.
+    pub fn set_load_report(&mut self, report: &lb_core::orca::OrcaLoadReport) {
+        report.write_trailer(&mut self.trailers);
+    }
+
     /// Whether the call was cancelled (see [`ServerCall`]).
     pub fn is_cancelled(&self) -> bool {
         self.shared.lock().cancelled.is_some()

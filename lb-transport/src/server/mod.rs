@@ -125,6 +125,7 @@ mod call;
 mod conn;
 pub mod health;
 mod io;
+pub mod orca;
 mod threads;
 mod worker;
 
@@ -238,6 +239,22 @@ impl Response {
             message: message.into(),
             ..Self::default()
         }
+    }
+
+    /// This response with a per-call ORCA load report (gRFC A51) in its trailers, as
+    /// `endpoint-load-metrics-bin`: policies such as `weighted_round_robin` read it
+    /// when the call completes.
+    ///
+    /// ```
+    /// use lb_core::orca::{self, OrcaLoadReport};
+    /// use lb_transport::server::Response;
+    /// let report = OrcaLoadReport { application_utilization: 0.4, rps_fractional: 120.0, ..Default::default() };
+    /// let response = Response::new(b"hi".to_vec()).with_load_report(&report);
+    /// assert!(response.trailers.get_bin(orca::TRAILER).is_some());
+    /// ```
+    pub fn with_load_report(mut self, report: &lb_core::orca::OrcaLoadReport) -> Self {
+        report.write_trailer(&mut self.trailers);
+        self
     }
 }
 
