@@ -17,91 +17,34 @@
 //!
 //! The serializer's queue: a listener sends at most one [`Input::Health`] at a time.
 //! It keeps only the latest response (and the close) in its [`Slot`] and sends again
-//! only after the serializer has taken what the previous one announced. So health
-//! checks add at most one queued input per READY subchannel, however fast a server
-//! sends. Response bytes are released (flow-control credit) when the serializer
-//! takes them.
+//! only after the serializer has taken what the previous one announced (the mailbox
+//! is [`super::watch`]'s). So health checks add at most one queued input per READY
+//! subchannel, however fast a server sends. Response bytes are released
+//! (flow-control credit) when the serializer takes them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
-use parking_lot::Mutex;
 
 use super::core::Input;
+use super::watch::{self, Kind, Reopen, Watched, reopen_after};
 use crate::address::Address;
 use crate::backoff::Backoff;
 use crate::health::{self, HealthDecodeError, ServingStatus};
-use crate::metadata::Metadata;
 use crate::state::ConnectivityState;
-use crate::status::{Code, Status};
+use crate::status::Status;
 use crate::subchannel::{SubchannelId, SubchannelState};
-use crate::transport::{CallHead, CallListener, CallOutcome, CallStream, Connection};
+use crate::transport::Connection;
 
-/// What one watch stream's listener has stored for the serializer.
-#[derive(Default)]
-struct Arrived {
-    /// The latest response, or the first that did not decode (which sticks).
-    latest: Option<Result<ServingStatus, HealthDecodeError>>,
-    /// Response bytes not yet released to the transport.
-    unreleased: usize,
-    closed: Option<Status>,
-}
+/// The mailbox of one `Watch` stream.
+pub(crate) type Slot = watch::Slot<ServingStatus, HealthDecodeError>;
 
-/// The mailbox between one watch stream's listener and the serializer.
-pub(crate) struct Slot {
-    id: SubchannelId,
-    arrived: Mutex<Arrived>,
-    /// An [`Input::Health`] for this slot is queued and not yet handled.
-    announced: AtomicBool,
-    tx: Sender<Input>,
-}
-
-impl Slot {
-    fn announce(self: &Arc<Self>) {
-        if !self.announced.swap(true, Ordering::AcqRel) {
-            // A weak reference: a queued input never keeps the slot (and the
-            // sender in it) alive.
-            let _ = self.tx.send(Input::Health {
-                id: self.id,
-                slot: Arc::downgrade(self),
-            });
-        }
+fn kind() -> Kind<ServingStatus, HealthDecodeError> {
+    Kind {
+        decode: health::decode_response,
+        input: |id, slot| Input::Health { id, slot },
     }
-}
-
-/// The watch stream's listener (on the transport's threads): store, then announce.
-struct WatchListener(Arc<Slot>);
-
-impl CallListener for WatchListener {
-    fn on_headers(&self, _: Metadata) {}
-
-    fn on_message(&self, message: Vec<u8>) {
-        {
-            let mut arrived = self.0.arrived.lock();
-            arrived.unreleased += message.len();
-            if !matches!(arrived.latest, Some(Err(_))) {
-                arrived.latest = Some(health::decode_response(&message));
-            }
-        }
-        self.0.announce();
-    }
-
-    fn on_writable(&self) {}
-
-    fn on_close(&self, outcome: CallOutcome) {
-        self.0.arrived.lock().closed = Some(outcome.status);
-        self.0.announce();
-    }
-}
-
-/// One open watch stream.
-struct Watch {
-    slot: Arc<Slot>,
-    stream: Arc<dyn CallStream>,
-    /// A response arrived on this stream.
-    answered: bool,
 }
 
 /// What a health check wants done after a step.
@@ -120,7 +63,7 @@ pub(crate) struct HealthCheck {
     connection: Arc<dyn Connection>,
     tx: Sender<Input>,
     id: SubchannelId,
-    watch: Option<Watch>,
+    watch: Option<Watched<ServingStatus, HealthDecodeError>>,
     retry_at: Option<Instant>,
     backoff: Backoff,
     /// What the policy was told last.
@@ -165,41 +108,23 @@ impl HealthCheck {
     }
 
     fn open(&mut self) {
-        let slot = Arc::new(Slot {
-            id: self.id,
-            arrived: Mutex::new(Arrived::default()),
-            announced: AtomicBool::new(false),
-            tx: self.tx.clone(),
-        });
-        let listener = Arc::new(WatchListener(slot.clone()));
-        let stream = self
-            .connection
-            .open_stream(CallHead::new(health::WATCH_METHOD), listener);
-        // An empty stream takes one message; `Closed` means on_close has been sent.
-        let _ = stream.try_send(health::encode_request(&self.service), true);
-        self.watch = Some(Watch {
-            slot,
-            stream,
-            answered: false,
-        });
+        self.watch = Some(Watched::open(
+            &self.connection,
+            health::WATCH_METHOD,
+            health::encode_request(&self.service),
+            self.id,
+            self.tx.clone(),
+            kind(),
+        ));
     }
 
     /// The listener of `slot` announced news.
     pub(crate) fn handle(&mut self, slot: &Weak<Slot>, now: Instant) -> Step {
         let mut step = Step::default();
-        let current = |w: &&mut Watch| std::ptr::eq(Arc::as_ptr(&w.slot), slot.as_ptr());
-        let Some(watch) = self.watch.as_mut().filter(current) else {
+        let Some(watch) = self.watch.as_mut().filter(|w| w.is(slot)) else {
             return step; // a stream this check has already given up
         };
-        watch.slot.announced.store(false, Ordering::Release);
-        let Arrived {
-            latest,
-            unreleased,
-            closed,
-        } = std::mem::take(&mut *watch.slot.arrived.lock());
-        if unreleased > 0 {
-            watch.stream.release(unreleased);
-        }
+        let (latest, closed) = watch.take();
         let ended = match latest {
             Some(Ok(status)) => {
                 watch.answered = true;
@@ -215,7 +140,7 @@ impl HealthCheck {
                 closed
             }
             Some(Err(error)) => {
-                watch.stream.cancel();
+                watch.cancel();
                 Some(Status::internal(format!("health check response: {error}")))
             }
             None => closed,
@@ -229,7 +154,8 @@ impl HealthCheck {
     /// The watch stream ended with `status`.
     fn ended(&mut self, status: Status, now: Instant, step: &mut Step) {
         let answered = self.watch.take().is_some_and(|w| w.answered);
-        if status.code() == Code::Unimplemented {
+        let reopen = reopen_after(&status, answered, &mut self.backoff, now);
+        if reopen == Reopen::Never {
             log::error!(
                 "{}: the server does not implement {}, so this connection counts as \
                  healthy and is not health-checked again: {status}",
@@ -246,13 +172,12 @@ impl HealthCheck {
             ))),
             step,
         );
-        if answered {
-            self.backoff.reset();
-            self.reopen(step);
-        } else {
-            let at = self.backoff.next_attempt_after_failure(now);
-            self.retry_at = Some(at);
-            step.retry_at = Some(at);
+        match reopen {
+            Reopen::At(at) => {
+                self.retry_at = Some(at);
+                step.retry_at = Some(at);
+            }
+            _ => self.reopen(step),
         }
     }
 
@@ -281,58 +206,21 @@ impl HealthCheck {
     /// Stops: cancels the stream, if one is open.
     pub(crate) fn stop(self) {
         if let Some(watch) = self.watch {
-            watch.stream.cancel();
+            watch.cancel();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     use super::*;
     use crate::backoff::BackoffConfig;
+    use crate::channel::watch::tests::Recorder;
     use crate::random::SplitMix64;
-    use crate::transport::TrySendError;
-
-    /// A connection whose one stream the test drives through its listener.
-    #[derive(Default)]
-    struct Recorder {
-        listener: Mutex<Option<Arc<dyn CallListener>>>,
-        released: Arc<AtomicUsize>,
-        cancelled: Arc<AtomicBool>,
-    }
-
-    struct RecordedStream {
-        released: Arc<AtomicUsize>,
-        cancelled: Arc<AtomicBool>,
-    }
-
-    impl CallStream for RecordedStream {
-        fn try_send(&self, _: Vec<u8>, _: bool) -> Result<(), TrySendError> {
-            Ok(())
-        }
-        fn half_close(&self) {}
-        fn cancel(&self) {
-            self.cancelled.store(true, Ordering::SeqCst);
-        }
-        fn release(&self, bytes: usize) {
-            self.released.fetch_add(bytes, Ordering::SeqCst);
-        }
-    }
-
-    impl Connection for Recorder {
-        fn open_stream(&self, head: CallHead, l: Arc<dyn CallListener>) -> Arc<dyn CallStream> {
-            assert_eq!(head.method, health::WATCH_METHOD);
-            *self.listener.lock() = Some(l);
-            Arc::new(RecordedStream {
-                released: self.released.clone(),
-                cancelled: self.cancelled.clone(),
-            })
-        }
-        fn close(&self) {}
-    }
+    use crate::transport::CallOutcome;
 
     #[test]
     fn a_flood_of_responses_queues_one_input_and_keeps_the_latest() {
@@ -348,6 +236,7 @@ mod tests {
             SubchannelState::new(ConnectivityState::Connecting),
         );
         let listener = connection.listener.lock().clone().unwrap();
+        assert_eq!(connection.method.lock().as_str(), health::WATCH_METHOD);
         for i in 0..10_000 {
             let status = if i % 2 == 0 {
                 ServingStatus::NotServing

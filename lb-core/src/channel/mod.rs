@@ -120,12 +120,14 @@ mod clock;
 mod core;
 mod dns;
 mod health;
+mod orca;
 mod pool;
 mod resolver;
 mod retry;
 mod serializer;
 mod service_config;
 mod target;
+mod watch;
 
 use std::fmt;
 use std::sync::Arc;
