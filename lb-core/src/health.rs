@@ -104,13 +104,7 @@ impl fmt::Display for ServingStatus {
 /// let err = lb_core::health::decode_request(&[0x0a, 0x05, b'a']).unwrap_err();
 /// assert_eq!(err.to_string(), "bad HealthCheckRequest at byte 1: field 1 is longer than the message");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("bad {message} at byte {offset}: {reason}")]
-pub struct HealthDecodeError {
-    message: &'static str,
-    offset: usize,
-    reason: String,
-}
+pub type HealthDecodeError = crate::wire::DecodeError;
 
 /// Encodes a `HealthCheckRequest` for `service` ("" is the server as a whole).
 pub fn encode_request(service: &str) -> Vec<u8> {
@@ -131,7 +125,7 @@ pub fn encode_request(service: &str) -> Vec<u8> {
 /// UTF-8).
 pub fn decode_request(bytes: &[u8]) -> Result<String, HealthDecodeError> {
     let mut service = String::new();
-    read_fields(bytes, "HealthCheckRequest", |field, value, at| {
+    wire::read_message(bytes, "HealthCheckRequest", |field, value, at| {
         if let (1, Value::Bytes(b)) = (field, value) {
             service = String::from_utf8(b.to_vec())
                 .map_err(|_| (at, "field 1 (service) is not UTF-8".to_string()))?;
@@ -159,7 +153,7 @@ pub fn encode_response(status: ServingStatus) -> Vec<u8> {
 /// longer than ten bytes).
 pub fn decode_response(bytes: &[u8]) -> Result<ServingStatus, HealthDecodeError> {
     let mut status = ServingStatus::Unknown;
-    read_fields(bytes, "HealthCheckResponse", |field, value, at| {
+    wire::read_message(bytes, "HealthCheckResponse", |field, value, at| {
         match (field, value) {
             // An int32 enum arrives as a 64-bit varint; keep its low 32 bits.
             (1, Value::Varint(n)) => status = ServingStatus::from_i32(n as i32),
@@ -169,19 +163,6 @@ pub fn decode_response(bytes: &[u8]) -> Result<ServingStatus, HealthDecodeError>
         Ok(())
     })?;
     Ok(status)
-}
-
-/// Walks a message's fields (see [`wire::read_fields`]), naming `message` in errors.
-fn read_fields<'a>(
-    bytes: &'a [u8],
-    message: &'static str,
-    on_field: impl FnMut(u64, Value<'a>, usize) -> Result<(), (usize, String)>,
-) -> Result<(), HealthDecodeError> {
-    wire::read_fields(bytes, on_field).map_err(|(offset, reason)| HealthDecodeError {
-        message,
-        offset,
-        reason,
-    })
 }
 
 #[cfg(test)]

@@ -98,5 +98,6 @@ pub use state::{ConnectivityState, ConnectivityStateEvaluator, aggregate_states}
 pub use status::{Code, Status};
 pub use subchannel::{Subchannel, SubchannelBackend, SubchannelId, SubchannelState};
 pub use transport::{Connection, ConnectionExt, Transport};
+pub use wire::DecodeError;
 
 pub use metadata::{is_binary_key, validate_ascii_value, validate_key};

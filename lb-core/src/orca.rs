@@ -133,25 +133,7 @@ pub struct OrcaLoadReportRequest {
 /// let err = lb_core::orca::OrcaLoadReport::decode(&[0x09, 0x00]).unwrap_err();
 /// assert_eq!(err.to_string(), "bad OrcaLoadReport at byte 1: field 1 is truncated");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("bad {message} at byte {offset}: {reason}")]
-pub struct OrcaDecodeError {
-    message: &'static str,
-    offset: usize,
-    reason: String,
-}
-
-fn read_fields<'a>(
-    bytes: &'a [u8],
-    message: &'static str,
-    on_field: impl FnMut(u64, Value<'a>, usize) -> Result<(), (usize, String)>,
-) -> Result<(), OrcaDecodeError> {
-    wire::read_fields(bytes, on_field).map_err(|(offset, reason)| OrcaDecodeError {
-        message,
-        offset,
-        reason,
-    })
-}
+pub type OrcaDecodeError = crate::wire::DecodeError;
 
 fn wrong_type(at: usize, field: u64, name: &str, want: &str) -> (usize, String) {
     (at, format!("field {field} ({name}) must be {want}"))
@@ -242,7 +224,7 @@ impl OrcaLoadReport {
     /// type, a map key that is not UTF-8).
     pub fn decode(bytes: &[u8]) -> Result<Self, OrcaDecodeError> {
         let mut r = Self::default();
-        read_fields(bytes, "OrcaLoadReport", |field, value, at| {
+        wire::read_message(bytes, "OrcaLoadReport", |field, value, at| {
             match field {
                 1 => r.cpu_utilization = double(field, "cpu_utilization", value, at)?,
                 2 => r.mem_utilization = double(field, "mem_utilization", value, at)?,
@@ -333,7 +315,7 @@ impl OrcaLoadReportRequest {
     /// The bytes are not an `OrcaLoadReportRequest`.
     pub fn decode(bytes: &[u8]) -> Result<Self, OrcaDecodeError> {
         let mut r = Self::default();
-        read_fields(bytes, "OrcaLoadReportRequest", |field, value, at| {
+        wire::read_message(bytes, "OrcaLoadReportRequest", |field, value, at| {
             match field {
                 1 => {
                     let Value::Bytes(d) = value else {

@@ -58,6 +58,31 @@ pub(crate) fn take_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, String> 
     Err("varint longer than 10 bytes".into())
 }
 
+/// Bytes that are not the protobuf message a codec expected: which message, the byte
+/// where the problem is, and what it is. Named [`HealthDecodeError`](crate::health::HealthDecodeError)
+/// and [`OrcaDecodeError`](crate::orca::OrcaDecodeError) by the codecs.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad {message} at byte {offset}: {reason}")]
+pub struct DecodeError {
+    message: &'static str,
+    offset: usize,
+    reason: String,
+}
+
+/// Walks the fields of `message`, handing each to `on_field(number, value, offset)`,
+/// whose errors are `(offset, reason)`.
+pub(crate) fn read_message<'a>(
+    bytes: &'a [u8],
+    message: &'static str,
+    on_field: impl FnMut(u64, Value<'a>, usize) -> Result<(), (usize, String)>,
+) -> Result<(), DecodeError> {
+    read_fields(bytes, on_field).map_err(|(offset, reason)| DecodeError {
+        message,
+        offset,
+        reason,
+    })
+}
+
 /// Walks a message's fields, handing each to `on_field(number, value, offset)`.
 /// Errors are `(offset, reason)`.
 pub(crate) fn read_fields<'a>(

@@ -156,6 +156,17 @@ impl Fixture {
     }
 }
 
+/// Utilization 0.2, 0.4 and 0.8 at the same qps: weights, and shares, 4 : 2 : 1.
+fn standard() -> HashMap<&'static str, OrcaLoadReport> {
+    reports([
+        load(10.0, 0.2, 0.0),
+        load(10.0, 0.4, 0.0),
+        load(10.0, 0.8, 0.0),
+    ])
+}
+
+const SEVENTHS: [f64; 3] = [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0];
+
 fn reports(loads: [OrcaLoadReport; 3]) -> HashMap<&'static str, OrcaLoadReport> {
     ADDRS.into_iter().zip(loads).collect()
 }
@@ -178,14 +189,9 @@ fn fast() -> serde_json::Value {
 #[test]
 fn shares_follow_per_call_reports() {
     let mut f = Fixture::ready(fast(), &ADDRS);
-    let r = reports([
-        load(10.0, 0.2, 0.0),
-        load(10.0, 0.4, 0.0),
-        load(10.0, 0.8, 0.0),
-    ]);
-    f.calls(30, &r);
+    f.calls(30, &standard());
     f.advance(PERIOD);
-    assert_shares(&f.shares(70_000), [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0]);
+    assert_shares(&f.shares(70_000), SEVENTHS);
 }
 
 #[test]
@@ -216,11 +222,7 @@ fn cpu_utilization_counts_when_application_utilization_is_zero() {
 fn blackout_delays_new_weights() {
     let cfg = serde_json::json!({"blackoutPeriod": "5s", "weightUpdatePeriod": "1s"});
     let mut f = Fixture::ready(cfg, &ADDRS);
-    let r = reports([
-        load(10.0, 0.2, 0.0),
-        load(10.0, 0.4, 0.0),
-        load(10.0, 0.8, 0.0),
-    ]);
+    let r = standard();
     // The first reports are seen at the first update (t = 1 s: reports carry no time,
     // the update stamps them), so up to t = 5 s calls go in plain round robin.
     for _ in 0..5 {
@@ -231,7 +233,7 @@ fn blackout_delays_new_weights() {
     // Reports keep coming; five seconds after the first was seen, they count.
     f.calls(30, &r);
     f.advance(PERIOD);
-    assert_shares(&f.shares(70_000), [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0]);
+    assert_shares(&f.shares(70_000), SEVENTHS);
 }
 
 #[test]
@@ -272,17 +274,12 @@ fn weights_expire_back_to_round_robin() {
         "blackoutPeriod": "0s", "weightUpdatePeriod": "1s", "weightExpirationPeriod": "10s"
     });
     let mut f = Fixture::ready(cfg, &ADDRS);
-    let r = reports([
-        load(10.0, 0.2, 0.0),
-        load(10.0, 0.4, 0.0),
-        load(10.0, 0.8, 0.0),
-    ]);
-    f.calls(30, &r);
+    f.calls(30, &standard());
     f.advance(PERIOD);
-    assert_shares(&f.shares(70_000), [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0]);
+    assert_shares(&f.shares(70_000), SEVENTHS);
     // No reports from now on (the calls' trailers are empty).
     f.advance(Duration::from_secs(8));
-    assert_shares(&f.shares(70_000), [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0]);
+    assert_shares(&f.shares(70_000), SEVENTHS);
     f.advance(Duration::from_secs(2));
     verify_round_robin(&*f.picker(), &ADDRS);
 }
@@ -290,16 +287,9 @@ fn weights_expire_back_to_round_robin() {
 #[test]
 fn weights_follow_new_reports_each_update_period() {
     let mut f = Fixture::ready(fast(), &ADDRS);
-    f.calls(
-        30,
-        &reports([
-            load(10.0, 0.2, 0.0),
-            load(10.0, 0.4, 0.0),
-            load(10.0, 0.8, 0.0),
-        ]),
-    );
+    f.calls(30, &standard());
     f.advance(PERIOD);
-    assert_shares(&f.shares(70_000), [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0]);
+    assert_shares(&f.shares(70_000), SEVENTHS);
     // Loads turn around; the picker changes only at the next update.
     let turned = reports([
         load(10.0, 0.8, 0.0),
@@ -307,7 +297,7 @@ fn weights_follow_new_reports_each_update_period() {
         load(10.0, 0.2, 0.0),
     ]);
     f.calls(300, &turned);
-    assert_shares(&f.shares(70_000), [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0]);
+    assert_shares(&f.shares(70_000), SEVENTHS);
     f.advance(PERIOD);
     assert_shares(&f.shares(70_000), [1.0 / 7.0, 2.0 / 7.0, 4.0 / 7.0]);
 }
@@ -375,13 +365,9 @@ fn out_of_band_reports_replace_per_call_ones() {
         panic!()
     };
     assert!(pick.on_complete.is_none());
-    f.oob(&reports([
-        load(10.0, 0.2, 0.0),
-        load(10.0, 0.4, 0.0),
-        load(10.0, 0.8, 0.0),
-    ]));
+    f.oob(&standard());
     f.advance(PERIOD);
-    assert_shares(&f.shares(70_000), [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0]);
+    assert_shares(&f.shares(70_000), SEVENTHS);
 }
 
 #[test]

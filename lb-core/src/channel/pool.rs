@@ -635,7 +635,7 @@ fn start_health(
     tx: &Sender<Input>,
     shown: SubchannelState,
 ) {
-    let Some(connection) = entry.attempt.as_ref().and_then(|a| a.connection.get()) else {
+    let Some(connection) = ready_connection(entry) else {
         return;
     };
     let ready = shown.connectivity_state == ConnectivityState::Ready;
@@ -646,10 +646,10 @@ fn start_health(
     entry.health = Some(HealthCheck::start(
         service,
         entry.handle.address(),
-        connection.clone(),
+        connection,
         tx.clone(),
         entry.handle.id(),
-        Backoff::new(config.backoff, SharedSource(config.random.clone())),
+        stream_backoff(config),
         shown,
     ));
 }
@@ -659,17 +659,27 @@ fn start_oob(entry: &mut Entry, config: &PoolConfig, tx: &Sender<Input>) {
     let Some(request) = entry.oob.clone() else {
         return;
     };
-    let Some(connection) = entry.attempt.as_ref().and_then(|a| a.connection.get()) else {
+    let Some(connection) = ready_connection(entry) else {
         return;
     };
     entry.oob_stream = Some(OobStream::start(
         request,
         entry.handle.address(),
-        connection.clone(),
+        connection,
         tx.clone(),
         entry.handle.id(),
-        Backoff::new(config.backoff, SharedSource(config.random.clone())),
+        stream_backoff(config),
     ));
+}
+
+/// The connection of the entry's current attempt.
+fn ready_connection(entry: &Entry) -> Option<Arc<dyn Connection>> {
+    entry.attempt.as_ref()?.connection.get().cloned()
+}
+
+/// A fresh backoff for re-opening a stream the connection follows.
+fn stream_backoff(config: &PoolConfig) -> Backoff {
+    Backoff::new(config.backoff, SharedSource(config.random.clone()))
 }
 
 /// Cancels the streams a READY connection follows (health, ORCA).
