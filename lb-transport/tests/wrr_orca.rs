@@ -31,6 +31,8 @@ const RUN: Duration = Duration::from_secs(8);
 /// The watcher's sampling step; shares are judged over `WINDOW` steps.
 const STEP: Duration = Duration::from_millis(100);
 const WINDOW: usize = 3;
+/// How long the shares are measured again after converging.
+const CONFIRM: Duration = Duration::from_secs(1);
 const CALLERS: usize = 2;
 const QPS: f64 = 100.0;
 
@@ -162,7 +164,7 @@ fn run(mode: Mode) {
     }
     // A second, later window confirms the shares stay put.
     let before = sample();
-    thread::sleep(Duration::from_millis(500));
+    thread::sleep(CONFIRM);
     let after = sample();
     stop.store(true, Ordering::Relaxed);
     for c in callers {
