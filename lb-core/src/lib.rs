@@ -1,5 +1,5 @@
-//! The gRPC load-balancing policy API for synchronous Rust, with `pick_first` and
-//! `round_robin`.
+//! The gRPC load-balancing policy API for synchronous Rust, with `pick_first`,
+//! `round_robin` and `weighted_round_robin` (fed by ORCA load reports, [`orca`]).
 //!
 //! A channel turns a target into calls in four steps; this crate holds the contracts
 //! between them, and nothing in its policy modules starts a thread or reads a clock.
