@@ -273,11 +273,8 @@ impl Endpoint {
         }
         let blackout = cfg.blackout_period;
         match self.non_empty_since {
-            Some(since)
-                if blackout.is_zero() || now.saturating_duration_since(since) >= blackout =>
-            {
-                self.weight
-            }
+            _ if blackout.is_zero() => self.weight,
+            Some(since) if now.saturating_duration_since(since) >= blackout => self.weight,
             _ => 0.0,
         }
     }
@@ -670,6 +667,45 @@ mod tests {
             Some(&[65535, 1][..]),
             "never below 1"
         );
+    }
+
+    #[test]
+    fn blackout_and_expiry_follow_grpc_go() {
+        let t0 = Instant::now();
+        let cfg = WeightedRoundRobinConfig {
+            blackout_period: Duration::from_secs(10),
+            weight_expiration_period: Duration::from_secs(180),
+            ..Default::default()
+        };
+        let report = OrcaLoadReport {
+            rps_fractional: 10.0,
+            cpu_utilization: 0.5,
+            ..Default::default()
+        };
+        let mut ep = Endpoint::new();
+        assert_eq!(ep.weight_at(t0, &cfg), 0.0, "never reported");
+        ep.reported.record(&report, 1.0);
+        assert_eq!(ep.weight_at(t0, &cfg), 0.0, "in blackout");
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(ep.weight_at(at(9), &cfg), 0.0);
+        assert_eq!(ep.weight_at(at(10), &cfg), 20.0, "blackout over");
+        assert_eq!(ep.weight_at(at(179), &cfg), 20.0);
+        assert_eq!(ep.weight_at(at(180), &cfg), 0.0, "expired");
+        ep.reported.record(&report, 1.0);
+        assert_eq!(
+            ep.weight_at(at(181), &cfg),
+            0.0,
+            "a new blackout after expiry"
+        );
+        assert_eq!(ep.weight_at(at(191), &cfg), 20.0);
+        // Without a blackout, a weight counts even while non_empty_since is unset (as
+        // after a reconnect).
+        let no_blackout = WeightedRoundRobinConfig {
+            blackout_period: Duration::ZERO,
+            ..cfg
+        };
+        ep.non_empty_since = None;
+        assert_eq!(ep.weight_at(at(192), &no_blackout), 20.0);
     }
 
     #[test]
