@@ -21,6 +21,10 @@
 //! The standard health service (`grpc.health.v1.Health`, `Check` and `Watch`) is
 //! [`health::HealthService`]: `HealthService::new().mount(builder)`.
 //!
+//! Load reports for clients' `weighted_round_robin` (ORCA, gRFC A51): per call with
+//! [`Response::with_load_report`] or [`ServerCall::set_load_report`], out of band with
+//! [`orca::OrcaService`]: `OrcaService::new().mount(builder)`.
+//!
 //! # Threads and data flow
 //!
 //! ```text
