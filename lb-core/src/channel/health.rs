@@ -22,20 +22,15 @@
 //! subchannel, however fast a server sends. Response bytes are released
 //! (flow-control credit) when the serializer takes them.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
-
 use super::core::Input;
-use super::watch::{self, Kind, Reopen, Watched, reopen_after};
-use crate::address::Address;
-use crate::backoff::Backoff;
+use super::watch::{self, Follow, Kind, Reopen, Target};
 use crate::health::{self, HealthDecodeError, ServingStatus};
 use crate::state::ConnectivityState;
 use crate::status::Status;
-use crate::subchannel::{SubchannelId, SubchannelState};
-use crate::transport::Connection;
+use crate::subchannel::SubchannelState;
 
 /// The mailbox of one `Watch` stream.
 pub(crate) type Slot = watch::Slot<ServingStatus, HealthDecodeError>;
@@ -59,42 +54,21 @@ pub(crate) struct Step {
 /// The health check of one READY connection.
 pub(crate) struct HealthCheck {
     service: String,
-    address: Address,
-    connection: Arc<dyn Connection>,
-    tx: Sender<Input>,
-    id: SubchannelId,
-    watch: Option<Watched<ServingStatus, HealthDecodeError>>,
-    retry_at: Option<Instant>,
-    backoff: Backoff,
+    follow: Follow<ServingStatus, HealthDecodeError>,
     /// What the policy was told last.
     shown: SubchannelState,
 }
 
 impl HealthCheck {
-    /// Starts watching `service` on `connection`; the policy was last told `shown`
-    /// (CONNECTING for a new connection).
-    pub(crate) fn start(
-        service: &str,
-        address: &Address,
-        connection: Arc<dyn Connection>,
-        tx: Sender<Input>,
-        id: SubchannelId,
-        backoff: Backoff,
-        shown: SubchannelState,
-    ) -> Self {
-        let mut check = Self {
+    /// Starts watching `service` on `target`'s connection; the policy was last told
+    /// `shown` (CONNECTING for a new connection).
+    pub(crate) fn start(service: &str, target: Target, shown: SubchannelState) -> Self {
+        let request = health::encode_request(service);
+        Self {
             service: service.to_owned(),
-            address: address.clone(),
-            connection,
-            tx,
-            id,
-            watch: None,
-            retry_at: None,
-            backoff,
+            follow: Follow::start(target, health::WATCH_METHOD, request, kind),
             shown,
-        };
-        check.open();
-        check
+        }
     }
 
     /// Whether calls may use the connection.
@@ -107,40 +81,29 @@ impl HealthCheck {
         &self.shown
     }
 
-    fn open(&mut self) {
-        self.watch = Some(Watched::open(
-            &self.connection,
-            health::WATCH_METHOD,
-            health::encode_request(&self.service),
-            self.id,
-            self.tx.clone(),
-            kind(),
-        ));
-    }
-
     /// The listener of `slot` announced news.
     pub(crate) fn handle(&mut self, slot: &Weak<Slot>, now: Instant) -> Step {
         let mut step = Step::default();
-        let Some(watch) = self.watch.as_mut().filter(|w| w.is(slot)) else {
+        let Some((latest, closed)) = self.follow.take(slot) else {
             return step; // a stream this check has already given up
         };
-        let (latest, closed) = watch.take();
         let ended = match latest {
             Some(Ok(status)) => {
-                watch.answered = true;
+                self.follow.answered();
                 let state = if status == ServingStatus::Serving {
                     SubchannelState::new(ConnectivityState::Ready)
                 } else {
                     SubchannelState::failure(Status::unavailable(format!(
                         "{}: connection active but health check failed: service {:?} is {status}",
-                        self.address, self.service
+                        self.follow.address(),
+                        self.service
                     )))
                 };
                 self.show(state, &mut step);
                 closed
             }
             Some(Err(error)) => {
-                watch.cancel();
+                self.follow.cancel();
                 Some(Status::internal(format!("health check response: {error}")))
             }
             None => closed,
@@ -153,13 +116,12 @@ impl HealthCheck {
 
     /// The watch stream ended with `status`.
     fn ended(&mut self, status: Status, now: Instant, step: &mut Step) {
-        let answered = self.watch.take().is_some_and(|w| w.answered);
-        let reopen = reopen_after(&status, answered, &mut self.backoff, now);
+        let reopen = self.follow.ended(&status, now);
         if reopen == Reopen::Never {
             log::error!(
                 "{}: the server does not implement {}, so this connection counts as \
                  healthy and is not health-checked again: {status}",
-                self.address,
+                self.follow.address(),
                 health::WATCH_METHOD
             );
             self.show(SubchannelState::new(ConnectivityState::Ready), step);
@@ -168,15 +130,13 @@ impl HealthCheck {
         self.show(
             SubchannelState::failure(Status::unavailable(format!(
                 "{}: connection active but the health check stream for service {:?} ended: {status}",
-                self.address, self.service
+                self.follow.address(),
+                self.service
             ))),
             step,
         );
         match reopen {
-            Reopen::At(at) => {
-                self.retry_at = Some(at);
-                step.retry_at = Some(at);
-            }
+            Reopen::At(at) => step.retry_at = Some(at),
             _ => self.reopen(step),
         }
     }
@@ -184,16 +144,15 @@ impl HealthCheck {
     /// A retry timer set for `at` fired.
     pub(crate) fn retry(&mut self, at: Instant) -> Step {
         let mut step = Step::default();
-        if self.watch.is_none() && self.retry_at == Some(at) {
+        if self.follow.due(at) {
             self.reopen(&mut step);
         }
         step
     }
 
     fn reopen(&mut self, step: &mut Step) {
-        self.retry_at = None;
         self.show(SubchannelState::new(ConnectivityState::Connecting), step);
-        self.open();
+        self.follow.open();
     }
 
     fn show(&mut self, state: SubchannelState, step: &mut Step) {
@@ -205,9 +164,7 @@ impl HealthCheck {
 
     /// Stops: cancels the stream, if one is open.
     pub(crate) fn stop(self) {
-        if let Some(watch) = self.watch {
-            watch.cancel();
-        }
+        self.follow.stop();
     }
 }
 
@@ -216,10 +173,10 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
+    use std::sync::Arc;
+
     use super::*;
-    use crate::backoff::BackoffConfig;
-    use crate::channel::watch::tests::Recorder;
-    use crate::random::SplitMix64;
+    use crate::channel::watch::tests::{Recorder, target};
     use crate::transport::CallOutcome;
 
     #[test]
@@ -228,11 +185,7 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut check = HealthCheck::start(
             "s",
-            &Address::new("a:1"),
-            connection.clone(),
-            tx,
-            SubchannelId(1),
-            Backoff::new(BackoffConfig::default(), SplitMix64::seeded(1)),
+            target(&connection, tx),
             SubchannelState::new(ConnectivityState::Connecting),
         );
         let listener = connection.listener.lock().clone().unwrap();

@@ -20,19 +20,15 @@
 //! policy asked about, however fast a server sends. Policies that never ask open no
 //! stream.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
-
 use super::core::Input;
-use super::watch::{self, Kind, Reopen, Watched, reopen_after};
-use crate::address::Address;
-use crate::backoff::Backoff;
-use crate::orca::{self, OobRequest, OrcaDecodeError, OrcaLoadReport, OrcaLoadReportRequest};
+use super::watch::{self, Follow, Kind, Reopen, Target};
+use crate::orca::{
+    self, OobListener, OobRequest, OrcaDecodeError, OrcaLoadReport, OrcaLoadReportRequest,
+};
 use crate::status::Status;
-use crate::subchannel::SubchannelId;
-use crate::transport::Connection;
 
 /// The mailbox of one `StreamCoreMetrics` stream.
 pub(crate) type Slot = watch::Slot<OrcaLoadReport, OrcaDecodeError>;
@@ -46,104 +42,64 @@ fn kind() -> Kind<OrcaLoadReport, OrcaDecodeError> {
 
 /// The out-of-band stream of one READY connection.
 pub(crate) struct OobStream {
-    request: OobRequest,
-    address: Address,
-    connection: Arc<dyn Connection>,
-    tx: Sender<Input>,
-    id: SubchannelId,
-    watch: Option<Watched<OrcaLoadReport, OrcaDecodeError>>,
-    retry_at: Option<Instant>,
-    backoff: Backoff,
+    listener: OobListener,
+    follow: Follow<OrcaLoadReport, OrcaDecodeError>,
 }
 
 impl OobStream {
-    /// Opens the stream on `connection`.
-    pub(crate) fn start(
-        request: OobRequest,
-        address: &Address,
-        connection: Arc<dyn Connection>,
-        tx: Sender<Input>,
-        id: SubchannelId,
-        backoff: Backoff,
-    ) -> Self {
-        let mut stream = Self {
-            request,
-            address: address.clone(),
-            connection,
-            tx,
-            id,
-            watch: None,
-            retry_at: None,
-            backoff,
-        };
-        stream.open();
-        stream
-    }
-
-    fn open(&mut self) {
-        self.retry_at = None;
-        let request = OrcaLoadReportRequest::every(self.request.period).encode();
-        self.watch = Some(Watched::open(
-            &self.connection,
-            orca::STREAM_CORE_METRICS_METHOD,
-            request,
-            self.id,
-            self.tx.clone(),
-            kind(),
-        ));
+    /// Opens the stream on `target`'s connection.
+    pub(crate) fn start(request: OobRequest, target: Target) -> Self {
+        let bytes = OrcaLoadReportRequest::every(request.period).encode();
+        Self {
+            listener: request.listener,
+            follow: Follow::start(target, orca::STREAM_CORE_METRICS_METHOD, bytes, kind),
+        }
     }
 
     /// The listener of `slot` announced news: hands the latest report to the policy's
     /// listener. Returns when to call [`OobStream::retry`], if the stream ended before
     /// answering.
     pub(crate) fn handle(&mut self, slot: &Weak<Slot>, now: Instant) -> Option<Instant> {
-        let watch = self.watch.as_mut().filter(|w| w.is(slot))?;
-        let (latest, closed) = watch.take();
+        let (latest, closed) = self.follow.take(slot)?;
         let ended = match latest {
             Some(Ok(report)) => {
-                watch.answered = true;
-                (self.request.listener)(&report);
+                self.follow.answered();
+                (self.listener)(&report);
                 closed
             }
             Some(Err(error)) => {
-                watch.cancel();
+                self.follow.cancel();
                 Some(Status::internal(format!("ORCA load report: {error}")))
             }
             None => closed,
         }?;
-        let answered = self.watch.take().is_some_and(|w| w.answered);
-        match reopen_after(&ended, answered, &mut self.backoff, now) {
+        match self.follow.ended(&ended, now) {
             Reopen::Never => {
                 log::error!(
                     "{}: the server does not implement {}; no out-of-band load reports \
                      on this connection: {ended}",
-                    self.address,
+                    self.follow.address(),
                     orca::STREAM_CORE_METRICS_METHOD
                 );
                 None
             }
             Reopen::Now => {
-                self.open();
+                self.follow.open();
                 None
             }
-            Reopen::At(at) => {
-                self.retry_at = Some(at);
-                Some(at)
-            }
+            Reopen::At(at) => Some(at),
         }
     }
 
     /// A retry timer set for `at` fired.
     pub(crate) fn retry(&mut self, at: Instant) {
-        if self.watch.is_none() && self.retry_at == Some(at) {
-            self.open();
+        if self.follow.due(at) {
+            self.follow.open();
         }
     }
 
     /// Stops: cancels the stream, if one is open.
     pub(crate) fn stop(self) {
-        if let Some(watch) = self.watch {
-            watch.cancel();
-        }
+        self.follow.stop();
     }
 }

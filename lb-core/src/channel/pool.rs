@@ -46,6 +46,7 @@ use crossbeam_channel::Sender;
 use super::core::Input;
 use super::health::{HealthCheck, Slot, Step};
 use super::orca::{OobStream, Slot as OrcaSlot};
+use super::watch::Target;
 use crate::address::Address;
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::orca::OobRequest;
@@ -635,7 +636,7 @@ fn start_health(
     tx: &Sender<Input>,
     shown: SubchannelState,
 ) {
-    let Some(connection) = ready_connection(entry) else {
+    let Some(target) = follow_target(entry, config, tx) else {
         return;
     };
     let ready = shown.connectivity_state == ConnectivityState::Ready;
@@ -643,15 +644,7 @@ fn start_health(
         .backend
         .ready
         .store(if ready { entry.attempt.clone() } else { None });
-    entry.health = Some(HealthCheck::start(
-        service,
-        entry.handle.address(),
-        connection,
-        tx.clone(),
-        entry.handle.id(),
-        stream_backoff(config),
-        shown,
-    ));
+    entry.health = Some(HealthCheck::start(service, target, shown));
 }
 
 /// Opens the out-of-band stream of a READY entry, if its policy asked for one.
@@ -659,27 +652,20 @@ fn start_oob(entry: &mut Entry, config: &PoolConfig, tx: &Sender<Input>) {
     let Some(request) = entry.oob.clone() else {
         return;
     };
-    let Some(connection) = ready_connection(entry) else {
-        return;
-    };
-    entry.oob_stream = Some(OobStream::start(
-        request,
-        entry.handle.address(),
-        connection,
-        tx.clone(),
-        entry.handle.id(),
-        stream_backoff(config),
-    ));
+    if let Some(target) = follow_target(entry, config, tx) {
+        entry.oob_stream = Some(OobStream::start(request, target));
+    }
 }
 
-/// The connection of the entry's current attempt.
-fn ready_connection(entry: &Entry) -> Option<Arc<dyn Connection>> {
-    entry.attempt.as_ref()?.connection.get().cloned()
-}
-
-/// A fresh backoff for re-opening a stream the connection follows.
-fn stream_backoff(config: &PoolConfig) -> Backoff {
-    Backoff::new(config.backoff, SharedSource(config.random.clone()))
+/// Where a stream on the entry's READY connection runs.
+fn follow_target(entry: &Entry, config: &PoolConfig, tx: &Sender<Input>) -> Option<Target> {
+    Some(Target {
+        address: entry.handle.address().clone(),
+        connection: entry.attempt.as_ref()?.connection.get()?.clone(),
+        tx: tx.clone(),
+        id: entry.handle.id(),
+        backoff: Backoff::new(config.backoff, SharedSource(config.random.clone())),
+    })
 }
 
 /// Cancels the streams a READY connection follows (health, ORCA).

@@ -21,6 +21,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use super::core::Input;
+use crate::address::Address;
 use crate::backoff::Backoff;
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
@@ -99,6 +100,10 @@ impl<M: Send + 'static, E: Send + 'static> CallListener for Listener<M, E> {
     }
 }
 
+/// What [`Watched::take`] returns: the latest message (or the error that stuck),
+/// and the status the stream ended with.
+pub(crate) type Taken<M, E> = (Option<Result<M, E>>, Option<Status>);
+
 /// One open followed stream.
 pub(crate) struct Watched<M, E> {
     slot: Arc<Slot<M, E>>,
@@ -143,7 +148,7 @@ impl<M, E> Watched<M, E> {
     }
 
     /// Takes what arrived: the latest message and the close, releasing the credit.
-    pub(crate) fn take(&mut self) -> (Option<Result<M, E>>, Option<Status>) {
+    pub(crate) fn take(&mut self) -> Taken<M, E> {
         self.slot.announced.store(false, Ordering::Release);
         let arrived = std::mem::take(&mut *self.slot.arrived.lock());
         if arrived.unreleased > 0 {
@@ -155,6 +160,110 @@ impl<M, E> Watched<M, E> {
     /// Cancels the stream.
     pub(crate) fn cancel(&self) {
         self.stream.cancel();
+    }
+}
+
+/// Where a followed stream runs: the READY connection of subchannel `id`.
+pub(crate) struct Target {
+    pub(crate) address: Address,
+    pub(crate) connection: Arc<dyn Connection>,
+    pub(crate) tx: Sender<Input>,
+    pub(crate) id: SubchannelId,
+    /// Paces re-opening after streams that end without answering.
+    pub(crate) backoff: Backoff,
+}
+
+/// One method followed on one connection: the open stream (if any), and when to
+/// re-open it.
+pub(crate) struct Follow<M, E> {
+    target: Target,
+    method: &'static str,
+    request: Vec<u8>,
+    kind: fn() -> Kind<M, E>,
+    watch: Option<Watched<M, E>>,
+    retry_at: Option<Instant>,
+}
+
+impl<M: Send + 'static, E: Send + 'static> Follow<M, E> {
+    /// Opens `method` with `request` on `target`.
+    pub(crate) fn start(
+        target: Target,
+        method: &'static str,
+        request: Vec<u8>,
+        kind: fn() -> Kind<M, E>,
+    ) -> Self {
+        let mut follow = Self {
+            target,
+            method,
+            request,
+            kind,
+            watch: None,
+            retry_at: None,
+        };
+        follow.open();
+        follow
+    }
+
+    /// Opens a new stream.
+    pub(crate) fn open(&mut self) {
+        self.retry_at = None;
+        let t = &self.target;
+        self.watch = Some(Watched::open(
+            &t.connection,
+            self.method,
+            self.request.clone(),
+            t.id,
+            t.tx.clone(),
+            (self.kind)(),
+        ));
+    }
+}
+
+impl<M, E> Follow<M, E> {
+    /// The address followed, for messages.
+    pub(crate) fn address(&self) -> &Address {
+        &self.target.address
+    }
+
+    /// What arrived on `slot`, if it is the current stream's (not one given up).
+    pub(crate) fn take(&mut self, slot: &Weak<Slot<M, E>>) -> Option<Taken<M, E>> {
+        Some(self.watch.as_mut().filter(|w| w.is(slot))?.take())
+    }
+
+    /// Notes that the current stream answered.
+    pub(crate) fn answered(&mut self) {
+        if let Some(w) = self.watch.as_mut() {
+            w.answered = true;
+        }
+    }
+
+    /// Cancels the current stream (it will end).
+    pub(crate) fn cancel(&self) {
+        if let Some(w) = &self.watch {
+            w.cancel();
+        }
+    }
+
+    /// The current stream ended with `status`: when to re-open it. The caller opens
+    /// at once for [`Reopen::Now`]; for [`Reopen::At`] it sets a timer and calls
+    /// [`Follow::due`].
+    pub(crate) fn ended(&mut self, status: &Status, now: Instant) -> Reopen {
+        let answered = self.watch.take().is_some_and(|w| w.answered);
+        let reopen = reopen_after(status, answered, &mut self.target.backoff, now);
+        if let Reopen::At(at) = reopen {
+            self.retry_at = Some(at);
+        }
+        reopen
+    }
+
+    /// Whether a retry timer set for `at` means re-opening now.
+    pub(crate) fn due(&self, at: Instant) -> bool {
+        self.watch.is_none() && self.retry_at == Some(at)
+    }
+
+    /// Stops: cancels the stream, if one is open.
+    pub(crate) fn stop(self) {
+        self.cancel();
     }
 }
 
@@ -170,12 +279,7 @@ pub(crate) enum Reopen {
 }
 
 /// Decides when to re-open a stream that ended with `status`.
-pub(crate) fn reopen_after(
-    status: &Status,
-    answered: bool,
-    backoff: &mut Backoff,
-    now: Instant,
-) -> Reopen {
+fn reopen_after(status: &Status, answered: bool, backoff: &mut Backoff, now: Instant) -> Reopen {
     if status.code() == Code::Unimplemented {
         Reopen::Never
     } else if answered {
@@ -191,7 +295,21 @@ pub(crate) mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+    use crate::address::Address;
+    use crate::backoff::BackoffConfig;
+    use crate::random::SplitMix64;
     use crate::transport::TrySendError;
+
+    /// A target on `connection` for subchannel 1 at `a:1`, with the default backoff.
+    pub(crate) fn target(connection: &Arc<Recorder>, tx: Sender<Input>) -> Target {
+        Target {
+            address: Address::new("a:1"),
+            connection: connection.clone(),
+            tx,
+            id: SubchannelId(1),
+            backoff: Backoff::new(BackoffConfig::default(), SplitMix64::seeded(1)),
+        }
+    }
 
     /// A connection whose one stream the test drives through its listener.
     #[derive(Default)]
