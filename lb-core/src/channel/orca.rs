@@ -103,3 +103,79 @@ impl OobStream {
         self.follow.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::channel::watch::tests::{Recorder, target};
+    use crate::status::Code;
+    use crate::transport::CallOutcome;
+
+    fn next_slot(rx: &crossbeam_channel::Receiver<Input>) -> Weak<Slot> {
+        match rx.try_recv() {
+            Ok(Input::Orca { slot, .. }) => slot,
+            other => panic!("not an ORCA input: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_flood_of_reports_queues_one_input_and_the_policy_sees_the_latest() {
+        let connection = Arc::new(Recorder::default());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let got: Arc<Mutex<Vec<f64>>> = Arc::default();
+        let g = got.clone();
+        let request = OobRequest {
+            period: Duration::from_secs(3),
+            listener: Arc::new(move |r: &OrcaLoadReport| g.lock().push(r.cpu_utilization)),
+        };
+        let mut oob = OobStream::start(request, target(&connection, tx));
+        assert_eq!(
+            connection.method.lock().as_str(),
+            orca::STREAM_CORE_METRICS_METHOD
+        );
+        let listener = connection.listener.lock().clone().unwrap();
+        for i in 0..1000 {
+            let report = OrcaLoadReport {
+                cpu_utilization: f64::from(i),
+                ..Default::default()
+            };
+            listener.on_message(report.encode());
+        }
+        assert_eq!(rx.len(), 1, "one input however many reports");
+        let now = Instant::now();
+        assert_eq!(oob.handle(&next_slot(&rx), now), None);
+        assert_eq!(*got.lock(), [999.0], "only the latest report");
+        // Garbage cancels the stream; it had answered, so it re-opens at once.
+        listener.on_message(vec![0x0b]);
+        assert_eq!(oob.handle(&next_slot(&rx), now), None);
+        assert!(connection.cancelled.swap(false, Ordering::SeqCst));
+        let second = connection.listener.lock().clone().unwrap();
+        assert!(!Arc::ptr_eq(&second, &listener), "a new stream");
+        // It fails before answering: re-open after the channel's backoff.
+        second.on_close(CallOutcome::processed(Status::unavailable("down")));
+        let at = oob.handle(&next_slot(&rx), now).expect("a retry time");
+        assert_eq!(at, now + Duration::from_secs(1));
+        oob.retry(at);
+        let third = connection.listener.lock().clone().unwrap();
+        assert!(!Arc::ptr_eq(&third, &second));
+        // UNIMPLEMENTED: never again on this connection.
+        third.on_close(CallOutcome::processed(Status::new(
+            Code::Unimplemented,
+            "no",
+        )));
+        assert_eq!(oob.handle(&next_slot(&rx), now), None);
+        oob.retry(at);
+        assert!(Arc::ptr_eq(
+            &connection.listener.lock().clone().unwrap(),
+            &third
+        ));
+        oob.stop();
+        assert_eq!(*got.lock(), [999.0]);
+    }
+}
