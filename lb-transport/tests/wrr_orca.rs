@@ -4,7 +4,7 @@
 //! 2/7 and 1/7 (each within 5 % of its expected value) within 5 s. Once with per-call
 //! reports (the `endpoint-load-metrics-bin` trailer), once with out-of-band reports
 //! (the `OpenRcaService/StreamCoreMetrics` stream). Measured shares and the time to
-//! converge are printed.
+//! converge are printed. A third test checks the server's `OrcaService` alone.
 //!
 //! Every wait is bounded: callers stop after at most `RUN` and the watcher looks at
 //! most `RUN / STEP` times.
@@ -212,4 +212,60 @@ fn per_call_reports_converge() {
 #[test]
 fn out_of_band_reports_converge() {
     run(Mode::OutOfBand);
+}
+
+/// The server side alone: StreamCoreMetrics sends the recorder's values as they are
+/// when each interval comes round, no faster than the service's minimum, and a
+/// request that does not decode fails with INVALID_ARGUMENT.
+#[test]
+fn oob_service_sends_latest_values_no_faster_than_its_minimum() {
+    const MIN: Duration = Duration::from_millis(200);
+    let service = lb_transport::server::orca::OrcaService::new().min_report_interval(MIN);
+    service.recorder().set(report(0.5));
+    let server = service
+        .mount(Server::builder())
+        .bind("127.0.0.1:0")
+        .expect("bind a loopback port");
+    let channel = channel(&[server.local_addr().to_string()], Mode::PerCall);
+    let asked = lb_core::orca::OrcaLoadReportRequest::every(Duration::from_millis(10));
+    let options = CallOptions::default().with_timeout(Duration::from_secs(5));
+    let mut stream = channel
+        .server_streaming(
+            lb_core::orca::STREAM_CORE_METRICS_METHOD,
+            asked.encode(),
+            options.clone(),
+        )
+        .expect("the stream starts");
+    let mut next = || {
+        let bytes = stream.next().expect("a report").expect("not an error");
+        (
+            Instant::now(),
+            OrcaLoadReport::decode(&bytes).expect("a report decodes"),
+        )
+    };
+    let (t1, first) = next();
+    assert_eq!(first, report(0.5));
+    service
+        .recorder()
+        .update(|r| r.application_utilization = 0.9);
+    let (t2, second) = next();
+    assert_eq!(second.application_utilization, 0.9, "the latest values");
+    assert!(
+        t2 - t1 >= MIN - Duration::from_millis(20),
+        "reports {:?} apart, the minimum is {MIN:?}",
+        t2 - t1
+    );
+    drop(stream);
+    let bad = channel
+        .server_streaming(
+            lb_core::orca::STREAM_CORE_METRICS_METHOD,
+            vec![0x0b],
+            options,
+        )
+        .expect("the stream starts")
+        .next()
+        .expect("an answer");
+    assert_eq!(bad.unwrap_err().code(), lb_core::Code::InvalidArgument);
+    channel.close();
+    server.shutdown(Duration::ZERO);
 }
