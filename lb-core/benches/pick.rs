@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use lb_core::{ConnectivityState, LbPolicyBuilder, Picker, ResolverUpdate, endpoints};
+use lb_core::{
+    ChannelController, ConnectivityState, LbPolicyBuilder, Picker, ResolverUpdate, endpoints,
+};
 use lb_testkit::{FakeController, ManualClock};
 
 /// A READY picker built through the real policy with `n` READY subchannels.
@@ -53,6 +55,24 @@ fn picks(c: &mut Criterion) {
         ready_picker(&RoundRobinBuilder, 10),
     );
     bench_picker(c, "pick_first_pick", ready_picker(&PickFirstBuilder, 3));
+    bench_picker(c, "weighted_round_robin_pick_10", weighted_picker(false));
+    bench_picker(
+        c,
+        "weighted_round_robin_pick_10_per_call",
+        weighted_picker(true),
+    );
+}
+
+/// A weighted_round_robin picker over 10 subchannels weighted 1 to 10; with
+/// `per_call`, each pick carries the completion callback that reads ORCA trailers
+/// (dropped uncalled here), as with per-call reports.
+fn weighted_picker(per_call: bool) -> Arc<dyn Picker> {
+    let mut ctrl = FakeController::new();
+    let subchannels = (0..10)
+        .map(|i| ctrl.new_subchannel(&lb_core::Address::new(format!("10.0.0.{i}:443"))))
+        .collect();
+    let weights: Vec<f64> = (1..=10).map(f64::from).collect();
+    lb_core::policies::weighted_round_robin::picker(subchannels, &weights, per_call)
 }
 
 criterion_group!(benches, picks);

@@ -180,6 +180,15 @@ impl<'a> Fields<'a> {
         })
     }
 
+    /// A number field.
+    ///
+    /// # Errors
+    ///
+    /// Present but not a number.
+    pub fn f64(&self, name: &str) -> Result<Option<f64>, ConfigError> {
+        self.typed(name, "a number", Value::as_f64)
+    }
+
     /// A protobuf JSON duration field (`"1.5s"`).
     ///
     /// # Errors

@@ -1,5 +1,5 @@
-//! The gRPC load-balancing policy API for synchronous Rust, with `pick_first` and
-//! `round_robin`.
+//! The gRPC load-balancing policy API for synchronous Rust, with `pick_first`,
+//! `round_robin` and `weighted_round_robin` (fed by ORCA load reports, [`orca`]).
 //!
 //! A channel turns a target into calls in four steps; this crate holds the contracts
 //! between them, and nothing in its policy modules starts a thread or reads a clock.
@@ -66,6 +66,7 @@ pub mod channel;
 pub mod config;
 pub mod health;
 mod metadata;
+pub mod orca;
 mod picker;
 pub mod policies;
 mod policy;
@@ -90,6 +91,7 @@ pub use policy::{
     ChannelController, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions, LbState,
     ParsedLbConfig, UpdateError, WorkScheduler,
 };
+pub use protowire::DecodeError;
 pub use random::{RandomSource, SharedRandom, SplitMix64};
 pub use registry::LbPolicyRegistry;
 pub use resolver::ResolverUpdate;

@@ -348,6 +348,20 @@ pub fn put_string(buf: &mut Vec<u8>, field: u32, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
+/// A length-delimited field (bytes or an embedded message), written even when
+/// empty.
+pub fn put_bytes(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    put_tag(buf, field, wire::LEN);
+    put_varint(buf, bytes.len() as u64);
+    buf.extend_from_slice(bytes);
+}
+
+/// A `double` field.
+pub fn put_double(buf: &mut Vec<u8>, field: u32, value: f64) {
+    put_tag(buf, field, wire::FIXED64);
+    buf.extend_from_slice(&value.to_le_bytes());
+}
+
 /// How many bytes `v` takes as a varint.
 pub fn varint_len(v: u64) -> usize {
     // ceil(bits / 7), at least 1.

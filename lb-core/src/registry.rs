@@ -35,11 +35,12 @@ impl LbPolicyRegistry {
         Self::default()
     }
 
-    /// A registry with `pick_first` and `round_robin`.
+    /// A registry with `pick_first`, `round_robin` and `weighted_round_robin`.
     pub fn with_builtins() -> Self {
         let mut reg = Self::new();
         reg.register(crate::policies::pick_first::PickFirstBuilder);
         reg.register(crate::policies::round_robin::RoundRobinBuilder);
+        reg.register(crate::policies::weighted_round_robin::WeightedRoundRobinBuilder);
         reg
     }
 

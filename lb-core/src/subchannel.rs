@@ -6,7 +6,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::time::Duration;
+
 use crate::address::Address;
+use crate::orca::{OobListener, OobRequest};
 use crate::state::ConnectivityState;
 use crate::status::Status;
 
@@ -56,6 +59,12 @@ pub trait SubchannelBackend: Send + Sync + 'static {
     fn shutdown(&self, id: SubchannelId);
     /// The backend as `Any`, so its owner can get its own type back.
     fn as_any(&self) -> &dyn Any;
+    /// Starts (`Some`), replaces or stops (`None`) out-of-band ORCA load reports for
+    /// `id`; see [`Subchannel::request_oob_reports`]. The default ignores the request:
+    /// a backend without ORCA support never reports.
+    fn set_oob_reports(&self, id: SubchannelId, request: Option<OobRequest>) {
+        let _ = (id, request);
+    }
 }
 
 /// A handle on one connection to one address, created by
@@ -148,6 +157,44 @@ impl Subchannel {
     pub fn shutdown(&self) {
         if !self.inner.shut_down.swap(true, Ordering::AcqRel) {
             self.inner.backend.shutdown(self.inner.id);
+        }
+    }
+
+    /// Asks for out-of-band load reports (gRFC A51) from this subchannel's server every
+    /// `period`, replacing any earlier request. While the connection is READY the
+    /// channel keeps one `StreamCoreMetrics` stream open (re-opened with backoff) and
+    /// calls `listener` on the serializer with each report; only the latest report per
+    /// subchannel waits there. A subchannel nobody asks about opens no stream.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lb_core::{Address, Subchannel, SubchannelBackend, SubchannelId};
+    /// # struct Nop;
+    /// # impl SubchannelBackend for Nop {
+    /// #     fn connect(&self, _: SubchannelId) {}
+    /// #     fn shutdown(&self, _: SubchannelId) {}
+    /// #     fn as_any(&self) -> &dyn std::any::Any { self }
+    /// # }
+    /// let sc = Subchannel::new(SubchannelId(1), Address::new("a:1"), Arc::new(Nop));
+    /// sc.request_oob_reports(std::time::Duration::from_secs(10), Arc::new(|report| {
+    ///     println!("cpu {}", report.cpu_utilization);
+    /// }));
+    /// sc.stop_oob_reports();
+    /// ```
+    pub fn request_oob_reports(&self, period: Duration, listener: OobListener) {
+        if !self.is_shut_down() {
+            let request = OobRequest { period, listener };
+            self.inner
+                .backend
+                .set_oob_reports(self.inner.id, Some(request));
+        }
+    }
+
+    /// Stops out-of-band load reports asked for with
+    /// [`Subchannel::request_oob_reports`]; the channel closes the stream.
+    pub fn stop_oob_reports(&self) {
+        if !self.is_shut_down() {
+            self.inner.backend.set_oob_reports(self.inner.id, None);
         }
     }
 

@@ -728,8 +728,8 @@ fn bad_default_service_configs_name_the_field() {
             "loadBalancingConfig[0].round_robin: must be an object, not an array",
         ),
         (
-            r#"{"loadBalancingConfig": [{"weighted_round_robin": {}}]}"#,
-            "loadBalancingConfig: no registered policy among [\"weighted_round_robin\"]",
+            r#"{"loadBalancingConfig": [{"no_such_policy": {}}]}"#,
+            "loadBalancingConfig: no registered policy among [\"no_such_policy\"]",
         ),
         (
             r#"{"methodConfig": [{"name": [{"service": "s"}], "timeout": "soon"}]}"#,

@@ -1,11 +1,12 @@
 //! A recording channel controller with fake subchannels.
 
 use std::any::Any;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use lb_core::orca::OobRequest;
 use lb_core::{
     Address, ChannelController, ConnectivityState, LbPolicy, LbPolicyOptions, LbPolicyRegistry,
     LbState, SharedRandom, SplitMix64, Subchannel, SubchannelBackend, SubchannelId,
@@ -32,9 +33,11 @@ pub enum Event {
 
 type Log = Arc<Mutex<VecDeque<Event>>>;
 
-/// The fake subchannels' backend: records connects and shutdowns in the log.
+/// The fake subchannels' backend: records connects and shutdowns in the log, and keeps
+/// each subchannel's out-of-band report request.
 struct FakeBackend {
     log: Log,
+    oob: Mutex<HashMap<SubchannelId, OobRequest>>,
 }
 
 impl SubchannelBackend for FakeBackend {
@@ -48,6 +51,14 @@ impl SubchannelBackend for FakeBackend {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn set_oob_reports(&self, id: SubchannelId, request: Option<OobRequest>) {
+        let mut oob = self.oob.lock();
+        match request {
+            Some(r) => oob.insert(id, r),
+            None => oob.remove(&id),
+        };
     }
 }
 
@@ -90,7 +101,10 @@ impl FakeController {
     pub fn new() -> Self {
         let log: Log = Default::default();
         Self {
-            backend: Arc::new(FakeBackend { log: log.clone() }),
+            backend: Arc::new(FakeBackend {
+                log: log.clone(),
+                oob: Mutex::default(),
+            }),
             log,
             next_id: 1,
             work_scheduler: Arc::default(),
@@ -148,6 +162,13 @@ impl FakeController {
     /// Removes and returns every event so far.
     pub fn take_events(&mut self) -> Vec<Event> {
         self.log.lock().drain(..).collect()
+    }
+
+    /// The out-of-band report request a policy made for subchannel `id`
+    /// ([`Subchannel::request_oob_reports`]), while it stands. A test sends reports by
+    /// calling its `listener`, as the channel's serializer would.
+    pub fn oob_request(&self, id: SubchannelId) -> Option<OobRequest> {
+        self.backend.oob.lock().get(&id).cloned()
     }
 
     /// Every subchannel this controller has created.

@@ -63,6 +63,22 @@ const PICK_BENCHES: &[PickBench] = &[
         target_scaling: None,
     },
     PickBench {
+        package: "lb-core",
+        bench: "pick",
+        group: "weighted_round_robin_pick_10",
+        what: "weighted_round_robin pick, 10 weighted subchannels",
+        target_ns: 50.0,
+        target_scaling: Some(1.8),
+    },
+    PickBench {
+        package: "lb-core",
+        bench: "pick",
+        group: "weighted_round_robin_pick_10_per_call",
+        what: "weighted_round_robin pick with its per-call ORCA callback",
+        target_ns: 50.0,
+        target_scaling: None,
+    },
+    PickBench {
         package: "lb-group",
         bench: "weighted_target",
         group: "weighted_target_pick",

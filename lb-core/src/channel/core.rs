@@ -31,6 +31,7 @@ use super::service_config::ServiceConfig;
 use crate::address::Address;
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::config::ConfigError;
+use crate::orca::OobRequest;
 use crate::picker::{DropPicker, FailPicker, PickInfo, PickResult, Picker, QueuePicker};
 use crate::policies::pick_first::PickFirstBuilder;
 use crate::policy::{
@@ -63,6 +64,18 @@ pub(crate) enum Input {
     /// The health-check stream of `slot` on subchannel `id` has news (at most one
     /// queued per stream: see [`super::health`]).
     Health { id: SubchannelId, slot: Weak<Slot> },
+    /// A policy asked for out-of-band load reports from subchannel `id` (`None`: to
+    /// stop them); see [`super::orca`].
+    OobRequest {
+        id: SubchannelId,
+        request: Option<OobRequest>,
+    },
+    /// The out-of-band ORCA stream of `slot` on subchannel `id` has news (at most one
+    /// queued per stream: see [`super::orca`]).
+    Orca {
+        id: SubchannelId,
+        slot: Weak<super::orca::Slot>,
+    },
     /// A resolver result.
     Resolver(ResolverUpdate),
     /// Reply once everything queued before has been handled.
@@ -84,6 +97,8 @@ impl fmt::Debug for Input {
             Self::Drained { id, seq } => write!(f, "Drained({id}#{seq})"),
             Self::ExitIdle => f.write_str("ExitIdle"),
             Self::Health { id, .. } => write!(f, "Health({id})"),
+            Self::OobRequest { id, request } => write!(f, "OobRequest({id}, {request:?})"),
+            Self::Orca { id, .. } => write!(f, "Orca({id})"),
             Self::Resolver(u) => write!(f, "Resolver({u:?})"),
             Self::Settle { rounds, .. } => write!(f, "Settle({rounds})"),
             Self::Shutdown(id) => write!(f, "Shutdown({id})"),
@@ -397,6 +412,8 @@ impl ChannelCore {
                 self.pool.health_event(id, &slot, now, &mut self.updates);
                 self.deliver(now);
             }
+            Input::OobRequest { id, request } => self.pool.set_oob_request(id, request),
+            Input::Orca { id, slot } => self.pool.orca_event(id, &slot, now),
             Input::ExitIdle => match self.mode {
                 Mode::Idle => self.activate(now),
                 _ => {

@@ -17,92 +17,30 @@
 //!
 //! The serializer's queue: a listener sends at most one [`Input::Health`] at a time.
 //! It keeps only the latest response (and the close) in its [`Slot`] and sends again
-//! only after the serializer has taken what the previous one announced. So health
-//! checks add at most one queued input per READY subchannel, however fast a server
-//! sends. Response bytes are released (flow-control credit) when the serializer
-//! takes them.
+//! only after the serializer has taken what the previous one announced (the mailbox
+//! is [`super::watch`]'s). So health checks add at most one queued input per READY
+//! subchannel, however fast a server sends. Response bytes are released
+//! (flow-control credit) when the serializer takes them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
-use parking_lot::Mutex;
-
 use super::core::Input;
-use crate::address::Address;
-use crate::backoff::Backoff;
+use super::watch::{self, Follow, Kind, Reopen, Target};
 use crate::health::{self, ServingStatus};
-use crate::metadata::Metadata;
 use crate::protowire::DecodeError;
 use crate::state::ConnectivityState;
-use crate::status::{Code, Status};
-use crate::subchannel::{SubchannelId, SubchannelState};
-use crate::transport::{CallHead, CallListener, CallOutcome, CallStream, Connection};
+use crate::status::Status;
+use crate::subchannel::SubchannelState;
 
-/// What one watch stream's listener has stored for the serializer.
-#[derive(Default)]
-struct Arrived {
-    /// The latest response, or the first that did not decode (which sticks).
-    latest: Option<Result<ServingStatus, DecodeError>>,
-    /// Response bytes not yet released to the transport.
-    unreleased: usize,
-    closed: Option<Status>,
-}
+/// The mailbox of one `Watch` stream.
+pub(crate) type Slot = watch::Slot<ServingStatus, DecodeError>;
 
-/// The mailbox between one watch stream's listener and the serializer.
-pub(crate) struct Slot {
-    id: SubchannelId,
-    arrived: Mutex<Arrived>,
-    /// An [`Input::Health`] for this slot is queued and not yet handled.
-    announced: AtomicBool,
-    tx: Sender<Input>,
-}
-
-impl Slot {
-    fn announce(self: &Arc<Self>) {
-        if !self.announced.swap(true, Ordering::AcqRel) {
-            // A weak reference: a queued input never keeps the slot (and the
-            // sender in it) alive.
-            let _ = self.tx.send(Input::Health {
-                id: self.id,
-                slot: Arc::downgrade(self),
-            });
-        }
+fn kind() -> Kind<ServingStatus, DecodeError> {
+    Kind {
+        decode: health::decode_response,
+        input: |id, slot| Input::Health { id, slot },
     }
-}
-
-/// The watch stream's listener (on the transport's threads): store, then announce.
-struct WatchListener(Arc<Slot>);
-
-impl CallListener for WatchListener {
-    fn on_headers(&self, _: Metadata) {}
-
-    fn on_message(&self, message: Vec<u8>) {
-        {
-            let mut arrived = self.0.arrived.lock();
-            arrived.unreleased += message.len();
-            if !matches!(arrived.latest, Some(Err(_))) {
-                arrived.latest = Some(health::decode_response(&message));
-            }
-        }
-        self.0.announce();
-    }
-
-    fn on_writable(&self) {}
-
-    fn on_close(&self, outcome: CallOutcome) {
-        self.0.arrived.lock().closed = Some(outcome.status);
-        self.0.announce();
-    }
-}
-
-/// One open watch stream.
-struct Watch {
-    slot: Arc<Slot>,
-    stream: Arc<dyn CallStream>,
-    /// A response arrived on this stream.
-    answered: bool,
 }
 
 /// What a health check wants done after a step.
@@ -117,42 +55,21 @@ pub(crate) struct Step {
 /// The health check of one READY connection.
 pub(crate) struct HealthCheck {
     service: String,
-    address: Address,
-    connection: Arc<dyn Connection>,
-    tx: Sender<Input>,
-    id: SubchannelId,
-    watch: Option<Watch>,
-    retry_at: Option<Instant>,
-    backoff: Backoff,
+    follow: Follow<ServingStatus, DecodeError>,
     /// What the policy was told last.
     shown: SubchannelState,
 }
 
 impl HealthCheck {
-    /// Starts watching `service` on `connection`; the policy was last told `shown`
-    /// (CONNECTING for a new connection).
-    pub(crate) fn start(
-        service: &str,
-        address: &Address,
-        connection: Arc<dyn Connection>,
-        tx: Sender<Input>,
-        id: SubchannelId,
-        backoff: Backoff,
-        shown: SubchannelState,
-    ) -> Self {
-        let mut check = Self {
+    /// Starts watching `service` on `target`'s connection; the policy was last told
+    /// `shown` (CONNECTING for a new connection).
+    pub(crate) fn start(service: &str, target: Target, shown: SubchannelState) -> Self {
+        let request = health::encode_request(service);
+        Self {
             service: service.to_owned(),
-            address: address.clone(),
-            connection,
-            tx,
-            id,
-            watch: None,
-            retry_at: None,
-            backoff,
+            follow: Follow::start(target, health::WATCH_METHOD, request, kind),
             shown,
-        };
-        check.open();
-        check
+        }
     }
 
     /// Whether calls may use the connection.
@@ -165,58 +82,29 @@ impl HealthCheck {
         &self.shown
     }
 
-    fn open(&mut self) {
-        let slot = Arc::new(Slot {
-            id: self.id,
-            arrived: Mutex::new(Arrived::default()),
-            announced: AtomicBool::new(false),
-            tx: self.tx.clone(),
-        });
-        let listener = Arc::new(WatchListener(slot.clone()));
-        let stream = self
-            .connection
-            .open_stream(CallHead::new(health::WATCH_METHOD), listener);
-        // An empty stream takes one message; `Closed` means on_close has been sent.
-        let _ = stream.try_send(health::encode_request(&self.service), true);
-        self.watch = Some(Watch {
-            slot,
-            stream,
-            answered: false,
-        });
-    }
-
     /// The listener of `slot` announced news.
     pub(crate) fn handle(&mut self, slot: &Weak<Slot>, now: Instant) -> Step {
         let mut step = Step::default();
-        let current = |w: &&mut Watch| std::ptr::eq(Arc::as_ptr(&w.slot), slot.as_ptr());
-        let Some(watch) = self.watch.as_mut().filter(current) else {
+        let Some((latest, closed)) = self.follow.take(slot) else {
             return step; // a stream this check has already given up
         };
-        watch.slot.announced.store(false, Ordering::Release);
-        let Arrived {
-            latest,
-            unreleased,
-            closed,
-        } = std::mem::take(&mut *watch.slot.arrived.lock());
-        if unreleased > 0 {
-            watch.stream.release(unreleased);
-        }
         let ended = match latest {
             Some(Ok(status)) => {
-                watch.answered = true;
+                self.follow.answered();
                 let state = if status == ServingStatus::Serving {
                     SubchannelState::new(ConnectivityState::Ready)
                 } else {
                     SubchannelState::failure(Status::unavailable(format!(
                         "{}: connection active but health check failed: service {:?} is {status}",
-                        self.address, self.service
+                        self.follow.address(),
+                        self.service
                     )))
                 };
                 self.show(state, &mut step);
                 closed
             }
             Some(Err(error)) => {
-                watch.stream.cancel();
+                self.follow.cancel();
                 Some(Status::internal(format!(
                     "bad HealthCheckResponse: {error}"
                 )))
@@ -231,12 +119,12 @@ impl HealthCheck {
 
     /// The watch stream ended with `status`.
     fn ended(&mut self, status: Status, now: Instant, step: &mut Step) {
-        let answered = self.watch.take().is_some_and(|w| w.answered);
-        if status.code() == Code::Unimplemented {
+        let reopen = self.follow.ended(&status, now);
+        if reopen == Reopen::Never {
             log::error!(
                 "{}: the server does not implement {}, so this connection counts as \
                  healthy and is not health-checked again: {status}",
-                self.address,
+                self.follow.address(),
                 health::WATCH_METHOD
             );
             self.show(SubchannelState::new(ConnectivityState::Ready), step);
@@ -245,33 +133,29 @@ impl HealthCheck {
         self.show(
             SubchannelState::failure(Status::unavailable(format!(
                 "{}: connection active but the health check stream for service {:?} ended: {status}",
-                self.address, self.service
+                self.follow.address(),
+                self.service
             ))),
             step,
         );
-        if answered {
-            self.backoff.reset();
-            self.reopen(step);
-        } else {
-            let at = self.backoff.next_attempt_after_failure(now);
-            self.retry_at = Some(at);
-            step.retry_at = Some(at);
+        match reopen {
+            Reopen::At(at) => step.retry_at = Some(at),
+            _ => self.reopen(step),
         }
     }
 
     /// A retry timer set for `at` fired.
     pub(crate) fn retry(&mut self, at: Instant) -> Step {
         let mut step = Step::default();
-        if self.watch.is_none() && self.retry_at == Some(at) {
+        if self.follow.due(at) {
             self.reopen(&mut step);
         }
         step
     }
 
     fn reopen(&mut self, step: &mut Step) {
-        self.retry_at = None;
         self.show(SubchannelState::new(ConnectivityState::Connecting), step);
-        self.open();
+        self.follow.open();
     }
 
     fn show(&mut self, state: SubchannelState, step: &mut Step) {
@@ -283,59 +167,20 @@ impl HealthCheck {
 
     /// Stops: cancels the stream, if one is open.
     pub(crate) fn stop(self) {
-        if let Some(watch) = self.watch {
-            watch.stream.cancel();
-        }
+        self.follow.stop();
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
+    use std::sync::Arc;
+
     use super::*;
-    use crate::backoff::BackoffConfig;
-    use crate::random::SplitMix64;
-    use crate::transport::TrySendError;
-
-    /// A connection whose one stream the test drives through its listener.
-    #[derive(Default)]
-    struct Recorder {
-        listener: Mutex<Option<Arc<dyn CallListener>>>,
-        released: Arc<AtomicUsize>,
-        cancelled: Arc<AtomicBool>,
-    }
-
-    struct RecordedStream {
-        released: Arc<AtomicUsize>,
-        cancelled: Arc<AtomicBool>,
-    }
-
-    impl CallStream for RecordedStream {
-        fn try_send(&self, _: Vec<u8>, _: bool) -> Result<(), TrySendError> {
-            Ok(())
-        }
-        fn half_close(&self) {}
-        fn cancel(&self) {
-            self.cancelled.store(true, Ordering::SeqCst);
-        }
-        fn release(&self, bytes: usize) {
-            self.released.fetch_add(bytes, Ordering::SeqCst);
-        }
-    }
-
-    impl Connection for Recorder {
-        fn open_stream(&self, head: CallHead, l: Arc<dyn CallListener>) -> Arc<dyn CallStream> {
-            assert_eq!(head.method, health::WATCH_METHOD);
-            *self.listener.lock() = Some(l);
-            Arc::new(RecordedStream {
-                released: self.released.clone(),
-                cancelled: self.cancelled.clone(),
-            })
-        }
-        fn close(&self) {}
-    }
+    use crate::channel::watch::tests::{Recorder, target};
+    use crate::transport::CallOutcome;
 
     #[test]
     fn a_flood_of_responses_queues_one_input_and_keeps_the_latest() {
@@ -343,14 +188,11 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut check = HealthCheck::start(
             "s",
-            &Address::new("a:1"),
-            connection.clone(),
-            tx,
-            SubchannelId(1),
-            Backoff::new(BackoffConfig::default(), SplitMix64::seeded(1)),
+            target(&connection, tx),
             SubchannelState::new(ConnectivityState::Connecting),
         );
         let listener = connection.listener.lock().clone().unwrap();
+        assert_eq!(connection.method.lock().as_str(), health::WATCH_METHOD);
         for i in 0..10_000 {
             let status = if i % 2 == 0 {
                 ServingStatus::NotServing

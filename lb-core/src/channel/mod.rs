@@ -100,6 +100,18 @@
 //! with the channel's backoff. [`ChannelBuilder::disable_health_check`] turns this
 //! off.
 //!
+//! # Load reports (ORCA)
+//!
+//! A policy that asks with
+//! [`Subchannel::request_oob_reports`](crate::Subchannel::request_oob_reports) (as
+//! `weighted_round_robin` does with `enableOobLoadReport`) gets an
+//! `OpenRcaService/StreamCoreMetrics` stream on each READY connection of that
+//! subchannel (gRFC A51); each report reaches its listener on the serializer, only
+//! the latest waiting. Streams are re-opened with the channel's backoff and cancelled
+//! when the connection leaves READY or the policy stops asking. Per-call reports need
+//! no channel support: a picker's completion callback reads them from the call's
+//! trailers with [`crate::orca::report_from`].
+//!
 //! # Closing
 //!
 //! [`Channel::close`], or dropping the last clone, closes the policy, every
@@ -120,12 +132,14 @@ mod clock;
 mod core;
 mod dns;
 mod health;
+mod orca;
 mod pool;
 mod resolver;
 mod retry;
 mod serializer;
 mod service_config;
 mod target;
+mod watch;
 
 use std::fmt;
 use std::sync::Arc;

@@ -27,6 +27,10 @@
 //!   calls, only while its health check says SERVING; until then the policy sees
 //!   CONNECTING or TRANSIENT_FAILURE. [`Pool::set_health_service`] applies a
 //!   changed config to the READY connections.
+//! - A policy that asked for out-of-band load reports
+//!   ([`Subchannel::request_oob_reports`]) gets one ORCA stream per READY connection
+//!   ([`super::orca`]); it is cancelled when the connection leaves READY or the
+//!   policy stops asking.
 
 use std::any::Any;
 use std::cmp::Reverse;
@@ -41,8 +45,11 @@ use crossbeam_channel::Sender;
 
 use super::core::Input;
 use super::health::{HealthCheck, Slot, Step};
+use super::orca::{OobStream, Slot as OrcaSlot};
+use super::watch::Target;
 use crate::address::Address;
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::orca::OobRequest;
 use crate::random::{RandomSource, SharedRandom};
 use crate::state::ConnectivityState;
 use crate::status::Status;
@@ -137,6 +144,10 @@ impl SubchannelBackend for ScBackend {
     fn as_any(&self) -> &dyn Any {
         self
     }
+
+    fn set_oob_reports(&self, id: SubchannelId, request: Option<OobRequest>) {
+        let _ = self.tx.send(Input::OobRequest { id, request });
+    }
 }
 
 /// A subchannel state change for the policy that owns the subchannel.
@@ -174,6 +185,8 @@ enum TimerKind {
     Retry,
     /// Re-open a READY connection's health-check stream.
     HealthRetry,
+    /// Re-open a READY connection's out-of-band ORCA stream.
+    OobRetry,
 }
 
 struct Entry {
@@ -189,6 +202,10 @@ struct Entry {
     attempt_started: Option<Instant>,
     /// The READY connection's health check, when health checks are on.
     health: Option<HealthCheck>,
+    /// The policy's request for out-of-band load reports, while it stands.
+    oob: Option<OobRequest>,
+    /// The READY connection's out-of-band stream, while asked for.
+    oob_stream: Option<OobStream>,
 }
 
 /// Every subchannel of one channel.
@@ -241,6 +258,8 @@ impl Pool {
                 attempt: None,
                 attempt_started: None,
                 health: None,
+                oob: None,
+                oob_stream: None,
             },
         );
         handle
@@ -333,6 +352,7 @@ impl Pool {
             (ConnectivityState::Connecting, ConnectionEvent::Ready) => {
                 entry.state = ConnectivityState::Ready;
                 entry.backoff.reset();
+                start_oob(entry, &self.config, &self.tx);
                 match self.health_service.clone() {
                     // The policy keeps seeing CONNECTING until the first response.
                     Some(service) => start_health(
@@ -372,9 +392,7 @@ impl Pool {
                 ConnectionEvent::GoAway { .. } | ConnectionEvent::Closed(_),
             ) => {
                 entry.backend.ready.store(None);
-                if let Some(health) = entry.health.take() {
-                    health.stop();
-                }
+                stop_streams(entry);
                 let attempt = entry.attempt.take();
                 entry.state = ConnectivityState::Idle;
                 out.push(update(entry, SubchannelState::new(ConnectivityState::Idle)));
@@ -439,6 +457,35 @@ impl Pool {
         }
     }
 
+    /// A policy asked for out-of-band reports from `id` (`None`: stop). A READY
+    /// connection opens (or re-opens with the new period) its stream at once.
+    pub(crate) fn set_oob_request(&mut self, id: SubchannelId, request: Option<OobRequest>) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        entry.oob = request;
+        if let Some(old) = entry.oob_stream.take() {
+            old.stop();
+        }
+        if entry.state == ConnectivityState::Ready {
+            start_oob(entry, &self.config, &self.tx);
+        }
+    }
+
+    /// The out-of-band stream of `slot` on subchannel `id` has news.
+    pub(crate) fn orca_event(&mut self, id: SubchannelId, slot: &Weak<OrcaSlot>, now: Instant) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let Some(oob) = entry.oob_stream.as_mut() else {
+            return;
+        };
+        if let Some(at) = oob.handle(slot, now) {
+            self.timers
+                .push(Reverse((at, id, entry.seq, TimerKind::OobRetry)));
+        }
+    }
+
     /// The last call on a draining connection completed.
     pub(crate) fn drained(&mut self, id: SubchannelId, seq: u64) {
         if let Some(a) = self.draining.get(&(id, seq)) {
@@ -478,6 +525,11 @@ impl Pool {
                     entry.state = ConnectivityState::Idle;
                     out.push(update(entry, SubchannelState::new(ConnectivityState::Idle)));
                 }
+                (TimerKind::OobRetry, ConnectivityState::Ready) => {
+                    if let Some(oob) = entry.oob_stream.as_mut() {
+                        oob.retry(at);
+                    }
+                }
                 (TimerKind::HealthRetry, ConnectivityState::Ready) => {
                     if let Some(health) = entry.health.as_mut() {
                         let step = health.retry(at);
@@ -501,9 +553,7 @@ impl Pool {
         };
         entry.backend.ready.store(None);
         entry.handle.shutdown();
-        if let Some(health) = entry.health.take() {
-            health.stop();
-        }
+        stop_streams(&mut entry);
         if let Some(attempt) = entry.attempt.take() {
             if entry.state == ConnectivityState::Ready {
                 self.retire(attempt);
@@ -539,9 +589,7 @@ impl Pool {
         for (_, mut entry) in self.entries.drain() {
             entry.backend.ready.store(None);
             entry.handle.shutdown();
-            if let Some(health) = entry.health.take() {
-                health.stop();
-            }
+            stop_streams(&mut entry);
             if let Some(attempt) = entry.attempt.take() {
                 attempt.draining.store(true, Ordering::SeqCst);
                 attempt.close();
@@ -588,7 +636,7 @@ fn start_health(
     tx: &Sender<Input>,
     shown: SubchannelState,
 ) {
-    let Some(connection) = entry.attempt.as_ref().and_then(|a| a.connection.get()) else {
+    let Some(target) = follow_target(entry, config, tx) else {
         return;
     };
     let ready = shown.connectivity_state == ConnectivityState::Ready;
@@ -596,15 +644,38 @@ fn start_health(
         .backend
         .ready
         .store(if ready { entry.attempt.clone() } else { None });
-    entry.health = Some(HealthCheck::start(
-        service,
-        entry.handle.address(),
-        connection.clone(),
-        tx.clone(),
-        entry.handle.id(),
-        Backoff::new(config.backoff, SharedSource(config.random.clone())),
-        shown,
-    ));
+    entry.health = Some(HealthCheck::start(service, target, shown));
+}
+
+/// Opens the out-of-band stream of a READY entry, if its policy asked for one.
+fn start_oob(entry: &mut Entry, config: &PoolConfig, tx: &Sender<Input>) {
+    let Some(request) = entry.oob.clone() else {
+        return;
+    };
+    if let Some(target) = follow_target(entry, config, tx) {
+        entry.oob_stream = Some(OobStream::start(request, target));
+    }
+}
+
+/// Where a stream on the entry's READY connection runs.
+fn follow_target(entry: &Entry, config: &PoolConfig, tx: &Sender<Input>) -> Option<Target> {
+    Some(Target {
+        address: entry.handle.address().clone(),
+        connection: entry.attempt.as_ref()?.connection.get()?.clone(),
+        tx: tx.clone(),
+        id: entry.handle.id(),
+        backoff: Backoff::new(config.backoff, SharedSource(config.random.clone())),
+    })
+}
+
+/// Cancels the streams a READY connection follows (health, ORCA).
+fn stop_streams(entry: &mut Entry) {
+    if let Some(health) = entry.health.take() {
+        health.stop();
+    }
+    if let Some(oob) = entry.oob_stream.take() {
+        oob.stop();
+    }
 }
 
 /// Shows the policy what a health check decided; calls use the connection only

@@ -151,6 +151,20 @@ impl RoundRobin {
         controller.update_picker(lb_state);
     }
 
+    /// The READY subchannels behind the last published picker (empty unless READY),
+    /// for `weighted_round_robin`, which wraps this policy.
+    pub(crate) fn ready(&self) -> &[Subchannel] {
+        match &self.published {
+            Some((ConnectivityState::Ready, ready)) => ready,
+            _ => &[],
+        }
+    }
+
+    /// This policy's subchannels, in address order.
+    pub(crate) fn subchannels(&self) -> impl Iterator<Item = &Subchannel> {
+        self.entries.iter().map(|e| &e.subchannel)
+    }
+
     fn close_all(&mut self) {
         for e in self.entries.drain(..) {
             e.subchannel.shutdown();

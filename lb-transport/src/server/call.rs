@@ -359,6 +359,27 @@ impl ServerCall {
         self.trailers = metadata;
     }
 
+    /// Sends a per-call ORCA load report (gRFC A51) with the trailers, as
+    /// `endpoint-load-metrics-bin`, replacing an earlier one. Call it after
+    /// [`set_trailers`](Self::set_trailers), which replaces every trailer.
+    ///
+    /// ```
+    /// use lb_core::orca::OrcaLoadReport;
+    /// use lb_transport::server::{Server, ServerCall};
+    /// let builder = Server::builder().server_streaming(
+    ///     "/demo.Echo/Repeat",
+    ///     |request: Vec<u8>, call: &mut ServerCall| {
+    ///         call.send(&request)?;
+    ///         call.set_load_report(&OrcaLoadReport { cpu_utilization: 0.3, rps_fractional: 40.0, ..Default::default() });
+    ///         Ok(())
+    ///     },
+    /// );
+    /// # drop(builder);
+    /// ```
+    pub fn set_load_report(&mut self, report: &lb_core::orca::OrcaLoadReport) {
+        report.write_trailer(&mut self.trailers);
+    }
+
     /// Whether the call was cancelled (see [`ServerCall`]).
     pub fn is_cancelled(&self) -> bool {
         self.shared.lock().cancelled.is_some()

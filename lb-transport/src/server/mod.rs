@@ -21,6 +21,10 @@
 //! The standard health service (`grpc.health.v1.Health`, `Check` and `Watch`) is
 //! [`health::HealthService`]: `HealthService::new().mount(builder)`.
 //!
+//! Load reports for clients' `weighted_round_robin` (ORCA, gRFC A51): per call with
+//! [`Response::with_load_report`] or [`ServerCall::set_load_report`], out of band with
+//! [`orca::OrcaService`]: `OrcaService::new().mount(builder)`.
+//!
 //! # Threads and data flow
 //!
 //! ```text
@@ -125,6 +129,7 @@ mod call;
 mod conn;
 pub mod health;
 mod io;
+pub mod orca;
 mod threads;
 mod worker;
 
@@ -238,6 +243,22 @@ impl Response {
             message: message.into(),
             ..Self::default()
         }
+    }
+
+    /// This response with a per-call ORCA load report (gRFC A51) in its trailers, as
+    /// `endpoint-load-metrics-bin`: policies such as `weighted_round_robin` read it
+    /// when the call completes.
+    ///
+    /// ```
+    /// use lb_core::orca::{self, OrcaLoadReport};
+    /// use lb_transport::server::Response;
+    /// let report = OrcaLoadReport { application_utilization: 0.4, rps_fractional: 120.0, ..Default::default() };
+    /// let response = Response::new(b"hi".to_vec()).with_load_report(&report);
+    /// assert!(response.trailers.get_bin(orca::TRAILER).is_some());
+    /// ```
+    pub fn with_load_report(mut self, report: &lb_core::orca::OrcaLoadReport) -> Self {
+        report.write_trailer(&mut self.trailers);
+        self
     }
 }
 

@@ -29,6 +29,7 @@ fn main() {
     connections(&dir);
     service_config(&dir.join("service_config"));
     health_codec(&dir.join("health_codec"));
+    orca_codec(&dir.join("orca_codec"));
     rls_response(&dir.join("rls_response"));
     rls_config(&dir.join("rls_config"));
 }
@@ -452,6 +453,34 @@ fn health_codec(dir: &Path) {
         "unknown_field_repeated",
         &[0x12, 0x01, b'x', 0x08, 0x02, 0x08, 0x01],
     );
+}
+
+/// ORCA messages from our encoder: a full report, a small one, and a request.
+fn orca_codec(dir: &Path) {
+    use lb_core::orca::{OrcaLoadReport, OrcaLoadReportRequest};
+    let full = OrcaLoadReport {
+        cpu_utilization: 0.25,
+        mem_utilization: 0.5,
+        rps: 7,
+        request_cost: [("db".to_string(), 1.5)].into(),
+        utilization: [("gpu".to_string(), 0.75)].into(),
+        rps_fractional: 12.5,
+        eps: 0.5,
+        named_metrics: [("queue".to_string(), 3.0)].into(),
+        application_utilization: 0.4,
+    };
+    write(dir, "report_full", &full.encode());
+    let small = OrcaLoadReport {
+        application_utilization: 0.2,
+        rps_fractional: 100.0,
+        ..Default::default()
+    };
+    write(dir, "report_small", &small.encode());
+    let request = OrcaLoadReportRequest {
+        report_interval: std::time::Duration::from_millis(1500),
+        request_cost_names: vec!["db".into()],
+    };
+    write(dir, "request", &request.encode());
 }
 
 /// Encoded RLS messages, from our encoder, and one message as another implementation

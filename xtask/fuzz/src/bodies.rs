@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use lb_core::LbPolicyRegistry;
 use lb_core::config::{format_duration, parse_duration};
 use lb_core::health;
+use lb_core::orca::{OrcaLoadReport, OrcaLoadReportRequest};
 use lb_transport::frame::{FrameReader, HEADER_LEN, Head, Settings, StreamId};
 use lb_transport::hpack::{self, Decoder, Encoder, Header};
 use lb_transport::proto::{Connection, ConnectionConfig, Event};
@@ -37,6 +38,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("server_connection", server_connection),
     ("service_config", service_config),
     ("health_codec", health_codec),
+    ("orca_codec", orca_codec),
 ];
 
 /// The header list limit the HPACK target decodes with (the connection's default
@@ -427,5 +429,23 @@ pub fn health_codec(data: &[u8]) {
     if let Ok(status) = health::decode_response(data) {
         let again = health::decode_response(&health::encode_response(status));
         assert_eq!(again, Ok(status), "response {data:?}");
+    }
+}
+
+// ----- orca_codec -----
+
+/// Decodes the input as an ORCA `OrcaLoadReport` (per-call trailers and out-of-band
+/// streams carry these from peers) and as an `OrcaLoadReportRequest` (our server reads
+/// these); what decodes must encode to bytes that decode to the same encoding (bytes,
+/// not values, because a NaN is never equal to itself).
+pub fn orca_codec(data: &[u8]) {
+    if let Ok(report) = OrcaLoadReport::decode(data) {
+        let bytes = report.encode();
+        let again = OrcaLoadReport::decode(&bytes).expect("our encoding decodes");
+        assert_eq!(again.encode(), bytes, "report {data:?}");
+    }
+    if let Ok(request) = OrcaLoadReportRequest::decode(data) {
+        let again = OrcaLoadReportRequest::decode(&request.encode());
+        assert_eq!(again.as_ref(), Ok(&request), "request {data:?}");
     }
 }
