@@ -191,5 +191,6 @@ impl fmt::Debug for HealthService {
 }
 
 fn decode(request: &[u8]) -> Result<String, Status> {
-    health::decode_request(request).map_err(|e| Status::invalid_argument(e.to_string()))
+    health::decode_request(request)
+        .map_err(|e| Status::invalid_argument(format!("bad HealthCheckRequest: {e}")))
 }
