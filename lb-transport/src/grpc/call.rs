@@ -16,6 +16,23 @@ use crate::proto::{ConnectionError, ResetCause};
 /// The `content-type` of gRPC with protobuf messages.
 pub const CONTENT_TYPE: &str = "application/grpc";
 
+/// Whether `content-type` is gRPC's: `application/grpc`, alone or with a message
+/// format (`application/grpc+proto`) or parameters (`;`). gRPC-Web
+/// (`application/grpc-web…`) is another protocol, which this side does not speak.
+///
+/// ```
+/// use lb_transport::grpc::call::is_grpc_content_type;
+/// assert!(is_grpc_content_type(b"application/grpc"));
+/// assert!(is_grpc_content_type(b"application/grpc+proto"));
+/// assert!(!is_grpc_content_type(b"application/grpc-web"));
+/// assert!(!is_grpc_content_type(b"application/grpcx"));
+/// ```
+pub fn is_grpc_content_type(content_type: &[u8]) -> bool {
+    content_type
+        .strip_prefix(CONTENT_TYPE.as_bytes())
+        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')))
+}
+
 /// Headers that carry gRPC's own fields and never appear in call metadata.
 fn is_reserved(name: &[u8]) -> bool {
     name.starts_with(b":")
@@ -250,8 +267,7 @@ impl ClientStream {
             self.end(&headers, http, out);
             return;
         }
-        let grpc_type = find(&headers, "content-type")
-            .is_some_and(|ct| ct.starts_with(CONTENT_TYPE.as_bytes()));
+        let grpc_type = find(&headers, "content-type").is_some_and(is_grpc_content_type);
         if http != Some(200) || !grpc_type {
             let code = Code::from_http_status(http.unwrap_or(0));
             self.error = Some(Status::new(
@@ -487,9 +503,7 @@ pub fn parse_request_head(headers: &[Header]) -> Result<ServerRequestHead, Refus
     if find(headers, ":method") != Some(b"POST") {
         return Err(Refusal::Http(405));
     }
-    let grpc =
-        find(headers, "content-type").is_some_and(|ct| ct.starts_with(CONTENT_TYPE.as_bytes()));
-    if !grpc {
+    if !find(headers, "content-type").is_some_and(is_grpc_content_type) {
         return Err(Refusal::Http(415));
     }
     if find(headers, "grpc-encoding").is_some_and(|e| e != b"identity") {
@@ -882,6 +896,26 @@ mod tests {
         let head = parse_request_head(&h).unwrap();
         assert_eq!(head.path, "/s/m");
         assert_eq!(head.timeout, Some(Duration::from_secs(2)));
+        // gRPC-Web and look-alikes are not gRPC: 415, like any other type.
+        for (content_type, served) in [
+            ("application/grpc+proto", true),
+            ("application/grpc; charset=utf-8", true),
+            ("application/grpc-web", false),
+            ("application/grpc-web-text+proto", false),
+            ("application/grpcx", false),
+        ] {
+            let mut h = h.clone();
+            for header in &mut h {
+                if header.name == b"content-type" {
+                    *header = Header::new("content-type", content_type);
+                }
+            }
+            let result = parse_request_head(&h);
+            assert_eq!(result.is_ok(), served, "{content_type}: {result:?}");
+            if !served {
+                assert_eq!(result, Err(Refusal::Http(415)), "{content_type}");
+            }
+        }
         h[0] = Header::new(":method", "GET");
         assert_eq!(parse_request_head(&h), Err(Refusal::Http(405)));
 

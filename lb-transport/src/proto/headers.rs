@@ -1,4 +1,9 @@
-//! Checks of received header lists (RFC 9113 section 8.2 and 8.3).
+//! Checks of received header lists (RFC 9113 sections 8.1.1, 8.2 and 8.3).
+//!
+//! A field name may hold only visible ASCII other than uppercase letters, and a
+//! colon only as a pseudo-header's first byte; a field value may not hold NUL, CR or
+//! LF, nor start or end with a space or tab (section 8.2.1). A list that breaks a
+//! rule is malformed: a stream error of type PROTOCOL_ERROR.
 
 use crate::hpack::Header;
 
@@ -16,15 +21,27 @@ pub(crate) fn validate(headers: &[Header], kind: Kind) -> Result<(), &'static st
     let mut has = [false; 4]; // :method, :scheme, :path, :status
     for h in headers {
         let name = h.name.as_slice();
-        // "Field names MUST NOT contain characters in the range 0x41 ('A') to 0x5a ('Z')".
-        if name.iter().any(u8::is_ascii_uppercase) {
-            return Err("uppercase header name");
-        }
         if name.is_empty() {
             return Err("empty header name");
         }
+        // "A field name MUST NOT contain characters in the ranges 0x00-0x20,
+        // 0x41-0x5a, or 0x7f-0xff", nor a colon but a pseudo-header's first.
+        if name.iter().any(u8::is_ascii_uppercase) {
+            return Err("uppercase header name");
+        }
+        if name.iter().any(|&b| b <= 0x20 || b >= 0x7f) {
+            return Err("header name with a space, a control or a non-ASCII byte");
+        }
+        if name[1..].contains(&b':') {
+            return Err("header name with a colon inside");
+        }
         if h.value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
             return Err("header value with CR, LF or NUL");
+        }
+        if h.value.first().is_some_and(|b| matches!(b, b' ' | b'\t'))
+            || h.value.last().is_some_and(|b| matches!(b, b' ' | b'\t'))
+        {
+            return Err("header value with leading or trailing whitespace");
         }
         if let Some(pseudo) = name.strip_prefix(b":") {
             // "All pseudo-header fields MUST appear in a field block before all regular
@@ -64,6 +81,28 @@ pub(crate) fn validate(headers: &[Header], kind: Kind) -> Result<(), &'static st
         Kind::Response if !has[3] => Err("response without :status"),
         _ => Ok(()),
     }
+}
+
+/// The `content-length` a header list declares, if any (RFC 9113 section 8.1.1:
+/// the DATA must then add up to it exactly).
+///
+/// # Errors
+///
+/// A value that is not a decimal number, or two values that differ.
+pub(crate) fn content_length(headers: &[Header]) -> Result<Option<u64>, &'static str> {
+    let mut declared = None;
+    for h in headers.iter().filter(|h| h.name == b"content-length") {
+        let value = std::str::from_utf8(&h.value)
+            .ok()
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or("content-length that is not a number")?;
+        if declared.is_some_and(|d| d != value) {
+            return Err("content-length given twice with different values");
+        }
+        declared = Some(value);
+    }
+    Ok(declared)
 }
 
 #[cfg(test)]
@@ -137,10 +176,65 @@ mod tests {
                 Kind::Response,
                 "CR, LF",
             ),
+            (
+                &[(":status", "200"), ("x y", "1")],
+                Kind::Response,
+                "with a space",
+            ),
+            (
+                &[(":status", "200"), ("x\u{1}", "1")],
+                Kind::Response,
+                "a control",
+            ),
+            (
+                &[(":status", "200"), ("caf\u{e9}", "1")],
+                Kind::Response,
+                "non-ASCII",
+            ),
+            (
+                &[(":status", "200"), ("a:b", "1")],
+                Kind::Response,
+                "colon inside",
+            ),
+            (
+                &[(":status", "200"), ("x", " padded")],
+                Kind::Response,
+                "leading or trailing whitespace",
+            ),
+            (
+                &[(":status", "200"), ("x", "tab\t")],
+                Kind::Response,
+                "leading or trailing whitespace",
+            ),
         ];
         for (list, kind, want) in cases {
             let err = validate(&h(list), *kind).unwrap_err();
             assert!(err.contains(want), "{list:?}: {err}");
+        }
+        // Inner spaces and other visible bytes in values are fine.
+        assert_eq!(
+            validate(&h(&[(":status", "200"), ("x", "a b\tc")]), Kind::Response),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn content_length_is_one_decimal_number() {
+        assert_eq!(content_length(&h(&[("a", "1")])), Ok(None));
+        assert_eq!(
+            content_length(&h(&[("content-length", "12")])),
+            Ok(Some(12))
+        );
+        assert_eq!(
+            content_length(&h(&[("content-length", "5"), ("content-length", "5")])),
+            Ok(Some(5))
+        );
+        for bad in [
+            &[("content-length", "-1")][..],
+            &[("content-length", "")],
+            &[("content-length", "1"), ("content-length", "2")],
+        ] {
+            assert!(content_length(&h(bad)).is_err(), "{bad:?}");
         }
     }
 }

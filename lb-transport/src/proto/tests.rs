@@ -956,3 +956,96 @@ mod prop {
         }
     }
 }
+
+/// A request with `extra` headers on stream `id`, and whether it ends the stream.
+fn request_with(c: &mut RawClient, id: u32, extra: &[(&[u8], &[u8])], end_stream: bool) -> Vec<u8> {
+    let mut headers = request("/s/m");
+    for (name, value) in extra {
+        headers.push(Header::new(name.to_vec(), value.to_vec()));
+    }
+    let mut block = Vec::new();
+    c.encoder.encode(&headers, &mut block);
+    let mut out = Vec::new();
+    Headers::new(StreamId::new(id), block, end_stream, true).encode(&mut out);
+    out
+}
+
+#[test]
+fn malformed_field_names_and_values_reset_the_stream() {
+    // RFC 9113 8.2.1: each of these makes the request malformed.
+    let bad: &[(&[u8], &[u8])] = &[
+        (b"x y", b"1"),
+        (b"x\x01", b"1"),
+        (b"caf\xc3\xa9", b"1"),
+        (b"a:b", b"1"),
+        (b"x", b" leading"),
+        (b"x", b"trailing\t"),
+        (b"x", b"nul\x00"),
+    ];
+    let mut c = RawClient::new(ConnectionConfig::default());
+    for (i, field) in bad.iter().enumerate() {
+        let id = 1 + 2 * i as u32;
+        let bytes = request_with(&mut c, id, &[*field], true);
+        let out = c.send(&bytes);
+        assert_eq!(
+            rst_reasons(&out),
+            [(StreamId::new(id), Reason::PROTOCOL_ERROR)],
+            "{field:?}"
+        );
+        assert!(c.events().is_empty(), "{field:?} reached the application");
+    }
+    // A value with inner spaces and tabs is fine.
+    let id = 1 + 2 * bad.len() as u32;
+    let bytes = request_with(&mut c, id, &[(b"x", b"a b\tc")], true);
+    assert!(rst_reasons(&c.send(&bytes)).is_empty());
+    assert_eq!(c.events().len(), 1);
+}
+
+#[test]
+fn data_that_does_not_match_the_content_length_resets_the_stream() {
+    let mut c = RawClient::new(ConnectionConfig::default());
+    let data = |id: u32, body: &[u8], end: bool| {
+        let mut out = Vec::new();
+        Data::new(StreamId::new(id), body.to_vec(), end).encode(&mut out);
+        out
+    };
+    // Declared 5, sent 3 and ended: malformed.
+    let mut bytes = request_with(&mut c, 1, &[(b"content-length", b"5")], false);
+    bytes.extend(data(1, b"abc", true));
+    assert_eq!(
+        rst_reasons(&c.send(&bytes)),
+        [(StreamId::new(1), Reason::PROTOCOL_ERROR)]
+    );
+    // Declared 2, sent 3: malformed at once.
+    let mut bytes = request_with(&mut c, 3, &[(b"content-length", b"2")], false);
+    bytes.extend(data(3, b"abc", false));
+    assert_eq!(
+        rst_reasons(&c.send(&bytes)),
+        [(StreamId::new(3), Reason::PROTOCOL_ERROR)]
+    );
+    // Declared 4 with no DATA at all: malformed.
+    let bytes = request_with(&mut c, 5, &[(b"content-length", b"4")], true);
+    assert_eq!(
+        rst_reasons(&c.send(&bytes)),
+        [(StreamId::new(5), Reason::PROTOCOL_ERROR)]
+    );
+    // Not a number: malformed.
+    let bytes = request_with(&mut c, 7, &[(b"content-length", b"x")], true);
+    assert_eq!(
+        rst_reasons(&c.send(&bytes)),
+        [(StreamId::new(7), Reason::PROTOCOL_ERROR)]
+    );
+    let _ = c.events();
+    // Declared 3 and sent 3 in two frames: served.
+    let mut bytes = request_with(&mut c, 9, &[(b"content-length", b"3")], false);
+    bytes.extend(data(9, b"ab", false));
+    bytes.extend(data(9, b"c", true));
+    assert!(rst_reasons(&c.send(&bytes)).is_empty());
+    let events = c.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Data { stream, end_stream: true, .. } if *stream == StreamId::new(9))),
+        "{events:?}"
+    );
+}

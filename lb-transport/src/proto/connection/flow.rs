@@ -220,6 +220,18 @@ impl Connection {
             );
         }
         stream.recv_window -= len as i64;
+        // A declared content-length must match the DATA exactly (RFC 9113 8.1.1).
+        if let Some(left) = stream.content_left {
+            let data = d.data.len() as u64;
+            if data > left || (d.end_stream && data != left) {
+                return self.stream_error(
+                    id,
+                    Reason::PROTOCOL_ERROR,
+                    "DATA does not add up to the content-length",
+                );
+            }
+            stream.content_left = Some(left - data);
+        }
         stream.remote_closed = d.end_stream;
         // Padding is never the application's: its credit goes back at once. The
         // data's credit comes back through `release_capacity`, when the application

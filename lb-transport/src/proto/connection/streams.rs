@@ -33,6 +33,9 @@ pub(super) struct Stream {
     pub(super) send_window: i64,
     pub(super) recv_window: i64,
     pub(super) recv_unacked: u32,
+    /// What a received request's `content-length` says is left to come (RFC 9113
+    /// section 8.1.1); `None` without one.
+    pub(super) content_left: Option<u64>,
 }
 
 impl Stream {
@@ -190,6 +193,13 @@ impl Connection {
             if let Err(why) = headers::validate(&headers, HeaderKind::Trailers) {
                 return self.stream_error(id, Reason::PROTOCOL_ERROR, why);
             }
+            if stream.content_left.is_some_and(|n| n > 0) {
+                return self.stream_error(
+                    id,
+                    Reason::PROTOCOL_ERROR,
+                    "DATA does not add up to the content-length",
+                );
+            }
             stream.blocks_received = 2;
             stream.remote_closed = true;
             self.events.push_back(Event::Headers {
@@ -216,9 +226,19 @@ impl Connection {
             RstStream::new(id, Reason::REFUSED_STREAM).encode(&mut self.out);
             return;
         }
-        if let Err(why) = headers::validate(&headers, HeaderKind::Request) {
+        let content_left = match headers::validate(&headers, HeaderKind::Request)
+            .and_then(|()| headers::content_length(&headers))
+        {
+            Ok(declared) => declared,
+            Err(why) => {
+                RstStream::new(id, Reason::PROTOCOL_ERROR).encode(&mut self.out);
+                log::debug!("stream {id}: malformed request: {why}");
+                return;
+            }
+        };
+        if end_stream && content_left.is_some_and(|n| n > 0) {
             RstStream::new(id, Reason::PROTOCOL_ERROR).encode(&mut self.out);
-            log::debug!("stream {id}: malformed request: {why}");
+            log::debug!("stream {id}: malformed request: content-length without its DATA");
             return;
         }
         self.open_remote += 1;
@@ -230,6 +250,7 @@ impl Connection {
                 blocks_received: 1,
                 send_window: i64::from(self.peer.initial_window),
                 recv_window: i64::from(self.config.stream_window),
+                content_left,
                 ..Stream::default()
             },
         );
