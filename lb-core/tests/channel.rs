@@ -320,6 +320,56 @@ fn a_call_queued_while_connecting_fails_at_its_deadline() {
 }
 
 #[test]
+fn a_zero_or_past_deadline_on_a_ready_channel_says_so() {
+    let env = Env::new();
+    env.transport.serve_address("a:1");
+    let channel = env.builder("passthrough:///a:1").build().unwrap();
+    assert_eq!(who(&channel).unwrap(), "a:1", "READY");
+    for options in [
+        CallOptions::default().with_timeout(Duration::ZERO),
+        CallOptions::default().with_deadline(env.clock.now() - Duration::from_secs(1)),
+    ] {
+        let err = call_with(&channel, "/test.Echo/Who", options).unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        assert!(
+            err.message()
+                .contains("had already passed when the call started"),
+            "{err}"
+        );
+        assert!(!err.message().contains("waiting for a connection"), "{err}");
+    }
+}
+
+#[test]
+fn method_configs_cap_message_sizes_below_the_channel_limits() {
+    let env = Env::new();
+    env.transport.serve_address("a:1");
+    let channel = env
+        .builder("passthrough:///a:1")
+        .default_service_config(
+            r#"{"methodConfig": [
+                {"name": [{"service": "test.Echo", "method": "Who"}], "maxResponseMessageBytes": 2},
+                {"name": [{"service": "test.Small"}], "maxRequestMessageBytes": "4"}
+            ]}"#,
+        )
+        .build()
+        .unwrap();
+    // The backend answers with its address, 3 bytes.
+    let err = who(&channel).unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("(3 vs. 2)"), "{err}");
+    let send = |n: usize| {
+        channel
+            .unary("/test.Small/Any", vec![0; n], CallOptions::default())
+            .map(|r| r.message)
+    };
+    assert_eq!(send(4).unwrap(), b"a:1");
+    let err = send(5).unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("(5 vs. 4)"), "{err}");
+}
+
+#[test]
 fn a_call_in_flight_fails_at_its_deadline() {
     let env = Env::new();
     env.transport.serve_address("a:1");

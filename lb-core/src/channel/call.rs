@@ -211,6 +211,9 @@ struct Plan {
     /// The method's retry or hedging policy and the channel's throttle, also fixed
     /// by the first attempt's snapshot.
     fixed_retry: std::sync::OnceLock<(AttemptPolicy, Option<Arc<Throttler>>)>,
+    /// The largest message the call sends and receives: the channel's limits, or the
+    /// method config's where smaller; fixed with the rest.
+    fixed_limits: std::sync::OnceLock<(usize, usize)>,
 }
 
 /// How a call makes more than one attempt (besides transparent retries).
@@ -576,6 +579,15 @@ impl CallInner {
         self.active.shared()
     }
 
+    /// The largest message to send and to receive (see `Plan::fixed_limits`).
+    fn limits(&self) -> (usize, usize) {
+        let defaults = &self.shared().defaults;
+        self.plan.fixed_limits.get().copied().unwrap_or((
+            defaults.max_send_message_size,
+            defaults.max_receive_message_size,
+        ))
+    }
+
     /// The effective deadline, fixed when the first attempt started.
     fn deadline(&self) -> Option<Instant> {
         self.plan.fixed_deadline.get().copied().flatten()
@@ -609,7 +621,7 @@ impl CallInner {
                 PickResult::Pick(pick) => pick,
                 PickResult::Queue => {
                     if let Some(waited) = expired() {
-                        return Err(queued_deadline(waited, latest().as_ref()));
+                        return Err(expired_status(deadline, start, waited, latest().as_ref()));
                     }
                     wait_for_picker(shared, &snapshot, deadline);
                     continue;
@@ -617,7 +629,7 @@ impl CallInner {
                 PickResult::Fail(status) if wait_for_ready => {
                     *self.latest_pick_error.lock() = Some(status);
                     if let Some(waited) = expired() {
-                        return Err(queued_deadline(waited, latest().as_ref()));
+                        return Err(expired_status(deadline, start, waited, latest().as_ref()));
                     }
                     wait_for_picker(shared, &snapshot, deadline);
                     continue;
@@ -649,7 +661,7 @@ impl CallInner {
                     &Status::unavailable("not sent: the picked subchannel has no connection"),
                 );
                 if let Some(waited) = expired() {
-                    return Err(queued_deadline(waited, latest().as_ref()));
+                    return Err(expired_status(deadline, start, waited, latest().as_ref()));
                 }
                 wait_for_picker(shared, &snapshot, deadline);
                 continue;
@@ -657,11 +669,28 @@ impl CallInner {
             if let Some(waited) = expired() {
                 attempt.release();
                 drop(ready);
-                let status = queued_deadline(waited, latest().as_ref());
+                let status = expired_status(deadline, start, waited, latest().as_ref());
                 complete(on_complete, &status);
                 return Err(status);
             }
             let deadline = *self.plan.fixed_deadline.get_or_init(|| deadline);
+            self.plan.fixed_limits.get_or_init(|| {
+                let config = snapshot.methods.lookup(&self.method);
+                let defaults = &shared.defaults;
+                let limit = |channel: usize, method: Option<usize>| {
+                    method.map_or(channel, |m| m.min(channel))
+                };
+                (
+                    limit(
+                        defaults.max_send_message_size,
+                        config.and_then(|c| c.max_request_message_bytes),
+                    ),
+                    limit(
+                        defaults.max_receive_message_size,
+                        config.and_then(|c| c.max_response_message_bytes),
+                    ),
+                )
+            });
             let hedging = match self.plan.fixed_retry.get_or_init(|| {
                 let config = shared
                     .defaults
@@ -1222,7 +1251,7 @@ impl CallInner {
         last: bool,
         block: bool,
     ) -> Result<(), SendError> {
-        let limit = self.shared().defaults.max_send_message_size;
+        let limit = self.limits().0;
         if message.len() > limit {
             let status = Status::resource_exhausted(format!(
                 "trying to send message larger than max ({} vs. {limit})",
@@ -1341,7 +1370,7 @@ impl CallInner {
             };
             if let Some((message, stream)) = taken {
                 stream.release(message.len());
-                let limit = self.shared().defaults.max_receive_message_size;
+                let limit = self.limits().1;
                 if message.len() > limit {
                     let status = Status::resource_exhausted(format!(
                         "received message larger than max ({} vs. {limit})",
@@ -1518,6 +1547,7 @@ impl Call {
                 start,
                 fixed_deadline: std::sync::OnceLock::new(),
                 fixed_retry: std::sync::OnceLock::new(),
+                fixed_limits: std::sync::OnceLock::new(),
             },
             state: Arc::new(CallState {
                 events: Mutex::new(Events {
@@ -1948,6 +1978,24 @@ fn is_method_path(method: &str) -> bool {
         .is_some_and(|(service, name)| {
             !service.is_empty() && !name.is_empty() && !name.contains('/')
         })
+}
+
+/// DEADLINE_EXCEEDED for a call whose deadline passed before it could be sent: a
+/// deadline that was past when the call started says so, whatever the channel's
+/// state; one that passed while the call waited says what it waited for.
+fn expired_status(
+    deadline: Option<Instant>,
+    start: Instant,
+    waited: Duration,
+    latest: Option<&Status>,
+) -> Status {
+    if deadline.is_some_and(|d| d <= start) {
+        return Status::deadline_exceeded(
+            "deadline exceeded before the call was sent: the deadline had already passed \
+             when the call started (a zero or past deadline or timeout)",
+        );
+    }
+    queued_deadline(waited, latest)
 }
 
 fn queued_deadline(waited: Duration, latest: Option<&Status>) -> Status {

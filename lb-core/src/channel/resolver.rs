@@ -247,6 +247,9 @@ impl IpResolverBuilder {
         }
         list.split(',')
             .map(|item| {
+                if self.v6 {
+                    refuse_ambiguous_v6(item)?;
+                }
                 let (host, port) = split_host_port(item, DEFAULT_PORT)?;
                 let ok = if self.v6 {
                     host.parse::<Ipv6Addr>().is_ok()
@@ -288,6 +291,25 @@ impl ResolverBuilder for IpResolverBuilder {
             .and_then(|a| a.into_iter().next())
             .unwrap_or_else(|| "localhost".into())
     }
+}
+
+/// A bare IPv6 address whose last group could be a port (`::1:80`: the address
+/// `::1:80`, or `::1` port 80?) is refused with both bracketed forms.
+fn refuse_ambiguous_v6(item: &str) -> Result<(), String> {
+    if item.starts_with('[') {
+        return Ok(());
+    }
+    let Some((address, last)) = item.rsplit_once(':') else {
+        return Ok(());
+    };
+    let port_like = (1..=5).contains(&last.len()) && last.bytes().all(|b| b.is_ascii_digit());
+    if port_like && address.parse::<Ipv6Addr>().is_ok() {
+        return Err(format!(
+            "{item:?} is ambiguous: write [{address}]:{last} for port {last} of {address}, \
+             or [{item}] for the address {item}"
+        ));
+    }
+    Ok(())
 }
 
 /// `unix:/path`, `unix:///path` or `unix:relative`: one Unix-domain socket address,
@@ -368,6 +390,11 @@ mod tests {
         for (text, want) in [
             ("ipv4:10.0.0.1:80,::1", "not an IPv4 address"),
             ("ipv6:10.0.0.1", "not an IPv6 address"),
+            (
+                "ipv6:::1:80",
+                "\"::1:80\" is ambiguous: write [::1]:80 for port 80 of ::1, or [::1:80]",
+            ),
+            ("ipv6:[::1]:80,fe80::1:443", "write [fe80::1]:443"),
             ("ipv4:10.0.0.1:99999", "bad port"),
             ("passthrough:///", "needs an address"),
             ("unix://host/a.sock", "no authority"),

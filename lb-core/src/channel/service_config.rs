@@ -17,9 +17,10 @@
 //!   `pick_first`.
 //! - A `methodConfig` applies to the methods its `name`s list: `{service, method}`
 //!   names one method, `{service}` every method of a service and `{}` every method.
-//!   The most specific match wins. Of its fields `timeout`, `waitForReady`,
-//!   `retryPolicy` and `hedgingPolicy` are applied (see [`super::retry`]); the
-//!   others are accepted and ignored.
+//!   The most specific match wins. Its fields `timeout`, `waitForReady`,
+//!   `maxRequestMessageBytes`, `maxResponseMessageBytes` (the smaller of these and
+//!   the channel's own limits applies), `retryPolicy` and `hedgingPolicy` (see
+//!   [`super::retry`]) are all gRPC defines.
 //! - `retryThrottling` limits the retries of the whole channel.
 //! - `healthCheckConfig: {"serviceName": "echo.Echo"}` turns on client-side health
 //!   checks (gRFC A17): the channel watches `grpc.health.v1.Health/Watch` for that
@@ -80,6 +81,12 @@ pub struct MethodConfig {
     pub retry_policy: Option<RetryPolicy>,
     /// How attempts are hedged (gRFC A6); at most one of the two policies is set.
     pub hedging_policy: Option<HedgingPolicy>,
+    /// The largest request message a call may send (with the channel's limit, the
+    /// smaller wins).
+    pub max_request_message_bytes: Option<usize>,
+    /// The largest response message a call accepts (with the channel's limit, the
+    /// smaller wins).
+    pub max_response_message_bytes: Option<usize>,
 }
 
 /// Method configs by the name they apply to.
@@ -273,11 +280,23 @@ fn parse_method_configs(list: &[Value]) -> Result<MethodConfigs, ConfigError> {
                 "a method config may have a retryPolicy or a hedgingPolicy, not both",
             )));
         }
+        let size = |name: &str| -> Result<Option<usize>, ConfigError> {
+            match fields.i64(name).map_err(within)? {
+                None => Ok(None),
+                Some(n) if n < 0 => Err(within(ConfigError::new(
+                    name,
+                    format!("must not be negative, not {n}"),
+                ))),
+                Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+            }
+        };
         let config = Arc::new(MethodConfig {
             timeout: fields.duration("timeout").map_err(within)?,
             wait_for_ready: fields.bool("waitForReady").map_err(within)?,
             retry_policy,
             hedging_policy,
+            max_request_message_bytes: size("maxRequestMessageBytes")?,
+            max_response_message_bytes: size("maxResponseMessageBytes")?,
         });
         let names = fields
             .array("name")
@@ -377,6 +396,14 @@ mod tests {
             (
                 r#"{"methodConfig": [{"hedgingPolicy": {"maxAttempts": 2}, "retryPolicy": {"maxAttempts": 2, "initialBackoff": "1s", "maxBackoff": "1s", "backoffMultiplier": 2, "retryableStatusCodes": [14]}}]}"#,
                 "methodConfig[0].hedgingPolicy: a method config may have a retryPolicy or a hedgingPolicy, not both",
+            ),
+            (
+                r#"{"methodConfig": [{"maxRequestMessageBytes": -1}]}"#,
+                "methodConfig[0].maxRequestMessageBytes: must not be negative",
+            ),
+            (
+                r#"{"methodConfig": [{"maxResponseMessageBytes": "many"}]}"#,
+                "methodConfig[0].maxResponseMessageBytes: must be an integer",
             ),
             (
                 r#"{"retryThrottling": {"maxTokens": 5000, "tokenRatio": 1}}"#,
