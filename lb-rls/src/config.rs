@@ -206,7 +206,11 @@ impl RlsConfig {
     /// protobuf JSON, so its fields may also use their proto names
     /// (`grpc_keybuilders`).
     ///
-    /// The order of the checks is grpc-go's:
+    /// A required field that is missing is reported first (`routeLookupConfig`,
+    /// `childPolicy`, `childPolicyConfigTargetFieldName`, then inside
+    /// `routeLookupConfig` `lookupService` and `cacheSizeBytes`), so that the error
+    /// names what is missing rather than a later rule it happens to break. The other
+    /// checks come in grpc-go's order:
     /// 1. the JSON types of the top-level fields;
     /// 2. the JSON types of `routeLookupConfig`'s fields, durations included;
     /// 3. the key builders ([`KeyBuilderMap::new`]);
@@ -246,10 +250,31 @@ impl RlsConfig {
         let child_policy = top.array("childPolicy")?;
         let target_field = top.string("childPolicyConfigTargetFieldName")?;
 
-        // 2. routeLookupConfig types.
+        // Missing required fields first.
         let Some(rlc_json) = rlc_json else {
             return Err(ConfigError::new("routeLookupConfig", "must be set"));
         };
+        if child_policy.is_none() {
+            return Err(ConfigError::new("childPolicy", "must be set"));
+        }
+        if target_field.is_none() {
+            return Err(ConfigError::new(
+                "childPolicyConfigTargetFieldName",
+                "must be set",
+            ));
+        }
+        if let Some(rlc) = rlc_json.as_object() {
+            for (name, proto_name) in [
+                ("lookupService", "lookup_service"),
+                ("cacheSizeBytes", "cache_size_bytes"),
+            ] {
+                if !rlc.contains_key(name) && !rlc.contains_key(proto_name) {
+                    return Err(ConfigError::new(name, "must be set").within("routeLookupConfig"));
+                }
+            }
+        }
+
+        // 2. routeLookupConfig types.
         let raw =
             RawRouteLookupConfig::from_json(rlc_json).map_err(|e| e.within("routeLookupConfig"))?;
 

@@ -291,10 +291,27 @@ fn the_seventeen_error_cases_name_their_field() {
         err(without(base(), &["routeLookupConfig", "maxAge"])),
         "routeLookupConfig.staleAge: is set, but maxAge is not"
     );
-    // 10. cacheSizeBytes unset.
+    // 10. cacheSizeBytes unset, or zero.
     assert_eq!(
         err(without(base(), &["routeLookupConfig", "cacheSizeBytes"])),
+        "routeLookupConfig.cacheSizeBytes: must be set"
+    );
+    assert_eq!(
+        err(with(
+            base(),
+            &["routeLookupConfig", "cacheSizeBytes"],
+            json!(0)
+        )),
         "routeLookupConfig.cacheSizeBytes: must be greater than 0"
+    );
+    // A missing field is named first, before rules the rest of the config breaks.
+    let mut both = without(base(), &["childPolicy"]);
+    both = without(both, &["routeLookupConfig", "cacheSizeBytes"]);
+    assert_eq!(err(both), "childPolicy: must be set");
+    let no_target = without(base(), &["childPolicyConfigTargetFieldName"]);
+    assert_eq!(
+        err(without(no_target, &["routeLookupConfig", "cacheSizeBytes"])),
+        "childPolicyConfigTargetFieldName: must be set"
     );
     // 11. The control channel's service config given as a string.
     assert_eq!(
@@ -337,9 +354,17 @@ fn the_seventeen_error_cases_name_their_field() {
         )),
         "childPolicy[0]: must hold exactly one policy name, found 2"
     );
-    // 16. No childPolicyConfigTargetFieldName.
+    // 16. No childPolicyConfigTargetFieldName, or an empty one.
     assert_eq!(
         err(without(base(), &["childPolicyConfigTargetFieldName"])),
+        "childPolicyConfigTargetFieldName: must be set"
+    );
+    assert_eq!(
+        err(with(
+            base(),
+            &["childPolicyConfigTargetFieldName"],
+            json!("")
+        )),
         "childPolicyConfigTargetFieldName: must be non-empty"
     );
     // 17. The child policy's own parser refuses its config.
@@ -505,7 +530,7 @@ fn errors_come_in_grpc_go_order() {
     );
     // ...lookupService before cacheSizeBytes...
     let json = with(
-        without(base(), &["routeLookupConfig", "cacheSizeBytes"]),
+        with(base(), &["routeLookupConfig", "cacheSizeBytes"], json!(0)),
         &["routeLookupConfig", "lookupService"],
         json!(""),
     );
@@ -514,9 +539,10 @@ fn errors_come_in_grpc_go_order() {
         "routeLookupConfig.lookupService"
     );
     // ...the control channel's config before the target field name and child policy.
-    let json = without(
+    let json = with(
         with(base(), &["routeLookupChannelServiceConfig"], json!(1)),
         &["childPolicyConfigTargetFieldName"],
+        json!(""),
     );
     assert_eq!(
         parse(&json).unwrap_err().field(),
