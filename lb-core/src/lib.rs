@@ -1,5 +1,5 @@
-//! The gRPC load-balancing policy API for synchronous Rust, with `pick_first` and
-//! `round_robin`.
+//! The gRPC load-balancing policy API for synchronous Rust, with `pick_first`,
+//! `round_robin`, `least_request_experimental` and `ring_hash_experimental`.
 //!
 //! A channel turns a target into calls in four steps; this crate holds the contracts
 //! between them, and nothing in its policy modules starts a thread or reads a clock.
@@ -76,6 +76,7 @@ mod state;
 mod status;
 mod subchannel;
 pub mod transport;
+mod xxh64;
 
 pub use address::{Address, Attributes, Endpoint, endpoints, flatten_addresses};
 pub use backoff::{Backoff, BackoffConfig};
@@ -83,7 +84,7 @@ pub use config::ConfigError;
 pub use metadata::{InvalidMetadata, Metadata};
 pub use picker::{
     CompletionCallback, DropPicker, ExitIdlePicker, FailPicker, Pick, PickInfo, PickResult, Picker,
-    QueuePicker, RoundRobinCounter,
+    PickerRandom, QueuePicker, RoundRobinCounter,
 };
 pub use policy::{
     ChannelController, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions, LbState,
