@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use lb_core::policies::ring_hash::{HASH_KEY_ATTRIBUTE, RingHashConfig, WEIGHT_ATTRIBUTE};
 use lb_core::{
-    ConnectivityState as S, Endpoint, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyRegistry,
-    Metadata, PickInfo, PickResult, Picker, ResolverUpdate, Status, Subchannel, UpdateError,
+    ConnectivityState as S, Endpoint, LbConfig, LbPolicy, LbPolicyRegistry, Metadata, PickInfo,
+    PickResult, Picker, ResolverUpdate, Status, Subchannel, UpdateError,
 };
 use lb_testkit::picks::describe_pick;
 use lb_testkit::{FakeController, ManualClock};
