@@ -325,17 +325,10 @@ fn who(channel: &lb_core::channel::Channel) -> Result<String, Status> {
 #[test]
 fn a_channel_sends_fewer_calls_to_a_backend_holding_calls() {
     let env = util::Env::new();
-    for a in ["a:1", "b:1", "c:1"] {
-        env.transport.serve_address(a);
-    }
-    let (builder, resolver) = env.resolved_builder();
-    let channel = builder
-        .default_service_config(
-            r#"{"loadBalancingConfig": [{"least_request_experimental": {"choiceCount": 3}}]}"#,
-        )
-        .build()
-        .unwrap();
-    resolver.push_addresses(&["a:1", "b:1", "c:1"]);
+    let channel = env.serving_channel(
+        &["a:1", "b:1", "c:1"],
+        r#"{"least_request_experimental": {"choiceCount": 3}}"#,
+    );
     let _ = who(&channel);
     assert!(channel.settle());
     // Wait until all three are READY: every backend answers some call.

@@ -569,17 +569,10 @@ fn close_shuts_down_every_subchannel() {
 fn a_channel_routes_each_key_to_one_backend() {
     use lb_core::channel::CallOptions;
     let env = util::Env::new();
-    for a in ["a:1", "b:1", "c:1"] {
-        env.transport.serve_address(a);
-    }
-    let (builder, resolver) = env.resolved_builder();
-    let channel = builder
-        .default_service_config(
-            r#"{"loadBalancingConfig": [{"ring_hash_experimental": {"requestHashHeader": "x-key"}}]}"#,
-        )
-        .build()
-        .unwrap();
-    resolver.push_addresses(&["a:1", "b:1", "c:1"]);
+    let channel = env.serving_channel(
+        &["a:1", "b:1", "c:1"],
+        r#"{"ring_hash_experimental": {"requestHashHeader": "x-key"}}"#,
+    );
     let call = |k: &str| {
         let options = CallOptions::default()
             .with_metadata(key(k))
