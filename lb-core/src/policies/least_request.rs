@@ -105,6 +105,35 @@ impl LbPolicyBuilder for LeastRequestBuilder {
 
 /// The `least_request_experimental` policy: a [`ReadyList`] with
 /// [`LeastRequestPickers`]. See the [module docs](self).
+///
+/// # Examples
+///
+/// A call in flight on one of two endpoints steers the next picks to the other
+/// (choiceCount 10 nearly always draws both):
+///
+/// ```
+/// use lb_core::policies::least_request::{LeastRequest, LeastRequestConfig};
+/// use lb_core::{ConnectivityState, LbConfig, LbPolicy, ResolverUpdate, endpoints};
+///
+/// let mut ctrl = lb_testkit::FakeController::new();
+/// let mut policy = LeastRequest::new(ctrl.policy_options());
+/// let config = LbConfig::new(LeastRequestConfig { choice_count: 10 });
+/// let now = std::time::Instant::now();
+/// let update = ResolverUpdate::from_endpoints(endpoints(["a:1", "b:1"]));
+/// policy.resolver_update(update, Some(&config), &mut ctrl, now).unwrap();
+/// for sc in ctrl.verify_new_subchannels(2) {
+///     ctrl.update_subchannel(&mut policy, &sc, ConnectivityState::Ready, now);
+/// }
+/// let picker = ctrl.latest_state().picker;
+/// let md = lb_core::Metadata::new();
+/// let info = lb_core::PickInfo { method: "/s/m", metadata: &md };
+/// let lb_core::PickResult::Pick(held) = picker.pick(&info) else { unreachable!() };
+/// let busy = held.subchannel.address().clone();
+/// let others = (0..20)
+///     .filter(|_| picker.pick(&info).subchannel().map(|s| s.address()) != Some(&busy))
+///     .count();
+/// assert!(others >= 18, "{others} of 20 avoided the busy endpoint");
+/// ```
 pub type LeastRequest = ReadyList<LeastRequestPickers>;
 
 impl LeastRequest {

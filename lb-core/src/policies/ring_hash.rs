@@ -278,6 +278,36 @@ fn hash_key_of(endpoint: &Endpoint) -> String {
 }
 
 /// The `ring_hash_experimental` policy. See the [module docs](self).
+///
+/// # Examples
+///
+/// Keys pick endpoints; an IDLE endpoint is connected when a key lands on it:
+///
+/// ```
+/// use lb_core::policies::ring_hash::{RingHash, RingHashConfig};
+/// use lb_core::{ConnectivityState, LbConfig, LbPolicy, Metadata, ResolverUpdate, endpoints};
+/// use lb_testkit::picks::describe_pick;
+///
+/// let mut ctrl = lb_testkit::FakeController::new();
+/// let mut policy = RingHash::new(ctrl.policy_options());
+/// let config = LbConfig::new(RingHashConfig {
+///     request_hash_header: Some("x-key".into()),
+///     ..RingHashConfig::default()
+/// });
+/// let now = std::time::Instant::now();
+/// let update = ResolverUpdate::from_endpoints(endpoints(["a:1", "b:1"]));
+/// policy.resolver_update(update, Some(&config), &mut ctrl, now).unwrap();
+/// let mut md = Metadata::new();
+/// md.insert("x-key", "user-7").unwrap();
+/// assert_eq!(describe_pick(&*ctrl.latest_state().picker, &md), "queue", "IDLE: connect first");
+/// for sc in ctrl.verify_new_subchannels(2) {
+///     ctrl.update_subchannel(&mut policy, &sc, ConnectivityState::Ready, now);
+/// }
+/// let picker = ctrl.latest_state().picker;
+/// let first = describe_pick(&*picker, &md);
+/// assert!(first.starts_with("pick:"));
+/// assert_eq!(describe_pick(&*picker, &md), first, "the same key, the same endpoint");
+/// ```
 #[derive(Debug)]
 pub struct RingHash {
     options: LbPolicyOptions,
