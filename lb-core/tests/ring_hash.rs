@@ -601,3 +601,39 @@ fn a_channel_routes_each_key_to_one_backend() {
     let used: HashSet<_> = homes.values().flatten().collect();
     assert_eq!(used.len(), 3, "30 keys spread over the backends: {used:?}");
 }
+
+/// After grpc-go's TestAddrWeightChange and TestUpdateClientConnState_NewRingSize:
+/// a changed weight or ring size rebuilds the ring; an unchanged update keeps it.
+#[test]
+fn weight_and_ring_size_changes_rebuild_the_ring() {
+    let (mut f, _) = Fixture::ready(&["a:1", "b:1", "c:1"]);
+    let share_of_a = |picker: &dyn Picker| {
+        key_map(picker, 3000)
+            .iter()
+            .filter(|p| *p == "pick:a:1")
+            .count() as f64
+            / 3000.0
+    };
+    let picker = f.ctrl.latest_state().picker;
+    let before = key_map(&*picker, 3000);
+    let a_before = share_of_a(&*picker);
+    f.update(eps(&["a:1", "b:1", "c:1"])).unwrap();
+    assert_eq!(key_map(&*f.ctrl.latest_state().picker, 3000), before);
+
+    let mut weighted = eps(&["a:1", "b:1", "c:1"]);
+    weighted[0] = weighted[0].clone().with_attribute(WEIGHT_ATTRIBUTE, "8");
+    f.update(weighted.clone()).unwrap();
+    f.ctrl.verify_no_new_subchannels();
+    let a_after = share_of_a(&*f.ctrl.latest_state().picker);
+    assert!(
+        a_before < 0.45 && a_after > 0.7,
+        "a:1's share went from {a_before:.2} to {a_after:.2}"
+    );
+
+    // A ring of 3 entries (one per endpoint) instead of thousands moves keys.
+    f.config.min_ring_size = 3;
+    f.config.max_ring_size = 3;
+    f.update(eps(&["a:1", "b:1", "c:1"])).unwrap();
+    let tiny = key_map(&*f.ctrl.latest_state().picker, 3000);
+    assert_ne!(tiny, before, "a 3-entry ring places keys differently");
+}
