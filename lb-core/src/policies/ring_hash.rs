@@ -233,6 +233,23 @@ struct RingEntry {
     endpoint: u32,
 }
 
+/// The ring as pickers search it: the sorted hashes apart from their endpoints, so a
+/// binary search touches only the hashes (8 bytes an entry).
+#[derive(Debug, Default)]
+struct Ring {
+    hashes: Box<[u64]>,
+    owners: Box<[u32]>,
+}
+
+impl Ring {
+    fn new(entries: Vec<RingEntry>) -> Self {
+        Self {
+            hashes: entries.iter().map(|e| e.hash).collect(),
+            owners: entries.iter().map(|e| e.endpoint).collect(),
+        }
+    }
+}
+
 /// Builds the ring as grpc-go does: weights normalized, endpoints in hash-key order,
 /// the smallest weight getting a whole number of entries when the sizes allow.
 fn build_ring(entries: &[Entry], min_size: u64, max_size: u64) -> Vec<RingEntry> {
@@ -315,7 +332,7 @@ pub struct RingHash {
     entries: Vec<Entry>,
     /// Indices of `entries` in hash-key order, for choosing which IDLE one connects.
     by_hash_key: Vec<usize>,
-    ring: Arc<Vec<RingEntry>>,
+    ring: Arc<Ring>,
     /// The resolver's error while there are no endpoints.
     resolver_error: Option<Status>,
 }
@@ -388,11 +405,11 @@ impl RingHash {
     }
 
     fn rebuild_ring(&mut self) {
-        self.ring = Arc::new(build_ring(
+        self.ring = Arc::new(Ring::new(build_ring(
             &self.entries,
             self.config.min_ring_size,
             self.config.max_ring_size,
-        ));
+        )));
         self.by_hash_key = (0..self.entries.len()).collect();
         let entries = &self.entries;
         self.by_hash_key
@@ -443,10 +460,10 @@ impl RingHash {
                 state: e.state,
                 error: (e.state == ConnectivityState::TransientFailure).then(|| {
                     let why = e.last_error.as_ref().map_or("", |s| s.message());
-                    Status::unavailable(format!(
+                    Box::new(Status::unavailable(format!(
                         "{NAME}: {}: last connection error: {why}",
                         e.subchannel.address()
-                    ))
+                    )))
                 }),
                 wanted: e.wanted.clone(),
             })
@@ -512,7 +529,7 @@ impl LbPolicy for RingHash {
             return Err(UpdateError::BadResolverState(reason.into()));
         }
         self.resolver_error = None;
-        if changed || resize || self.ring.is_empty() {
+        if changed || resize || self.ring.hashes.is_empty() {
             self.rebuild_ring();
         }
         self.update_picker(controller);
@@ -576,14 +593,15 @@ impl LbPolicy for RingHash {
 struct PickerEndpoint {
     subchannel: Subchannel,
     state: ConnectivityState,
-    /// The failure to report when this endpoint is the answer but TRANSIENT_FAILURE.
-    error: Option<Status>,
+    /// The failure to report when this endpoint is the answer but TRANSIENT_FAILURE
+    /// (boxed: the READY path reads a small entry).
+    error: Option<Box<Status>>,
     wanted: Arc<AtomicBool>,
 }
 
 /// Picks by walking the ring from the request's hash. Never blocks, takes no lock.
 struct RingHashPicker {
-    ring: Arc<Vec<RingEntry>>,
+    ring: Arc<Ring>,
     endpoints: Vec<PickerEndpoint>,
     header: Option<String>,
     any_connecting: bool,
@@ -611,12 +629,13 @@ impl RingHashPicker {
     /// The index of the first ring entry whose hash is at least `hash`, wrapping.
     #[inline]
     fn start(&self, hash: u64) -> usize {
-        let i = self.ring.partition_point(|e| e.hash < hash);
-        if i == self.ring.len() { 0 } else { i }
+        let i = self.ring.hashes.partition_point(|h| *h < hash);
+        if i == self.ring.hashes.len() { 0 } else { i }
     }
 
     fn endpoint_at(&self, i: usize) -> &PickerEndpoint {
-        &self.endpoints[self.ring[i % self.ring.len()].endpoint as usize]
+        let owners = &self.ring.owners;
+        &self.endpoints[owners[i % owners.len()] as usize]
     }
 
     /// Asks the policy to connect `endpoint` (once until it runs).
@@ -637,7 +656,8 @@ impl RingHashPicker {
             ConnectivityState::TransientFailure => PickResult::Fail(
                 endpoint
                     .error
-                    .clone()
+                    .as_deref()
+                    .cloned()
                     .unwrap_or_else(|| Status::unavailable(format!("{NAME}: failing"))),
             ),
             ConnectivityState::Connecting | ConnectivityState::Shutdown => PickResult::Queue,
@@ -653,7 +673,7 @@ impl Picker for RingHashPicker {
                  xDS config selector to compute one"
             )));
         };
-        let n = self.ring.len();
+        let n = self.ring.hashes.len();
         match request_hash(info.metadata, header) {
             Some(hash) => {
                 let start = self.start(hash);
