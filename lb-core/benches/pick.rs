@@ -18,13 +18,27 @@ use lb_testkit::{FakeController, ManualClock};
 
 /// A READY picker built through the real policy with `n` READY subchannels.
 fn ready_picker(builder: &dyn LbPolicyBuilder, n: usize) -> Arc<dyn Picker> {
+    ready_picker_with(builder, n, serde_json::json!({}))
+}
+
+/// Like [`ready_picker`], with the policy's JSON config.
+fn ready_picker_with(
+    builder: &dyn LbPolicyBuilder,
+    n: usize,
+    config: serde_json::Value,
+) -> Arc<dyn Picker> {
     let clock = ManualClock::new();
     let mut ctrl = FakeController::new();
     let mut policy = builder.build(ctrl.policy_options());
-    let addrs: Vec<String> = (0..n).map(|i| format!("10.0.0.{i}:443")).collect();
+    let addrs: Vec<String> = (0..n)
+        .map(|i| format!("10.0.{}.{}:443", i / 256, i % 256))
+        .collect();
     let update = ResolverUpdate::from_endpoints(endpoints(addrs.iter().map(String::as_str)));
+    let config = builder
+        .parse_config(&config, &lb_core::LbPolicyRegistry::new())
+        .expect("config parses");
     policy
-        .resolver_update(update, None, &mut ctrl, clock.now())
+        .resolver_update(update, Some(&config), &mut ctrl, clock.now())
         .expect("update accepted");
     for sc in ctrl.created_subchannels().to_vec() {
         ctrl.update_subchannel(&mut *policy, &sc, ConnectivityState::Ready, clock.now());
@@ -48,7 +62,10 @@ fn bench_picker(c: &mut Criterion, name: &str, picker: Arc<dyn Picker>) {
 }
 
 fn picks(c: &mut Criterion) {
-    use lb_core::policies::{pick_first::PickFirstBuilder, round_robin::RoundRobinBuilder};
+    use lb_core::policies::{
+        least_request::LeastRequestBuilder, pick_first::PickFirstBuilder,
+        ring_hash::RingHashBuilder, round_robin::RoundRobinBuilder,
+    };
     bench_picker(
         c,
         "round_robin_pick_10",
@@ -60,6 +77,22 @@ fn picks(c: &mut Criterion) {
         c,
         "weighted_round_robin_pick_10_per_call",
         weighted_picker(true),
+    );
+    bench_picker(
+        c,
+        "least_request_pick_10",
+        ready_picker(&LeastRequestBuilder, 10),
+    );
+    // The pick loop sends no x-key, so each pick hashes at random and walks to the
+    // first READY entry: the ring search plus the random draw.
+    bench_picker(
+        c,
+        "ring_hash_pick_1000",
+        ready_picker_with(
+            &RingHashBuilder::default(),
+            1000,
+            serde_json::json!({"requestHashHeader": "x-key"}),
+        ),
     );
 }
 

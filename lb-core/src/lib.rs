@@ -1,5 +1,6 @@
 //! The gRPC load-balancing policy API for synchronous Rust, with `pick_first`,
-//! `round_robin` and `weighted_round_robin` (fed by ORCA load reports, [`orca`]).
+//! `round_robin`, `weighted_round_robin` (fed by ORCA load reports, [`orca`]),
+//! `least_request_experimental` and `ring_hash_experimental`.
 //!
 //! A channel turns a target into calls in four steps; this crate holds the contracts
 //! between them, and nothing in its policy modules starts a thread or reads a clock.
@@ -78,6 +79,7 @@ mod state;
 mod status;
 mod subchannel;
 pub mod transport;
+mod xxh64;
 
 pub use address::{Address, Attributes, Endpoint, endpoints, flatten_addresses};
 pub use backoff::{Backoff, BackoffConfig};
@@ -85,7 +87,7 @@ pub use config::ConfigError;
 pub use metadata::{InvalidMetadata, Metadata};
 pub use picker::{
     CompletionCallback, DropPicker, ExitIdlePicker, FailPicker, Pick, PickInfo, PickResult, Picker,
-    QueuePicker, RoundRobinCounter,
+    PickerRandom, QueuePicker, RoundRobinCounter,
 };
 pub use policy::{
     ChannelController, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions, LbState,

@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::metadata::Metadata;
 use crate::policy::WorkScheduler;
@@ -233,6 +233,65 @@ impl RoundRobinCounter {
 impl fmt::Debug for RoundRobinCounter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("RoundRobinCounter")
+    }
+}
+
+/// Random numbers for pickers, drawn without a lock.
+///
+/// Like [`RoundRobinCounter`], each thread steps its own cache-line-sized shard (a
+/// SplitMix64 state), so picks on many threads neither lock nor write each other's
+/// memory. The shards are seeded from the policy's injected random source, so one
+/// thread's sequence is reproducible in tests. Two threads that share a shard may now
+/// and then draw the same number; that costs randomness, never correctness.
+///
+/// # Examples
+///
+/// ```
+/// use lb_core::{PickerRandom, SharedRandom, SplitMix64};
+/// let a = PickerRandom::new(&SharedRandom::new(SplitMix64::seeded(1)));
+/// let b = PickerRandom::new(&SharedRandom::new(SplitMix64::seeded(1)));
+/// assert_eq!(a.next_u64(), b.next_u64(), "same seed, same sequence on one thread");
+/// assert!(a.below(3) < 3);
+/// ```
+pub struct PickerRandom {
+    shards: Box<[PaddedU64; SHARDS]>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct PaddedU64(AtomicU64);
+
+impl PickerRandom {
+    /// A source whose shards are seeded from `random`.
+    pub fn new(random: &crate::random::SharedRandom) -> Self {
+        let shards: Box<[PaddedU64; SHARDS]> = Box::default();
+        for s in shards.iter() {
+            s.0.store(random.next_u64(), Ordering::Relaxed);
+        }
+        Self { shards }
+    }
+
+    /// A uniformly random 64-bit value from this thread's shard.
+    #[inline]
+    pub fn next_u64(&self) -> u64 {
+        let s = &self.shards[thread_shard()].0;
+        let state = s
+            .load(Ordering::Relaxed)
+            .wrapping_add(crate::random::SPLITMIX_GAMMA);
+        s.store(state, Ordering::Relaxed);
+        crate::random::splitmix_mix(state)
+    }
+
+    /// A uniformly random index below `n` (0 when `n` is 0).
+    #[inline]
+    pub fn below(&self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+}
+
+impl fmt::Debug for PickerRandom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PickerRandom")
     }
 }
 

@@ -35,12 +35,15 @@ impl LbPolicyRegistry {
         Self::default()
     }
 
-    /// A registry with `pick_first`, `round_robin` and `weighted_round_robin`.
+    /// A registry with `pick_first`, `round_robin`, `weighted_round_robin`,
+    /// `least_request_experimental` and `ring_hash_experimental`.
     pub fn with_builtins() -> Self {
         let mut reg = Self::new();
         reg.register(crate::policies::pick_first::PickFirstBuilder);
         reg.register(crate::policies::round_robin::RoundRobinBuilder);
         reg.register(crate::policies::weighted_round_robin::WeightedRoundRobinBuilder);
+        reg.register(crate::policies::least_request::LeastRequestBuilder);
+        reg.register(crate::policies::ring_hash::RingHashBuilder::default());
         reg
     }
 

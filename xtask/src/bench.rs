@@ -79,6 +79,22 @@ const PICK_BENCHES: &[PickBench] = &[
         target_scaling: None,
     },
     PickBench {
+        package: "lb-core",
+        bench: "pick",
+        group: "least_request_pick_10",
+        what: "least_request pick, 10 READY subchannels",
+        target_ns: 50.0,
+        target_scaling: Some(1.8),
+    },
+    PickBench {
+        package: "lb-core",
+        bench: "pick",
+        group: "ring_hash_pick_1000",
+        what: "ring_hash pick, 1,000 READY endpoints",
+        target_ns: 100.0,
+        target_scaling: Some(1.8),
+    },
+    PickBench {
         package: "lb-group",
         bench: "weighted_target",
         group: "weighted_target_pick",

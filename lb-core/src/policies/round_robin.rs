@@ -1,31 +1,20 @@
 //! `round_robin`: spread calls over every READY address.
 //!
-//! - One subchannel per address (the endpoints' addresses in order, each once); all
-//!   connect at once, and a subchannel that goes IDLE reconnects at once.
 //! - The picker cycles over the READY subchannels, starting at a random index so that
 //!   many clients do not all hit the same server first.
-//! - A subchannel that failed counts as TRANSIENT_FAILURE until it is READY again,
-//!   even while it reconnects (sticky, gRFC A62), so the aggregate does not flap to
-//!   CONNECTING on every retry.
-//! - The aggregate state is READY if any subchannel is READY, else CONNECTING, else
-//!   IDLE, else TRANSIENT_FAILURE; in TRANSIENT_FAILURE calls fail with the last
-//!   connection error.
-//! - A connection failure asks the resolver to resolve again.
+//! - Everything else (one subchannel per address, all connected at once, sticky
+//!   TRANSIENT_FAILURE, the aggregate state, re-resolution on failure) is
+//!   [`ReadyList`]'s, shared with `least_request_experimental`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::address::{Address, flatten_addresses};
+use super::ready_list::{ReadyList, ReadyPickers};
 use crate::config::{ConfigError, Fields};
 use crate::picker::{Pick, PickInfo, PickResult, Picker, RoundRobinCounter};
-use crate::policy::{
-    ChannelController, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions, LbState, UpdateError,
-};
+use crate::policy::{LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions};
+use crate::random::SharedRandom;
 use crate::registry::LbPolicyRegistry;
-use crate::resolver::ResolverUpdate;
-use crate::state::{ConnectivityState, ConnectivityStateEvaluator};
-use crate::status::Status;
-use crate::subchannel::{Subchannel, SubchannelState};
+use crate::subchannel::Subchannel;
 
 /// The policy's registered name.
 pub const NAME: &str = "round_robin";
@@ -57,206 +46,34 @@ impl LbPolicyBuilder for RoundRobinBuilder {
     }
 }
 
-#[derive(Debug)]
-struct Entry {
-    subchannel: Subchannel,
-    /// The state as the aggregate sees it: sticky in TRANSIENT_FAILURE.
-    state: ConnectivityState,
-}
-
-/// The `round_robin` policy. See the [module docs](self).
-#[derive(Debug)]
-pub struct RoundRobin {
-    options: LbPolicyOptions,
-    entries: Vec<Entry>,
-    evaluator: ConnectivityStateEvaluator,
-    last_error: Option<Status>,
-    /// What was last published: the aggregate and the READY set behind its picker.
-    published: Option<(ConnectivityState, Vec<Subchannel>)>,
-}
+/// The `round_robin` policy: a [`ReadyList`] with [`RoundRobinPickers`]. See the
+/// [module docs](self).
+pub type RoundRobin = ReadyList<RoundRobinPickers>;
 
 impl RoundRobin {
     /// A policy with no addresses yet.
     pub fn new(options: LbPolicyOptions) -> Self {
-        Self {
-            options,
-            entries: Vec::new(),
-            evaluator: ConnectivityStateEvaluator::default(),
-            last_error: None,
-            published: None,
-        }
-    }
-
-    fn set_addresses(&mut self, addresses: &[Address], controller: &mut dyn ChannelController) {
-        let mut old = std::mem::take(&mut self.entries);
-        for address in addresses {
-            match old.iter().position(|e| e.subchannel.address() == address) {
-                Some(i) => self.entries.push(old.swap_remove(i)),
-                None => {
-                    let subchannel = controller.new_subchannel(address);
-                    self.evaluator
-                        .record_transition(None, Some(ConnectivityState::Idle));
-                    subchannel.connect();
-                    self.entries.push(Entry {
-                        subchannel,
-                        state: ConnectivityState::Idle,
-                    });
-                }
-            }
-        }
-        for gone in old {
-            self.evaluator.record_transition(Some(gone.state), None);
-            gone.subchannel.shutdown();
-        }
-    }
-
-    /// Publishes a new state if the aggregate or the READY set changed.
-    fn publish(&mut self, controller: &mut dyn ChannelController) {
-        let state = self.evaluator.aggregate();
-        let ready: Vec<Subchannel> = self
-            .entries
-            .iter()
-            .filter(|e| e.state == ConnectivityState::Ready)
-            .map(|e| e.subchannel.clone())
-            .collect();
-        let unchanged = self
-            .published
-            .as_ref()
-            .is_some_and(|(s, r)| *s == state && *r == ready);
-        // A failure picker is republished when the error changes, so calls see the
-        // latest cause.
-        if unchanged && state != ConnectivityState::TransientFailure {
-            return;
-        }
-        let lb_state = match state {
-            ConnectivityState::Ready => {
-                let start = self.options.random.below(ready.len());
-                LbState {
-                    connectivity_state: state,
-                    picker: Arc::new(RoundRobinPicker::new(ready.clone(), start)),
-                }
-            }
-            ConnectivityState::TransientFailure => {
-                let error = self
-                    .last_error
-                    .as_ref()
-                    .map_or("no addresses", |e| e.message());
-                LbState::failing(Status::unavailable(format!(
-                    "round_robin: last connection error: {error}"
-                )))
-            }
-            other => LbState::queuing(other),
-        };
-        self.published = Some((state, ready));
-        controller.update_picker(lb_state);
-    }
-
-    /// The READY subchannels behind the last published picker (empty unless READY),
-    /// for `weighted_round_robin`, which wraps this policy.
-    pub(crate) fn ready(&self) -> &[Subchannel] {
-        match &self.published {
-            Some((ConnectivityState::Ready, ready)) => ready,
-            _ => &[],
-        }
-    }
-
-    /// This policy's subchannels, in address order.
-    pub(crate) fn subchannels(&self) -> impl Iterator<Item = &Subchannel> {
-        self.entries.iter().map(|e| &e.subchannel)
-    }
-
-    fn close_all(&mut self) {
-        for e in self.entries.drain(..) {
-            e.subchannel.shutdown();
-        }
-        self.evaluator = ConnectivityStateEvaluator::default();
+        Self::with_pickers(options, RoundRobinPickers)
     }
 }
 
-impl LbPolicy for RoundRobin {
-    fn resolver_update(
-        &mut self,
-        update: ResolverUpdate,
-        _config: Option<&LbConfig>,
-        controller: &mut dyn ChannelController,
-        _now: Instant,
-    ) -> Result<(), UpdateError> {
-        let endpoints = match update.endpoints {
-            Ok(endpoints) => endpoints,
-            Err(status) => {
-                if self.entries.is_empty()
-                    || self.evaluator.aggregate() == ConnectivityState::TransientFailure
-                {
-                    self.last_error = Some(Status::unavailable(format!(
-                        "name resolver error: {}",
-                        status.message()
-                    )));
-                    self.published = None;
-                    self.publish(controller);
-                }
-                return Ok(());
-            }
-        };
-        let addresses = flatten_addresses(&endpoints);
-        if addresses.is_empty() {
-            self.close_all();
-            let reason = "resolver produced zero addresses";
-            self.last_error = Some(Status::unavailable(reason));
-            self.published = None;
-            self.publish(controller);
-            return Err(UpdateError::BadResolverState(reason.into()));
-        }
-        self.set_addresses(&addresses, controller);
-        self.publish(controller);
-        Ok(())
+/// `round_robin`'s READY pickers: a cycle over the READY subchannels from a random
+/// start.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoundRobinPickers;
+
+impl ReadyPickers for RoundRobinPickers {
+    fn name(&self) -> &'static str {
+        NAME
     }
 
-    fn subchannel_update(
-        &mut self,
-        subchannel: &Subchannel,
-        state: &SubchannelState,
-        controller: &mut dyn ChannelController,
-        _now: Instant,
-    ) {
-        let Some(entry) = self
-            .entries
-            .iter_mut()
-            .find(|e| e.subchannel == *subchannel)
-        else {
-            return;
-        };
-        let new = state.connectivity_state;
-        if new == ConnectivityState::Idle {
-            entry.subchannel.connect();
-        }
-        if new == ConnectivityState::TransientFailure {
-            self.last_error = state.last_error.clone();
-            controller.request_resolution();
-        }
-        let sticky = entry.state == ConnectivityState::TransientFailure
-            && matches!(new, ConnectivityState::Connecting | ConnectivityState::Idle);
-        if sticky || new == ConnectivityState::Shutdown || new == entry.state {
-            if new == ConnectivityState::TransientFailure {
-                // Same state, newer error: refresh the failure picker.
-                self.publish(controller);
-            }
-            return;
-        }
-        let old = std::mem::replace(&mut entry.state, new);
-        self.evaluator.record_transition(Some(old), Some(new));
-        self.publish(controller);
+    fn set_config(&mut self, _: Option<&LbConfig>) -> bool {
+        false
     }
 
-    fn work(&mut self, _controller: &mut dyn ChannelController, _now: Instant) {}
-
-    fn exit_idle(&mut self, _controller: &mut dyn ChannelController, _now: Instant) {
-        for e in &self.entries {
-            e.subchannel.connect();
-        }
-    }
-
-    fn close(&mut self) {
-        self.close_all();
+    fn picker(&mut self, ready: &[Subchannel], random: &SharedRandom) -> Arc<dyn Picker> {
+        let start = random.below(ready.len());
+        Arc::new(RoundRobinPicker::new(ready.to_vec(), start))
     }
 }
 

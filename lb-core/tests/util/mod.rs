@@ -45,6 +45,21 @@ impl Env {
         (builder, resolver)
     }
 
+    /// Serves `addresses` and builds a channel over them whose service config holds
+    /// `lb_config` as its only `loadBalancingConfig` entry.
+    pub(crate) fn serving_channel(&self, addresses: &[&str], lb_config: &str) -> Channel {
+        for a in addresses {
+            self.transport.serve_address(a);
+        }
+        let (builder, resolver) = self.resolved_builder();
+        let channel = builder
+            .default_service_config(format!(r#"{{"loadBalancingConfig": [{lb_config}]}}"#))
+            .build()
+            .unwrap();
+        resolver.push_addresses(addresses);
+        channel
+    }
+
     /// Moves the clock and waits for the channel to handle what that caused.
     pub(crate) fn advance(&self, channel: &Channel, by: Duration) {
         self.clock.advance(by);
