@@ -55,9 +55,40 @@
 //! # Channels
 //!
 //! [`channel::Channel`] is what a program holds: a target's resolver, the root policy
-//! chosen by the service config, the picker and a transport, with blocking unary
-//! calls, deadlines, wait-for-ready, idleness and a serializer thread that runs every
-//! policy method. See the [`channel`] module.
+//! chosen by the service config, the picker and a transport, with blocking calls of
+//! every kind, deadlines, wait-for-ready, retries and hedging, health checks,
+//! idleness and a serializer thread that runs every policy method. See the
+//! [`channel`] module.
+//!
+//! # A first real call
+//!
+//! The transport that speaks gRPC over HTTP/2 is `lb_transport::driver::H2Transport`
+//! (crate `lb-transport`, which also has a small gRPC server). A channel to a real
+//! server needs a target, that transport and, optionally, a service config:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use lb_core::channel::{CallOptions, Channel};
+//! use lb_transport::driver::{H2Transport, TransportConfig};
+//! use lb_transport::server::{Request, Response, Server};
+//!
+//! // A server to call (yours runs elsewhere): it echoes each request.
+//! let server = Server::builder()
+//!     .unary("/echo.Echo/Say", |req: Request| Ok(Response::new(req.message)))
+//!     .bind("127.0.0.1:0")?;
+//!
+//! let channel = Channel::builder(format!("ipv4:{}", server.local_addr()))
+//!     .transport(Arc::new(H2Transport::new(TransportConfig::default())?))
+//!     .default_service_config(r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#)
+//!     .build()?;
+//! let options = CallOptions::default().with_timeout(Duration::from_secs(5));
+//! let reply = channel.unary("/echo.Echo/Say", b"hello".to_vec(), options)?;
+//! assert_eq!(reply.message, b"hello");
+//! channel.close();
+//! server.shutdown(Duration::ZERO);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! [`Instant`]: std::time::Instant
 

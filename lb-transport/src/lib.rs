@@ -24,3 +24,9 @@ pub mod proto;
 pub mod server;
 #[cfg(feature = "prost")]
 pub mod stubs;
+
+/// The README's Rust examples, compiled and run as doctests so that they keep
+/// working.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

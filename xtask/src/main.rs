@@ -100,7 +100,9 @@ fn run_example(
     example: &str,
     extra: &[&str],
 ) -> Result<(), String> {
-    let mut args = vec!["run", "--release", "-q", "-p", package];
+    // Not quiet: the first release build takes a minute or two, and cargo's progress
+    // shows that something is happening.
+    let mut args = vec!["run", "--release", "-p", package];
     args.extend_from_slice(extra);
     args.extend(["--example", example]);
     util::cargo(root, &args)
@@ -116,12 +118,25 @@ fn demo(args: &[String]) -> Result<(), String> {
         Some(other) => return Err(format!("unknown demo {other:?}: rls or resilience")),
     };
     if rls {
+        println!(
+            "== demo 1: routing each user's calls to their own backend\n\
+             A client channel asks a routing server (gRPC's Route Lookup Service, RLS) \n\
+             which backend serves each user, caches the answer, and keeps routing while \n\
+             the routing server goes away for a while and comes back. Everything runs \n\
+             on this machine; the first build takes a minute or two.\n"
+        );
         run_example(&root, "lb-rls", "demo", &["--features", "server"])?;
     }
     if resilience {
         if rls {
             println!();
         }
+        println!(
+            "== demo 2: calls that survive bad backends\n\
+             Four threads call three backends without pause while one fails half its \n\
+             calls, one reports it is not serving and one is shut down; retries, health \n\
+             checks and outlier detection keep every call succeeding.\n"
+        );
         run_example(&root, "lb-transport", "resilience", &[])?;
     }
     Ok(())
