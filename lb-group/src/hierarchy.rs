@@ -46,6 +46,33 @@ pub fn path(endpoint: &Endpoint) -> Vec<String> {
     }
 }
 
+/// For a policy that routes by hierarchy path: the error to report when endpoints
+/// came without any path (a plain `dns:` or `ipv4:` target gives none), so that the
+/// user learns what is missing rather than that "the resolver produced zero
+/// addresses" further down. `None` when some endpoint has a path, or there are none.
+///
+/// ```
+/// use lb_core::Endpoint;
+/// use lb_group::hierarchy;
+/// let plain = [Endpoint::new(["10.0.0.1:443"])];
+/// let why = hierarchy::missing_paths("weighted_target_experimental", &plain).unwrap();
+/// assert!(why.contains("none of the 1 endpoints has one"), "{why}");
+/// let routed = [hierarchy::with_path(Endpoint::new(["10.0.0.1:443"]), &["a"])];
+/// assert_eq!(hierarchy::missing_paths("weighted_target_experimental", &routed), None);
+/// ```
+pub fn missing_paths(policy: &str, endpoints: &[Endpoint]) -> Option<String> {
+    if endpoints.is_empty() || endpoints.iter().any(|e| !path(e).is_empty()) {
+        return None;
+    }
+    Some(format!(
+        "{policy} routes endpoints to its children by hierarchy path, and none of the {} \
+         endpoints has one (a plain dns: or ipv4: target gives none): give each endpoint \
+         a path whose first element names a child, with lb_group::hierarchy::with_path \
+         in a resolver of your own",
+        endpoints.len()
+    ))
+}
+
 /// Splits `endpoints` by the first element of their paths. Each endpoint goes to the
 /// list of its first element with that element removed from its path; endpoints with
 /// no path are dropped. Endpoint order within each list is kept.

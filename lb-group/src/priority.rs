@@ -487,6 +487,12 @@ impl LbPolicy for Priority {
                 return Ok(());
             }
         };
+        if let Some(why) = hierarchy::missing_paths(NAME, &endpoints) {
+            controller.update_picker(lb_core::LbState::failing(lb_core::Status::unavailable(
+                why.clone(),
+            )));
+            return Err(UpdateError::BadResolverState(why));
+        }
         let default = PriorityConfig::default();
         let config = match config {
             None => &default,

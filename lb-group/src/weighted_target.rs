@@ -186,6 +186,12 @@ impl LbPolicy for WeightedTarget {
                 return Ok(());
             }
         };
+        if let Some(why) = hierarchy::missing_paths(NAME, &endpoints) {
+            controller.update_picker(lb_core::LbState::failing(lb_core::Status::unavailable(
+                why.clone(),
+            )));
+            return Err(UpdateError::BadResolverState(why));
+        }
         let Some(config) = config.and_then(|c| c.downcast_ref::<WeightedTargetConfig>()) else {
             return Err(UpdateError::Config(ConfigError::new(
                 "",
