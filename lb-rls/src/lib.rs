@@ -201,6 +201,8 @@
 //! channel, and requests pending on the old one are sent again on the new one;
 //! `x-google-rls-data` is not sent when the header data is empty.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod balancer;
 pub mod cache;
 mod child_policy;

@@ -509,6 +509,7 @@ impl RouteLookupHandler for RoutingTable {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub fn mount(
     builder: lb_transport::server::ServerBuilder,
     handler: std::sync::Arc<dyn RouteLookupHandler>,
@@ -530,6 +531,7 @@ pub fn mount(
 ///
 /// As [`ServerBuilder::bind`](lb_transport::server::ServerBuilder::bind).
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub fn bind(
     addr: impl std::net::ToSocketAddrs,
     handler: std::sync::Arc<dyn RouteLookupHandler>,

@@ -111,8 +111,10 @@ pub struct TransportConfig {
     pub max_message_size: usize,
     /// Which HTTP CONNECT proxy, if any, connections go through.
     pub proxy: ProxyMode,
-    /// TLS for every connection (`https`); `None` is plaintext (`http`).
+    /// TLS for every connection (`https`); `None` is plaintext (`http`). Available
+    /// with the `tls` feature.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub tls: Option<TlsConfig>,
 }
 

@@ -7,6 +7,7 @@ pub mod proxy;
 pub mod socket;
 pub(crate) mod stream;
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 
 pub use client::{H2Transport, TransportConfig};

@@ -1,4 +1,5 @@
-//! TLS for client connections (the `tls` feature): rustls with ALPN `h2`.
+//! TLS for client connections and our server (available with the `tls` feature):
+//! rustls with ALPN `h2`.
 //!
 //! Server certificates are verified by default, against the Mozilla root store
 //! (webpki-roots), or against roots the program gives.

@@ -463,7 +463,9 @@ impl ServerBuilder {
     }
 
     /// Serves TLS (ALPN `h2`) with this certificate and key instead of plaintext.
+    /// Available with the `tls` feature.
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls(mut self, tls: crate::driver::tls::TlsServerConfig) -> Self {
         self.tls = Some(tls);
         self
