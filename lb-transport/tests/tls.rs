@@ -97,15 +97,23 @@ fn a_certificate_for_another_name_or_an_unknown_root_is_refused() {
         (
             TlsConfig::with_root_pem(&pem).unwrap(),
             format!("wrong.example:{port}"),
+            "does not name the host this channel connects to",
         ),
-        (TlsConfig::with_webpki_roots(), format!("localhost:{port}")),
+        (
+            TlsConfig::with_webpki_roots(),
+            format!("localhost:{port}"),
+            "not signed by a root this client trusts",
+        ),
     ];
-    for (tls, authority) in cases {
+    for (tls, authority, advice) in cases {
         let (_t, _conn, events) = connect(tls, &server.target(), &authority);
         match events.recv_timeout(WAIT) {
             Ok(ConnectionEvent::Closed(Some(s))) => {
                 assert_eq!(s.code(), Code::Unavailable);
                 assert!(s.message().contains("certificate"), "{authority}: {s}");
+                // Advice first, rustls's own text only after it.
+                assert!(s.message().contains(advice), "{authority}: {s}");
+                println!("{authority}: {s}");
             }
             other => panic!("{authority}: {other:?}"),
         }

@@ -85,8 +85,9 @@ impl Read for Stream {
                 if tls.read_tls(&mut self.tcp)? == 0 {
                     return Ok(0);
                 }
-                tls.process_new_packets()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                tls.process_new_packets().map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, crate::driver::tls::explain(&e))
+                })?;
                 write_records(tls, &mut self.tcp)?;
             }
         }

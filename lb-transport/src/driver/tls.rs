@@ -160,6 +160,70 @@ impl TlsServerConfig {
     }
 }
 
+/// A TLS failure as a sentence that says what happened and what to change, instead
+/// of rustls's debug text (`invalid peer certificate: Other(OtherError(
+/// CaUsedAsEndEntity))`). The original follows in parentheses for searching.
+///
+/// ```
+/// use lb_transport::driver::tls::explain;
+/// use rustls::{CertificateError, Error};
+/// let why = explain(&Error::InvalidCertificate(CertificateError::UnknownIssuer));
+/// assert!(why.starts_with("the server's certificate is not signed by a root this client trusts"));
+/// ```
+pub fn explain(error: &rustls::Error) -> String {
+    use rustls::{AlertDescription, CertificateError, Error};
+    let advice = match error {
+        Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => {
+                "the server's certificate is not signed by a root this client trusts: give \
+                 its CA with TlsConfig::with_root_pem, or serve a chain to a public root"
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the server's certificate has expired: renew it (or check this machine's \
+                 clock)"
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet: check the clocks of this machine \
+                 and of whoever issued it"
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "the server's certificate does not name the host this channel connects to: \
+                 use a target (or TlsConfig::with_server_name) that matches one of its \
+                 names, or reissue it with the name as a subject alternative name"
+            }
+            CertificateError::Revoked => "the server's certificate has been revoked",
+            CertificateError::BadSignature => "the server's certificate chain has a bad signature",
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "the server's certificate is not for TLS servers (its extended key usage \
+                 lacks serverAuth)"
+            }
+            CertificateError::Other(other)
+                if format!("{other:?}").contains("CaUsedAsEndEntity") =>
+            {
+                "the server presents a CA certificate as its own: serve a leaf certificate \
+                 issued by that CA (with the CA in the chain or the client's roots)"
+            }
+            _ => "the server's certificate was refused",
+        },
+        Error::AlertReceived(AlertDescription::BadCertificate | AlertDescription::UnknownCA) => {
+            "the server refused this client's certificate (or has none it trusts)"
+        }
+        Error::AlertReceived(AlertDescription::CertificateRequired) => {
+            "the server requires a client certificate, and this client sent none"
+        }
+        Error::AlertReceived(AlertDescription::NoApplicationProtocol)
+        | Error::NoApplicationProtocol => "the server does not speak HTTP/2 over TLS (no ALPN h2)",
+        Error::AlertReceived(AlertDescription::ProtocolVersion) | Error::PeerIncompatible(_) => {
+            "the server and this client share no TLS version or cipher suite"
+        }
+        Error::InvalidMessage(_) => {
+            "the server did not answer with TLS (is it serving plaintext on this port?)"
+        }
+        _ => "the TLS handshake failed",
+    };
+    format!("{advice} ({error})")
+}
+
 fn host_of(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
@@ -179,6 +243,40 @@ mod tests {
         let tls = TlsConfig::with_webpki_roots();
         assert!(tls.start("example.com:443").is_ok());
         assert!(tls.start("bad name!:443").is_err());
+    }
+
+    #[test]
+    fn tls_failures_read_as_advice() {
+        use rustls::{CertificateError, Error, OtherError};
+        #[derive(Debug)]
+        struct CaUsedAsEndEntity;
+        impl std::fmt::Display for CaUsedAsEndEntity {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("CaUsedAsEndEntity")
+            }
+        }
+        impl std::error::Error for CaUsedAsEndEntity {}
+        for (error, want) in [
+            (
+                Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+                    CaUsedAsEndEntity,
+                )))),
+                "presents a CA certificate as its own",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::Expired),
+                "has expired",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::NotValidForName),
+                "does not name the host",
+            ),
+            (Error::NoApplicationProtocol, "does not speak HTTP/2"),
+        ] {
+            let why = explain(&error);
+            assert!(why.contains(want), "{why}");
+            assert!(!why.starts_with("invalid peer certificate"), "{why}");
+        }
     }
 
     #[test]
