@@ -130,9 +130,52 @@ impl LbPolicyRegistry {
                 config,
             });
         }
-        Err(ConfigError::new(
-            "",
-            format!("no registered policy among {tried:?}"),
+        Err(Self::none_registered(&tried))
+    }
+
+    /// The error for a `loadBalancingConfig` list none of whose names is registered:
+    /// it lists the names, and says which crate's `register` adds those that come
+    /// with this project's other crates.
+    ///
+    /// ```
+    /// use lb_core::LbPolicyRegistry;
+    /// let err = LbPolicyRegistry::none_registered(&["rls_experimental".into()]);
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "no registered policy among [\"rls_experimental\"] (rls_experimental comes with \
+    ///      crate lb-rls: call lb_rls::register on the registry given to \
+    ///      ChannelBuilder::lb_policy_registry)"
+    /// );
+    /// ```
+    pub fn none_registered(tried: &[String]) -> ConfigError {
+        let mut message = format!("no registered policy among {tried:?}");
+        let hints: Vec<String> = tried.iter().filter_map(|n| Self::hint(n)).collect();
+        if !hints.is_empty() {
+            message.push_str(&format!(" ({})", hints.join("; ")));
+        }
+        ConfigError::new("", message)
+    }
+
+    /// For a policy name that comes with another crate of this project, which crate
+    /// and which call register it.
+    ///
+    /// ```
+    /// use lb_core::LbPolicyRegistry;
+    /// assert!(LbPolicyRegistry::hint("priority_experimental").unwrap().contains("lb_group::register"));
+    /// assert_eq!(LbPolicyRegistry::hint("no_such_policy"), None);
+    /// ```
+    pub fn hint(name: &str) -> Option<String> {
+        let (krate, register) = match name {
+            "weighted_target_experimental"
+            | "priority_experimental"
+            | "outlier_detection_experimental"
+            | "outlier_detection" => ("lb-group", "lb_group::register"),
+            "rls_experimental" => ("lb-rls", "lb_rls::register"),
+            _ => return None,
+        };
+        Some(format!(
+            "{name} comes with crate {krate}: call {register} on the registry given to \
+             ChannelBuilder::lb_policy_registry"
         ))
     }
 }

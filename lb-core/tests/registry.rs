@@ -85,3 +85,24 @@ fn bad_json_text_names_the_position() {
         "{err}"
     );
 }
+
+#[test]
+fn a_policy_of_another_crate_says_which_crate_registers_it() {
+    let reg = LbPolicyRegistry::with_builtins();
+    let err = reg
+        .parse_load_balancing_config(&serde_json::json!([{"rls_experimental": {}}, {"nope": {}}]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("no registered policy among [\"rls_experimental\", \"nope\"]"),
+        "{err}"
+    );
+    assert!(err.contains("call lb_rls::register"), "{err}");
+    let err = lb_core::channel::ServiceConfig::parse_str(
+        r#"{"loadBalancingPolicy": "weighted_target_experimental"}"#,
+        &reg,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("call lb_group::register"), "{err}");
+}

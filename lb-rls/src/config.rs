@@ -652,10 +652,7 @@ fn choose_child_policy(
             config,
         ));
     }
-    Err(ConfigError::new(
-        "",
-        format!("no registered policy among {tried:?}"),
-    ))
+    Err(LbPolicyRegistry::none_registered(&tried))
 }
 
 impl fmt::Display for RlsConfig {

@@ -161,9 +161,11 @@ impl ServiceConfig {
                 .get(name)
                 .or_else(|| registry.get(&name.to_ascii_lowercase()))
                 .ok_or_else(|| {
+                    let hint = LbPolicyRegistry::hint(name)
+                        .map_or_else(String::new, |h| format!(" ({h})"));
                     ConfigError::new(
                         "loadBalancingPolicy",
-                        format!("no registered policy named {name:?}"),
+                        format!("no registered policy named {name:?}{hint}"),
                     )
                 })?;
             let config = builder
