@@ -58,6 +58,12 @@ pub struct CallHead {
     pub deadline: Option<Instant>,
     /// Overrides the connection's `:authority` for this call.
     pub authority: Option<String>,
+    /// The message encoding (`grpc-encoding`) to compress request messages with,
+    /// such as `"gzip"`; `None` or `"identity"` sends them uncompressed. The
+    /// transport decides which names it supports and fails the call with INTERNAL,
+    /// before sending it, for one it does not know. Responses are decoded whatever
+    /// this says.
+    pub compression: Option<String>,
 }
 
 impl CallHead {
@@ -68,6 +74,7 @@ impl CallHead {
             metadata: Metadata::new(),
             deadline: None,
             authority: None,
+            compression: None,
         }
     }
 }
@@ -346,6 +353,7 @@ impl CallRequest {
             metadata: self.metadata.clone(),
             deadline: self.deadline,
             authority: self.authority.clone(),
+            compression: None,
         }
     }
 }
@@ -447,6 +455,7 @@ impl<C: Connection + ?Sized> ConnectionExt for C {
                 metadata,
                 deadline,
                 authority,
+                compression: None,
             },
             listener,
         );

@@ -153,6 +153,7 @@ fn echo(req: Request, server_id: &str) -> Response {
         message: req.message,
         headers,
         trailers: echoed,
+        compression: None,
     }
 }
 

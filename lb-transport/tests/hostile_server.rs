@@ -23,6 +23,7 @@ use lb_transport::frame::{
     Settings, StreamId, WindowUpdate,
 };
 use lb_transport::grpc::call::{ClientCall, RequestHead, request_headers};
+use lb_transport::grpc::compression::Encoding;
 use lb_transport::grpc::message;
 use lb_transport::hpack::{self, Header};
 use lb_transport::proto::{Connection, ConnectionConfig, Event};
@@ -218,6 +219,7 @@ impl RawClient {
             timeout: None,
             user_agent: "hostile",
             metadata: &Metadata::new(),
+            encoding: Encoding::Identity,
         });
         headers.extend(extra);
         let mut block = Vec::new();
@@ -250,6 +252,7 @@ fn normal_call(addr: SocketAddr, body: &[u8]) -> Result<CallResponse, CallError>
         timeout: None,
         user_agent: "hostile-check",
         metadata: &Metadata::new(),
+        encoding: Encoding::Identity,
     });
     let id = conn
         .open_stream(headers, false, Instant::now())

@@ -20,6 +20,7 @@ use lb_core::{Code, Metadata, Status};
 use lb_testkit::services;
 use lb_transport::frame::{Reason, StreamId};
 use lb_transport::grpc::call::{ClientCall, RequestHead, request_headers};
+use lb_transport::grpc::compression::Encoding;
 use lb_transport::grpc::message;
 use lb_transport::hpack::Header;
 use lb_transport::proto::{Connection, ConnectionConfig, Event, StreamError};
@@ -118,6 +119,7 @@ impl TestClient {
             timeout,
             user_agent: "lb-transport-test",
             metadata,
+            encoding: Encoding::Identity,
         });
         let id = self
             .conn
@@ -178,6 +180,7 @@ impl TestClient {
             timeout,
             user_agent: "lb-transport-test",
             metadata,
+            encoding: Encoding::Identity,
         });
         let id = self
             .conn
@@ -215,6 +218,7 @@ impl TestClient {
             timeout: None,
             user_agent: "lb-transport-test",
             metadata: &Metadata::new(),
+            encoding: Encoding::Identity,
         });
         let id = self
             .conn
@@ -420,7 +424,7 @@ fn echo_server() -> Server {
 fn decode(raw: &RawStream) -> Vec<Vec<u8>> {
     let mut decoder = message::MessageDecoder::new(usize::MAX);
     decoder.push(&raw.body).expect("valid messages");
-    std::iter::from_fn(|| decoder.next_message()).collect()
+    std::iter::from_fn(|| decoder.next_message().unwrap()).collect()
 }
 
 /// The `grpc-status` and `grpc-message` of a raw stream's last header block.
@@ -667,6 +671,7 @@ fn zero_or_two_request_messages_break_unary_cardinality() {
             timeout: None,
             user_agent: "t",
             metadata: &Metadata::new(),
+            encoding: Encoding::Identity,
         })
     };
     let grpc_status = |raw: &RawStream| {
@@ -1032,6 +1037,7 @@ fn shutdown_ends_a_connection_whose_last_call_was_answered_early() {
         timeout: Some(Duration::from_millis(300)),
         user_agent: "t",
         metadata: &Metadata::new(),
+        encoding: Encoding::Identity,
     });
     let id = client
         .conn

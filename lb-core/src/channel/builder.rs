@@ -105,6 +105,7 @@ pub struct ChannelBuilder {
     per_call_retry_buffer: usize,
     channel_retry_buffer: usize,
     health_check_disabled: bool,
+    send_compression: Option<String>,
 }
 
 impl ChannelBuilder {
@@ -132,6 +133,7 @@ impl ChannelBuilder {
             per_call_retry_buffer: RETRY_BUFFER_LIMIT,
             channel_retry_buffer: CHANNEL_RETRY_BUFFER_LIMIT,
             health_check_disabled: false,
+            send_compression: None,
         }
     }
 
@@ -158,6 +160,32 @@ impl ChannelBuilder {
     /// config.
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
         self.default_timeout = Some(timeout);
+        self
+    }
+
+    /// Compresses the request messages of every call with `encoding` (sent as
+    /// `grpc-encoding`, such as `"gzip"`), unless the call's
+    /// [`CallOptions::compression`](super::CallOptions::compression) says
+    /// otherwise. The transport decides which names it supports (lb-transport:
+    /// `gzip`, `deflate`, `identity`); responses are decoded whatever this says.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lb_core::{Address, Status, transport::*};
+    /// # struct Nowhere;
+    /// # impl Transport for Nowhere {
+    /// #     fn connect(&self, _: &Address, _: &ConnectOptions, _: ConnectionEvents)
+    /// #         -> Result<Arc<dyn lb_core::Connection>, Status> { Err(Status::unavailable("no")) }
+    /// # }
+    /// use lb_core::channel::Channel;
+    /// let channel = Channel::builder("dns:///localhost:50051")
+    ///     .transport(Arc::new(Nowhere))
+    ///     .send_compression("gzip")
+    ///     .build()?;
+    /// # Ok::<(), lb_core::channel::ChannelError>(())
+    /// ```
+    pub fn send_compression(mut self, encoding: impl Into<String>) -> Self {
+        self.send_compression = Some(encoding.into());
         self
     }
 
@@ -331,6 +359,7 @@ impl ChannelBuilder {
                 default_timeout: self.default_timeout,
                 max_send_message_size: self.max_send_message_size,
                 max_receive_message_size: self.max_receive_message_size,
+                send_compression: self.send_compression,
                 retry: RetrySettings {
                     enabled: self.retries,
                     per_call_buffer: self.per_call_retry_buffer,

@@ -99,6 +99,12 @@ pub struct CallOptions {
     /// TRANSIENT_FAILURE. `None` takes the service config's `waitForReady`, else
     /// `false`.
     pub wait_for_ready: Option<bool>,
+    /// Compresses the request messages with this encoding (`grpc-encoding`, such
+    /// as `"gzip"`), instead of the channel's
+    /// [`send_compression`](super::ChannelBuilder::send_compression);
+    /// `Some("identity")` turns compression off for this call. Which names work is
+    /// up to the transport (lb-transport: `gzip`, `deflate`, `identity`).
+    pub compression: Option<String>,
 }
 
 impl CallOptions {
@@ -123,6 +129,19 @@ impl CallOptions {
     /// These options with wait-for-ready set.
     pub fn with_wait_for_ready(mut self, wait_for_ready: bool) -> Self {
         self.wait_for_ready = Some(wait_for_ready);
+        self
+    }
+
+    /// These options compressing request messages with `encoding` (see
+    /// [`compression`](Self::compression)).
+    ///
+    /// ```
+    /// use lb_core::channel::CallOptions;
+    /// let opts = CallOptions::default().with_compression("gzip");
+    /// assert_eq!(opts.compression.as_deref(), Some("gzip"));
+    /// ```
+    pub fn with_compression(mut self, encoding: impl Into<String>) -> Self {
+        self.compression = Some(encoding.into());
         self
     }
 }
@@ -535,6 +554,8 @@ struct CallInner {
     active: ActiveCall,
     method: String,
     metadata: Metadata,
+    /// The request messages' encoding, if the call or the channel chose one.
+    compression: Option<String>,
     plan: Plan,
     state: Arc<CallState>,
     sending: Mutex<Sending>,
@@ -731,6 +752,7 @@ impl CallInner {
                 metadata,
                 deadline,
                 authority: None,
+                compression: self.compression.clone(),
             };
             sending.next_attempt += 1;
             let id = sending.next_attempt;
@@ -1542,6 +1564,10 @@ impl Call {
             active: shared.begin_call(),
             method: method.to_owned(),
             metadata: options.metadata.clone(),
+            compression: options
+                .compression
+                .clone()
+                .or_else(|| shared.defaults.send_compression.clone()),
             plan: Plan {
                 input: own,
                 start,

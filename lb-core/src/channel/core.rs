@@ -114,6 +114,8 @@ pub(crate) struct CallDefaults {
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) max_send_message_size: usize,
     pub(crate) max_receive_message_size: usize,
+    /// The encoding of request messages for calls that do not choose one.
+    pub(crate) send_compression: Option<String>,
     pub(crate) retry: RetrySettings,
 }
 

@@ -189,6 +189,7 @@ impl Harness {
                 default_timeout: None,
                 max_send_message_size: usize::MAX,
                 max_receive_message_size: usize::MAX,
+                send_compression: None,
                 retry: super::retry::RetrySettings {
                     enabled: true,
                     per_call_buffer: super::retry::RETRY_BUFFER_LIMIT,

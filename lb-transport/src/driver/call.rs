@@ -43,6 +43,7 @@ use parking_lot::Mutex;
 
 use crate::driver::client::{Command, Handle};
 use crate::frame::StreamId;
+use crate::grpc::compression::{self, Encoding};
 use crate::grpc::message::PREFIX_LEN;
 
 /// How many bytes of one stream may wait to be transmitted before
@@ -84,7 +85,8 @@ fn drained(queued: usize) -> bool {
 /// What the caller asked for since the I/O thread last looked.
 #[derive(Debug, Default)]
 struct Pending {
-    /// Messages accepted and not yet handed to HTTP/2 (without prefixes).
+    /// Messages accepted and not yet handed to HTTP/2 (without prefixes; compressed
+    /// if the call has an encoding).
     messages: Vec<Vec<u8>>,
     /// End the request after `messages`.
     end: bool,
@@ -129,6 +131,9 @@ pub(crate) struct StreamShared {
     /// Where the call's events go.
     pub(crate) listener: Arc<dyn CallListener>,
     release_batch: usize,
+    /// What request messages are compressed with (on the caller's thread, in
+    /// `try_send`).
+    encoding: Encoding,
     /// The HTTP/2 stream id once the I/O thread opened it; 0 before.
     id: AtomicU32,
     state: Mutex<State>,
@@ -136,17 +141,28 @@ pub(crate) struct StreamShared {
 
 impl StreamShared {
     /// A call on connection `conn` whose `Open` command is about to be sent.
-    pub(crate) fn new(conn: u64, listener: Arc<dyn CallListener>, release_batch: usize) -> Self {
+    pub(crate) fn new(
+        conn: u64,
+        listener: Arc<dyn CallListener>,
+        release_batch: usize,
+        encoding: Encoding,
+    ) -> Self {
         Self {
             conn,
             listener,
             release_batch,
+            encoding,
             id: AtomicU32::new(0),
             state: Mutex::new(State {
                 scheduled: true,
                 ..State::default()
             }),
         }
+    }
+
+    /// What request messages are compressed with.
+    pub(crate) fn encoding(&self) -> Encoding {
+        self.encoding
     }
 
     /// The HTTP/2 stream, once opened.
@@ -306,6 +322,13 @@ impl CallStream for StreamHandle {
                 state.want_writable = true;
                 return (Err(TrySendError::Full(message)), false);
             }
+            // Compressed here, on the caller's thread, not on the I/O thread; what
+            // counts towards the bound is what goes on the wire.
+            let message = if self.shared.encoding.is_compressed() {
+                compression::compress(self.shared.encoding, &message)
+            } else {
+                message
+            };
             state.queued += PREFIX_LEN + message.len();
             state.pending.messages.push(message);
             if last {

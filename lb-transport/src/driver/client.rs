@@ -90,6 +90,7 @@ use crate::driver::stream::Stream;
 use crate::driver::tls::TlsConfig;
 use crate::frame::{Reason, StreamId};
 use crate::grpc::call::{self, ClientStream, RequestHead, ResponseEvent};
+use crate::grpc::compression::{ACCEPT_ENCODING, Encoding};
 use crate::grpc::message::{self, DEFAULT_MAX_MESSAGE_LEN, PREFIX_LEN};
 use crate::proto::{self, ConnectionConfig, Event, OpenError};
 
@@ -381,6 +382,18 @@ impl KeepaliveTime {
     }
 }
 
+/// The encoding a call's head asks its request messages to be sent with.
+fn request_encoding(head: &CallHead) -> Result<Encoding, Status> {
+    match head.compression.as_deref() {
+        None => Ok(Encoding::Identity),
+        Some(name) => Encoding::from_name(name.as_bytes()).ok_or_else(|| {
+            Status::internal(format!(
+                "request compression {name:?} is not supported (supported: {ACCEPT_ENCODING})"
+            ))
+        }),
+    }
+}
+
 /// The handle a channel holds for one connection.
 struct ClientConnection {
     id: u64,
@@ -391,7 +404,14 @@ struct ClientConnection {
 
 impl Connection for ClientConnection {
     fn open_stream(&self, head: CallHead, listener: Arc<dyn CallListener>) -> Arc<dyn CallStream> {
-        let shared = Arc::new(StreamShared::new(self.id, listener, self.release_batch));
+        // An encoding we do not know fails the call when it opens (`open_call`).
+        let encoding = request_encoding(&head).unwrap_or(Encoding::Identity);
+        let shared = Arc::new(StreamShared::new(
+            self.id,
+            listener,
+            self.release_batch,
+            encoding,
+        ));
         // A command that cannot be sent is dropped here, and its `Opening` ends the
         // call with UNAVAILABLE.
         let _ = self
@@ -759,6 +779,10 @@ impl IoLoop {
             Some(d) => Some(d - now),
             None => None,
         };
+        let encoding = match request_encoding(&head) {
+            Ok(encoding) => encoding,
+            Err(status) => return not_sent(status),
+        };
         let headers = call::request_headers(&RequestHead {
             scheme: if conn.stream.is_tls() {
                 "https"
@@ -770,6 +794,7 @@ impl IoLoop {
             timeout,
             user_agent: &conn.user_agent,
             metadata: &head.metadata,
+            encoding,
         });
         // A request that ends without a message ends with its headers.
         let end_now = work.end && work.messages.is_empty();
@@ -1041,6 +1066,8 @@ impl Conn {
             return false;
         };
         let mut moved = false;
+        // The handle compressed every message of a call with an encoding.
+        let compressed = call.shared.encoding().is_compressed();
         while let Some(len) = call.backlog.front().map(Vec::len) {
             // Prefix and message go in together: an empty buffer always takes them,
             // a non-empty one only while both fit under the bound (a message is
@@ -1053,7 +1080,7 @@ impl Conn {
             let end = call.end_pending && call.backlog.is_empty();
             let sent = self
                 .h2
-                .send_data(stream, &message::prefix(len), false)
+                .send_data(stream, &message::flagged_prefix(compressed, len), false)
                 .and_then(|()| self.h2.send_data(stream, &m, end));
             if let Err(e) = sent {
                 // The stream ended under the caller; its event follows.

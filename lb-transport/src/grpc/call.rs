@@ -8,6 +8,7 @@ use std::time::Duration;
 use lb_core::transport::{CallError, CallOutcome, CallResponse};
 use lb_core::{Code, Metadata, Status, is_binary_key};
 
+use crate::grpc::compression::{ACCEPT_ENCODING, Encoding};
 use crate::grpc::message::{self, MessageDecoder};
 use crate::grpc::{base64, percent, timeout};
 use crate::hpack::Header;
@@ -65,21 +66,28 @@ pub struct RequestHead<'a> {
     pub user_agent: &'a str,
     /// Custom metadata.
     pub metadata: &'a Metadata,
+    /// How the request messages are compressed, sent as `grpc-encoding` (nothing is
+    /// sent for identity).
+    pub encoding: Encoding,
 }
 
 /// The request header block in the order gRPC asks for: pseudo-headers, `te`,
-/// `grpc-timeout`, `content-type`, `user-agent`, then custom metadata (binary values
-/// base64-encoded).
+/// `grpc-timeout`, `content-type`, `user-agent`, `grpc-encoding` (when compressed),
+/// `grpc-accept-encoding` (every encoding this crate decodes), then custom metadata
+/// (binary values base64-encoded).
 ///
 /// ```
 /// use lb_core::Metadata;
 /// use lb_transport::grpc::call::{request_headers, RequestHead};
+/// use lb_transport::grpc::compression::Encoding;
 /// let md = Metadata::new();
 /// let h = request_headers(&RequestHead {
 ///     scheme: "http", authority: "svc:50051", path: "/pkg.Svc/Do",
 ///     timeout: None, user_agent: "lb/0.1", metadata: &md,
+///     encoding: Encoding::Gzip,
 /// });
 /// assert_eq!(h[0].name, b":method");
+/// assert!(h.iter().any(|h| h.name == b"grpc-encoding" && h.value == b"gzip"));
 /// assert!(h.iter().any(|h| h.name == b"te" && h.value == b"trailers"));
 /// ```
 pub fn request_headers(head: &RequestHead<'_>) -> Vec<Header> {
@@ -95,6 +103,10 @@ pub fn request_headers(head: &RequestHead<'_>) -> Vec<Header> {
     }
     headers.push(Header::new("content-type", CONTENT_TYPE));
     headers.push(Header::new("user-agent", head.user_agent));
+    if head.encoding.is_compressed() {
+        headers.push(Header::new("grpc-encoding", head.encoding.name()));
+    }
+    headers.push(Header::new("grpc-accept-encoding", ACCEPT_ENCODING));
     push_metadata(head.metadata, &mut headers);
     headers
 }
@@ -280,13 +292,18 @@ impl ClientStream {
             ));
             return;
         }
+        // Flag-1 messages need a supported `grpc-encoding`; anything else makes
+        // them INTERNAL when they arrive (doc/compression.md).
+        self.decoder
+            .set_encoding(find(&headers, "grpc-encoding").and_then(Encoding::from_name));
         out.push(ResponseEvent::Headers(metadata_from_headers(&headers)));
     }
 
     /// Data arrived. Appends each message it completes, and the end of the call when
     /// the stream ended or the data broke the rules (an announced message above the
-    /// limit, a compressed one): then the caller resets the stream if the peer has
-    /// not ended it.
+    /// limit, before or after decompression; a compressed one without a supported
+    /// `grpc-encoding`; data that does not decompress): then the caller resets the
+    /// stream if the peer has not ended it.
     pub fn on_data(&mut self, data: &[u8], end_stream: bool, out: &mut Vec<ResponseEvent>) {
         if self.ended {
             return;
@@ -294,12 +311,13 @@ impl ClientStream {
         if self.error.is_none() {
             let mut pushed = self.decoder.push(data);
             while pushed.is_ok() {
-                let Some(m) = self.decoder.next_message() else {
-                    break;
-                };
-                out.push(ResponseEvent::Message(m));
+                match self.decoder.next_message() {
+                    Ok(Some(m)) => out.push(ResponseEvent::Message(m)),
+                    Ok(None) => break,
+                    Err(e) => pushed = Err(e),
+                }
                 // Checks the prefix of the next message, if it is here already.
-                pushed = self.decoder.push(&[]);
+                pushed = pushed.and_then(|()| self.decoder.push(&[]));
             }
             if let Err(status) = pushed {
                 // Bounded memory: stop buffering; the caller resets the stream.
@@ -482,6 +500,34 @@ pub struct ServerRequestHead {
     pub metadata: Metadata,
     /// The client's `grpc-timeout`.
     pub timeout: Option<Duration>,
+    /// The request's `grpc-encoding` (identity when absent).
+    pub encoding: Encoding,
+    /// The client's `grpc-accept-encoding` (empty when absent): the encodings
+    /// responses may use besides identity.
+    pub accept_encoding: Vec<u8>,
+}
+
+impl ServerRequestHead {
+    /// The encoding to answer with when the server would like `preferred`: it, if
+    /// the client's `grpc-accept-encoding` lists it, else identity.
+    ///
+    /// ```
+    /// use lb_transport::grpc::call::{parse_request_head, request_headers, RequestHead};
+    /// use lb_transport::grpc::compression::Encoding;
+    /// let md = lb_core::Metadata::new();
+    /// let headers = request_headers(&RequestHead {
+    ///     scheme: "http", authority: "a", path: "/p.S/M", timeout: None,
+    ///     user_agent: "ua", metadata: &md, encoding: Encoding::Identity,
+    /// });
+    /// let head = parse_request_head(&headers).unwrap();
+    /// assert_eq!(head.response_encoding(Some(Encoding::Gzip)), Encoding::Gzip);
+    /// ```
+    pub fn response_encoding(&self, preferred: Option<Encoding>) -> Encoding {
+        match preferred {
+            Some(e) if e.accepted_by(&self.accept_encoding) => e,
+            _ => Encoding::Identity,
+        }
+    }
 }
 
 /// Why a request is refused before its handler runs.
@@ -498,7 +544,8 @@ pub enum Refusal {
 /// # Errors
 ///
 /// A non-POST or non-gRPC request gives [`Refusal::Http`] (405 or 415); a bad
-/// `grpc-timeout` gives INTERNAL; a compressed request gives UNIMPLEMENTED.
+/// `grpc-timeout` gives INTERNAL; a `grpc-encoding` this crate cannot decode gives
+/// UNIMPLEMENTED (every answer lists what it can in `grpc-accept-encoding`).
 pub fn parse_request_head(headers: &[Header]) -> Result<ServerRequestHead, Refusal> {
     if find(headers, ":method") != Some(b"POST") {
         return Err(Refusal::Http(405));
@@ -506,11 +553,15 @@ pub fn parse_request_head(headers: &[Header]) -> Result<ServerRequestHead, Refus
     if !find(headers, "content-type").is_some_and(is_grpc_content_type) {
         return Err(Refusal::Http(415));
     }
-    if find(headers, "grpc-encoding").is_some_and(|e| e != b"identity") {
-        return Err(Refusal::Grpc(Status::unimplemented(
-            "compressed requests are not supported",
-        )));
-    }
+    let encoding = match find(headers, "grpc-encoding") {
+        None => Encoding::Identity,
+        Some(name) => Encoding::from_name(name).ok_or_else(|| {
+            Refusal::Grpc(Status::unimplemented(format!(
+                "grpc-encoding {:?} is not supported (supported: {ACCEPT_ENCODING})",
+                String::from_utf8_lossy(name)
+            )))
+        })?,
+    };
     let timeout = match find(headers, "grpc-timeout") {
         None => None,
         Some(t) => Some(timeout::decode(t).map_err(|e| Refusal::Grpc(Status::internal(e)))?),
@@ -522,15 +573,24 @@ pub fn parse_request_head(headers: &[Header]) -> Result<ServerRequestHead, Refus
         path: path.into_owned(),
         metadata: metadata_from_headers(headers),
         timeout,
+        encoding,
+        accept_encoding: find(headers, "grpc-accept-encoding")
+            .unwrap_or_default()
+            .to_vec(),
     })
 }
 
-/// A server's response headers with `metadata`.
-pub fn response_headers(metadata: &Metadata) -> Vec<Header> {
+/// A server's response headers with `metadata`: `grpc-encoding` when the messages
+/// are compressed, and `grpc-accept-encoding`.
+pub fn response_headers(metadata: &Metadata, encoding: Encoding) -> Vec<Header> {
     let mut headers = vec![
         Header::new(":status", "200"),
         Header::new("content-type", CONTENT_TYPE),
     ];
+    if encoding.is_compressed() {
+        headers.push(Header::new("grpc-encoding", encoding.name()));
+    }
+    headers.push(Header::new("grpc-accept-encoding", ACCEPT_ENCODING));
     push_metadata(metadata, &mut headers);
     headers
 }
@@ -554,20 +614,22 @@ pub fn trailers(status: &Status, metadata: &Metadata) -> Vec<Header> {
     headers
 }
 
-/// A Trailers-Only response: HTTP 200, the gRPC content type and the trailers in one
-/// block.
+/// A Trailers-Only response: HTTP 200, the gRPC content type,
+/// `grpc-accept-encoding` (an UNIMPLEMENTED answer to an unsupported encoding must
+/// list the supported ones) and the trailers in one block.
 pub fn trailers_only(status: &Status, metadata: &Metadata) -> Vec<Header> {
     let mut headers = vec![
         Header::new(":status", "200"),
         Header::new("content-type", CONTENT_TYPE),
+        Header::new("grpc-accept-encoding", ACCEPT_ENCODING),
     ];
     headers.extend(trailers(status, metadata));
     headers
 }
 
-/// Appends one response message with its prefix.
-pub fn encode_message(body: &[u8], dst: &mut Vec<u8>) {
-    message::encode(body, dst);
+/// Appends one response message with its prefix, compressed with `encoding`.
+pub fn encode_message(encoding: Encoding, body: &[u8], dst: &mut Vec<u8>) {
+    message::encode_with(encoding, body, dst);
 }
 
 #[cfg(test)]
@@ -602,6 +664,7 @@ mod tests {
             timeout: Some(Duration::from_millis(250)),
             user_agent: "ua",
             metadata: &md,
+            encoding: Encoding::Identity,
         });
         let names: Vec<&[u8]> = h.iter().map(|h| h.name.as_slice()).collect();
         assert_eq!(
@@ -615,12 +678,14 @@ mod tests {
                 b"grpc-timeout",
                 b"content-type",
                 b"user-agent",
+                b"grpc-accept-encoding",
                 b"x-user",
                 b"x-trace-bin"
             ]
         );
         assert_eq!(h[5].value, b"250000u");
-        assert_eq!(h[9].value, b"AAH/");
+        assert_eq!(h[8].value, ACCEPT_ENCODING.as_bytes());
+        assert_eq!(h[10].value, b"AAH/");
         assert_eq!(metadata_from_headers(&h), md, "metadata round-trips");
     }
 
@@ -892,9 +957,12 @@ mod tests {
             timeout: Some(Duration::from_secs(2)),
             user_agent: "ua",
             metadata: &Metadata::new(),
+            encoding: Encoding::Gzip,
         });
         let head = parse_request_head(&h).unwrap();
         assert_eq!(head.path, "/s/m");
+        assert_eq!(head.encoding, Encoding::Gzip);
+        assert_eq!(head.accept_encoding, ACCEPT_ENCODING.as_bytes());
         assert_eq!(head.timeout, Some(Duration::from_secs(2)));
         // gRPC-Web and look-alikes are not gRPC: 415, like any other type.
         for (content_type, served) in [
@@ -928,5 +996,103 @@ mod tests {
             trailers(&Status::new(Code::Ok, ""), &Metadata::new()).len(),
             1
         );
+    }
+
+    #[test]
+    fn unsupported_request_encoding_is_unimplemented_listing_ours() {
+        let mut h = request_headers(&RequestHead {
+            scheme: "http",
+            authority: "a",
+            path: "/s/m",
+            timeout: None,
+            user_agent: "ua",
+            metadata: &Metadata::new(),
+            encoding: Encoding::Identity,
+        });
+        h.push(Header::new("grpc-encoding", "snappy"));
+        let Err(Refusal::Grpc(status)) = parse_request_head(&h) else {
+            panic!("accepted");
+        };
+        assert_eq!(status.code(), Code::Unimplemented);
+        let answer = trailers_only(&status, &Metadata::new());
+        assert_eq!(
+            find(&answer, "grpc-accept-encoding"),
+            Some(ACCEPT_ENCODING.as_bytes())
+        );
+        // A client that accepts only identity gets identity, whatever we prefer.
+        let head = ServerRequestHead {
+            accept_encoding: b"identity".to_vec(),
+            ..parse_request_head(&h[..h.len() - 1]).unwrap()
+        };
+        assert_eq!(
+            head.response_encoding(Some(Encoding::Gzip)),
+            Encoding::Identity
+        );
+    }
+
+    fn gzip_headers() -> Vec<Header> {
+        let mut h = ok_headers();
+        h.push(Header::new("grpc-encoding", "gzip"));
+        h
+    }
+
+    #[test]
+    fn compressed_responses_are_decoded_with_the_response_encoding() {
+        let mut wire = Vec::new();
+        message::encode_with(Encoding::Gzip, &[3u8; 500], &mut wire);
+        message::encode(b"plain", &mut wire);
+        let mut call = ClientStream::new(1000);
+        let mut out = Vec::new();
+        call.on_headers(gzip_headers(), false, &mut out);
+        call.on_data(&wire, false, &mut out);
+        call.on_headers(vec![Header::new("grpc-status", "0")], true, &mut out);
+        assert!(
+            matches!(&out[..], [
+            ResponseEvent::Headers(_),
+            ResponseEvent::Message(a),
+            ResponseEvent::Message(b),
+            ResponseEvent::End(s),
+        ] if a == &[3u8; 500] && b == b"plain" && s.is_ok()),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn compressed_responses_without_a_usable_encoding_are_internal() {
+        let mut wire = Vec::new();
+        message::encode_with(Encoding::Gzip, b"hello", &mut wire);
+        for extra in [None, Some("identity"), Some("snappy")] {
+            let mut h = ok_headers();
+            if let Some(e) = extra {
+                h.push(Header::new("grpc-encoding", e));
+            }
+            let mut call = ClientStream::new(100);
+            let mut out = Vec::new();
+            call.on_headers(h, false, &mut out);
+            call.on_data(&wire, false, &mut out);
+            assert!(call.is_ended(), "{extra:?}");
+            assert!(
+                matches!(out.last(), Some(ResponseEvent::End(s)) if s.code() == Code::Internal),
+                "{extra:?}: {out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bombs_and_garbage_end_the_call() {
+        let mut bomb = Vec::new();
+        message::encode_with(Encoding::Gzip, &vec![0u8; 1 << 20], &mut bomb);
+        let mut garbage = message::flagged_prefix(true, 3).to_vec();
+        garbage.extend_from_slice(b"xyz");
+        for (wire, code) in [(bomb, Code::ResourceExhausted), (garbage, Code::Internal)] {
+            let mut call = ClientStream::new(4096);
+            let mut out = Vec::new();
+            call.on_headers(gzip_headers(), false, &mut out);
+            call.on_data(&wire, false, &mut out);
+            assert!(
+                matches!(out.last(), Some(ResponseEvent::End(s)) if s.code() == code),
+                "{out:?}"
+            );
+        }
     }
 }

@@ -44,6 +44,7 @@ use mio::Token;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::frame::StreamId;
+use crate::grpc::compression::Encoding;
 use crate::grpc::message;
 use crate::server::worker::{IoSender, ToIo};
 
@@ -54,8 +55,8 @@ pub(crate) const SEND_QUEUE_BYTES: usize = 64 << 10;
 /// What a handler asks the I/O thread to send, in order.
 #[derive(Debug)]
 pub(crate) enum Out {
-    /// Response headers with this metadata.
-    Headers(Metadata),
+    /// Response headers with this metadata, announcing this message encoding.
+    Headers(Metadata, Encoding),
     /// One encoded message (prefix included).
     Message(Vec<u8>),
     /// The end of the call: the status and the trailers metadata.
@@ -229,6 +230,10 @@ pub struct ServerCall {
     headers_sent: bool,
     messages_sent: usize,
     trailers: Metadata,
+    /// The encoding response messages are sent with.
+    encoding: Encoding,
+    /// The client's `grpc-accept-encoding`.
+    accept_encoding: Vec<u8>,
 }
 
 impl ServerCall {
@@ -248,7 +253,42 @@ impl ServerCall {
             headers_sent: false,
             messages_sent: 0,
             trailers: Metadata::new(),
+            encoding: Encoding::Identity,
+            accept_encoding: Vec::new(),
         }
+    }
+
+    /// What the client accepts (`grpc-accept-encoding`) and what the server would
+    /// like to send (its `response_compression`), before the handler runs.
+    pub(crate) fn negotiate(&mut self, accept_encoding: Vec<u8>, preferred: Option<Encoding>) {
+        self.accept_encoding = accept_encoding;
+        self.set_compression(preferred.unwrap_or(Encoding::Identity));
+    }
+
+    /// Compresses the response messages with `encoding` if the client's
+    /// `grpc-accept-encoding` lists it (else they go uncompressed). Returns the
+    /// encoding in use. Only before the response headers go out (the first
+    /// [`send`](Self::send) or [`send_headers`](Self::send_headers)); afterwards it
+    /// changes nothing.
+    ///
+    /// ```
+    /// use lb_core::Status;
+    /// use lb_transport::grpc::compression::Encoding;
+    /// use lb_transport::server::ServerCall;
+    /// fn handler(call: &mut ServerCall) -> Result<(), Status> {
+    ///     call.set_compression(Encoding::Gzip);
+    ///     call.send(&[0u8; 1000])
+    /// }
+    /// ```
+    pub fn set_compression(&mut self, encoding: Encoding) -> Encoding {
+        if !self.headers_sent {
+            self.encoding = if encoding.accepted_by(&self.accept_encoding) {
+                encoding
+            } else {
+                Encoding::Identity
+            };
+        }
+        self.encoding
     }
 
     /// The method path, such as `/pkg.Service/Method`.
@@ -312,8 +352,9 @@ impl ServerCall {
                 "response message is larger than gRPC allows",
             ));
         }
+        // Compressed on the handler's thread, not on the I/O thread.
         let mut wire = Vec::new();
-        message::encode(message, &mut wire);
+        message::encode_with(self.encoding, message, &mut wire);
         let len = wire.len();
         let mut state = self.shared.lock();
         loop {
@@ -324,6 +365,11 @@ impl ServerCall {
                 break;
             }
             self.wait(&mut state)?;
+        }
+        if !self.headers_sent {
+            state
+                .outbound
+                .push_back(Out::Headers(Metadata::new(), self.encoding));
         }
         state.out_bytes += len;
         state.outbound.push_back(Out::Message(wire));
@@ -347,7 +393,9 @@ impl ServerCall {
         if let Some(status) = &state.cancelled {
             return Err(status.clone());
         }
-        state.outbound.push_back(Out::Headers(metadata));
+        state
+            .outbound
+            .push_back(Out::Headers(metadata, self.encoding));
         self.headers_sent = true;
         self.queued(state);
         Ok(())
@@ -566,7 +614,8 @@ mod tests {
             let drainer = s.spawn(|| {
                 std::thread::sleep(Duration::from_millis(30));
                 let mut state = shared.lock();
-                assert_eq!(state.outbound.len(), 1, "the second send waits");
+                // The headers (queued by the first send) and the first message.
+                assert_eq!(state.outbound.len(), 2, "the second send waits");
                 state.outbound.clear();
                 state.out_bytes = 0;
                 drop(state);
@@ -602,7 +651,7 @@ mod tests {
         call.set_trailers(trailers);
         call.finish(Err(Status::new(Code::Aborted, "stop")));
         let state = shared.lock();
-        assert!(matches!(state.outbound.front(), Some(Out::Headers(_))));
+        assert!(matches!(state.outbound.front(), Some(Out::Headers(..))));
         match state.outbound.back() {
             Some(Out::Trailers(status, md)) => {
                 assert_eq!(status.code(), Code::Aborted);

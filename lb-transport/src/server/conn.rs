@@ -37,6 +37,7 @@ use crate::driver::socket::{self, ReadOutcome};
 use crate::driver::stream::Stream;
 use crate::frame::{Reason, StreamId};
 use crate::grpc::call::{self, Refusal, ServerRequestHead};
+use crate::grpc::compression::Encoding;
 use crate::grpc::message::MessageDecoder;
 use crate::hpack::Header;
 use crate::proto::{Connection, ConnectionConfig, Event, ResetCause, StreamError};
@@ -142,7 +143,11 @@ enum Phase {
         received: usize,
     },
     /// A worker has (or will have) the unary request. Dropping the sender cancels it.
-    Running { _cancel: Sender<Infallible> },
+    Running {
+        _cancel: Sender<Infallible>,
+        /// The client's `grpc-accept-encoding`, for compressing the response.
+        accept_encoding: Vec<u8>,
+    },
     /// A streaming call: its handler runs (or will), messages flow both ways.
     Streaming(Box<Streaming>),
 }
@@ -273,7 +278,13 @@ impl Conn {
         let Some(call) = self.remove_call(stream, dispatch) else {
             return;
         };
-        debug_assert!(matches!(call.phase, Phase::Running { .. }));
+        let Phase::Running {
+            accept_encoding, ..
+        } = &call.phase
+        else {
+            debug_assert!(false, "a unary result for a call that is not running");
+            return;
+        };
         let response = match result {
             Ok(response) if u32::try_from(response.message.len()).is_err() => Err(
                 Status::internal("response message is larger than gRPC allows"),
@@ -281,7 +292,16 @@ impl Conn {
             other => other,
         };
         match response {
-            Ok(response) => self.send_response(stream, &response),
+            Ok(response) => {
+                let preferred = response
+                    .compression
+                    .or(dispatch.shared.response_compression);
+                let encoding = match preferred {
+                    Some(e) if e.accepted_by(accept_encoding) => e,
+                    _ => Encoding::Identity,
+                };
+                self.send_response(stream, &response, encoding);
+            }
             Err(status) => self.send_status(stream, &status, call.remote_done),
         }
     }
@@ -518,7 +538,8 @@ impl Conn {
                 return;
             }
         };
-        let decoder = MessageDecoder::new(dispatch.shared.max_message_size);
+        let mut decoder = MessageDecoder::new(dispatch.shared.max_message_size);
+        decoder.set_encoding(Some(head.encoding));
         let call = Call {
             deadline,
             remote_done: false,
@@ -552,13 +573,16 @@ impl Conn {
             conn: self.token,
             stream,
         };
-        let call = ServerCall::new(
+        let mut decoder = MessageDecoder::new(dispatch.shared.max_message_size);
+        decoder.set_encoding(Some(head.encoding));
+        let mut call = ServerCall::new(
             head.path,
             head.metadata,
             deadline,
             Arc::clone(&shared),
             poker,
         );
+        call.negotiate(head.accept_encoding, dispatch.shared.response_compression);
         if !dispatch.submit(Job::Streaming { handler, call }) {
             self.forget_deadline(stream, deadline, dispatch);
             let status = Status::internal("the server has no worker left");
@@ -566,7 +590,7 @@ impl Conn {
         }
         let streaming = Streaming {
             handle: CallHandle(shared),
-            decoder: MessageDecoder::new(dispatch.shared.max_message_size),
+            decoder,
             buffered: 0,
             headers_sent: false,
         };
@@ -628,8 +652,13 @@ impl Conn {
             decoder.push(data).err()
         };
         while failure.is_none() {
-            let Some(m) = decoder.next_message() else {
-                break;
+            let m = match decoder.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             };
             if message.is_some() {
                 failure = Some(Status::unimplemented(
@@ -680,11 +709,20 @@ impl Conn {
         if failure.is_none() {
             state.held += n;
             let mut news = false;
-            while let Some(message) = st.decoder.next_message() {
-                state.inbox.push_back(message);
-                news = true;
+            loop {
+                match st.decoder.next_message() {
+                    Ok(Some(message)) => {
+                        state.inbox.push_back(message);
+                        news = true;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
             }
-            if end_stream {
+            if failure.is_none() && end_stream {
                 failure = st.decoder.finish().err();
                 state.remote_done = true;
                 news = true;
@@ -740,6 +778,7 @@ impl Conn {
         else {
             return;
         };
+        let compressed = decoder.last_was_compressed();
         let refusal = match (decoder.finish(), message) {
             (Err(status), _) => Err(status),
             (Ok(()), None) => Err(Status::unimplemented(
@@ -776,6 +815,7 @@ impl Conn {
                 metadata: head.metadata,
                 message,
                 deadline,
+                compressed,
                 cancel: cancelled,
             },
         };
@@ -787,7 +827,10 @@ impl Conn {
         let call = Call {
             deadline,
             remote_done: true,
-            phase: Phase::Running { _cancel: cancel },
+            phase: Phase::Running {
+                _cancel: cancel,
+                accept_encoding: head.accept_encoding,
+            },
         };
         self.calls.insert(stream, call);
     }
@@ -888,17 +931,22 @@ impl Conn {
         let mut gone = None;
         while let Some(out) = state.outbound.pop_front() {
             let sent = match out {
-                Out::Headers(metadata) => {
+                Out::Headers(metadata, encoding) => {
                     st.headers_sent = true;
-                    self.proto
-                        .send_headers(stream, call::response_headers(&metadata), false)
+                    self.proto.send_headers(
+                        stream,
+                        call::response_headers(&metadata, encoding),
+                        false,
+                    )
                 }
                 Out::Message(wire) => {
                     let headers = if st.headers_sent {
                         Ok(())
                     } else {
                         st.headers_sent = true;
-                        let headers = call::response_headers(&Metadata::new());
+                        // `ServerCall::send` queues headers first; this is a
+                        // fallback, and its messages are uncompressed.
+                        let headers = call::response_headers(&Metadata::new(), Encoding::Identity);
                         self.proto.send_headers(stream, headers, false)
                     };
                     match headers.and_then(|()| self.proto.send_data(stream, &wire, false)) {
@@ -964,13 +1012,17 @@ impl Conn {
     // ----- Answers -----
 
     /// Response headers, the one message, and trailers with OK.
-    fn send_response(&mut self, stream: StreamId, response: &Response) {
+    fn send_response(&mut self, stream: StreamId, response: &Response, encoding: Encoding) {
         let mut body = Vec::new();
-        call::encode_message(&response.message, &mut body);
+        call::encode_message(encoding, &response.message, &mut body);
         let ok = Status::new(Code::Ok, "");
         let sent = self
             .proto
-            .send_headers(stream, call::response_headers(&response.headers), false)
+            .send_headers(
+                stream,
+                call::response_headers(&response.headers, encoding),
+                false,
+            )
             .and_then(|()| self.proto.send_data(stream, &body, false))
             .and_then(|()| {
                 self.proto

@@ -145,6 +145,7 @@ use lb_core::{Metadata, Status};
 
 pub use crate::server::call::ServerCall;
 
+use crate::grpc::compression::Encoding;
 use crate::grpc::message::DEFAULT_MAX_MESSAGE_LEN;
 use crate::proto::ConnectionConfig;
 use crate::server::io::IoLoop;
@@ -178,6 +179,9 @@ pub struct Request {
     pub message: Vec<u8>,
     /// When the client stops waiting (from `grpc-timeout`), if it said.
     pub deadline: Option<Instant>,
+    /// The request message arrived compressed (the server decompressed it; the
+    /// interop tests' `expect_compressed` checks this).
+    pub compressed: bool,
     /// Disconnected when the call is cancelled; never carries a message.
     cancel: Receiver<Infallible>,
 }
@@ -191,6 +195,7 @@ impl Request {
             metadata: Metadata::new(),
             message: message.into(),
             deadline: None,
+            compressed: false,
             cancel: crossbeam_channel::never(),
         }
     }
@@ -220,6 +225,7 @@ impl fmt::Debug for Request {
             .field("metadata", &self.metadata)
             .field("message_len", &self.message.len())
             .field("deadline", &self.deadline)
+            .field("compressed", &self.compressed)
             .field("cancelled", &self.is_cancelled())
             .finish()
     }
@@ -234,6 +240,10 @@ pub struct Response {
     pub headers: Metadata,
     /// Metadata sent with the trailers (after `grpc-status: 0`).
     pub trailers: Metadata,
+    /// Compress the message with this encoding, if the client's
+    /// `grpc-accept-encoding` lists it (else it goes uncompressed). `None` takes
+    /// the server's [`response_compression`](ServerBuilder::response_compression).
+    pub compression: Option<Encoding>,
 }
 
 impl Response {
@@ -267,6 +277,7 @@ pub(crate) struct Shared {
     routes: HashMap<String, Route>,
     max_message_size: usize,
     max_buffered_request_bytes: usize,
+    response_compression: Option<Encoding>,
     config: ConnectionConfig,
     #[cfg(feature = "tls")]
     tls: Option<crate::driver::tls::TlsServerConfig>,
@@ -284,6 +295,7 @@ pub struct ServerBuilder {
     workers: Option<usize>,
     max_message_size: usize,
     max_buffered_request_bytes: Option<usize>,
+    response_compression: Option<Encoding>,
     config: ConnectionConfig,
     #[cfg(feature = "tls")]
     tls: Option<crate::driver::tls::TlsServerConfig>,
@@ -440,6 +452,26 @@ impl ServerBuilder {
         self
     }
 
+    /// Compresses response messages with `encoding` when the client's
+    /// `grpc-accept-encoding` lists it, unless the handler chose otherwise
+    /// ([`Response::compression`], [`ServerCall::set_compression`]). Off by default.
+    /// Requests are decoded whatever this says (`gzip`, `deflate`, `identity`);
+    /// another `grpc-encoding` is answered UNIMPLEMENTED.
+    ///
+    /// ```
+    /// use lb_transport::grpc::compression::Encoding;
+    /// use lb_transport::server::Server;
+    /// let server = Server::builder()
+    ///     .response_compression(Encoding::Gzip)
+    ///     .bind("127.0.0.1:0")?;
+    /// server.shutdown(std::time::Duration::from_secs(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn response_compression(mut self, encoding: Encoding) -> Self {
+        self.response_compression = Some(encoding);
+        self
+    }
+
     /// The largest request message accepted; larger ones fail with
     /// RESOURCE_EXHAUSTED. 4 MiB by default.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
@@ -505,6 +537,7 @@ impl ServerBuilder {
             max_buffered_request_bytes: self
                 .max_buffered_request_bytes
                 .unwrap_or(self.max_message_size.saturating_mul(4)),
+            response_compression: self.response_compression,
             config: self.config,
             #[cfg(feature = "tls")]
             tls: self.tls,
@@ -560,6 +593,7 @@ impl Server {
             workers: None,
             max_message_size: DEFAULT_MAX_MESSAGE_LEN,
             max_buffered_request_bytes: None,
+            response_compression: None,
             config: ConnectionConfig::default(),
             #[cfg(feature = "tls")]
             tls: None,

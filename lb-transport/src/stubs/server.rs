@@ -192,6 +192,7 @@ where
         message: encode(&response.message),
         headers: response.headers,
         trailers: response.trailers,
+        compression: None,
     })
 }
 
