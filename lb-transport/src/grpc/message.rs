@@ -2,7 +2,7 @@
 //! then the message. DATA frame boundaries have nothing to do with message boundaries.
 //!
 //! The flag is 1 when the message is compressed with the call's `grpc-encoding`
-//! ([`compression`](super::compression)); [`MessageDecoder::set_encoding`] tells the
+//! ([`super::compression`]); [`MessageDecoder::set_encoding`] tells the
 //! decoder which one, and it hands out messages decompressed.
 
 use lb_core::{Code, Status};
