@@ -66,7 +66,7 @@ use super::retry::{
     CodeSet, Decision, HedgingPolicy, PREVIOUS_ATTEMPTS_HEADER, Pushback, RetryPolicy, RetryState,
     Throttler, pushback,
 };
-use super::service_config::MethodConfigs;
+use super::service_config::{MethodConfig, MethodConfigs};
 use crate::metadata::Metadata;
 use crate::picker::{CompletionCallback, PickInfo, PickResult};
 use crate::status::{Code, Status};
@@ -227,12 +227,19 @@ struct Plan {
     input: PlanInput,
     start: Instant,
     fixed_deadline: std::sync::OnceLock<Option<Instant>>,
-    /// The method's retry or hedging policy and the channel's throttle, also fixed
-    /// by the first attempt's snapshot.
-    fixed_retry: std::sync::OnceLock<(AttemptPolicy, Option<Arc<Throttler>>)>,
-    /// The largest message the call sends and receives: the channel's limits, or the
-    /// method config's where smaller; fixed with the rest.
-    fixed_limits: std::sync::OnceLock<(usize, usize)>,
+    /// What the method config says, also fixed by the first attempt's snapshot.
+    fixed: std::sync::OnceLock<Fixed>,
+}
+
+/// The method config's part in a call, read once, at its first attempt.
+struct Fixed {
+    /// The retry or hedging policy.
+    policy: AttemptPolicy,
+    /// The channel's retry throttle, when the method has a policy.
+    throttler: Option<Arc<Throttler>>,
+    /// The largest message to send and to receive: the channel's limits, or the
+    /// method config's where smaller.
+    limits: (usize, usize),
 }
 
 /// How a call makes more than one attempt (besides transparent retries).
@@ -600,10 +607,10 @@ impl CallInner {
         self.active.shared()
     }
 
-    /// The largest message to send and to receive (see `Plan::fixed_limits`).
+    /// The largest message to send and to receive (see [`Fixed::limits`]).
     fn limits(&self) -> (usize, usize) {
         let defaults = &self.shared().defaults;
-        self.plan.fixed_limits.get().copied().unwrap_or((
+        self.plan.fixed.get().map(|f| f.limits).unwrap_or((
             defaults.max_send_message_size,
             defaults.max_receive_message_size,
         ))
@@ -695,46 +702,44 @@ impl CallInner {
                 return Err(status);
             }
             let deadline = *self.plan.fixed_deadline.get_or_init(|| deadline);
-            self.plan.fixed_limits.get_or_init(|| {
+            let fixed = self.plan.fixed.get_or_init(|| {
                 let config = snapshot.methods.lookup(&self.method);
                 let defaults = &shared.defaults;
                 let limit = |channel: usize, method: Option<usize>| {
                     method.map_or(channel, |m| m.min(channel))
                 };
-                (
-                    limit(
-                        defaults.max_send_message_size,
-                        config.and_then(|c| c.max_request_message_bytes),
-                    ),
-                    limit(
-                        defaults.max_receive_message_size,
-                        config.and_then(|c| c.max_response_message_bytes),
-                    ),
-                )
-            });
-            let hedging = match self.plan.fixed_retry.get_or_init(|| {
-                let config = shared
-                    .defaults
-                    .retry
-                    .enabled
-                    .then(|| snapshot.methods.lookup(&self.method))
-                    .flatten();
-                let policy = match config {
-                    Some(c) if c.retry_policy.is_some() => {
-                        AttemptPolicy::Retry(c.retry_policy.clone().expect("checked"))
-                    }
-                    Some(c) if c.hedging_policy.is_some() => {
-                        AttemptPolicy::Hedge(c.hedging_policy.clone().expect("checked"))
-                    }
+                let policy = match config.filter(|_| defaults.retry.enabled) {
+                    Some(MethodConfig {
+                        retry_policy: Some(p),
+                        ..
+                    }) => AttemptPolicy::Retry(p.clone()),
+                    Some(MethodConfig {
+                        hedging_policy: Some(p),
+                        ..
+                    }) => AttemptPolicy::Hedge(p.clone()),
                     _ => AttemptPolicy::None,
                 };
                 let throttler = match policy {
                     AttemptPolicy::None => None,
                     _ => snapshot.methods.throttler.clone(),
                 };
-                (policy, throttler)
-            }) {
-                (AttemptPolicy::Hedge(h), _) => Some(h),
+                Fixed {
+                    policy,
+                    throttler,
+                    limits: (
+                        limit(
+                            defaults.max_send_message_size,
+                            config.and_then(|c| c.max_request_message_bytes),
+                        ),
+                        limit(
+                            defaults.max_receive_message_size,
+                            config.and_then(|c| c.max_response_message_bytes),
+                        ),
+                    ),
+                }
+            });
+            let hedging = match &fixed.policy {
+                AttemptPolicy::Hedge(h) => Some(h),
                 _ => None,
             };
             let mut metadata = self.metadata.clone();
@@ -874,7 +879,12 @@ impl CallInner {
     fn settle_outcome(self: &Arc<Self>) -> Option<CallOutcome> {
         let mut sending = self.sending.lock();
         let shared = self.shared();
-        if let Some((AttemptPolicy::Hedge(policy), throttler)) = self.plan.fixed_retry.get() {
+        if let Some(Fixed {
+            policy: AttemptPolicy::Hedge(policy),
+            throttler,
+            ..
+        }) = self.plan.fixed.get()
+        {
             return self.drive_hedges(&mut sending, policy, throttler.as_deref());
         }
         loop {
@@ -1040,7 +1050,12 @@ impl CallInner {
 
     /// Applies the retry policy (if any) to a failed attempt.
     fn retry_decision(&self, sending: &mut Sending, status: &Status) -> Decision {
-        let Some((AttemptPolicy::Retry(policy), throttler)) = self.plan.fixed_retry.get() else {
+        let Some(Fixed {
+            policy: AttemptPolicy::Retry(policy),
+            throttler,
+            ..
+        }) = self.plan.fixed.get()
+        else {
             return Decision::Final;
         };
         let random = self.shared().defaults.retry.random.next_f64();
@@ -1111,7 +1126,7 @@ impl CallInner {
         let mut ev = self.state.events.lock();
         if !ev.settled {
             if outcome.status.is_ok()
-                && let Some((_, Some(throttler))) = self.plan.fixed_retry.get()
+                && let Some(throttler) = self.plan.fixed.get().and_then(|f| f.throttler.as_ref())
             {
                 throttler.succeeded();
             }
@@ -1572,8 +1587,7 @@ impl Call {
                 input: own,
                 start,
                 fixed_deadline: std::sync::OnceLock::new(),
-                fixed_retry: std::sync::OnceLock::new(),
-                fixed_limits: std::sync::OnceLock::new(),
+                fixed: std::sync::OnceLock::new(),
             },
             state: Arc::new(CallState {
                 events: Mutex::new(Events {
