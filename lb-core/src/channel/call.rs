@@ -2030,10 +2030,13 @@ fn expired_status(
     latest: Option<&Status>,
 ) -> Status {
     if deadline.is_some_and(|d| d <= start) {
-        return Status::deadline_exceeded(
+        let latest = latest.map_or_else(String::new, |e| {
+            format!("; latest balancer error: {}", e.message())
+        });
+        return Status::deadline_exceeded(format!(
             "deadline exceeded before the call was sent: the deadline had already passed \
-             when the call started (a zero or past deadline or timeout)",
-        );
+             when the call started (a zero or past deadline or timeout){latest}"
+        ));
     }
     queued_deadline(waited, latest)
 }
