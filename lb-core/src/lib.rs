@@ -95,6 +95,7 @@
 mod address;
 mod backoff;
 pub mod channel;
+pub mod channelz;
 pub mod config;
 pub mod health;
 mod metadata;

@@ -140,6 +140,16 @@ pub trait LbPolicy: Send {
     /// Shuts the policy down: it shuts down every subchannel and child it owns. No
     /// method is called after this.
     fn close(&mut self);
+
+    /// Shows the policy for people (the admin page, channelz): its state, config,
+    /// children, subchannels and any tables of its own. The parent has set `view`'s
+    /// `name`, `policy` and, when it knows it, `state`; a policy with children sets
+    /// each child's `name` and `policy` and calls the child's `describe`. Called on
+    /// the serializer, rarely; it may allocate but must not block. The default shows
+    /// nothing more.
+    fn describe(&self, view: &mut crate::channelz::PolicyView) {
+        let _ = view;
+    }
 }
 
 /// What a policy is built with.

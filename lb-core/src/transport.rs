@@ -283,6 +283,12 @@ pub trait Connection: Send + Sync + 'static {
     /// Closes the connection: calls under way end with UNAVAILABLE, and a
     /// [`ConnectionEvent::Closed`] follows. Idempotent.
     fn close(&self);
+
+    /// The channelz id of this connection's socket, if the transport registered one
+    /// in [`crate::channelz::registry`]; the channel lists it under the subchannel.
+    fn socket_id(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl fmt::Debug for dyn Connection {
