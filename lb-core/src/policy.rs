@@ -163,6 +163,11 @@ pub struct LbPolicyOptions {
     pub random: SharedRandom,
     /// The registry, for policies that build or re-parse child policies.
     pub registry: Arc<LbPolicyRegistry>,
+    /// Opens channels like the one the policy runs in (its transport, transport
+    /// options, resolvers and clock), for policies that talk to a server of their
+    /// own, such as RLS's control channel. `None` when no channel runs the policy
+    /// (a test's fake controller).
+    pub channels: Option<crate::channel::ChannelFactory>,
 }
 
 impl fmt::Debug for LbPolicyOptions {

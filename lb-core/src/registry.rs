@@ -143,8 +143,9 @@ impl LbPolicyRegistry {
     /// assert_eq!(
     ///     err.to_string(),
     ///     "no registered policy among [\"rls_experimental\"] (rls_experimental comes with \
-    ///      crate lb-rls: call lb_rls::register on the registry given to \
-    ///      ChannelBuilder::lb_policy_registry)"
+    ///      crate lb-rls: give ChannelBuilder::lb_policy_registry lb_rls::registry(), \
+    ///      which has every policy of lb-core, lb-group and lb-rls, or call \
+    ///      lb_rls::register on the registry you give it)"
     /// );
     /// ```
     pub fn none_registered(tried: &[String]) -> ConfigError {
@@ -169,13 +170,19 @@ impl LbPolicyRegistry {
             "weighted_target_experimental"
             | "priority_experimental"
             | "outlier_detection_experimental"
-            | "outlier_detection" => ("lb-group", "lb_group::register"),
-            "rls_experimental" => ("lb-rls", "lb_rls::register"),
+            | "outlier_detection" => ("lb-group", "lb_group"),
+            "rls_experimental" | "rls_dial_target" => ("lb-rls", "lb_rls"),
             _ => return None,
         };
+        let all = if krate == "lb-rls" {
+            "lb-core, lb-group and lb-rls"
+        } else {
+            "lb-core and lb-group"
+        };
         Some(format!(
-            "{name} comes with crate {krate}: call {register} on the registry given to \
-             ChannelBuilder::lb_policy_registry"
+            "{name} comes with crate {krate}: give ChannelBuilder::lb_policy_registry \
+             {register}::registry(), which has every policy of {all}, or call \
+             {register}::register on the registry you give it"
         ))
     }
 }

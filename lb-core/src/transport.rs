@@ -36,6 +36,7 @@
 //! does that). A listener must therefore be quick, must not block, and must not call
 //! back into its own stream while it holds a lock that the stream's caller may hold.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -264,6 +265,59 @@ pub struct ConnectOptions {
     pub connect_deadline: Instant,
     /// The `user-agent` to send.
     pub user_agent: String,
+    /// The channel's options for its transport
+    /// ([`ChannelBuilder::transport_option`](crate::channel::ChannelBuilder::transport_option)),
+    /// such as lb-transport's choice of TLS or plaintext for this channel. lb-core
+    /// carries them without looking inside; a transport reads the types it knows.
+    pub transport_options: TransportOptions,
+}
+
+/// Options a channel passes to its transport, one value per type, opaque to lb-core.
+///
+/// A transport defines the option types it understands (lb-transport: its
+/// `ChannelSecurity`, TLS or plaintext for one channel) and reads them with
+/// [`get`](Self::get) in [`Transport::connect`]; a transport ignores types it does
+/// not know. Cheap to clone (the values are shared).
+///
+/// # Examples
+///
+/// ```
+/// use lb_core::transport::TransportOptions;
+/// #[derive(Debug, PartialEq)]
+/// struct Compress(bool);
+/// let mut options = TransportOptions::default();
+/// options.insert(Compress(true));
+/// options.insert(Compress(false)); // replaces the value of the same type
+/// assert_eq!(options.get::<Compress>(), Some(&Compress(false)));
+/// assert_eq!(options.get::<String>(), None);
+/// ```
+#[derive(Clone, Default)]
+pub struct TransportOptions {
+    values: Vec<Arc<dyn Any + Send + Sync>>,
+}
+
+impl TransportOptions {
+    /// Sets the option of type `T`, replacing any earlier value of that type.
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
+        self.values.retain(|v| !v.is::<T>());
+        self.values.push(Arc::new(value));
+    }
+
+    /// The option of type `T`, if the channel set one.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.values.iter().find_map(|v| v.downcast_ref::<T>())
+    }
+
+    /// Whether no option is set.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+impl fmt::Debug for TransportOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TransportOptions({} set)", self.values.len())
+    }
 }
 
 /// A connection to one address, shared by every thread that calls on it.

@@ -111,6 +111,29 @@ use lb_core::{LbPolicyBuilder, LbPolicyRegistry};
 /// assert!(registry.get("priority_experimental").is_some());
 /// ```
 pub fn register(registry: &mut LbPolicyRegistry) {
+    register_all(registry);
+}
+
+/// A registry with every policy of lb-core and lb-group: give it to
+/// `ChannelBuilder::lb_policy_registry` and service configs may name
+/// `weighted_target_experimental`, `priority_experimental` and
+/// `outlier_detection_experimental` (and lb-core's built-ins) with no `register`
+/// call. lb-rls's `lb_rls::registry` adds RLS to this.
+///
+/// # Examples
+///
+/// ```
+/// let registry = lb_group::registry();
+/// assert!(registry.get("round_robin").is_some());
+/// assert!(registry.get("outlier_detection_experimental").is_some());
+/// ```
+pub fn registry() -> LbPolicyRegistry {
+    let mut registry = LbPolicyRegistry::with_builtins();
+    register_all(&mut registry);
+    registry
+}
+
+fn register_all(registry: &mut LbPolicyRegistry) {
     let weighted_target: Arc<dyn LbPolicyBuilder> =
         Arc::new(weighted_target::WeightedTargetBuilder);
     registry.register_arc(weighted_target.clone());

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use lb_core::channel::{Clock, SystemClock};
+use lb_core::channel::{ChannelFactory, Clock, ResolverRegistry, SystemClock};
 use lb_core::{
     ChannelController, ConfigError, ConnectivityState, LbConfig, LbPolicy, LbPolicyBuilder,
     LbPolicyOptions, LbPolicyRegistry, LbState, RandomSource, ResolverUpdate, SharedRandom, Status,
@@ -52,9 +52,10 @@ pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// Makes the throttler of a new control channel; given the time it is made.
 pub type ThrottlerFactory = Arc<dyn Fn(Instant) -> Box<dyn RequestThrottler> + Send + Sync>;
 
-/// What the embedding program gives the RLS policy: above all the transport its
-/// control channel uses (a policy is built with [`LbPolicyOptions`], which carry
-/// none).
+/// What the embedding program may set for the RLS policy. Every field has a
+/// default ([`RlsBuilderOptions::default`]): the control channel is opened like the
+/// channel the policy runs in (its transport, transport options, resolvers and
+/// clock, from [`LbPolicyOptions::channels`]), so nothing is required.
 ///
 /// # Examples
 ///
@@ -62,18 +63,24 @@ pub type ThrottlerFactory = Arc<dyn Fn(Instant) -> Box<dyn RequestThrottler> + S
 /// use std::sync::Arc;
 /// use lb_rls::balancer::RlsBuilderOptions;
 /// use lb_testkit::InMemoryTransport;
-/// let options = RlsBuilderOptions::new(Arc::new(InMemoryTransport::new()));
+/// let options = RlsBuilderOptions::default();
+/// assert!(options.transport.is_none(), "the parent channel's transport");
 /// assert_eq!(options.purge_interval.as_secs(), 60);
 /// assert_eq!(options.config_options.max_cache_size_bytes, 5 * 1024 * 1024);
+/// // An explicit transport for the control channel overrides the channel's.
+/// let options = RlsBuilderOptions::new(Arc::new(InMemoryTransport::new()));
+/// assert!(options.transport.is_some());
 /// ```
 #[derive(Clone)]
 pub struct RlsBuilderOptions {
-    /// Carries the control channel's calls to the RLS server.
-    pub transport: Arc<dyn Transport>,
+    /// Carries the control channel's calls to the RLS server instead of the
+    /// transport of the channel the policy runs in (default: `None`, the
+    /// channel's).
+    pub transport: Option<Arc<dyn Transport>>,
     /// The time the policy, its pickers and its control channel read (default:
-    /// [`SystemClock`]). Pickers read it on every pick, to tell valid, stale and
-    /// expired entries apart on the calling thread as grpc-go does. Give tests
-    /// lb-testkit's `ManualClock`.
+    /// the clock of the channel the policy runs in, else [`SystemClock`]). Pickers
+    /// read it on every pick, to tell valid, stale and expired entries apart on the
+    /// calling thread as grpc-go does. Give tests lb-testkit's `ManualClock`.
     pub clock: Option<Arc<dyn Clock>>,
     /// The cache cap and the `lookupService` schemes configs may use.
     pub config_options: RlsConfigOptions,
@@ -88,11 +95,27 @@ pub struct RlsBuilderOptions {
     pub purge_interval: Duration,
 }
 
+impl Default for RlsBuilderOptions {
+    /// Everything from the channel the policy runs in, gRPC's defaults for the rest.
+    fn default() -> Self {
+        Self {
+            transport: None,
+            clock: None,
+            config_options: RlsConfigOptions::default(),
+            metrics: Arc::new(NoopRecorder),
+            throttler: None,
+            cache: CacheOptions::default(),
+            purge_interval: DEFAULT_PURGE_INTERVAL,
+        }
+    }
+}
+
 impl RlsBuilderOptions {
-    /// The defaults, with `transport` for the control channel.
+    /// The defaults, with `transport` for the control channel instead of the
+    /// channel's own (an explicit override; [`default`](Self::default) needs none).
     pub fn new(transport: Arc<dyn Transport>) -> Self {
         Self {
-            transport,
+            transport: Some(transport),
             clock: None,
             config_options: RlsConfigOptions::default(),
             metrics: Arc::new(NoopRecorder),
@@ -148,21 +171,15 @@ pub struct RlsBuilder {
 
 struct BuilderInner {
     options: RlsBuilderOptions,
-    clock: Arc<dyn Clock>,
     threads: ThreadCounter,
 }
 
 impl RlsBuilder {
     /// A builder whose policies use `options`.
     pub fn new(options: RlsBuilderOptions) -> Self {
-        let clock = options
-            .clock
-            .clone()
-            .unwrap_or_else(|| Arc::new(SystemClock));
         Self {
             inner: Arc::new(BuilderInner {
                 options,
-                clock,
                 threads: ThreadCounter::default(),
             }),
         }
@@ -239,6 +256,8 @@ fn instance_uuid(random: &SharedRandom) -> String {
 /// The `rls_experimental` policy. See the [module docs](self).
 pub(crate) struct RlsPolicy {
     builder: Arc<BuilderInner>,
+    /// The builder's clock, else the channel's, else real time.
+    clock: Arc<dyn Clock>,
     random: SharedRandom,
     shared: Arc<PickerShared>,
     config: Option<Arc<RlsConfig>>,
@@ -266,10 +285,44 @@ pub(crate) struct RlsPolicy {
 impl RlsPolicy {
     fn new(builder: Arc<BuilderInner>, options: LbPolicyOptions) -> Self {
         let (events_tx, events): (Sender<ControlEvent>, _) = crossbeam_channel::unbounded();
+        let clock: Arc<dyn Clock> = match (&builder.options.clock, &options.channels) {
+            (Some(clock), _) => clock.clone(),
+            (None, Some(channels)) => channels.clock().clone(),
+            (None, None) => Arc::new(SystemClock),
+        };
+        // The control channel is opened like the channel this policy runs in,
+        // through the builder's transport if the program gave one.
+        let channels = match (&builder.options.transport, &options.channels) {
+            (Some(transport), parent) => Ok(ChannelFactory::new(
+                transport.clone(),
+                parent
+                    .as_ref()
+                    .map_or_else(ResolverRegistry::with_builtins, |p| {
+                        p.resolver_registry().clone()
+                    }),
+                clock.clone(),
+            )
+            .with_transport_options(
+                parent
+                    .as_ref()
+                    .map(|p| p.transport_options().clone())
+                    .unwrap_or_default(),
+            )),
+            (None, Some(parent)) => Ok(ChannelFactory::new(
+                parent.transport().clone(),
+                parent.resolver_registry().clone(),
+                clock.clone(),
+            )
+            .with_transport_options(parent.transport_options().clone())),
+            (None, None) => Err(Status::unavailable(
+                "rls: no transport for the control channel: the policy runs outside a \
+                 channel, so give one with RlsBuilderOptions::new(transport)",
+            )),
+        };
         // The first config builds the control channel and its throttler; until
         // then no picker exists to consult this placeholder.
         let shared = Arc::new(PickerShared::new(
-            builder.clock.clone(),
+            clock.clone(),
             options.authority.clone(),
             options.work_scheduler.clone(),
             Box::new(Unthrottled),
@@ -286,8 +339,8 @@ impl RlsPolicy {
             instance_uuid(&options.random),
         ));
         let control_deps = ControlDeps {
-            transport: builder.options.transport.clone(),
-            clock: builder.clock.clone(),
+            channels,
+            clock: clock.clone(),
             authority: options.authority.clone(),
             registry: (*options.registry).clone(),
             events: events_tx,
@@ -298,6 +351,7 @@ impl RlsPolicy {
             random: options.random.clone(),
             children: ChildPolicies::new(options),
             builder,
+            clock,
             shared,
             config: None,
             last_update: ResolverUpdate::from_endpoints(Vec::new()),
@@ -776,7 +830,7 @@ impl LbPolicy for RlsPolicy {
             control.close();
         }
         self.children.close();
-        let _ = self.cache.clear(self.builder.clock.now());
+        let _ = self.cache.clear(self.clock.now());
         self.index = Arc::new(Index::new());
         self.default_target = None;
     }

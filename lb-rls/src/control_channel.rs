@@ -28,8 +28,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use lb_core::channel::{CallOptions, Channel, Clock};
-use lb_core::{ConnectivityState, LbPolicyRegistry, Status, Transport, WorkScheduler};
+use lb_core::channel::{CallOptions, Channel, ChannelFactory, Clock};
+use lb_core::{ConnectivityState, LbPolicyRegistry, Status, WorkScheduler};
 use parking_lot::Mutex;
 use serde_json::Value;
 
@@ -130,7 +130,9 @@ pub(crate) enum ControlEvent {
 /// What every control channel of one policy shares.
 #[derive(Clone)]
 pub(crate) struct ControlDeps {
-    pub(crate) transport: Arc<dyn Transport>,
+    /// Opens the control channel; `Err` (every lookup fails with it) when there
+    /// is no transport.
+    pub(crate) channels: Result<ChannelFactory, Status>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) authority: String,
     pub(crate) registry: LbPolicyRegistry,
@@ -205,23 +207,25 @@ impl ControlChannel {
             || DEFAULT_CONTROL_CHANNEL_SERVICE_CONFIG.to_owned(),
             Value::to_string,
         );
-        let channel = Channel::builder(config.lookup_service.as_str())
-            .transport(deps.transport.clone())
-            .default_service_config(service_config)
-            .authority(deps.authority.clone())
-            .lb_policy_registry(deps.registry.clone())
-            .clock(deps.clock.clone())
-            .build()
-            .map_err(|e| {
-                log::error!(
-                    "rls: cannot build the control channel to {:?}: {e}",
-                    config.lookup_service
-                );
-                Status::unavailable(format!(
-                    "rls: cannot build the control channel to {:?}: {e}",
-                    config.lookup_service
-                ))
-            });
+        let channel = deps.channels.clone().and_then(|channels| {
+            channels
+                .builder(config.lookup_service.as_str())
+                .default_service_config(service_config)
+                .authority(deps.authority.clone())
+                .lb_policy_registry(deps.registry.clone())
+                .clock(deps.clock.clone())
+                .build()
+                .map_err(|e| {
+                    log::error!(
+                        "rls: cannot build the control channel to {:?}: {e}",
+                        config.lookup_service
+                    );
+                    Status::unavailable(format!(
+                        "rls: cannot build the control channel to {:?}: {e}",
+                        config.lookup_service
+                    ))
+                })
+        });
         let reporter = Reporter {
             generation,
             events: deps.events.clone(),

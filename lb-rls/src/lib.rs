@@ -143,11 +143,39 @@
 //!
 //! # The policy
 //!
-//! Register RLS with the transport its control channel uses: a policy is built
-//! from [`LbPolicyOptions`](lb_core::LbPolicyOptions), which carry no transport, so
-//! the embedding program gives one to the builder ([`balancer::RlsBuilderOptions`])
-//! and registers it with [`register`], which also installs the
-//! [`dial::NAME`] child policy (a child that resolves the RLS target itself).
+//! [`registry`] has RLS, its [`dial::NAME`] child policy (a child that resolves
+//! the RLS target itself) and every policy of lb-core and lb-group. The policy
+//! opens its control channel like the channel it runs in, with the
+//! [`ChannelFactory`](lb_core::channel::ChannelFactory) a channel gives its
+//! policies ([`LbPolicyOptions::channels`](lb_core::LbPolicyOptions::channels)):
+//! the same transport, transport options, resolvers and clock. So a channel needs
+//! only `lb_rls::registry()`:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use lb_core::channel::Channel;
+//! use lb_testkit::InMemoryTransport;
+//!
+//! let channel = Channel::builder("passthrough:///bigtable.example.com")
+//!     .transport(Arc::new(InMemoryTransport::new()))
+//!     .lb_policy_registry(lb_rls::registry())
+//!     .default_service_config(r#"{"loadBalancingConfig": [{"rls_experimental": {
+//!         "routeLookupConfig": {
+//!             "grpcKeybuilders": [{"names": [{"service": "google.bigtable.v2.Bigtable"}]}],
+//!             "lookupService": "passthrough:///rls.example.com:443",
+//!             "cacheSizeBytes": 1000000
+//!         },
+//!         "childPolicy": [{"rls_dial_target": {"childPolicy": [{"round_robin": {}}]}}],
+//!         "childPolicyConfigTargetFieldName": "target"
+//!     }}]}"#)
+//!     .build()?;
+//! channel.close();
+//! # Ok::<(), lb_core::channel::ChannelError>(())
+//! ```
+//!
+//! To set options (another transport for the control channel, a clock, metrics,
+//! the cache's cap), build the registry with [`register`] and
+//! [`balancer::RlsBuilderOptions`]; its builder also counts the policy's threads:
 //!
 //! ```
 //! use std::sync::Arc;
@@ -155,7 +183,7 @@
 //! use lb_rls::balancer::RlsBuilderOptions;
 //! use lb_testkit::InMemoryTransport;
 //!
-//! // The transport every channel of the program uses (here an in-memory one).
+//! // A transport for the control channel only (here an in-memory one).
 //! let transport = Arc::new(InMemoryTransport::new());
 //! let mut registry = lb_core::LbPolicyRegistry::with_builtins();
 //! let rls = lb_rls::register(&mut registry, RlsBuilderOptions::new(transport.clone()));
@@ -217,6 +245,29 @@ pub mod server;
 pub mod throttler;
 
 use lb_core::LbPolicyRegistry;
+
+/// A registry with every policy of lb-core, lb-group and lb-rls: service configs
+/// given to a channel built with it may name `rls_experimental` (and
+/// `rls_dial_target`), `weighted_target_experimental`, `priority_experimental`,
+/// `outlier_detection_experimental` and lb-core's built-ins with no `register`
+/// call. RLS opens its control channel like the channel it runs in (that channel's
+/// transport, transport options, resolvers and clock), so it needs no options;
+/// use [`register`] to give it some.
+///
+/// # Examples
+///
+/// ```
+/// let registry = lb_rls::registry();
+/// for name in ["pick_first", "weighted_target_experimental", "priority_experimental",
+///              "outlier_detection_experimental", "rls_experimental", "rls_dial_target"] {
+///     assert!(registry.get(name).is_some(), "{name}");
+/// }
+/// ```
+pub fn registry() -> LbPolicyRegistry {
+    let mut registry = lb_group::registry();
+    register(&mut registry, balancer::RlsBuilderOptions::default());
+    registry
+}
 
 /// Registers `rls_experimental` (built with `options`) and the
 /// [`dial::NAME`] child policy in `registry`, and returns the RLS builder (whose

@@ -49,6 +49,7 @@ impl RlsClient {
             authority: target.into(),
             connect_deadline: Instant::now() + WAIT,
             user_agent: "lb-rls-interop-test".into(),
+            transport_options: Default::default(),
         };
         let conn = transport
             .connect(

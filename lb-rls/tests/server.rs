@@ -45,6 +45,7 @@ impl RlsClient {
             authority: target.clone(),
             connect_deadline: Instant::now() + WAIT,
             user_agent: "lb-rls-server-test".into(),
+            transport_options: Default::default(),
         };
         let conn = transport
             .connect(

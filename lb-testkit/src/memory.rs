@@ -138,6 +138,7 @@ impl ClockListener for Listener {
 ///     authority: "echo".into(),
 ///     connect_deadline: std::time::Instant::now(),
 ///     user_agent: "test".into(),
+///     transport_options: Default::default(),
 /// };
 /// let conn = transport
 ///     .connect(&Address::new("echo:1"), &opts, Arc::new(move |e| sink.lock().push(e)))

@@ -13,6 +13,7 @@ fn opts() -> ConnectOptions {
         authority: "svc".into(),
         connect_deadline: Instant::now(),
         user_agent: "test".into(),
+        transport_options: Default::default(),
     }
 }
 

@@ -54,6 +54,7 @@ fn main() {
         authority: target.clone(),
         connect_deadline: Instant::now() + Duration::from_secs(60),
         user_agent: "lb-transport-idle-connections".into(),
+        transport_options: Default::default(),
     };
     let address = Address::new(target.as_str());
     // Let the I/O thread start and settle before the baseline.

@@ -193,6 +193,7 @@ fn connect(transport: &H2Transport, target: &str) -> Arc<dyn Connection> {
         authority: target.into(),
         connect_deadline: Instant::now() + Duration::from_secs(20),
         user_agent: "lb-transport-unary-bench".into(),
+        transport_options: Default::default(),
     };
     let sink = Arc::new(move |e| {
         let _ = tx.send(e);

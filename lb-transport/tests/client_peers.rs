@@ -26,6 +26,7 @@ fn connect(target: &str) -> Client {
         authority: target.into(),
         connect_deadline: Instant::now() + Duration::from_secs(20),
         user_agent: "lb-transport-test".into(),
+        transport_options: Default::default(),
     };
     let sink = Arc::new(move |e| {
         let _ = tx.send(e);
@@ -230,6 +231,7 @@ fn connecting_to_a_closed_port_reports_a_failure() {
         authority: "x".into(),
         connect_deadline: Instant::now() + Duration::from_secs(5),
         user_agent: "t".into(),
+        transport_options: Default::default(),
     };
     let sink = Arc::new(move |e| {
         let _ = tx.send(e);

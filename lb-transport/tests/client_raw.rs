@@ -60,6 +60,7 @@ fn connect(
         authority: addr.into(),
         connect_deadline: Instant::now() + WAIT,
         user_agent: "raw-test".into(),
+        transport_options: Default::default(),
     };
     let sink = Arc::new(move |e| {
         let _ = tx.send(e);

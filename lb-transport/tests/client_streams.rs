@@ -70,6 +70,7 @@ fn connect_with(target: &str, connection: ConnectionConfig) -> Client {
         authority: target.into(),
         connect_deadline: Instant::now() + WAIT,
         user_agent: "lb-transport-streams-test".into(),
+        transport_options: Default::default(),
     };
     let sink = Arc::new(move |e| {
         let _ = tx.send(e);
@@ -489,6 +490,7 @@ fn a_call_on_a_shut_down_transport_ends_unavailable_and_unsent() {
         authority: "127.0.0.1:1".into(),
         connect_deadline: Instant::now() + WAIT,
         user_agent: "lb-transport-streams-test".into(),
+        transport_options: Default::default(),
     };
     let conn = transport
         .connect(&Address::new("127.0.0.1:1"), &opts, Arc::new(|_| {}))

@@ -84,6 +84,7 @@ fn connect_via(
         authority: target.into(),
         connect_deadline: Instant::now() + WAIT,
         user_agent: "proxy-test".into(),
+        transport_options: Default::default(),
     };
     let sink = Arc::new(move |e| {
         let _ = tx.send(e);

@@ -30,6 +30,7 @@ fn connect(
         authority: authority.into(),
         connect_deadline: Instant::now() + WAIT,
         user_agent: "tls-test".into(),
+        transport_options: Default::default(),
     };
     let sink = Arc::new(move |e| {
         let _ = tx.send(e);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::Channel;
 use super::clock::{Clock, SystemClock};
 use super::core::{CallDefaults, ChannelCore, CoreConfig, Shared};
+use super::factory::ChannelFactory;
 use super::pool::{Pool, PoolConfig};
 use super::resolver::{ResolverHandle, ResolverRegistry};
 use super::retry::{CHANNEL_RETRY_BUFFER_LIMIT, RETRY_BUFFER_LIMIT, RetrySettings};
@@ -17,7 +18,7 @@ use crate::backoff::BackoffConfig;
 use crate::config::ConfigError;
 use crate::random::SharedRandom;
 use crate::registry::LbPolicyRegistry;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportOptions};
 
 /// How long a channel stays connected without calls before it goes IDLE.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -89,6 +90,7 @@ pub enum ChannelError {
 pub struct ChannelBuilder {
     target: String,
     transport: Option<Arc<dyn Transport>>,
+    transport_options: TransportOptions,
     service_config: Option<String>,
     idle_timeout: Option<Duration>,
     default_timeout: Option<Duration>,
@@ -117,6 +119,7 @@ impl ChannelBuilder {
         Self {
             target: target.into(),
             transport: None,
+            transport_options: TransportOptions::default(),
             service_config: None,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             default_timeout: None,
@@ -140,6 +143,42 @@ impl ChannelBuilder {
     /// The transport that carries calls (required).
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
+        self
+    }
+
+    /// Gives the transport an option of its own for this channel's connections
+    /// (it reaches [`Transport::connect`] in
+    /// [`ConnectOptions::transport_options`](crate::transport::ConnectOptions::transport_options)),
+    /// replacing an earlier option of the same type. lb-core does not look inside:
+    /// with lb-transport's `H2Transport`, `ChannelSecurity` chooses TLS or
+    /// plaintext for this channel, so one transport serves both kinds of target.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lb_core::{Address, Status, transport::*};
+    /// # struct Nowhere;
+    /// # impl Transport for Nowhere {
+    /// #     fn connect(&self, _: &Address, _: &ConnectOptions, _: ConnectionEvents)
+    /// #         -> Result<Arc<dyn lb_core::Connection>, Status> { Err(Status::unavailable("no")) }
+    /// # }
+    /// /// An option a custom transport understands.
+    /// struct Region(&'static str);
+    /// let channel = lb_core::channel::Channel::builder("dns:///localhost:50051")
+    ///     .transport(Arc::new(Nowhere))
+    ///     .transport_option(Region("eu"))
+    ///     .build()?;
+    /// # drop(channel);
+    /// # Ok::<(), lb_core::channel::ChannelError>(())
+    /// ```
+    pub fn transport_option<T: std::any::Any + Send + Sync>(mut self, option: T) -> Self {
+        self.transport_options.insert(option);
+        self
+    }
+
+    /// Replaces every transport option with `options` (see
+    /// [`transport_option`](Self::transport_option)).
+    pub fn transport_options(mut self, options: TransportOptions) -> Self {
+        self.transport_options = options;
         self
     }
 
@@ -374,9 +413,16 @@ impl ChannelBuilder {
                 target: self.target.clone(),
                 reason,
             })?;
+        let channels = ChannelFactory::from_parts(
+            transport.clone(),
+            self.transport_options.clone(),
+            Arc::new(self.resolvers.clone()),
+            shared.clock.clone(),
+        );
         let pool = Pool::new(
             PoolConfig {
                 transport,
+                transport_options: self.transport_options,
                 authority: authority.clone(),
                 user_agent,
                 backoff: self.backoff,
@@ -393,6 +439,7 @@ impl ChannelBuilder {
             random,
             backoff: self.backoff,
             health_check_disabled: self.health_check_disabled,
+            channels,
         };
         // If the thread cannot start, dropping the core shuts the resolver down.
         let core = ChannelCore::new(core_config, shared.clone(), pool, resolver, now);

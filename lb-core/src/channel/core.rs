@@ -278,6 +278,8 @@ pub(crate) struct CoreConfig {
     pub(crate) backoff: BackoffConfig,
     /// `ChannelBuilder::disable_health_check`: ignore `healthCheckConfig`.
     pub(crate) health_check_disabled: bool,
+    /// Given to policies, to open channels of their own like this one.
+    pub(crate) channels: super::factory::ChannelFactory,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -711,6 +713,7 @@ impl ChannelCore {
             authority: self.config.authority.clone(),
             random: self.config.random.clone(),
             registry: self.config.registry.clone(),
+            channels: Some(self.config.channels.clone()),
         };
         self.root = Some(Root {
             policy: builder.build(options),

@@ -131,6 +131,7 @@ mod cell;
 mod clock;
 mod core;
 mod dns;
+mod factory;
 mod health;
 mod orca;
 mod pool;
@@ -158,6 +159,7 @@ pub use call::{
 };
 pub use clock::{Clock, ClockListener, SystemClock};
 pub use dns::DnsResolverBuilder;
+pub use factory::ChannelFactory;
 pub use resolver::{
     DEFAULT_PORT, IpResolverBuilder, MIN_RESOLUTION_INTERVAL, PassthroughResolverBuilder,
     REFRESH_INTERVAL, Resolver, ResolverBuilder, ResolverHandle, ResolverRegistry,

@@ -162,6 +162,8 @@ pub(crate) struct Update {
 /// What the pool connects with.
 pub(crate) struct PoolConfig {
     pub(crate) transport: Arc<dyn Transport>,
+    /// `ChannelBuilder::transport_option`s, passed on every connect.
+    pub(crate) transport_options: crate::transport::TransportOptions,
     pub(crate) authority: String,
     pub(crate) user_agent: String,
     pub(crate) backoff: BackoffConfig,
@@ -313,6 +315,7 @@ impl Pool {
             authority: self.config.authority.clone(),
             connect_deadline: deadline,
             user_agent: self.config.user_agent.clone(),
+            transport_options: self.config.transport_options.clone(),
         };
         match self
             .config

@@ -204,6 +204,7 @@ impl Harness {
         let pool = Pool::new(
             PoolConfig {
                 transport: transport.clone(),
+                transport_options: Default::default(),
                 authority: "test".into(),
                 user_agent: "test".into(),
                 backoff: BackoffConfig::default(),
@@ -222,6 +223,11 @@ impl Harness {
                 random,
                 backoff: BackoffConfig::default(),
                 health_check_disabled: false,
+                channels: super::ChannelFactory::new(
+                    transport.clone(),
+                    super::ResolverRegistry::with_builtins(),
+                    clock.clone(),
+                ),
             },
             shared.clone(),
             pool,
