@@ -118,8 +118,8 @@ pub use backoff::{Backoff, BackoffConfig};
 pub use config::ConfigError;
 pub use metadata::{InvalidMetadata, Metadata};
 pub use picker::{
-    CompletionCallback, DropPicker, ExitIdlePicker, FailPicker, Pick, PickInfo, PickResult, Picker,
-    PickerRandom, QueuePicker, RoundRobinCounter,
+    CallCompletion, CompletionCallback, DropPicker, ExitIdlePicker, FailPicker, Pick, PickInfo,
+    PickResult, Picker, PickerRandom, QueuePicker, RoundRobinCounter,
 };
 pub use policy::{
     ChannelController, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions, LbState,

@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crate::metadata::Metadata;
 use crate::policy::WorkScheduler;
@@ -19,8 +20,47 @@ pub struct PickInfo<'a> {
     pub metadata: &'a Metadata,
 }
 
-/// A callback told how a picked call ended (its final status, OK included).
-pub type CompletionCallback = Box<dyn FnOnce(&Status) + Send>;
+/// A callback told how a picked call ended: its final status (OK included), its
+/// trailers and how long it took ([`CallCompletion`]).
+pub type CompletionCallback = Box<dyn FnOnce(&CallCompletion<'_>) + Send>;
+
+/// How a picked call (one attempt of it) ended, for its pick's
+/// [`on_complete`](Pick::on_complete) callback.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use lb_core::{CallCompletion, Metadata, Status};
+/// let mut trailers = Metadata::new();
+/// trailers.insert("x-load", "0.5").unwrap();
+/// let status = Status::ok().with_trailers(trailers);
+/// let done = CallCompletion::new(&status, Duration::from_millis(12));
+/// assert!(done.status.is_ok());
+/// assert_eq!(done.trailers().get("x-load"), Some("0.5"));
+/// assert_eq!(done.duration.as_millis(), 12);
+/// ```
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct CallCompletion<'a> {
+    /// The final status; a status the server sent carries its trailers.
+    pub status: &'a Status,
+    /// From the pick to the end of the attempt, on the channel's clock (zero for
+    /// an attempt that ended before it was sent).
+    pub duration: Duration,
+}
+
+impl<'a> CallCompletion<'a> {
+    /// A completion with `status` after `duration`.
+    pub fn new(status: &'a Status, duration: Duration) -> Self {
+        Self { status, duration }
+    }
+
+    /// The trailers the call ended with (empty when the server sent none).
+    pub fn trailers(&self) -> &'a Metadata {
+        self.status.trailers()
+    }
+}
 
 /// A successful pick: the subchannel to send the call on, and what to add to it.
 ///
@@ -32,7 +72,7 @@ pub struct Pick<'a> {
     pub subchannel: &'a Subchannel,
     /// Metadata to add to the call.
     pub metadata: Metadata,
-    /// Called once with the call's final status.
+    /// Called once when the call ends, with its status, trailers and duration.
     pub on_complete: Option<CompletionCallback>,
 }
 

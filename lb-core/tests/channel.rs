@@ -3,6 +3,7 @@
 //! waits for the serializer with `settle`, and collects their results (every wait
 //! on another thread is bounded by `WAIT`).
 
+use lb_core::CallCompletion;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -951,8 +952,8 @@ impl Picker for TagPicker {
         PickResult::Pick(Pick {
             subchannel: &self.subchannel,
             metadata,
-            on_complete: Some(Box::new(move |status: &Status| {
-                completions.lock().push(status.code());
+            on_complete: Some(Box::new(move |done: &CallCompletion<'_>| {
+                completions.lock().push(done.status.code());
             })),
         })
     }

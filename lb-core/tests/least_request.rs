@@ -3,7 +3,9 @@
 //! policy; held picks stand for calls in flight. Picks are random, so distribution
 //! checks count many picks and allow a margin; the seeds are fixed.
 
+use lb_core::CallCompletion;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use lb_core::policies::least_request::{LeastRequestBuilder, LeastRequestConfig};
 use lb_core::{
@@ -87,7 +89,10 @@ fn hold<'a>(picker: &'a dyn Picker, md: &'a Metadata) -> Pick<'a> {
 
 /// Completes a held call with OK.
 fn complete(pick: Pick<'_>) {
-    (pick.on_complete.expect("least_request sets a completion"))(&Status::ok());
+    (pick.on_complete.expect("least_request sets a completion"))(&CallCompletion::new(
+        &Status::ok(),
+        Duration::ZERO,
+    ));
 }
 
 /// Where `n` calls go when each completes at once.

@@ -3,6 +3,7 @@
 //! weights, blackout, expiry, updates, out-of-band versus per-call reports, fallback to
 //! plain round robin and the error penalty.
 
+use lb_core::CallCompletion;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -109,7 +110,10 @@ impl Fixture {
                 r.write_trailer(&mut trailers);
             }
             if let Some(done) = pick.on_complete {
-                done(&Status::ok().with_trailers(trailers));
+                done(&CallCompletion::new(
+                    &Status::ok().with_trailers(trailers),
+                    Duration::ZERO,
+                ));
             }
         }
     }

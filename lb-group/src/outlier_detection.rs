@@ -52,6 +52,7 @@
 //! - Time is an argument: intervals are wake-ups asked with
 //!   [`ChannelController::wake_at`]; the policy never reads the clock.
 
+use lb_core::CallCompletion;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -497,10 +498,10 @@ impl Picker for CountingPicker {
         if let Some(counter) = self.counters.get(&pick.subchannel.id()) {
             let counter = counter.clone();
             let inner = pick.on_complete.take();
-            pick.on_complete = Some(Box::new(move |status: &Status| {
-                counter.record(status.is_ok());
+            pick.on_complete = Some(Box::new(move |done: &CallCompletion<'_>| {
+                counter.record(done.status.is_ok());
                 if let Some(inner) = inner {
-                    inner(status);
+                    inner(done);
                 }
             }));
         }
@@ -518,7 +519,7 @@ impl Picker for CountingPicker {
 /// ```
 /// use std::time::Duration;
 /// use lb_core::{endpoints, ConnectivityState, LbPolicy, LbPolicyRegistry, Metadata};
-/// use lb_core::{PickInfo, PickResult, ResolverUpdate, Status};
+/// use lb_core::{CallCompletion, PickInfo, PickResult, ResolverUpdate, Status};
 /// use lb_group::outlier_detection::OutlierDetection;
 /// use lb_testkit::{picks, FakeController, ManualClock};
 ///
@@ -548,7 +549,7 @@ impl Picker for CountingPicker {
 ///     else { unreachable!() };
 ///     let bad = pick.subchannel.address().address == "bad:1";
 ///     let status = if bad { Status::unavailable("down") } else { Status::ok() };
-///     (pick.on_complete.take().unwrap())(&status);
+///     (pick.on_complete.take().unwrap())(&CallCompletion::new(&status, Duration::ZERO));
 /// }
 ///
 /// // The interval ends: bad:1 is ejected and the child no longer picks it.

@@ -8,6 +8,7 @@
 //! is `round_robin` in lb-group's test wrapper (`util::TestBuilder::seeing`), which
 //! keeps every subchannel state it is told and counts the completions of its picks.
 
+use lb_core::CallCompletion;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -217,7 +218,7 @@ impl Harness {
             };
             *k += 1;
             if let Some(done) = pick.on_complete.take() {
-                done(&status);
+                done(&CallCompletion::new(&status, Duration::ZERO));
             }
         }
         per
@@ -763,7 +764,10 @@ fn without_an_algorithm_the_policy_is_a_pass_through() {
         panic!("no pick");
     };
     let done = pick.on_complete.expect("the child's callback");
-    done(&Status::unavailable("x"));
+    done(&CallCompletion::new(
+        &Status::unavailable("x"),
+        Duration::ZERO,
+    ));
     assert_eq!(h.seen.completions.load(Ordering::SeqCst), 1);
     let child_picker = h.seen.picker.lock().clone().expect("the child published");
     assert!(

@@ -68,7 +68,7 @@ use super::retry::{
 };
 use super::service_config::{MethodConfig, MethodConfigs};
 use crate::metadata::Metadata;
-use crate::picker::{CompletionCallback, PickInfo, PickResult};
+use crate::picker::{CallCompletion, CompletionCallback, PickInfo, PickResult};
 use crate::status::{Code, Status};
 use crate::transport::{CallHead, CallListener, CallOutcome, CallStream, TrySendError};
 
@@ -418,7 +418,7 @@ struct AttemptListener {
     attempt: u64,
     /// The connection's in-flight count, released when the attempt ends.
     held: Arc<Attempt>,
-    on_complete: Mutex<Option<CompletionCallback>>,
+    on_complete: Mutex<Option<Completion>>,
 }
 
 /// The stream of a call with no attempt open: one shared handle, so a call does
@@ -515,8 +515,8 @@ impl CallListener for AttemptListener {
         };
         cancel_all(losers);
         self.held.release();
-        if let Some(f) = self.on_complete.lock().take() {
-            f(&status);
+        if let Some(done) = self.on_complete.lock().take() {
+            done.finish(&status);
         }
         self.call.recv_bell.ring();
         self.call.ring_send();
@@ -666,7 +666,12 @@ impl CallInner {
                     return Err(status.sanitized_for_control_plane());
                 }
             };
-            let on_complete = pick.on_complete;
+            // The clock is read only for picks that want to know the duration.
+            let on_complete = pick.on_complete.map(|callback| Completion {
+                callback,
+                picked_at: shared.clock.now(),
+                clock: shared.clock.clone(),
+            });
             let Some(backend) = pick
                 .subchannel
                 .backend()
@@ -2005,9 +2010,23 @@ pub(crate) fn client_streaming(
     })
 }
 
-fn complete(on_complete: Option<CompletionCallback>, status: &Status) {
-    if let Some(f) = on_complete {
-        f(status);
+/// A pick's completion callback with what it needs to measure the attempt.
+struct Completion {
+    callback: CompletionCallback,
+    picked_at: Instant,
+    clock: Arc<dyn super::clock::Clock>,
+}
+
+impl Completion {
+    fn finish(self, status: &Status) {
+        let duration = self.clock.now().saturating_duration_since(self.picked_at);
+        (self.callback)(&CallCompletion::new(status, duration));
+    }
+}
+
+fn complete(on_complete: Option<Completion>, status: &Status) {
+    if let Some(done) = on_complete {
+        done.finish(status);
     }
 }
 

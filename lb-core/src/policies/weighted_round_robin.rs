@@ -46,6 +46,7 @@
 //! # Ok::<(), lb_core::ConfigError>(())
 //! ```
 
+use crate::picker::CallCompletion;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -595,8 +596,8 @@ impl Picker for WrrPicker {
         if let Some(slots) = &self.per_call {
             let slot = slots[i].clone();
             let penalty = self.penalty;
-            pick.on_complete = Some(Box::new(move |status: &Status| {
-                slot.record_status(status, penalty);
+            pick.on_complete = Some(Box::new(move |done: &CallCompletion<'_>| {
+                slot.record_status(done.status, penalty);
             }));
         }
         PickResult::Pick(pick)

@@ -6,6 +6,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use lb_core::CallCompletion;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +17,7 @@ use lb_core::policies::{pick_first::PickFirstBuilder, round_robin::RoundRobinBui
 use lb_core::{
     ChannelController, ConnectivityState, Endpoint, LbConfig, LbPolicy, LbPolicyBuilder,
     LbPolicyOptions, LbPolicyRegistry, LbState, ParsedLbConfig, PickInfo, PickResult, Picker,
-    ResolverUpdate, Status, Subchannel, SubchannelId, SubchannelState, UpdateError, WorkScheduler,
+    ResolverUpdate, Subchannel, SubchannelId, SubchannelState, UpdateError, WorkScheduler,
     endpoints,
 };
 use lb_group::{BalancerGroup, WeightedAggregator, hierarchy};
@@ -178,7 +179,7 @@ impl Picker for CompletionCounting {
             other => return other,
         };
         let seen = self.seen.clone();
-        pick.on_complete = Some(Box::new(move |_: &Status| {
+        pick.on_complete = Some(Box::new(move |_: &CallCompletion<'_>| {
             seen.completions.fetch_add(1, Ordering::SeqCst);
         }));
         PickResult::Pick(pick)
