@@ -102,7 +102,11 @@ fn the_completion_callback_gets_status_trailers_and_duration_on_the_channels_clo
     call.join().unwrap().expect("the call succeeds");
     assert_eq!(
         *seen.lock(),
-        [(Code::Ok, Some("0.25".to_owned()), Duration::from_millis(250))]
+        [(
+            Code::Ok,
+            Some("0.25".to_owned()),
+            Duration::from_millis(250)
+        )]
     );
     channel.close();
 }

@@ -67,13 +67,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::address::{Address, flatten_addresses};
-use crate::picker::Picker;
 use crate::config::{ConfigError, Fields};
+use crate::picker::Picker;
 use crate::policy::{
     ChannelController, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions, LbState, UpdateError,
 };
-use crate::registry::LbPolicyRegistry;
 use crate::random::SharedRandom;
+use crate::registry::LbPolicyRegistry;
 use crate::resolver::ResolverUpdate;
 use crate::state::{ConnectivityState, ConnectivityStateEvaluator};
 use crate::status::Status;
