@@ -112,8 +112,9 @@ pub struct TransportConfig {
     pub max_message_size: usize,
     /// Which HTTP CONNECT proxy, if any, connections go through.
     pub proxy: ProxyMode,
-    /// TLS for every connection (`https`); `None` is plaintext (`http`). Available
-    /// with the `tls` feature.
+    /// TLS for the connections of channels that choose none (`https`); `None` is
+    /// plaintext (`http`). A channel chooses for itself with [`ChannelSecurity`].
+    /// Available with the `tls` feature.
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub tls: Option<TlsConfig>,
@@ -131,6 +132,47 @@ impl Default for TransportConfig {
     }
 }
 
+/// One channel's choice of TLS or plaintext, overriding its transport's
+/// `TransportConfig::tls`: give it to lb-core's `ChannelBuilder::transport_option`,
+/// and one [`H2Transport`] serves TLS channels and plaintext channels at once.
+/// Channels that set none use the transport's setting. The RLS control channel
+/// (and any channel a policy opens through its `ChannelFactory`) inherits its
+/// parent channel's choice.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use lb_core::channel::Channel;
+/// use lb_transport::driver::{ChannelSecurity, H2Transport, TransportConfig};
+///
+/// // A transport whose connections are plaintext unless a channel says otherwise.
+/// let transport = Arc::new(H2Transport::new(TransportConfig::default())?);
+/// let plaintext = Channel::builder("dns:///localhost:50051")
+///     .transport(transport.clone())
+///     .build()?;
+/// # #[cfg(feature = "tls")] {
+/// use lb_transport::driver::tls::TlsConfig;
+/// let secure = Channel::builder("dns:///api.example.com:443")
+///     .transport(transport.clone())
+///     .transport_option(ChannelSecurity::Tls(TlsConfig::with_webpki_roots()))
+///     .build()?;
+/// # secure.close();
+/// # }
+/// # plaintext.close();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ChannelSecurity {
+    /// Plaintext (`http`), whatever the transport's setting.
+    Plaintext,
+    /// TLS with these settings (`https`). Available with the `tls` feature.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    Tls(TlsConfig),
+}
+
 /// Everything the I/O thread needs to open one connection.
 pub(crate) struct ConnectSpec {
     id: u64,
@@ -141,6 +183,10 @@ pub(crate) struct ConnectSpec {
     user_agent: String,
     deadline: Instant,
     events: ConnectionEvents,
+    /// TLS for this connection: the channel's [`ChannelSecurity`], else the
+    /// transport's setting.
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
 }
 
 /// What other threads ask of the I/O thread.
@@ -249,6 +295,9 @@ pub struct H2Transport {
     release_batch: usize,
     next_id: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// `TransportConfig::tls`: the TLS of channels that choose none.
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
 }
 
 impl H2Transport {
@@ -265,6 +314,8 @@ impl H2Transport {
         let keepalive = Arc::new(KeepaliveTime::new(&config.connection));
         let release_batch = release_batch(config.connection.stream_window);
         let loop_keepalive = keepalive.clone();
+        #[cfg(feature = "tls")]
+        let tls = config.tls.clone();
         let loop_id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let thread = std::thread::Builder::new()
             .name("lb-io".into())
@@ -276,6 +327,8 @@ impl H2Transport {
             release_batch,
             next_id: AtomicU64::new(1),
             thread: Mutex::new(Some(thread)),
+            #[cfg(feature = "tls")]
+            tls,
         })
     }
 
@@ -344,6 +397,12 @@ impl Transport for H2Transport {
                 user_agent: options.user_agent.clone(),
                 deadline: options.connect_deadline,
                 events,
+                #[cfg(feature = "tls")]
+                tls: match options.transport_options.get::<ChannelSecurity>() {
+                    Some(ChannelSecurity::Plaintext) => None,
+                    Some(ChannelSecurity::Tls(tls)) => Some(tls.clone()),
+                    None => self.tls.clone(),
+                },
             }))
             .map_err(|_| Status::unavailable("transport is shut down"))?;
         Ok(Arc::new(ClientConnection {
@@ -720,7 +779,7 @@ impl IoLoop {
         #[allow(unused_mut)]
         let mut stream = Stream::new(socket);
         #[cfg(feature = "tls")]
-        if let Some(tls) = &self.config.tls {
+        if let Some(tls) = &spec.tls {
             let session = tls.start(&spec.authority).map_err(io::Error::other)?;
             stream.tls = Some(Box::new(rustls::Connection::Client(session)));
         }

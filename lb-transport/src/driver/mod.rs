@@ -10,7 +10,7 @@ pub(crate) mod stream;
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 
-pub use client::{H2Transport, TransportConfig};
+pub use client::{ChannelSecurity, H2Transport, TransportConfig};
 
 /// A map keyed by the driver's own small integers (connection tokens, and the
 /// stream ids this client chose), hashed with one multiplication instead of
