@@ -868,11 +868,13 @@ impl IoLoop {
             }
         };
         shared.set_stream_id(stream);
+        let mut response = ClientStream::new(self.config.max_message_size);
+        response.set_request_encoding(encoding);
         conn.calls.insert(
             stream,
             ActiveCall {
                 shared: shared.clone(),
-                response: ClientStream::new(self.config.max_message_size),
+                response,
                 deadline: head.deadline,
                 unsent: 0,
                 local_ended: end_now,

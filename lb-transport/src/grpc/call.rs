@@ -236,6 +236,12 @@ pub struct ClientStream {
     /// stream ends, and the body is ignored until then.
     error: Option<Status>,
     ended: bool,
+    /// What the request's messages were compressed with, to explain a refusal.
+    request_encoding: Encoding,
+    /// The server's `grpc-accept-encoding`, from its response headers.
+    peer_accepts: Option<Vec<u8>>,
+    /// A response message arrived: the server decoded the request.
+    answered: bool,
 }
 
 impl ClientStream {
@@ -246,7 +252,41 @@ impl ClientStream {
             decoder: MessageDecoder::new(max_message_len),
             error: None,
             ended: false,
+            request_encoding: Encoding::Identity,
+            peer_accepts: None,
+            answered: false,
         }
+    }
+
+    /// The request's messages are compressed with `encoding`: if the server
+    /// refuses the call without an answer and does not list `encoding` in its
+    /// `grpc-accept-encoding` (or says nothing of it but complains of the
+    /// encoding), the call ends UNIMPLEMENTED naming the encoding and what the
+    /// server accepts, with the server's own status after it. (gRPC's C core, for
+    /// one, answers an encoding it lacks with INTERNAL "Error parsing
+    /// 'grpc-encoding' metadata".)
+    ///
+    /// ```
+    /// use lb_core::Code;
+    /// use lb_transport::grpc::call::{ClientStream, ResponseEvent};
+    /// use lb_transport::grpc::compression::Encoding;
+    /// use lb_transport::hpack::Header;
+    /// let mut call = ClientStream::new(1024);
+    /// call.set_request_encoding(Encoding::Gzip);
+    /// let mut out = Vec::new();
+    /// call.on_headers(vec![
+    ///     Header::new(":status", "200"),
+    ///     Header::new("content-type", "application/grpc"),
+    ///     Header::new("grpc-status", "13"),
+    ///     Header::new("grpc-message", "Error parsing 'grpc-encoding' metadata"),
+    ///     Header::new("grpc-accept-encoding", "identity,deflate"),
+    /// ], true, &mut out);
+    /// let [ResponseEvent::End(status)] = &out[..] else { panic!() };
+    /// assert_eq!(status.code(), Code::Unimplemented);
+    /// assert!(status.message().starts_with("the server does not accept requests compressed with gzip"));
+    /// ```
+    pub fn set_request_encoding(&mut self, encoding: Encoding) {
+        self.request_encoding = encoding;
     }
 
     /// Whether [`ResponseEvent::End`] has been produced.
@@ -279,6 +319,7 @@ impl ClientStream {
             self.end(&headers, http, out);
             return;
         }
+        self.peer_accepts = find(&headers, "grpc-accept-encoding").map(<[u8]>::to_vec);
         let grpc_type = find(&headers, "content-type").is_some_and(is_grpc_content_type);
         if http != Some(200) || !grpc_type {
             let code = Code::from_http_status(http.unwrap_or(0));
@@ -312,7 +353,10 @@ impl ClientStream {
             let mut pushed = self.decoder.push(data);
             while pushed.is_ok() {
                 match self.decoder.next_message() {
-                    Ok(Some(m)) => out.push(ResponseEvent::Message(m)),
+                    Ok(Some(m)) => {
+                        self.answered = true;
+                        out.push(ResponseEvent::Message(m));
+                    }
                     Ok(None) => break,
                     Err(e) => pushed = Err(e),
                 }
@@ -349,6 +393,38 @@ impl ClientStream {
         }
     }
 
+    /// A failure of a compressed request that the server never answered, made
+    /// UNIMPLEMENTED and explained when the server lacks the encoding (see
+    /// [`set_request_encoding`](Self::set_request_encoding)).
+    fn explain_encoding_refusal(&self, status: Status, accepts: Option<&[u8]>) -> Status {
+        let encoding = self.request_encoding;
+        if status.is_ok() || self.answered || !encoding.is_compressed() {
+            return status;
+        }
+        let refused = match accepts {
+            Some(list) => !encoding.accepted_by(list),
+            None => {
+                status.code() == Code::Unimplemented
+                    || (status.code() == Code::Internal
+                        && status.message().to_ascii_lowercase().contains("encoding"))
+            }
+        };
+        if !refused {
+            return status;
+        }
+        let accepts = accepts.map_or_else(
+            || "it did not say which it accepts".to_owned(),
+            |list| format!("it accepts {:?}", String::from_utf8_lossy(list)),
+        );
+        Status::unimplemented(format!(
+            "the server does not accept requests compressed with {} ({accepts}): send \
+             this call uncompressed or with an encoding it lists (the server said {}: {})",
+            encoding.name(),
+            status.code(),
+            status.message()
+        ))
+    }
+
     /// Bytes of a message being assembled (prefixes included).
     pub fn partial_bytes(&self) -> usize {
         self.decoder.buffered()
@@ -360,10 +436,12 @@ impl ClientStream {
             err
         } else {
             let status = status_from(trailers, http);
-            match self.decoder.finish() {
+            let status = match self.decoder.finish() {
                 Err(e) if status.is_ok() => e,
                 _ => status,
-            }
+            };
+            let accepts = find(trailers, "grpc-accept-encoding").or(self.peer_accepts.as_deref());
+            self.explain_encoding_refusal(status, accepts)
         };
         out.push(ResponseEvent::End(
             status.with_trailers(metadata_from_headers(trailers)),

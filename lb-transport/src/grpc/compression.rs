@@ -26,8 +26,26 @@ use std::io::{Read, Write};
 
 use lb_core::{Code, Status};
 
-/// What this crate can decode, as it sends it in `grpc-accept-encoding`.
+/// What this crate can decode, as it sends it in `grpc-accept-encoding`
+/// (`zstd` too with the `zstd` feature).
+#[cfg(not(feature = "zstd"))]
 pub const ACCEPT_ENCODING: &str = "identity,deflate,gzip";
+
+/// What this crate can decode, as it sends it in `grpc-accept-encoding`
+/// (`zstd` too with the `zstd` feature).
+#[cfg(feature = "zstd")]
+pub const ACCEPT_ENCODING: &str = "identity,deflate,gzip,zstd";
+
+/// The largest zstd window a received frame may ask for, as a power of two: a
+/// frame header names the window the decoder must allocate, so without a cap a
+/// few bytes could make it allocate 128 MiB before any output. The cap is the
+/// receive limit rounded up, at least 8 MiB (2^23, what zstd's own levels 1 to 19
+/// use for streaming) and at most 2^27 (zstd's default decoding limit).
+#[cfg(feature = "zstd")]
+fn zstd_window_log(max_len: usize) -> u32 {
+    let needed = usize::BITS - max_len.saturating_sub(1).leading_zeros();
+    needed.clamp(23, 27)
+}
 
 /// A message encoding named in `grpc-encoding`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,6 +56,11 @@ pub enum Encoding {
     Gzip,
     /// `deflate`: the zlib format (RFC 1950), as gRPC's C core writes it.
     Deflate,
+    /// `zstd` (RFC 8878), as tonic and grpc-go's zstd codec write it. Available
+    /// with the `zstd` feature.
+    #[cfg(feature = "zstd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zstd")))]
+    Zstd,
 }
 
 impl Encoding {
@@ -52,6 +75,8 @@ impl Encoding {
             Self::Identity => "identity",
             Self::Gzip => "gzip",
             Self::Deflate => "deflate",
+            #[cfg(feature = "zstd")]
+            Self::Zstd => "zstd",
         }
     }
 
@@ -68,6 +93,8 @@ impl Encoding {
             b"identity" => Some(Self::Identity),
             b"gzip" => Some(Self::Gzip),
             b"deflate" => Some(Self::Deflate),
+            #[cfg(feature = "zstd")]
+            b"zstd" => Some(Self::Zstd),
             _ => None,
         }
     }
@@ -115,6 +142,9 @@ pub fn compress(encoding: Encoding, message: &[u8]) -> Vec<u8> {
             let mut enc = flate2::write::ZlibEncoder::new(out, level);
             enc.write_all(message).and_then(|()| enc.finish())
         }
+        // One frame that records the message's size, so the window fits it.
+        #[cfg(feature = "zstd")]
+        Encoding::Zstd => zstd::bulk::compress(message, zstd::DEFAULT_COMPRESSION_LEVEL),
     };
     written.expect("compressing into memory")
 }
@@ -139,6 +169,18 @@ pub fn decompress(
             flate2::read::ZlibDecoder::new(compressed),
             max_len,
         ),
+        #[cfg(feature = "zstd")]
+        Encoding::Zstd => {
+            let invalid = |e: std::io::Error| {
+                Status::internal(format!("invalid {} message: {e}", encoding.name()))
+            };
+            let mut decoder =
+                zstd::stream::read::Decoder::with_buffer(compressed).map_err(invalid)?;
+            decoder
+                .window_log_max(zstd_window_log(max_len))
+                .map_err(invalid)?;
+            read_bounded(encoding, decoder, max_len)
+        }
     }
 }
 
@@ -168,10 +210,18 @@ fn read_bounded(encoding: Encoding, decoder: impl Read, max_len: usize) -> Resul
 mod tests {
     use super::*;
 
+    /// Every encoding this build speaks.
+    fn all() -> Vec<Encoding> {
+        let all = vec![Encoding::Identity, Encoding::Gzip, Encoding::Deflate];
+        #[cfg(feature = "zstd")]
+        let all = [all, vec![Encoding::Zstd]].concat();
+        all
+    }
+
     #[test]
     fn every_encoding_round_trips() {
         let text: Vec<u8> = (0..5000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        for enc in [Encoding::Identity, Encoding::Gzip, Encoding::Deflate] {
+        for enc in all() {
             for m in [&b""[..], b"x", &text[..]] {
                 let packed = compress(enc, m);
                 assert_eq!(decompress(enc, &packed, m.len()).unwrap(), m, "{enc:?}");
@@ -197,8 +247,39 @@ mod tests {
     }
 
     #[test]
+    fn every_compressed_encoding_refuses_a_bomb_at_the_limit() {
+        for enc in all().into_iter().filter(|e| e.is_compressed()) {
+            let bomb = compress(enc, &vec![0u8; 4 << 20]);
+            assert!(bomb.len() <= 8 << 10, "{enc:?}: {}", bomb.len());
+            let err = decompress(enc, &bomb, 64 << 10).unwrap_err();
+            assert_eq!(err.code(), Code::ResourceExhausted, "{enc:?}");
+            assert_eq!(decompress(enc, &bomb, 4 << 20).unwrap().len(), 4 << 20);
+            assert!(Encoding::from_name(enc.name().as_bytes()) == Some(enc));
+            assert!(enc.accepted_by(ACCEPT_ENCODING.as_bytes()), "{enc:?}");
+        }
+    }
+
+    /// A zstd frame whose header asks for a 64 MiB window is refused under a
+    /// 4 MiB limit before the decoder allocates the window (zstd's own default
+    /// would allow it), and accepted under a 64 MiB limit.
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn a_zstd_frame_asking_for_a_window_past_the_cap_is_refused() {
+        assert_eq!(zstd_window_log(4 << 20), 23);
+        assert_eq!(zstd_window_log(64 << 20), 26);
+        assert_eq!(zstd_window_log(usize::MAX), 27);
+        // Magic; a frame header descriptor without the single-segment flag; a
+        // window descriptor of exponent 16 (2^(10+16) bytes); an empty last raw
+        // block.
+        let frame = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 16 << 3, 0x01, 0x00, 0x00];
+        let err = decompress(Encoding::Zstd, &frame, 4 << 20).unwrap_err();
+        assert_eq!(err.code(), Code::Internal, "{err}");
+        assert_eq!(decompress(Encoding::Zstd, &frame, 64 << 20).unwrap(), b"");
+    }
+
+    #[test]
     fn garbage_and_truncation_are_internal() {
-        for enc in [Encoding::Gzip, Encoding::Deflate] {
+        for enc in all().into_iter().filter(|e| e.is_compressed()) {
             let err = decompress(enc, b"definitely not compressed", 1000).unwrap_err();
             assert_eq!(err.code(), Code::Internal, "{enc:?}");
             assert!(err.message().contains(enc.name()), "{err}");
