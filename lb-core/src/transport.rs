@@ -200,6 +200,25 @@ pub trait CallStream: Send + Sync + 'static {
     /// ended or sending was closed.
     fn try_send(&self, message: Vec<u8>, last: bool) -> Result<(), TrySendError>;
 
+    /// [`try_send`](Self::try_send) with per-message options: with
+    /// [`SendFlags::no_compress`] this message goes uncompressed (flag 0) even on
+    /// a call that compresses (gRPC's per-message "don't compress" write flag).
+    /// The default ignores the flags, which is right for a transport that never
+    /// compresses.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send).
+    fn try_send_with(
+        &self,
+        message: Vec<u8>,
+        last: bool,
+        flags: SendFlags,
+    ) -> Result<(), TrySendError> {
+        let _ = flags;
+        self.try_send(message, last)
+    }
+
     /// Ends the request side without another message. Idempotent.
     fn half_close(&self);
 
@@ -217,6 +236,30 @@ pub trait CallStream: Send + Sync + 'static {
 impl fmt::Debug for dyn CallStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("CallStream")
+    }
+}
+
+/// Per-message options of a send ([`CallStream::try_send_with`], and the channel's
+/// `send_with` on its calls).
+///
+/// ```
+/// use lb_core::transport::SendFlags;
+/// assert!(!SendFlags::default().no_compress);
+/// assert!(SendFlags::uncompressed().no_compress);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SendFlags {
+    /// Send this message uncompressed, whatever the call's compression (for a
+    /// message that is already compressed, or holds secrets next to
+    /// attacker-chosen data).
+    pub no_compress: bool,
+}
+
+impl SendFlags {
+    /// The flags of a message sent uncompressed.
+    pub fn uncompressed() -> Self {
+        Self { no_compress: true }
     }
 }
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use lb_core::Code;
 use lb_core::channel::{CallOptions, Channel};
+use lb_core::transport::SendFlags;
 use lb_testkit::peers::{self, GrpcServer, GrpcServerOptions};
 use lb_transport::driver::{H2Transport, TransportConfig};
-use lb_transport::server::{Request, Response, Server};
+use lb_transport::server::{Request, Response, Server, ServerCall};
 
 const ECHO: &str = "/bench.Echo/Unary";
 
@@ -79,6 +80,35 @@ fn zstd_both_ways_between_our_client_and_server() {
     let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 7) as u8).collect();
     let r = channel.unary(ECHO, payload.clone(), options()).unwrap();
     assert_eq!(r.message, payload);
+    channel.close();
+    server.shutdown(Duration::from_secs(1));
+}
+
+/// One message of a gzip call sent with `SendFlags::uncompressed()` arrives
+/// uncompressed (flag 0); the call's other messages stay compressed.
+#[test]
+fn a_message_sent_uncompressed_on_a_compressed_call_arrives_uncompressed() {
+    let server = Server::builder()
+        .client_streaming("/flags.Sink/Take", |call: &mut ServerCall| {
+            let mut flags = Vec::new();
+            while let Some(m) = call.recv()? {
+                assert_eq!(m, vec![9u8; 1000]);
+                flags.push(u8::from(call.last_was_compressed()));
+            }
+            Ok(flags)
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let (_t, channel) = open(&server.local_addr().to_string(), "gzip");
+    let call = channel
+        .client_streaming("/flags.Sink/Take", options())
+        .unwrap();
+    call.send(vec![9u8; 1000]).unwrap();
+    call.send_with(vec![9u8; 1000], SendFlags::uncompressed())
+        .unwrap();
+    call.send(vec![9u8; 1000]).unwrap();
+    let flags = call.finish().unwrap().message;
+    assert_eq!(flags, [1, 0, 1], "compressed, uncompressed, compressed");
     channel.close();
     server.shutdown(Duration::from_secs(1));
 }

@@ -70,7 +70,7 @@ use super::service_config::{MethodConfig, MethodConfigs};
 use crate::metadata::Metadata;
 use crate::picker::{CallCompletion, CompletionCallback, PickInfo, PickResult};
 use crate::status::{Code, Status};
-use crate::transport::{CallHead, CallListener, CallOutcome, CallStream, TrySendError};
+use crate::transport::{CallHead, CallListener, CallOutcome, CallStream, SendFlags, TrySendError};
 
 /// How many times one call is sent again after the transport reports that the
 /// server never saw it.
@@ -526,8 +526,8 @@ impl CallListener for AttemptListener {
 /// The sending side's bookkeeping, guarded by its own lock (taken before
 /// `events` when both are needed, never after).
 struct Sending {
-    /// Messages sent before the call committed, for a retry.
-    replay: Vec<Vec<u8>>,
+    /// Messages sent before the call committed, for a retry, with their flags.
+    replay: Vec<(Vec<u8>, SendFlags)>,
     /// Their bytes, reserved in the channel's retry buffer.
     replay_bytes: usize,
     /// The request side has ended (or the call was started with its last message).
@@ -852,11 +852,11 @@ impl CallInner {
             // Replay what the previous attempt had sent, waiting for room as a
             // sender would.
             let count = sending.replay.len();
-            'replay: for (i, message) in sending.replay.iter().enumerate() {
+            'replay: for (i, (message, flags)) in sending.replay.iter().enumerate() {
                 let last = sending.done && i + 1 == count;
                 let mut pending = message.clone();
                 loop {
-                    match stream.try_send(pending, last) {
+                    match stream.try_send_with(pending, last, *flags) {
                         Ok(()) => break,
                         Err(TrySendError::Full(m)) => {
                             pending = m;
@@ -1023,8 +1023,8 @@ impl CallInner {
             ..
         } = sending;
         cursors.retain_mut(|c| {
-            while let Some(message) = replay.get(c.sent) {
-                match c.stream.try_send(message.clone(), false) {
+            while let Some((message, flags)) = replay.get(c.sent) {
+                match c.stream.try_send_with(message.clone(), false, *flags) {
                     Ok(()) => c.sent += 1,
                     Err(TrySendError::Full(_)) => return true,
                     Err(TrySendError::Closed(_)) => return false,
@@ -1246,6 +1246,7 @@ impl CallInner {
         sending: &mut Sending,
         message: Vec<u8>,
         last: bool,
+        flags: SendFlags,
     ) -> Result<(), Vec<u8>> {
         let retry = &self.shared().defaults.retry;
         let fits = sending.replay_bytes + message.len() <= retry.per_call_buffer
@@ -1255,7 +1256,7 @@ impl CallInner {
                 .reserve(message.len(), retry.channel_buffer);
         if fits {
             sending.replay_bytes += message.len();
-            sending.replay.push(message);
+            sending.replay.push((message, flags));
             sending.done = last;
             self.pump(sending);
             return Ok(());
@@ -1292,6 +1293,7 @@ impl CallInner {
         mut message: Vec<u8>,
         last: bool,
         block: bool,
+        flags: SendFlags,
     ) -> Result<(), SendError> {
         let limit = self.limits().0;
         if message.len() > limit {
@@ -1311,7 +1313,7 @@ impl CallInner {
                     ));
                 }
                 if self.hedge_buffering(&sending) {
-                    match self.hedge_send(&mut sending, message, last) {
+                    match self.hedge_send(&mut sending, message, last, flags) {
                         Ok(()) => return Ok(()),
                         Err(m) => message = m,
                     }
@@ -1340,14 +1342,14 @@ impl CallInner {
                 let keep =
                     !committed && sending.replay_bytes + message.len() <= retry.per_call_buffer;
                 let copy = keep.then(|| message.clone());
-                match stream.try_send(message, last) {
+                match stream.try_send_with(message, last, flags) {
                     Ok(()) => {
                         sending.done = last;
                         let channel = &self.shared().retries;
                         match copy.filter(|c| channel.reserve(c.len(), retry.channel_buffer)) {
                             Some(copy) => {
                                 sending.replay_bytes += copy.len();
-                                sending.replay.push(copy);
+                                sending.replay.push((copy, flags));
                             }
                             None => {
                                 self.drop_replay(&mut sending);
@@ -1645,7 +1647,8 @@ impl Call {
     /// channel's send limit (RESOURCE_EXHAUSTED). The message comes back in the
     /// error.
     pub fn send(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
-        self.inner.send(message.into(), false, true)
+        self.inner
+            .send(message.into(), false, true, SendFlags::default())
     }
 
     /// Sends the last request message and closes the sending side, waiting while
@@ -1655,7 +1658,8 @@ impl Call {
     ///
     /// As [`Call::send`].
     pub fn send_last(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
-        self.inner.send(message.into(), true, true)
+        self.inner
+            .send(message.into(), true, true, SendFlags::default())
     }
 
     /// Sends one request message if the stream has room now, without waiting.
@@ -1665,7 +1669,43 @@ impl Call {
     /// [`SendError::Full`] when there is no room (the message comes back; try again
     /// later, or use [`Call::send`]), else as [`Call::send`].
     pub fn try_send(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
-        self.inner.send(message.into(), false, false)
+        self.inner
+            .send(message.into(), false, false, SendFlags::default())
+    }
+
+    /// [`Call::send`] with per-message flags: with
+    /// [`SendFlags::uncompressed`] this message goes uncompressed even when the
+    /// call compresses (its `grpc-encoding` still applies to the others). A
+    /// retry or hedge replays the message with the same flags.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lb_core::channel::{CallOptions, Channel};
+    /// # use lb_core::transport::SendFlags;
+    /// # let transport = lb_testkit::InMemoryTransport::new();
+    /// # transport.add_stream_server("127.0.0.1:1", |call| {
+    /// #     while let Some(m) = call.recv() { call.send(m)?; }
+    /// #     Ok(lb_core::Metadata::new())
+    /// # });
+    /// # let channel = Channel::builder("ipv4:127.0.0.1:1")
+    /// #     .transport(Arc::new(transport)).build()?;
+    /// let call = channel.bidi_streaming("/chat.Room/Talk", CallOptions::default().with_compression("gzip"))?;
+    /// call.send(b"compressed".to_vec())?;
+    /// // Already compressed (a JPEG, say): spare the work.
+    /// call.send_with(b"\xff\xd8 jpeg bytes".to_vec(), SendFlags::uncompressed())?;
+    /// call.close_send();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::send`].
+    pub fn send_with(
+        &self,
+        message: impl Into<Vec<u8>>,
+        flags: SendFlags,
+    ) -> Result<(), SendError> {
+        self.inner.send(message.into(), false, true, flags)
     }
 
     /// Ends the request side: the server sees the end of the request stream.
@@ -1741,7 +1781,8 @@ impl CallSender {
     ///
     /// As [`Call::send`].
     pub fn send(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
-        self.inner.send(message.into(), false, true)
+        self.inner
+            .send(message.into(), false, true, SendFlags::default())
     }
 
     /// As [`Call::send_last`].
@@ -1750,7 +1791,8 @@ impl CallSender {
     ///
     /// As [`Call::send`].
     pub fn send_last(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
-        self.inner.send(message.into(), true, true)
+        self.inner
+            .send(message.into(), true, true, SendFlags::default())
     }
 
     /// As [`Call::try_send`].
@@ -1759,7 +1801,21 @@ impl CallSender {
     ///
     /// As [`Call::try_send`].
     pub fn try_send(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
-        self.inner.send(message.into(), false, false)
+        self.inner
+            .send(message.into(), false, false, SendFlags::default())
+    }
+
+    /// As [`Call::send_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::send`].
+    pub fn send_with(
+        &self,
+        message: impl Into<Vec<u8>>,
+        flags: SendFlags,
+    ) -> Result<(), SendError> {
+        self.inner.send(message.into(), false, true, flags)
     }
 
     /// As [`Call::close_send`].
@@ -1909,6 +1965,19 @@ impl ClientStreaming {
     /// As [`Call::try_send`].
     pub fn try_send(&self, message: impl Into<Vec<u8>>) -> Result<(), SendError> {
         self.call.try_send(message)
+    }
+
+    /// As [`Call::send_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::send`].
+    pub fn send_with(
+        &self,
+        message: impl Into<Vec<u8>>,
+        flags: SendFlags,
+    ) -> Result<(), SendError> {
+        self.call.send_with(message, flags)
     }
 
     /// Ends the request stream and waits for the response.

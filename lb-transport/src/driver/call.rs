@@ -38,7 +38,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use lb_core::Status;
-use lb_core::transport::{CallHead, CallListener, CallOutcome, CallStream, TrySendError};
+use lb_core::transport::{
+    CallHead, CallListener, CallOutcome, CallStream, SendFlags, TrySendError,
+};
 use parking_lot::Mutex;
 
 use crate::driver::client::{Command, Handle};
@@ -85,9 +87,9 @@ fn drained(queued: usize) -> bool {
 /// What the caller asked for since the I/O thread last looked.
 #[derive(Debug, Default)]
 struct Pending {
-    /// Messages accepted and not yet handed to HTTP/2 (without prefixes; compressed
-    /// if the call has an encoding).
-    messages: Vec<Vec<u8>>,
+    /// Messages accepted and not yet handed to HTTP/2 (without prefixes), each
+    /// with whether it was compressed with the call's encoding.
+    messages: Vec<(Vec<u8>, bool)>,
     /// End the request after `messages`.
     end: bool,
     cancel: bool,
@@ -114,8 +116,9 @@ struct State {
 /// What the I/O thread takes from a stream when it looks at it.
 #[derive(Debug, Default)]
 pub(crate) struct Work {
-    /// Messages to send, without their prefixes, in order.
-    pub(crate) messages: Vec<Vec<u8>>,
+    /// Messages to send, without their prefixes, in order, each with whether it
+    /// is compressed (its flag byte).
+    pub(crate) messages: Vec<(Vec<u8>, bool)>,
     /// End the request after them.
     pub(crate) end: bool,
     /// Reset the stream: the caller cancelled.
@@ -158,11 +161,6 @@ impl StreamShared {
                 ..State::default()
             }),
         }
-    }
-
-    /// What request messages are compressed with.
-    pub(crate) fn encoding(&self) -> Encoding {
-        self.encoding
     }
 
     /// The HTTP/2 stream, once opened.
@@ -314,6 +312,15 @@ impl StreamHandle {
 
 impl CallStream for StreamHandle {
     fn try_send(&self, message: Vec<u8>, last: bool) -> Result<(), TrySendError> {
+        self.try_send_with(message, last, SendFlags::default())
+    }
+
+    fn try_send_with(
+        &self,
+        message: Vec<u8>,
+        last: bool,
+        flags: SendFlags,
+    ) -> Result<(), TrySendError> {
         self.update(|state| {
             if state.send_closed {
                 return (Err(TrySendError::Closed(message)), false);
@@ -324,13 +331,14 @@ impl CallStream for StreamHandle {
             }
             // Compressed here, on the caller's thread, not on the I/O thread; what
             // counts towards the bound is what goes on the wire.
-            let message = if self.shared.encoding.is_compressed() {
+            let compressed = self.shared.encoding.is_compressed() && !flags.no_compress;
+            let message = if compressed {
                 compression::compress(self.shared.encoding, &message)
             } else {
                 message
             };
             state.queued += PREFIX_LEN + message.len();
-            state.pending.messages.push(message);
+            state.pending.messages.push((message, compressed));
             if last {
                 state.pending.end = true;
                 state.send_closed = true;

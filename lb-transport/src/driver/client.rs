@@ -502,8 +502,9 @@ struct ActiveCall {
     /// END_STREAM is queued (or sent) on our side.
     local_ended: bool,
     /// Messages the handle accepted that HTTP/2's stream buffer has no room for
-    /// yet (bounded with them by the handle's [`SEND_BUFFER`](super::call::SEND_BUFFER)).
-    backlog: VecDeque<Vec<u8>>,
+    /// yet (bounded with them by the handle's [`SEND_BUFFER`](super::call::SEND_BUFFER)),
+    /// without prefixes, each with whether it is compressed.
+    backlog: VecDeque<(Vec<u8>, bool)>,
     /// END_STREAM goes out after the backlog.
     end_pending: bool,
     credit: RecvCredit,
@@ -1127,9 +1128,7 @@ impl Conn {
             return false;
         };
         let mut moved = false;
-        // The handle compressed every message of a call with an encoding.
-        let compressed = call.shared.encoding().is_compressed();
-        while let Some(len) = call.backlog.front().map(Vec::len) {
+        while let Some((len, compressed)) = call.backlog.front().map(|(m, c)| (m.len(), *c)) {
             // Prefix and message go in together: an empty buffer always takes them,
             // a non-empty one only while both fit under the bound (a message is
             // never split by a refusal between its prefix and its body).
@@ -1137,7 +1136,7 @@ impl Conn {
             if buffered > 0 && buffered + PREFIX_LEN >= self.send_limit {
                 return moved;
             }
-            let m = call.backlog.pop_front().expect("present");
+            let (m, _) = call.backlog.pop_front().expect("present");
             let end = call.end_pending && call.backlog.is_empty();
             let sent = self
                 .h2

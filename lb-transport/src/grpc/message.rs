@@ -120,6 +120,9 @@ pub struct MessageDecoder {
     encoding: Option<Encoding>,
     /// The last message returned was compressed on the wire.
     last_compressed: bool,
+    /// The last message returned took this many bytes on the wire (prefix
+    /// included).
+    last_wire_len: usize,
 }
 
 impl MessageDecoder {
@@ -131,7 +134,14 @@ impl MessageDecoder {
             pos: 0,
             encoding: None,
             last_compressed: false,
+            last_wire_len: 0,
         }
+    }
+
+    /// How many bytes the last message [`next_message`](Self::next_message)
+    /// returned took on the wire, prefix included (its compressed size).
+    pub fn last_wire_len(&self) -> usize {
+        self.last_wire_len
     }
 
     /// Whether the last message [`next_message`](Self::next_message) returned was
@@ -211,6 +221,7 @@ impl MessageDecoder {
         }
         let body = &unread[PREFIX_LEN..PREFIX_LEN + len];
         self.last_compressed = prefix[0] == 1;
+        self.last_wire_len = PREFIX_LEN + len;
         let message = match self.encoding {
             Some(encoding) if prefix[0] == 1 => {
                 compression::decompress(encoding, body, self.max_len)?
@@ -225,6 +236,16 @@ impl MessageDecoder {
         // The next message's prefix may already be here; the caller sees any error on
         // its next push, and `finish` re-checks.
         Ok(Some(message))
+    }
+
+    /// Whether a whole message has arrived that [`next_message`](Self::next_message)
+    /// has not returned yet.
+    pub fn has_message(&self) -> bool {
+        let unread = &self.buf[self.pos..];
+        unread.get(..PREFIX_LEN).is_some_and(|prefix| {
+            let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+            unread.len() >= PREFIX_LEN + len
+        })
     }
 
     /// Bytes received but not yet returned as a message.

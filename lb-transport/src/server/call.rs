@@ -4,7 +4,7 @@
 //! ```text
 //!   I/O thread                         CallShared (Mutex + Condvar)          handler (worker)
 //!   ──────────                         ────────────────────────────          ────────────────
-//!   DATA ─decode─> inbox.push ───────> inbox: VecDeque<message> ──────────> recv()
+//!   DATA ─decode─> push_message ─────> inbox: VecDeque<message> ──────────> recv()
 //!   release_capacity(held) <── poke ── taken, held                <──────── (took a message)
 //!   proto.send_data <───────────────── outbound: VecDeque<Out> <─────────── send(), send_headers()
 //!                  └── notify ───────> out_bytes (room)                      finish (trailers)
@@ -18,12 +18,17 @@
 //! # Bounds
 //!
 //! - **Requests** (`inbox`): the I/O thread withholds the HTTP/2 stream credit of
-//!   the bytes it queues (`held`) and gives it back only as the handler takes
-//!   messages, or all of it once the queue is empty. The client can therefore have
-//!   at most one stream receive window of bytes unread here, plus the one message
-//!   being reassembled (which needs its whole length): the queue and the partial
-//!   message hold at most `stream_window + max_message_size + 5` bytes. These bytes
-//!   also count towards the connection's `max_buffered_request_bytes`.
+//!   the bytes it receives (`held`) and gives it back only as the handler takes
+//!   messages (their wire bytes), or all of it once the queue is empty. The client
+//!   can therefore have at most one stream receive window of wire bytes unread
+//!   here, plus the one message being reassembled (which needs its whole length).
+//!   Decompressed, the queue is bounded too: the I/O thread decompresses messages
+//!   into it only while it holds less than one stream window of decompressed bytes
+//!   (`inbox_bytes`); the rest wait compressed in the decoder until the handler
+//!   takes messages. So the queue holds at most `stream_window + max_message_size`
+//!   decompressed bytes, however well the messages compress, and the wire bytes at
+//!   most `stream_window + max_message_size + 5`. The wire bytes also count towards
+//!   the connection's `max_buffered_request_bytes`.
 //! - **Responses** (`outbound`): [`ServerCall::send`] blocks while the queued
 //!   messages hold `SEND_QUEUE_BYTES` (64 KiB) or more (a larger message is
 //!   accepted when the queue is empty). The I/O thread moves them into the
@@ -66,8 +71,12 @@ pub(crate) enum Out {
 /// The state of one streaming call shared by the I/O thread and the handler.
 #[derive(Debug, Default)]
 pub(crate) struct CallState {
-    /// Request messages not yet taken by the handler.
-    pub(crate) inbox: VecDeque<Vec<u8>>,
+    /// Request messages not yet taken by the handler (decompressed), with what
+    /// each took on the wire. Filled with [`CallState::push_message`].
+    inbox: VecDeque<Inbound>,
+    /// The bytes of the messages in `inbox`, decompressed: the I/O thread stops
+    /// decompressing into the queue at its limit (see the module docs).
+    pub(crate) inbox_bytes: usize,
     /// The client ended its side: no message comes after those in `inbox`.
     pub(crate) remote_done: bool,
     /// Request bytes (prefix included) the handler took since the I/O thread last
@@ -83,6 +92,35 @@ pub(crate) struct CallState {
     pub(crate) cancelled: Option<Status>,
     /// A poke is on its way to the I/O thread.
     pub(crate) io_notified: bool,
+}
+
+/// A request message waiting for the handler.
+#[derive(Debug)]
+struct Inbound {
+    /// Decompressed.
+    message: Vec<u8>,
+    /// What it took on the wire, prefix included.
+    wire_len: usize,
+    /// It was compressed on the wire.
+    compressed: bool,
+}
+
+impl CallState {
+    /// Queues a request message for the handler: `message` decompressed, which
+    /// took `wire_len` bytes on the wire (prefix included).
+    pub(crate) fn push_message(&mut self, message: Vec<u8>, wire_len: usize, compressed: bool) {
+        self.inbox_bytes += message.len();
+        self.inbox.push_back(Inbound {
+            message,
+            wire_len,
+            compressed,
+        });
+    }
+
+    /// Whether no request message waits for the handler.
+    pub(crate) fn inbox_is_empty(&self) -> bool {
+        self.inbox.is_empty()
+    }
 }
 
 /// [`CallState`] with the condition variable its waiters sleep on.
@@ -234,6 +272,8 @@ pub struct ServerCall {
     encoding: Encoding,
     /// The client's `grpc-accept-encoding`.
     accept_encoding: Vec<u8>,
+    /// The last message [`recv`](Self::recv) returned was compressed on the wire.
+    last_compressed: bool,
 }
 
 impl ServerCall {
@@ -255,6 +295,7 @@ impl ServerCall {
             trailers: Metadata::new(),
             encoding: Encoding::Identity,
             accept_encoding: Vec::new(),
+            last_compressed: false,
         }
     }
 
@@ -306,6 +347,13 @@ impl ServerCall {
         self.deadline
     }
 
+    /// Whether the last request message [`recv`](Self::recv) returned was
+    /// compressed on the wire (a client may send some messages of a compressed
+    /// call uncompressed).
+    pub fn last_was_compressed(&self) -> bool {
+        self.last_compressed
+    }
+
     /// The next request message: blocks until one arrives. `Ok(None)` once the
     /// client has ended its side of the stream and every message was taken.
     ///
@@ -321,8 +369,15 @@ impl ServerCall {
             if let Some(status) = &state.cancelled {
                 return Err(status.clone());
             }
-            if let Some(message) = state.inbox.pop_front() {
-                state.taken += message::PREFIX_LEN + message.len();
+            if let Some(Inbound {
+                message,
+                wire_len,
+                compressed,
+            }) = state.inbox.pop_front()
+            {
+                state.inbox_bytes -= message.len();
+                state.taken += wire_len;
+                self.last_compressed = compressed;
                 let poke = state.held > 0 && !state.io_notified;
                 state.io_notified |= poke;
                 drop(state);
@@ -570,8 +625,8 @@ mod tests {
         let (mut call, shared, pokes, _poll) = call(None);
         {
             let mut state = shared.lock();
-            state.inbox.push_back(b"one".to_vec());
-            state.inbox.push_back(b"two".to_vec());
+            state.push_message(b"one".to_vec(), 8, false);
+            state.push_message(b"two".to_vec(), 8, false);
             state.remote_done = true;
             state.held = 3;
         }
@@ -589,7 +644,7 @@ mod tests {
         std::thread::scope(|s| {
             let feeder = s.spawn(|| {
                 std::thread::sleep(Duration::from_millis(20));
-                shared.lock().inbox.push_back(b"late".to_vec());
+                shared.lock().push_message(b"late".to_vec(), 9, false);
                 shared.notify();
             });
             assert_eq!(call.recv().unwrap().as_deref(), Some(&b"late"[..]));

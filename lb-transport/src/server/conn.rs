@@ -163,6 +163,12 @@ struct Streaming {
     buffered: usize,
     /// Response headers were handed to the connection.
     headers_sent: bool,
+    /// Messages are decompressed into the handler's queue only while it holds
+    /// fewer decompressed bytes than this (the stream window).
+    inbox_limit: usize,
+    /// The client ended its side; the handler hears of it once every message
+    /// left the decoder.
+    end_seen: bool,
 }
 
 /// One call on the connection.
@@ -308,7 +314,8 @@ impl Conn {
 
     /// A streaming call's handler queued something or took messages: settle its
     /// request credit now; its responses move in the next [`Conn::drive`].
-    pub(crate) fn poke(&mut self, stream: StreamId) {
+    /// Messages that waited compressed for room in the handler's queue move in.
+    pub(crate) fn poke(&mut self, stream: StreamId, dispatch: &mut Dispatch) {
         let Some(Call {
             phase: Phase::Streaming(st),
             ..
@@ -320,8 +327,15 @@ impl Conn {
         let mut state = shared.lock();
         state.io_notified = false;
         settle_credit(&mut self.proto, stream, st, &mut state, &mut self.buffered);
+        let decoded = decode_into_inbox(st, &mut state);
+        settle_credit(&mut self.proto, stream, st, &mut state, &mut self.buffered);
         drop(state);
         self.sending.insert(stream);
+        match decoded {
+            Ok(true) => shared.notify(),
+            Ok(false) => {}
+            Err(status) => self.fail_call(stream, status, dispatch),
+        }
     }
 
     /// A call deadline passed: DEADLINE_EXCEEDED, unless the call already ended.
@@ -593,6 +607,9 @@ impl Conn {
             decoder,
             buffered: 0,
             headers_sent: false,
+            inbox_limit: usize::try_from(dispatch.shared.config.stream_window)
+                .unwrap_or(usize::MAX),
+            end_seen: remote_done,
         };
         let call = Call {
             deadline,
@@ -708,25 +725,14 @@ impl Conn {
         };
         if failure.is_none() {
             state.held += n;
-            let mut news = false;
-            loop {
-                match st.decoder.next_message() {
-                    Ok(Some(message)) => {
-                        state.inbox.push_back(message);
-                        news = true;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
+            st.end_seen |= end_stream;
+            let news = match decode_into_inbox(st, &mut state) {
+                Ok(news) => news,
+                Err(e) => {
+                    failure = Some(e);
+                    false
                 }
-            }
-            if failure.is_none() && end_stream {
-                failure = st.decoder.finish().err();
-                state.remote_done = true;
-                news = true;
-            }
+            };
             settle_credit(&mut self.proto, stream, st, &mut state, &mut self.buffered);
             drop(state);
             if news {
@@ -754,10 +760,11 @@ impl Conn {
             }
             Phase::Streaming(st) => {
                 call.remote_done = true;
-                let failure = st.decoder.finish().err();
-                st.handle.0.lock().remote_done = true;
-                st.handle.0.notify();
-                if let Some(status) = failure {
+                st.end_seen = true;
+                let shared = Arc::clone(&st.handle.0);
+                let decoded = decode_into_inbox(st, &mut shared.lock());
+                shared.notify();
+                if let Err(status) = decoded {
                     self.fail_call(stream, status, dispatch);
                 }
                 return;
@@ -799,7 +806,7 @@ impl Conn {
                 let shared = Arc::new(CallShared::default());
                 {
                     let mut state = shared.lock();
-                    state.inbox.push_back(message);
+                    state.push_message(message, 0, compressed);
                     state.remote_done = true;
                 }
                 return self.start_streaming(stream, head, deadline, handler, shared, dispatch);
@@ -1077,6 +1084,37 @@ impl Conn {
     }
 }
 
+/// Moves the complete request messages of a streaming call from its decoder into
+/// its handler's queue, decompressing each, while the queue holds fewer
+/// decompressed bytes than the call's `inbox_limit`: the rest wait compressed
+/// (their credit held) until the handler takes messages. Once the client has
+/// ended its side and every message left the decoder, the handler is told.
+/// Returns whether the handler has news.
+fn decode_into_inbox(st: &mut Streaming, state: &mut CallState) -> Result<bool, Status> {
+    let mut news = false;
+    let mut drained = false;
+    while state.inbox_bytes < st.inbox_limit {
+        match st.decoder.next_message()? {
+            Some(message) => {
+                let (wire_len, compressed) =
+                    (st.decoder.last_wire_len(), st.decoder.last_was_compressed());
+                state.push_message(message, wire_len, compressed);
+                news = true;
+            }
+            None => {
+                drained = true;
+                break;
+            }
+        }
+    }
+    if st.end_seen && drained && !state.remote_done {
+        st.decoder.finish()?;
+        state.remote_done = true;
+        news = true;
+    }
+    Ok(news)
+}
+
 /// The refusal of a call that would take the connection past its
 /// `max_buffered_request_bytes`.
 fn over_limit(limit: usize) -> Status {
@@ -1100,7 +1138,8 @@ fn settle_credit(
     let taken = std::mem::take(&mut state.taken).min(st.buffered);
     st.buffered -= taken;
     *conn_buffered -= taken;
-    let release = if state.inbox.is_empty() {
+    // Messages waiting compressed in the decoder keep their credit held too.
+    let release = if state.inbox_is_empty() && !st.decoder.has_message() {
         state.held
     } else {
         state.held.min(taken)

@@ -237,7 +237,7 @@ impl IoLoop {
                 }
                 Ok(ToIo::Poke { conn, stream }) => {
                     if let Some(c) = self.conns.get_mut(&conn) {
-                        c.poke(stream);
+                        c.poke(stream, &mut self.dispatch);
                         touched.push(conn);
                     }
                 }
