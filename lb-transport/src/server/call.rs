@@ -44,6 +44,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+use lb_core::transport::SendFlags;
 use lb_core::{Code, Metadata, Status};
 use mio::Token;
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -402,6 +403,29 @@ impl ServerCall {
     /// The call was cancelled, or its deadline passed while waiting for room; or
     /// the message is 4 GiB or larger (INTERNAL), which gRPC cannot carry.
     pub fn send(&mut self, message: &[u8]) -> Result<(), Status> {
+        self.send_with(message, SendFlags::default())
+    }
+
+    /// [`send`](Self::send) with per-message flags: with
+    /// [`SendFlags::uncompressed`] this message goes uncompressed (flag 0) even
+    /// when the call's responses are compressed.
+    ///
+    /// ```
+    /// use lb_core::Status;
+    /// use lb_core::transport::SendFlags;
+    /// use lb_transport::grpc::compression::Encoding;
+    /// use lb_transport::server::ServerCall;
+    /// fn handler(call: &mut ServerCall) -> Result<(), Status> {
+    ///     call.set_compression(Encoding::Gzip);
+    ///     call.send(b"compressed if the client accepts gzip")?;
+    ///     call.send_with(b"\x89PNG already compressed", SendFlags::uncompressed())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn send_with(&mut self, message: &[u8], flags: SendFlags) -> Result<(), Status> {
         if u32::try_from(message.len()).is_err() {
             return Err(Status::internal(
                 "response message is larger than gRPC allows",
@@ -409,7 +433,12 @@ impl ServerCall {
         }
         // Compressed on the handler's thread, not on the I/O thread.
         let mut wire = Vec::new();
-        message::encode_with(self.encoding, message, &mut wire);
+        let encoding = if flags.no_compress {
+            Encoding::Identity
+        } else {
+            self.encoding
+        };
+        message::encode_with(encoding, message, &mut wire);
         let len = wire.len();
         let mut state = self.shared.lock();
         loop {
@@ -618,6 +647,26 @@ mod tests {
             poker,
         );
         (call, shared, rx, poll)
+    }
+
+    #[test]
+    fn a_message_sent_uncompressed_is_flagged_0_on_a_compressed_call() {
+        let (mut call, shared, _pokes, _poll) = call(None);
+        call.negotiate(b"gzip".to_vec(), Some(Encoding::Gzip));
+        call.send(&[3; 500]).unwrap();
+        call.send_with(&[3; 500], SendFlags::uncompressed())
+            .unwrap();
+        let state = shared.lock();
+        let flags: Vec<(u8, usize)> = (state.outbound.iter())
+            .filter_map(|o| match o {
+                Out::Message(wire) => Some((wire[0], wire.len())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(flags.len(), 2);
+        assert_eq!(flags[0].0, 1, "compressed");
+        assert!(flags[0].1 < 100, "{flags:?}");
+        assert_eq!(flags[1], (0, 505), "uncompressed, prefix and all");
     }
 
     #[test]
