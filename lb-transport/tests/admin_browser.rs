@@ -119,9 +119,13 @@ fn run_chromium(bin: &Path, url: &str, extra: &[String]) -> String {
     out
 }
 
-/// The page's DOM after its script ran (and fetched the data a few times).
-fn dump_dom(bin: &Path, url: &str) -> String {
+/// The page's DOM after its script ran (and fetched the data a few times), also
+/// saved as `name` under the target directory.
+fn dump_dom(bin: &Path, url: &str, name: &str) -> String {
     let dom = run_chromium(bin, url, &["--dump-dom".into()]);
+    let path = work_dir().join(name);
+    fs::write(&path, &dom).unwrap();
+    println!("admin page DOM: {}", path.display());
     assert!(dom.contains("<html"), "a DOM: {dom}");
     dom
 }
@@ -149,9 +153,10 @@ fn screenshot(bin: &Path, url: &str, name: &str) -> PathBuf {
     path
 }
 
-/// The attributes of every element with `data-node`, `data-row`, `data-table` or
-/// `data-status` in `dom` (Chromium's serialization: double-quoted values with
-/// `&amp;`, `&quot;`, `&lt;`, `&gt;` escaped), plus the text right after the tag.
+/// The attributes of every element with `data-node`, `data-row`, `data-table`,
+/// `data-status`, `data-refreshes`, `data-field` or `data-socket-id` in `dom`
+/// (Chromium's serialization: double-quoted values with `&amp;`, `&quot;`, `&lt;`,
+/// `&gt;` escaped), plus the text right after the tag.
 fn elements(dom: &str) -> Vec<HashMap<String, String>> {
     let mut out = Vec::new();
     let mut rest = dom;
@@ -189,6 +194,7 @@ fn elements(dom: &str) -> Vec<HashMap<String, String>> {
             "data-status",
             "data-refreshes",
             "data-field",
+            "data-socket-id",
         ]
         .iter()
         .any(|k| attrs.contains_key(*k))
@@ -197,6 +203,27 @@ fn elements(dom: &str) -> Vec<HashMap<String, String>> {
         }
     }
     out
+}
+
+/// The part of `dom` that draws the channel `target` (its card, up to the next
+/// channel's card or the servers), so that tests running at once, whose channels
+/// the page also shows, do not see each other's.
+fn channel_part<'a>(dom: &'a str, target: &str) -> &'a str {
+    let attr = format!(r#"data-target="{target}""#);
+    let at = dom
+        .find(&attr)
+        .unwrap_or_else(|| panic!("the channel {target} is drawn: {dom}"));
+    let start = dom[..at].rfind("<section").unwrap();
+    let after = &dom[at..];
+    let end = [
+        after.find(r#"data-node="channel""#),
+        after.find(r#"id="servers""#),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .map_or(dom.len(), |e| at + after[..e].rfind('<').unwrap_or(e));
+    &dom[start..end]
 }
 
 fn find<'a>(
@@ -384,9 +411,10 @@ fn a_described_tree_is_drawn() {
         .collect();
 
     let admin = AdminServer::bind("127.0.0.1:0").unwrap();
-    let dom = dump_dom(&bin, &admin.url());
-    let els = elements(&dom);
-    check_loaded(&els, &dom);
+    let page = dump_dom(&bin, &admin.url(), "admin-fake.html");
+    check_loaded(&elements(&page), &page);
+    let dom = channel_part(&page, target);
+    let els = elements(dom);
 
     let card = find(&els, &[("data-node", "channel"), ("data-target", target)]);
     assert_eq!(card.len(), 1, "{dom}");
@@ -457,7 +485,7 @@ fn a_described_tree_is_drawn() {
         dom.contains("&lt;script&gt;alert(1)&lt;/script&gt; stays text"),
         "a description is text, not markup: {dom}"
     );
-    assert!(!dom.contains("<script>alert(1)"));
+    assert!(!page.contains("<script>alert(1)"));
 
     screenshot(&bin, &admin.url(), "admin-fake.png");
     admin.shutdown();
@@ -521,12 +549,22 @@ fn a_real_channel_over_h2_is_drawn() {
         thread::sleep(Duration::from_millis(10));
     }
 
+    // From here on, every check needs the channel integration of channelz: channels
+    // and subchannels registered with their counters and traces, policies'
+    // `describe`, the transport's sockets and the server's registration.
+    let (listed, _) = channelz::registry().list(Kind::TopChannel, 0, 1000);
+    assert!(
+        listed
+            .iter()
+            .any(|s| matches!(s, Snapshot::Channel(c) if c.target == target)),
+        "the channel is in channelz (channels register themselves once the channelz \
+         integration of lb-core is in)"
+    );
     let admin = AdminServer::bind("127.0.0.1:0").unwrap();
-    // Assertions from here on need channels, subchannels and policies that fill in
-    // channelz (registration, `describe`).
-    let dom = dump_dom(&bin, &admin.url());
-    let els = elements(&dom);
-    check_loaded(&els, &dom);
+    let page = dump_dom(&bin, &admin.url(), "admin.html");
+    check_loaded(&elements(&page), &page);
+    let dom = channel_part(&page, target);
+    let els = elements(dom);
     let card = find(&els, &[("data-node", "channel"), ("data-target", target)]);
     assert_eq!(card.len(), 1, "the channel is listed: {dom}");
     assert_eq!(attr(card[0], "data-state"), "READY", "{dom}");
@@ -583,10 +621,21 @@ fn a_real_channel_over_h2_is_drawn() {
         .iter()
         .map(|s| s["sockets"].as_array().map_or(0, Vec::len))
         .sum();
-    println!(
-        "channel {channel_id}: {} subchannels, {sockets} sockets",
-        v["subchannels"].as_array().unwrap().len()
+    let subchannels = v["subchannels"].as_array().unwrap().len();
+    println!("channel {channel_id}: {subchannels} subchannels, {sockets} sockets");
+    assert_eq!(subchannels, 3);
+    // Sockets need the transport to register its connections (and the pool to list
+    // them); servers, the server to register itself.
+    assert!(sockets >= 3, "a socket per READY subchannel: {json}");
+    assert!(
+        els.iter()
+            .filter(|e| e.contains_key("data-socket-id"))
+            .count()
+            >= 3,
+        "sockets drawn in the subchannel table: {dom}"
     );
+    let drawn_servers = find(&elements(&page), &[("data-node", "server")]).len();
+    assert!(drawn_servers >= 3, "our three servers are drawn: {page}");
 
     screenshot(&bin, &admin.url(), "admin.png");
     admin.shutdown();
