@@ -203,7 +203,17 @@ fn routes_serve_the_page_the_json_and_added_paths() {
     assert_eq!(metrics.text(), "# name=x\nup 1\n");
     admin.route("/metrics", |_| Reply::new("text/plain", "replaced"));
     assert_eq!(get(&admin, "/metrics").text(), "replaced");
-    admin.route("/panics", |_| panic!("a handler's bug"));
+    // A scrape function's (content type, body) pair is a 200 answer.
+    let scrape = || ("application/openmetrics-text", String::from("# EOF\n"));
+    admin.route("/scrape", move |_| scrape());
+    let scraped = get(&admin, "/scrape");
+    assert_eq!(scraped.status, 200);
+    assert_eq!(
+        scraped.header("content-type"),
+        Some("application/openmetrics-text")
+    );
+    assert_eq!(scraped.text(), "# EOF\n");
+    admin.route("/panics", |_| -> Reply { panic!("a handler's bug") });
     assert_eq!(get(&admin, "/panics").status, 500);
     assert_eq!(
         get(&admin, "/metrics").status,

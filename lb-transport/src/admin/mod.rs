@@ -205,7 +205,14 @@ impl Reply {
     }
 }
 
-/// What [`AdminServer::route`] takes: runs on the admin thread, so it should be
+impl<C: Into<String>, B: Into<Vec<u8>>> From<(C, B)> for Reply {
+    /// A 200 answer from a content type and a body.
+    fn from((content_type, body): (C, B)) -> Self {
+        Self::new(content_type, body)
+    }
+}
+
+/// What [`AdminServer::route`] keeps: runs on the admin thread, so it should be
 /// quick (everything else waits meanwhile) and must not block for long.
 pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
@@ -295,14 +302,24 @@ impl AdminServer {
     /// `path` had. The path is matched exactly, without the query. Takes effect for
     /// the next request; callable from any thread.
     ///
+    /// The handler returns a [`Reply`], or a `(content type, body)` pair for a 200
+    /// answer, which is what a metrics exporter's scrape function gives:
+    ///
+    /// ```
+    /// # let admin = lb_transport::admin::AdminServer::bind("127.0.0.1:0")?;
+    /// let scrape = || ("text/plain; version=0.0.4", String::from("up 1\n"));
+    /// admin.route("/metrics", move |_req| scrape());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
     /// # Panics
     ///
     /// If `path` does not start with `/`, or is one of the page's own paths (`/`,
     /// `/index.html`, `/api/channels`, `/api/channel/…`).
-    pub fn route(
+    pub fn route<R: Into<Reply>>(
         &self,
         path: &str,
-        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+        handler: impl Fn(&Request) -> R + Send + Sync + 'static,
     ) -> &Self {
         assert!(
             path.starts_with('/'),
@@ -312,10 +329,10 @@ impl AdminServer {
             !OWN_PATHS.contains(&path) && !path.starts_with(CHANNEL_PREFIX),
             "{path} is the admin page's own"
         );
-        self.shared
-            .routes
-            .write()
-            .insert(path.to_owned(), Arc::new(handler));
+        self.shared.routes.write().insert(
+            path.to_owned(),
+            Arc::new(move |r: &Request| handler(r).into()),
+        );
         self
     }
 
