@@ -15,7 +15,7 @@
 //! trace      { created, events_logged, events: [{ at, severity, description, child }] }
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lb_core::channelz::{
     self, CallCounts, ChannelSnapshot, Kind, PolicyView, ServerSnapshot, Severity, Snapshot,
@@ -27,8 +27,31 @@ use serde_json::{Value, json};
 /// level down).
 const MAX_NESTING: usize = 3;
 
+/// How long one answer waits for policy trees: at most `each` per channel and
+/// `total` in all; channels asked after that show no tree (`"policy": null`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Waits {
+    each: Duration,
+    until: Instant,
+}
+
+impl Waits {
+    pub(crate) fn new(each: Duration, total: Duration) -> Self {
+        Self {
+            each,
+            until: Instant::now() + total,
+        }
+    }
+
+    /// The wait for the next channel; `None` once the total is spent.
+    fn next(&self) -> Option<Duration> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then(|| self.each.min(left))
+    }
+}
+
 /// Every top channel (at most `max`) and server.
-pub(crate) fn overview(max: usize, wait: Duration) -> Value {
+pub(crate) fn overview(max: usize, wait: Waits) -> Value {
     let (channels, last) = channelz::registry().list(Kind::TopChannel, 0, max);
     let (servers, _) = channelz::registry().list(Kind::Server, 0, max);
     json!({
@@ -52,7 +75,7 @@ pub(crate) fn overview(max: usize, wait: Duration) -> Value {
 }
 
 /// Channel `id` (top or nested), if there is one.
-pub(crate) fn channel_by_id(id: u64, max: usize, wait: Duration) -> Option<Value> {
+pub(crate) fn channel_by_id(id: u64, max: usize, wait: Waits) -> Option<Value> {
     let kind = channelz::registry().kind(id)?;
     if !matches!(kind, Kind::TopChannel | Kind::NestedChannel) {
         return None;
@@ -67,8 +90,10 @@ pub(crate) fn channel_by_id(id: u64, max: usize, wait: Duration) -> Option<Value
     }
 }
 
-fn channel(c: &ChannelSnapshot, kind: Kind, max: usize, wait: Duration, depth: usize) -> Value {
-    let policy = channelz::registry().policy(c.id, wait);
+fn channel(c: &ChannelSnapshot, kind: Kind, max: usize, wait: Waits, depth: usize) -> Value {
+    let policy = wait
+        .next()
+        .and_then(|wait| channelz::registry().policy(c.id, wait));
     let subchannels: Vec<Value> = c
         .subchannels
         .iter()

@@ -19,7 +19,8 @@
 //!  browser, curl ──TCP──> "lb-admin" (one mio loop: listener + every connection)
 //!                           parse the head (httparse) ─> answer on this thread
 //!                           (channelz snapshots; each policy tree waits at most
-//!                           AdminConfig::policy_wait for its channel's serializer)
+//!                           AdminConfig::policy_wait for its channel's serializer,
+//!                           all of them at most AdminConfig::policy_budget)
 //! ```
 //!
 //! One thread, no queue: requests are answered in the order they arrive, one at a
@@ -33,6 +34,9 @@
 //! | [`read_timeout`](AdminConfig::read_timeout): a whole request head, from the accept or the previous answer | 10 s | close |
 //! | [`write_timeout`](AdminConfig::write_timeout): between two writes of an answer | 10 s | close |
 //! | [`max_requests_per_connection`](AdminConfig::max_requests_per_connection) (keep-alive) | 100 | `connection: close` on the last answer |
+//! | [`policy_wait`](AdminConfig::policy_wait): one channel's policy tree | 500 ms | that channel shows no tree |
+//! | [`policy_budget`](AdminConfig::policy_budget): all policy trees of one answer | 2 s | the channels left show no tree |
+//! | [`max_channels`](AdminConfig::max_channels): channels and servers listed, subchannels and sockets per entity | 100 | not listed (the JSON says how many more) |
 //!
 //! Only `GET` and `HEAD` are served (others get 405); a request with a body gets
 //! 400 and the connection closes, since bodies are never read. Unknown paths get
@@ -106,8 +110,12 @@ pub struct AdminConfig {
     pub write_timeout: Duration,
     /// Requests one connection may carry.
     pub max_requests_per_connection: usize,
-    /// How long the JSON answers wait for one channel's policy tree.
+    /// How long the JSON answers wait for one channel's policy tree (asked of the
+    /// channel's serializer).
     pub policy_wait: Duration,
+    /// How long one JSON answer waits for policy trees in all; channels asked
+    /// after that show none.
+    pub policy_budget: Duration,
     /// Top channels listed by `/api/channels` (and servers, and subchannels per
     /// channel, and sockets per subchannel or server).
     pub max_channels: usize,
@@ -122,6 +130,7 @@ impl Default for AdminConfig {
             write_timeout: Duration::from_secs(10),
             max_requests_per_connection: 100,
             policy_wait: Duration::from_millis(500),
+            policy_budget: Duration::from_secs(2),
             max_channels: 100,
         }
     }
@@ -388,14 +397,14 @@ pub(crate) fn answer(shared: &Shared, request: &Request, has_body: bool) -> Repl
     match path {
         "/" | "/index.html" => return Reply::new("text/html; charset=utf-8", PAGE),
         "/api/channels" => {
-            let value = json::overview(config.max_channels, config.policy_wait);
+            let value = json::overview(config.max_channels, waits(config));
             return json_reply(&value);
         }
         _ => {}
     }
     if let Some(id) = path.strip_prefix(CHANNEL_PREFIX) {
         return match id.parse::<u64>() {
-            Ok(id) => match json::channel_by_id(id, config.max_channels, config.policy_wait) {
+            Ok(id) => match json::channel_by_id(id, config.max_channels, waits(config)) {
                 Some(value) => json_reply(&value),
                 None => Reply::text(404, &format!("no channel {id}")),
             },
@@ -413,6 +422,10 @@ pub(crate) fn answer(shared: &Shared, request: &Request, has_body: bool) -> Repl
         },
         None => Reply::text(404, &format!("nothing at {path}")),
     }
+}
+
+fn waits(config: &AdminConfig) -> json::Waits {
+    json::Waits::new(config.policy_wait, config.policy_budget)
 }
 
 fn json_reply(value: &serde_json::Value) -> Reply {

@@ -20,6 +20,10 @@ fn shared() -> Shared {
     }
 }
 
+fn waits() -> json::Waits {
+    json::Waits::new(Duration::from_secs(1), Duration::from_secs(1))
+}
+
 fn get(path: &str) -> Request {
     Request {
         method: "GET".into(),
@@ -248,7 +252,7 @@ fn a_channel_with_a_policy_tree_as_json() {
     let _reg_c =
         channelz::registry().register(ch_id, Kind::TopChannel, Arc::downgrade(&channel) as _);
 
-    let v = json::channel_by_id(ch_id, 100, Duration::ZERO).expect("registered");
+    let v = json::channel_by_id(ch_id, 100, waits()).expect("registered");
     assert_eq!(v["target"], "dns:///unit.example");
     assert_eq!(v["kind"], "top");
     assert_eq!(v["state"], "READY");
@@ -277,11 +281,63 @@ fn a_channel_with_a_policy_tree_as_json() {
         serde_json::json!({"kind": "subchannel", "id": sc_id})
     );
 
-    let all = json::overview(1000, Duration::ZERO);
+    let all = json::overview(1000, waits());
     let listed = all["channels"].as_array().unwrap();
     assert!(listed.iter().any(|c| c["id"] == ch_id), "{all}");
     assert!(
-        json::channel_by_id(sc_id, 100, Duration::ZERO).is_none(),
+        json::channel_by_id(sc_id, 100, waits()).is_none(),
         "a subchannel is no channel"
     );
+}
+
+/// A channel that records the waits it is asked with.
+struct Recording(ChannelSnapshot, parking_lot::Mutex<Vec<Duration>>);
+
+impl Entity for Recording {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::Channel(self.0.clone())
+    }
+    fn policy(&self, wait: Duration) -> Option<PolicyView> {
+        self.1.lock().push(wait);
+        Some(PolicyView {
+            policy: "pick_first".into(),
+            ..PolicyView::default()
+        })
+    }
+}
+
+#[test]
+fn policy_waits_are_bounded_each_and_in_all() {
+    let id = channelz::next_id();
+    let channel = Arc::new(Recording(
+        ChannelSnapshot {
+            id,
+            target: "dns:///waits.example".into(),
+            state: ConnectivityState::Idle,
+            calls: CallCounts::default(),
+            trace: TraceSnapshot::default(),
+            subchannels: vec![],
+            channels: vec![],
+        },
+        parking_lot::Mutex::new(Vec::new()),
+    ));
+    let _reg = channelz::registry().register(id, Kind::TopChannel, Arc::downgrade(&channel) as _);
+
+    let each = Duration::from_millis(300);
+    let v = json::channel_by_id(id, 10, json::Waits::new(each, Duration::from_secs(60))).unwrap();
+    assert_eq!(v["policy"]["policy"], "pick_first");
+    assert_eq!(
+        *channel.1.lock(),
+        [each],
+        "each channel waits at most `each`"
+    );
+
+    let v = json::channel_by_id(id, 10, json::Waits::new(each, Duration::ZERO)).unwrap();
+    assert_eq!(
+        v["policy"],
+        serde_json::Value::Null,
+        "no budget left: no tree"
+    );
+    assert_eq!(channel.1.lock().len(), 1, "and the channel is not asked");
+    assert_eq!(v["target"], "dns:///waits.example", "the rest is there");
 }
