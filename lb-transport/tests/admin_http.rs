@@ -286,6 +286,32 @@ fn bad_requests_get_short_answers() {
     );
     assert!(closed(&mut conn));
 
+    // A client that goes on sending after the 431 gets it and then an orderly
+    // end: the server reads and drops the rest for a while rather than closing
+    // with bytes unread, which resets the connection (and a reset can destroy the
+    // answer before some clients read it).
+    let mut conn = connect(&admin);
+    let mut sent = 0;
+    for _ in 0..8 {
+        match conn.get_mut().write(&[b'a'; 4096]) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(sent > 8 * 1024, "{sent}");
+    thread::sleep(Duration::from_millis(50));
+    let answer = read_answer(&mut conn, false);
+    assert_eq!(answer.status, 431);
+    // More after the answer, still read and dropped by the server.
+    conn.get_mut().write_all(&[b'b'; 4096]).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let mut rest = Vec::new();
+    let end = conn.read_to_end(&mut rest);
+    assert!(
+        matches!(end, Ok(0)),
+        "EOF, not a reset: {end:?} after {sent} bytes"
+    );
+
     let many: String = (0..40).map(|i| format!("x-h{i}: v\r\n")).collect();
     let too_many = request(&admin, &format!("GET / HTTP/1.1\r\n{many}\r\n"));
     assert_eq!(too_many.status, 431);

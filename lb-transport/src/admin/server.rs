@@ -24,6 +24,13 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// The bytes one `read` call takes at most.
 const READ_CHUNK: usize = 4096;
 
+/// After the last answer of a connection, how long and how much of what the client
+/// still sends is read and dropped before the socket closes (closing with unread
+/// bytes resets the connection, and a reset can destroy the answer before the
+/// client reads it: a 431 to a client still sending its head, say).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+
 struct Conn {
     stream: TcpStream,
     /// Received bytes not yet parsed: at most `max_head_bytes`.
@@ -41,6 +48,9 @@ struct Conn {
     deadline: Instant,
     /// The peer closed its side.
     eof: bool,
+    /// The last answer is out and our side is shut: reading and dropping what
+    /// comes until EOF, [`LINGER_BYTES`] or the deadline.
+    lingering: Option<usize>,
 }
 
 /// The loop: runs until `stop` is set (and the waker poked).
@@ -161,6 +171,7 @@ fn accept(
                 served: 0,
                 deadline: Instant::now() + config.read_timeout,
                 eof: false,
+                lingering: None,
             },
         );
         // Data may already be there; edge-triggered events for it may have come
@@ -181,6 +192,18 @@ fn close(poll: &mut Poll, conn: Option<Conn>) {
 fn drive(conn: &mut Conn, shared: &Shared, now: Instant) -> bool {
     let config = &shared.config;
     loop {
+        if let Some(dropped) = &mut conn.lingering {
+            let mut chunk = [0u8; READ_CHUNK];
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(n) if *dropped + n >= LINGER_BYTES => return false,
+                Ok(n) => *dropped += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+            continue;
+        }
         if conn.written < conn.out.len() {
             match conn.stream.write(&conn.out[conn.written..]) {
                 Ok(0) => return false,
@@ -198,8 +221,12 @@ fn drive(conn: &mut Conn, shared: &Shared, now: Instant) -> bool {
             conn.out = Vec::new();
             conn.written = 0;
             if conn.close_after_write {
-                let _ = conn.stream.flush();
-                return false;
+                if conn.eof || conn.stream.shutdown(Shutdown::Write).is_err() {
+                    return false;
+                }
+                conn.lingering = Some(0);
+                conn.deadline = now + LINGER_TIME;
+                continue;
             }
             conn.deadline = now + config.read_timeout;
         }
