@@ -39,7 +39,10 @@
 //! | [`max_channels`](AdminConfig::max_channels): channels and servers listed, subchannels and sockets per entity | 100 | not listed (the JSON says how many more) |
 //!
 //! Only `GET` and `HEAD` are served (others get 405); a request with a body gets
-//! 400 and the connection closes, since bodies are never read. Unknown paths get
+//! 400 and the connection closes, since bodies are never read. A connection that
+//! closes after an answer lingers: the server shuts its side and reads and drops
+//! what the client still sends for up to 1 s or 64 KiB, so that the answer is not
+//! lost to a reset. Unknown paths get
 //! 404. A handler that panics answers 500. Every answer is sent with
 //! `cache-control: no-store` and a content security policy that lets the page
 //! load nothing from other origins.
