@@ -225,7 +225,8 @@ impl<C: Into<String>, B: Into<Vec<u8>>> From<(C, B)> for Reply {
 }
 
 /// What [`AdminServer::route`] keeps: runs on the admin thread, so it should be
-/// quick (everything else waits meanwhile) and must not block for long.
+/// quick (everything else waits meanwhile), must not block for long, and must not
+/// shut its own server down (that joins the thread it runs on).
 pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
 /// What the thread shares with the handle.
