@@ -7,8 +7,10 @@
 //!   scripts in `xtask/peers/` and `lb-transport/examples-stubs/peers/`. A stamp
 //!   file holding the requirements (and the base interpreter's version) makes a
 //!   second run skip pip.
-//! - nghttp2's `nghttpd`, `nghttp` and `h2load`, and the `openssl` command line
-//!   (test certificates), installed with apt-get when missing from `PATH`.
+//! - nghttp2's `nghttpd`, `nghttp` and `h2load`, the `openssl` command line
+//!   (test certificates) and `chromium` (the admin page's headless browser test,
+//!   `lb-transport/tests/admin_browser.rs`), installed with apt-get when missing
+//!   from `PATH`.
 //!
 //! [`ensure`] installs what is missing and prints what it found, with versions;
 //! [`test_env`] is the environment that tells `lb-testkit`'s peer harness where
@@ -27,6 +29,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("nghttp", "nghttp2-client"),
     ("h2load", "nghttp2-client"),
     ("openssl", "openssl"),
+    ("chromium", "chromium"),
 ];
 
 /// The limit for one package manager command (`apt-get update`, an install, pip).
@@ -161,7 +164,8 @@ fn ensure_tools() -> Result<(), String> {
     Ok(())
 }
 
-/// The one-line version of a tool (`nghttpd nghttp2/1.52.0`, `OpenSSL 3.0.x …`).
+/// The one-line version of a tool (`nghttpd nghttp2/1.52.0`, `OpenSSL 3.0.x …`,
+/// `Chromium 120.0…`).
 fn tool_version(tool: &str, path: &Path) -> Result<String, String> {
     let flag = if tool == "openssl" {
         "version"
