@@ -163,12 +163,17 @@ pub struct LbPolicyOptions {
     pub random: SharedRandom,
     /// The registry, for policies that build or re-parse child policies.
     pub registry: Arc<LbPolicyRegistry>,
+    /// The channel the policy runs in, for channelz and log messages: channels the
+    /// policy builds join it as nested channels. `ChannelRef::default()` outside a
+    /// channel.
+    pub channelz: crate::channelz::ChannelRef,
 }
 
 impl fmt::Debug for LbPolicyOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LbPolicyOptions")
             .field("authority", &self.authority)
+            .field("channelz", &self.channelz)
             .finish_non_exhaustive()
     }
 }

@@ -476,6 +476,7 @@ impl CallListener for AttemptListener {
     }
 
     fn on_close(&self, outcome: CallOutcome) {
+        self.held.channelz().calls.finished(outcome.status.is_ok());
         let mut losers = Vec::new();
         let status = {
             let mut ev = self.call.events.lock();
@@ -806,6 +807,11 @@ impl CallInner {
             // The next hedge is due `hedgingDelay` after this attempt started
             // (read before the server can see it).
             let opened_at = shared.clock.now();
+            listener
+                .held
+                .channelz()
+                .calls
+                .started(shared.channelz.wall(opened_at));
             let stream = connection.open_stream(head, listener);
             if hedging.is_some() {
                 let joined = {
@@ -902,6 +908,13 @@ impl CallInner {
                 && sending.retries < MAX_TRANSPARENT_RETRIES
                 && !closed;
             let next = if transparent {
+                log::debug!(
+                    "channel {}: {}: transparent retry {} after {}",
+                    shared.channelz.target,
+                    self.method,
+                    sending.retries + 1,
+                    outcome.status
+                );
                 sending.retries += 1;
                 shared
                     .retries
@@ -912,7 +925,16 @@ impl CallInner {
                 Ok(())
             } else if !outcome.status.is_ok() && !committed && !closed {
                 match self.retry_decision(&mut sending, &outcome.status) {
-                    Decision::RetryAfter(delay) => self.back_off(delay, &outcome.status),
+                    Decision::RetryAfter(delay) => {
+                        log::debug!(
+                            "channel {}: {}: retry {} in {delay:?} after {}",
+                            shared.channelz.target,
+                            self.method,
+                            sending.retry.retries,
+                            outcome.status
+                        );
+                        self.back_off(delay, &outcome.status)
+                    }
                     Decision::Final | Decision::Throttled => {
                         return Some(self.settle(&mut sending, outcome));
                     }
@@ -992,6 +1014,12 @@ impl CallInner {
                     }
                     sending.hedges_stopped = true;
                 } else if sending.hedges > started {
+                    log::debug!(
+                        "channel {}: {}: hedged attempt {} started",
+                        shared.channelz.target,
+                        self.method,
+                        sending.hedges
+                    );
                     shared.retries.hedges.fetch_add(1, Ordering::Relaxed);
                 }
                 continue;
@@ -1488,6 +1516,8 @@ impl Drop for CallInner {
         // handle: let go of the handles, so that the cycle breaks and both are
         // freed once the transport is done with the stream.
         let mut ev = self.state.events.lock();
+        let ok = ev.outcome.as_ref().is_some_and(|o| o.status.is_ok());
+        self.shared().channelz.calls.finished(ok);
         ev.stream = closed_stream();
         if let Some(hedge) = ev.hedge.as_mut() {
             hedge.live.clear();
@@ -1569,6 +1599,7 @@ impl Call {
             )));
         }
         let start = shared.clock.now();
+        shared.channelz.calls.started(shared.channelz.wall(start));
         let own = PlanInput {
             start,
             own_deadline: earlier(options.deadline, options.timeout.map(|t| start + t)),

@@ -399,6 +399,7 @@ impl Harness {
             authority: "test.example.com".into(),
             random: SharedRandom::new(SplitMix64::seeded(7)),
             registry: registry.clone(),
+            channelz: Default::default(),
         };
         let policy = rls.build(options);
         Self {
