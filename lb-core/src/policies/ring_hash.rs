@@ -587,6 +587,36 @@ impl LbPolicy for RingHash {
     fn close(&mut self) {
         self.close_all();
     }
+
+    fn describe(&self, view: &mut crate::channelz::PolicyView) {
+        view.config = Some(format!("{:?}", self.config));
+        view.detail("ring size", self.ring.hashes.len());
+        view.detail("endpoints", self.entries.len());
+        if let Some(error) = &self.resolver_error {
+            view.detail("resolver error", error);
+        }
+        let total = self.ring.hashes.len().max(1);
+        view.subchannels = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let owned = self
+                    .ring
+                    .owners
+                    .iter()
+                    .filter(|&&o| o as usize == i)
+                    .count();
+                let mut sc = crate::channelz::SubchannelView::of(&e.subchannel, e.state)
+                    .with("weight", e.weight)
+                    .with("ring share", format_args!("{owned} of {total}"));
+                if let Some(error) = &e.last_error {
+                    sc = sc.with("last error", error);
+                }
+                sc
+            })
+            .collect();
+    }
 }
 
 /// An endpoint as one picker sees it.
