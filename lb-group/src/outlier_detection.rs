@@ -1113,7 +1113,7 @@ impl LbPolicy for OutlierDetection {
 /// Marks the subchannels of `ejected` addresses anywhere in `view`'s tree.
 fn mark_ejected(view: &mut PolicyView, ejected: &[String]) {
     for sc in &mut view.subchannels {
-        if ejected.iter().any(|a| sc.address == *a) {
+        if ejected.contains(&sc.address) {
             sc.details.push(("ejected".into(), "true".into()));
         }
     }
