@@ -11,10 +11,11 @@
 //! ```
 //!
 //! Every event that goes to a trace is logged by the same call ([`ChannelData::event`],
-//! [`SubchannelData::event`]): `log` level from the severity (info, warn, error),
-//! the log target given by the caller (its module path), and a message that starts
-//! with the channel's target. Calls count with relaxed atomics only: two increments
-//! and a store per call and per subchannel it is picked onto.
+//! [`SubchannelData::event`]): the `log` level from the severity (info, warn, error;
+//! a subchannel's state changes are info even when the trace marks a failure as a
+//! warning), the log target given by the caller (its module path), and a message
+//! that starts with the channel's id and target. Calls count with relaxed atomics
+//! only: two increments and a store per call and per subchannel it is picked onto.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -212,13 +213,19 @@ impl SubchannelData {
         }
     }
 
-    /// Records an event in this subchannel's trace and logs it (as
+    /// Records an event in this subchannel's trace and logs it at `level` (as
     /// [`ChannelData::event`] does, naming the subchannel).
-    pub(crate) fn event(&self, module: &str, severity: Severity, description: impl fmt::Display) {
+    pub(crate) fn event(
+        &self,
+        module: &str,
+        level: log::Level,
+        severity: Severity,
+        description: impl fmt::Display,
+    ) {
         let description = description.to_string();
         log::log!(
             target: module,
-            level(severity),
+            level,
             "channel {} ({}): subchannel {} ({}): {description}",
             self.channel.id,
             self.channel.target,
@@ -233,18 +240,22 @@ impl SubchannelData {
         });
     }
 
-    /// The subchannel's state changed (as its policy is shown it).
+    /// The subchannel's state changed (as its policy is shown it). Logged at info
+    /// like every state change; a failure is a warning in the trace.
     pub(crate) fn set_state(&self, state: ConnectivityState, error: Option<&crate::Status>) {
         let old = std::mem::replace(&mut *self.state.lock(), state);
+        let info = log::Level::Info;
         match error {
             Some(error) => self.event(
                 module_path!(),
+                info,
                 Severity::Warning,
                 format_args!("{old} -> {state}: {error}"),
             ),
             None if old != state => {
                 self.event(
                     module_path!(),
+                    info,
                     Severity::Info,
                     format_args!("{old} -> {state}"),
                 );
