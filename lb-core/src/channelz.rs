@@ -312,12 +312,32 @@ impl fmt::Debug for Registry {
 pub struct WallAnchor {
     instant: Instant,
     system: SystemTime,
+    /// `system` in nanoseconds since the Unix epoch (0 before it).
+    system_nanos: u64,
 }
 
 impl WallAnchor {
     /// `instant` on the channel's clock is `system` on the wall clock.
     pub fn new(instant: Instant, system: SystemTime) -> Self {
-        Self { instant, system }
+        Self {
+            instant,
+            system,
+            system_nanos: nanos_since_epoch(system),
+        }
+    }
+
+    /// The wall-clock time of `now` in nanoseconds since the Unix epoch, for
+    /// [`CallCounters::started_at_nanos`]: one subtraction of instants, where
+    /// [`WallAnchor::wall`] and [`CallCounters::started`] take three. Never 0.
+    #[inline]
+    pub fn wall_nanos(&self, now: Instant) -> u64 {
+        match now.checked_duration_since(self.instant) {
+            Some(after) => {
+                let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+                self.system_nanos.saturating_add(after).max(1)
+            }
+            None => nanos_since_epoch(self.wall(now)),
+        }
     }
 
     /// The wall-clock time of `now`.
@@ -344,10 +364,14 @@ impl CallCounters {
     /// A call started at `at`.
     #[inline]
     pub fn started(&self, at: SystemTime) {
+        self.started_at_nanos(nanos_since_epoch(at));
+    }
+
+    /// A call started `nanos` nanoseconds after the Unix epoch (from
+    /// [`WallAnchor::wall_nanos`]; 0 reads as "never").
+    #[inline]
+    pub fn started_at_nanos(&self, nanos: u64) {
         self.started.fetch_add(1, Ordering::Relaxed);
-        let nanos = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos().clamp(1, u128::from(u64::MAX)) as u64);
         self.last_started.store(nanos, Ordering::Relaxed);
     }
 
@@ -371,6 +395,12 @@ impl CallCounters {
             last_started: (nanos != 0).then(|| UNIX_EPOCH + Duration::from_nanos(nanos)),
         }
     }
+}
+
+/// `at` in nanoseconds since the Unix epoch, at least 1 (0 means "never").
+fn nanos_since_epoch(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos().clamp(1, u128::from(u64::MAX)) as u64)
 }
 
 /// A copy of [`CallCounters`].
@@ -750,5 +780,13 @@ mod tests {
         let got = c.get();
         assert_eq!((got.started, got.succeeded, got.failed), (1, 0, 1));
         assert_eq!(got.last_started, Some(at));
+        let later = now + Duration::from_millis(1500);
+        c.started_at_nanos(anchor.wall_nanos(later));
+        assert_eq!(c.get().last_started, Some(anchor.wall(later)));
+        assert_eq!(
+            anchor.wall_nanos(now - Duration::from_secs(1)),
+            99_000_000_000,
+            "before the anchor too"
+        );
     }
 }

@@ -811,7 +811,7 @@ impl CallInner {
                 .held
                 .channelz()
                 .calls
-                .started(shared.channelz.wall(opened_at));
+                .started_at_nanos(shared.channelz.wall_nanos(opened_at));
             let stream = connection.open_stream(head, listener);
             if hedging.is_some() {
                 let joined = {
@@ -1599,7 +1599,10 @@ impl Call {
             )));
         }
         let start = shared.clock.now();
-        shared.channelz.calls.started(shared.channelz.wall(start));
+        shared
+            .channelz
+            .calls
+            .started_at_nanos(shared.channelz.wall_nanos(start));
         let own = PlanInput {
             start,
             own_deadline: earlier(options.deadline, options.timeout.map(|t| start + t)),

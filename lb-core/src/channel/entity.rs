@@ -76,10 +76,11 @@ impl ChannelData {
         }
     }
 
-    /// The wall-clock time of `now` on the channel's clock.
+    /// The wall-clock time of `now` on the channel's clock, in nanoseconds since
+    /// the Unix epoch (the cheap form call counters take).
     #[inline]
-    pub(crate) fn wall(&self, now: Instant) -> SystemTime {
-        self.anchor.wall(now)
+    pub(crate) fn wall_nanos(&self, now: Instant) -> u64 {
+        self.anchor.wall_nanos(now)
     }
 
     /// The wall-clock time of the channel's clock now.
