@@ -339,3 +339,61 @@ fn state_changes_and_resolver_results_are_logged_with_the_target() {
     });
     assert!(warned);
 }
+
+/// The in-memory transport with a socket id on each connection, as lb-transport's
+/// registers its sockets.
+struct Socketed(lb_testkit::InMemoryTransport);
+
+struct SocketedConnection(std::sync::Arc<dyn lb_core::Connection>, u64);
+
+impl lb_core::Connection for SocketedConnection {
+    fn open_stream(
+        &self,
+        head: lb_core::transport::CallHead,
+        listener: std::sync::Arc<dyn lb_core::transport::CallListener>,
+    ) -> std::sync::Arc<dyn lb_core::transport::CallStream> {
+        self.0.open_stream(head, listener)
+    }
+    fn close(&self) {
+        self.0.close();
+    }
+    fn socket_id(&self) -> Option<u64> {
+        Some(self.1)
+    }
+}
+
+impl lb_core::Transport for Socketed {
+    fn connect(
+        &self,
+        address: &lb_core::Address,
+        options: &lb_core::transport::ConnectOptions,
+        events: lb_core::transport::ConnectionEvents,
+    ) -> Result<std::sync::Arc<dyn lb_core::Connection>, Status> {
+        let inner = self.0.connect(address, options, events)?;
+        Ok(std::sync::Arc::new(SocketedConnection(
+            inner,
+            1_000_000 + channelz::next_id(),
+        )))
+    }
+}
+
+#[test]
+fn a_subchannel_lists_the_socket_of_its_connection() {
+    let env = Env::new();
+    env.transport.serve_address("a:1");
+    let channel = env
+        .builder("passthrough:///a:1")
+        .transport(std::sync::Arc::new(Socketed(env.transport.clone())))
+        .build()
+        .unwrap();
+    who(&channel).unwrap();
+    let snap = channel_snapshot(channel.channelz_id());
+    let sc = subchannel_snapshot(snap.subchannels[0]);
+    assert_eq!(sc.sockets.len(), 1, "{sc:#?}");
+    assert!(sc.sockets[0] > 1_000_000);
+    env.transport.close_connections("a:1");
+    assert!(channel.settle());
+    // The connection is gone (closed and dropped): its socket is no longer listed.
+    let sc = subchannel_snapshot(snap.subchannels[0]);
+    assert!(sc.sockets.is_empty(), "{sc:#?}");
+}
