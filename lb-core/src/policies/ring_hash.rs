@@ -596,17 +596,19 @@ impl LbPolicy for RingHash {
             view.detail("resolver error", error);
         }
         let total = self.ring.hashes.len().max(1);
+        // One pass over the ring, however many endpoints share it.
+        let mut owned = vec![0usize; self.entries.len()];
+        for &owner in self.ring.owners.iter() {
+            if let Some(n) = owned.get_mut(owner as usize) {
+                *n += 1;
+            }
+        }
         view.subchannels = self
             .entries
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let owned = self
-                    .ring
-                    .owners
-                    .iter()
-                    .filter(|&&o| o as usize == i)
-                    .count();
+                let owned = owned[i];
                 let mut sc = crate::channelz::SubchannelView::of(&e.subchannel, e.state)
                     .with("weight", e.weight)
                     .with("ring share", format_args!("{owned} of {total}"));
