@@ -87,6 +87,7 @@
 //! | `lb_core::channel::entity` | subchannels created and shut down, and each subchannel's state changes with the connection error of a failure (`info`) |
 //! | `lb_core::channel::call` | retries, transparent retries and hedged attempts, with the method and the status that caused them (`debug`) |
 //! | `lb_core::channel` | all of the above, and health checks and ORCA streams |
+//! | `lb_group::group` | a child policy switching gracefully to another policy, and the new one taking over (`info`) |
 //! | `lb_group::priority` | which priority is in use, and failovers (`info`) |
 //! | `lb_group::outlier_detection` | ejections with the interval's counts, and returns (`info`) |
 //! | `lb_rls::balancer` | the control channel built or rebuilt (`info`), each RouteLookup sent and its targets or error (`debug`) |

@@ -239,6 +239,12 @@ impl BalancerGroup {
             return Ok(());
         };
         if config.name() != child.switch.latest_name() {
+            log::info!(
+                "channel {}: child {id:?}: switching gracefully from {} to {}",
+                self.shared.options.channelz.target(),
+                child.switch.latest_name(),
+                config.name()
+            );
             let retired = if config.name() == child.switch.current_name() {
                 child.switch.cancel_pending()
             } else {
@@ -570,6 +576,13 @@ impl Child {
     fn settle(&mut self, shared: &mut Shared, active: bool) {
         let settled = self.switch.settle();
         if let Some(slot) = settled.retired {
+            log::info!(
+                "channel {}: child {:?}: {} took over from {}",
+                shared.options.channelz.target(),
+                self.id,
+                self.switch.current_name(),
+                slot.name
+            );
             close_slot(slot, &mut shared.owners);
         }
         let Some(state) = settled.publish else {
