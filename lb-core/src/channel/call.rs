@@ -476,7 +476,7 @@ impl CallListener for AttemptListener {
     }
 
     fn on_close(&self, outcome: CallOutcome) {
-        self.held.channelz().calls.finished(outcome.status.is_ok());
+        self.held.channelz().call_finished(outcome.status.is_ok());
         let mut losers = Vec::new();
         let status = {
             let mut ev = self.call.events.lock();
@@ -807,11 +807,7 @@ impl CallInner {
             // The next hedge is due `hedgingDelay` after this attempt started
             // (read before the server can see it).
             let opened_at = shared.clock.now();
-            listener
-                .held
-                .channelz()
-                .calls
-                .started_at_nanos(shared.channelz.wall_nanos(opened_at));
+            listener.held.channelz().call_started(opened_at);
             let stream = connection.open_stream(head, listener);
             if hedging.is_some() {
                 let joined = {
@@ -1517,7 +1513,7 @@ impl Drop for CallInner {
         // freed once the transport is done with the stream.
         let mut ev = self.state.events.lock();
         let ok = ev.outcome.as_ref().is_some_and(|o| o.status.is_ok());
-        self.shared().channelz.calls.finished(ok);
+        self.shared().channelz.call_finished(ok);
         ev.stream = closed_stream();
         if let Some(hedge) = ev.hedge.as_mut() {
             hedge.live.clear();
@@ -1599,10 +1595,7 @@ impl Call {
             )));
         }
         let start = shared.clock.now();
-        shared
-            .channelz
-            .calls
-            .started_at_nanos(shared.channelz.wall_nanos(start));
+        shared.channelz.call_started(start);
         let own = PlanInput {
             start,
             own_deadline: earlier(options.deadline, options.timeout.map(|t| start + t)),

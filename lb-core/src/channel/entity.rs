@@ -43,7 +43,7 @@ pub(crate) struct ChannelData {
     pub(crate) target: String,
     anchor: WallAnchor,
     clock: Arc<dyn Clock>,
-    pub(crate) calls: CallCounters,
+    calls: CallCounters,
     trace: Trace,
     subchannels: Mutex<BTreeSet<u64>>,
     /// This channel as policies see it; its nested channels join its list.
@@ -76,11 +76,22 @@ impl ChannelData {
         }
     }
 
-    /// The wall-clock time of `now` on the channel's clock, in nanoseconds since
-    /// the Unix epoch (the cheap form call counters take).
+    /// A call started at `now` (on the channel's clock).
     #[inline]
-    pub(crate) fn wall_nanos(&self, now: Instant) -> u64 {
-        self.anchor.wall_nanos(now)
+    pub(crate) fn call_started(&self, now: Instant) {
+        self.calls.started_at_nanos(self.anchor.wall_nanos(now));
+    }
+
+    /// A call ended, with status OK or not.
+    #[inline]
+    pub(crate) fn call_finished(&self, ok: bool) {
+        self.calls.finished(ok);
+    }
+
+    /// Counts a call started at `now` in `counters` (a subchannel's).
+    #[inline]
+    fn call_started_on(&self, counters: &CallCounters, now: Instant) {
+        counters.started_at_nanos(self.anchor.wall_nanos(now));
     }
 
     /// The wall-clock time of the channel's clock now.
@@ -194,7 +205,7 @@ pub(crate) struct SubchannelData {
     address: Address,
     channel: Arc<ChannelData>,
     state: Mutex<ConnectivityState>,
-    pub(crate) calls: CallCounters,
+    calls: CallCounters,
     trace: Trace,
     /// Its connections (the current one and any still draining); dead ones are
     /// pruned when another is added, so this holds at most the live ones and one.
@@ -263,6 +274,18 @@ impl SubchannelData {
             }
             None => {}
         }
+    }
+
+    /// A call's attempt opened a stream on this subchannel at `now`.
+    #[inline]
+    pub(crate) fn call_started(&self, now: Instant) {
+        self.channel.call_started_on(&self.calls, now);
+    }
+
+    /// That attempt ended, with status OK or not.
+    #[inline]
+    pub(crate) fn call_finished(&self, ok: bool) {
+        self.calls.finished(ok);
     }
 
     /// A new connection of this subchannel (its socket is listed while it lives).
