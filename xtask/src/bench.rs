@@ -24,7 +24,7 @@
 //! Benchmarks are measurements, never pass/fail tests: a missed target is printed,
 //! not turned into a failure. Every figure comes from a measurement of this run.
 //!
-//! Flags: `--quick` (short smoke run), `--only pick|transport`.
+//! Flags: `--quick` (short smoke run), `--only pick|transport|calls`.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -149,19 +149,20 @@ const RLS_CACHE_FIGURES: &[(&str, &str, &str, f64)] = &[
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let root = util::project_root();
     let mut quick = false;
-    let (mut pick, mut transport) = (true, true);
+    let (mut pick, mut transport, mut calls) = (true, true, true);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--only" => match it.next().map(String::as_str) {
-                Some("pick") => transport = false,
-                Some("transport") => pick = false,
-                other => return Err(format!("--only pick|transport, not {other:?}")),
+                Some("pick") => (transport, calls) = (false, false),
+                Some("transport") => (pick, calls) = (false, false),
+                Some("calls") => (pick, transport) = (false, false),
+                other => return Err(format!("--only pick|transport|calls, not {other:?}")),
             },
             other => {
                 return Err(format!(
-                    "unknown bench flag {other:?} (flags: --quick, --only pick|transport)"
+                    "unknown bench flag {other:?} (flags: --quick, --only pick|transport|calls)"
                 ));
             }
         }
@@ -170,6 +171,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let mut failed = Vec::new();
     if pick {
         if let Err(e) = pick_benches(&root, quick) {
+            failed.push(e);
+        }
+    }
+    if calls {
+        if let Err(e) = call_path_cost(&root, quick) {
             failed.push(e);
         }
     }
@@ -251,8 +257,7 @@ fn pick_benches(root: &Path, quick: bool) -> Result<(), String> {
         );
     }
     println!("\n(2 threads = wall time / total picks; scaling = 1-thread time / 2-thread time)");
-    rls_cache_benches(root, warm, measure)?;
-    call_path_cost(root, quick)
+    rls_cache_benches(root, warm, measure)
 }
 
 /// Counts the instructions of one unary call through a `round_robin` channel over
@@ -291,6 +296,7 @@ fn call_path_cost(root: &Path, quick: bool) -> Result<(), String> {
         let out = target_dir(root).join(format!("call_cost.{calls}.callgrind"));
         let mut cmd = Command::new(VALGRIND);
         cmd.arg("--tool=callgrind")
+            .arg("--quiet")
             .arg(format!("--callgrind-out-file={}", out.display()))
             .arg(&program)
             .arg(calls.to_string());
