@@ -61,7 +61,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
@@ -108,6 +108,89 @@ pub trait Entity: Send + Sync {
     fn policy(&self, wait: Duration) -> Option<PolicyView> {
         let _ = wait;
         None
+    }
+}
+
+/// The channel a policy runs in, as channelz knows it: its id, its target (for
+/// logs), and the list that channels the policy makes (the RLS control channel) join
+/// as its nested channels. Policies get it in
+/// [`LbPolicyOptions::channelz`](crate::LbPolicyOptions::channelz) and pass it to
+/// the channels they build
+/// ([`ChannelBuilder::channelz_parent`](crate::channel::ChannelBuilder::channelz_parent)).
+/// Clones share the list.
+///
+/// ```
+/// use lb_core::channelz::ChannelRef;
+/// let parent = ChannelRef::new(7, "dns:///example.com");
+/// let link = parent.adopt(9);
+/// assert_eq!(parent.nested(), [9]);
+/// drop(link);
+/// assert!(parent.nested().is_empty());
+/// assert_eq!(ChannelRef::default().id(), 0, "outside a channel (tests)");
+/// ```
+#[derive(Clone, Default)]
+pub struct ChannelRef {
+    id: u64,
+    target: Arc<str>,
+    nested: Arc<Mutex<Vec<u64>>>,
+}
+
+impl ChannelRef {
+    /// The channel `id` to `target`, with no nested channels yet.
+    pub fn new(id: u64, target: &str) -> Self {
+        Self {
+            id,
+            target: target.into(),
+            nested: Arc::default(),
+        }
+    }
+
+    /// The channel's channelz id (0 outside a channel).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The channel's target as the program gave it (empty outside a channel), for
+    /// log messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The ids of the nested channels alive now, in the order they joined.
+    pub fn nested(&self) -> Vec<u64> {
+        self.nested.lock().clone()
+    }
+
+    /// Lists channel `id` as nested in this one until the returned link is dropped.
+    pub fn adopt(&self, id: u64) -> NestedLink {
+        self.nested.lock().push(id);
+        NestedLink {
+            id,
+            nested: Arc::downgrade(&self.nested),
+        }
+    }
+}
+
+impl fmt::Debug for ChannelRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChannelRef({}, {:?})", self.id, self.target)
+    }
+}
+
+/// Keeps a nested channel in its parent's list ([`ChannelRef::adopt`]); dropping it
+/// takes the channel out.
+#[must_use = "the channel leaves its parent's list when this is dropped"]
+#[derive(Debug)]
+pub struct NestedLink {
+    id: u64,
+    nested: Weak<Mutex<Vec<u64>>>,
+}
+
+impl Drop for NestedLink {
+    fn drop(&mut self) {
+        if let Some(nested) = self.nested.upgrade() {
+            nested.lock().retain(|&id| id != self.id);
+        }
     }
 }
 
@@ -229,12 +312,32 @@ impl fmt::Debug for Registry {
 pub struct WallAnchor {
     instant: Instant,
     system: SystemTime,
+    /// `system` in nanoseconds since the Unix epoch (0 before it).
+    system_nanos: u64,
 }
 
 impl WallAnchor {
     /// `instant` on the channel's clock is `system` on the wall clock.
     pub fn new(instant: Instant, system: SystemTime) -> Self {
-        Self { instant, system }
+        Self {
+            instant,
+            system,
+            system_nanos: nanos_since_epoch(system),
+        }
+    }
+
+    /// The wall-clock time of `now` in nanoseconds since the Unix epoch, for
+    /// [`CallCounters::started_at_nanos`]: one subtraction of instants, where
+    /// [`WallAnchor::wall`] and [`CallCounters::started`] take three. Never 0.
+    #[inline]
+    pub fn wall_nanos(&self, now: Instant) -> u64 {
+        match now.checked_duration_since(self.instant) {
+            Some(after) => {
+                let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+                self.system_nanos.saturating_add(after).max(1)
+            }
+            None => nanos_since_epoch(self.wall(now)),
+        }
     }
 
     /// The wall-clock time of `now`.
@@ -261,10 +364,14 @@ impl CallCounters {
     /// A call started at `at`.
     #[inline]
     pub fn started(&self, at: SystemTime) {
+        self.started_at_nanos(nanos_since_epoch(at));
+    }
+
+    /// A call started `nanos` nanoseconds after the Unix epoch (from
+    /// [`WallAnchor::wall_nanos`]; 0 reads as "never").
+    #[inline]
+    pub fn started_at_nanos(&self, nanos: u64) {
         self.started.fetch_add(1, Ordering::Relaxed);
-        let nanos = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos().clamp(1, u128::from(u64::MAX)) as u64);
         self.last_started.store(nanos, Ordering::Relaxed);
     }
 
@@ -288,6 +395,12 @@ impl CallCounters {
             last_started: (nanos != 0).then(|| UNIX_EPOCH + Duration::from_nanos(nanos)),
         }
     }
+}
+
+/// `at` in nanoseconds since the Unix epoch, at least 1 (0 means "never").
+fn nanos_since_epoch(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos().clamp(1, u128::from(u64::MAX)) as u64)
 }
 
 /// A copy of [`CallCounters`].
@@ -511,6 +624,39 @@ pub struct PolicyView {
     pub tables: Vec<Table>,
 }
 
+impl PolicyView {
+    /// A child's view before its `describe`: its name in the parent and its
+    /// policy's name.
+    pub fn child(name: impl Into<String>, policy: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            policy: policy.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a fact (`"weight"`, `3`).
+    pub fn detail(&mut self, label: impl Into<String>, value: impl fmt::Display) {
+        self.details.push((label.into(), value.to_string()));
+    }
+
+    /// The value of the first fact labelled `label`, if any.
+    pub fn get_detail(&self, label: &str) -> Option<&str> {
+        self.details
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first view in this tree (itself included, depth first) named `name`.
+    pub fn find(&self, name: &str) -> Option<&Self> {
+        if self.name == name {
+            return Some(self);
+        }
+        self.children.iter().find_map(|c| c.find(name))
+    }
+}
+
 /// A subchannel as a policy shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubchannelView {
@@ -522,6 +668,24 @@ pub struct SubchannelView {
     pub state: ConnectivityState,
     /// Facts worth showing (`"ejected"`, `"weight"`).
     pub details: Vec<(String, String)>,
+}
+
+impl SubchannelView {
+    /// `subchannel` as its policy last saw it (`state`); its id is its channelz id.
+    pub fn of(subchannel: &crate::Subchannel, state: ConnectivityState) -> Self {
+        Self {
+            id: subchannel.id().0,
+            address: subchannel.address().to_string(),
+            state,
+            details: Vec::new(),
+        }
+    }
+
+    /// Adds a fact (`"weight"`, `3`).
+    pub fn with(mut self, label: impl Into<String>, value: impl fmt::Display) -> Self {
+        self.details.push((label.into(), value.to_string()));
+        self
+    }
 }
 
 /// A table a policy shows (the RLS cache: one row an entry).
@@ -538,7 +702,6 @@ pub struct Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     struct Fixed(Snapshot);
     impl Entity for Fixed {
@@ -617,5 +780,13 @@ mod tests {
         let got = c.get();
         assert_eq!((got.started, got.succeeded, got.failed), (1, 0, 1));
         assert_eq!(got.last_started, Some(at));
+        let later = now + Duration::from_millis(1500);
+        c.started_at_nanos(anchor.wall_nanos(later));
+        assert_eq!(c.get().last_started, Some(anchor.wall(later)));
+        assert_eq!(
+            anchor.wall_nanos(now - Duration::from_secs(1)),
+            99_000_000_000,
+            "before the anchor too"
+        );
     }
 }

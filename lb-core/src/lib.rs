@@ -60,6 +60,43 @@
 //! idleness and a serializer thread that runs every policy method. See the
 //! [`channel`] module.
 //!
+//! # Channelz
+//!
+//! Every channel and subchannel is in the process-wide [`channelz::registry`] while
+//! it exists (gRFC A14): call counts, a bounded trace of what happened to it, and,
+//! for a channel, its policy tree on demand ([`channelz::Entity::policy`], answered
+//! by the channel's serializer through [`LbPolicy::describe`]). See [`channelz`].
+//!
+//! # Logs
+//!
+//! The crates log through the [`log`](https://docs.rs/log) facade; install any
+//! logger (`env_logger`, say) to see them. Every event that also goes to a channelz
+//! trace is logged by the same call, and every message about a channel starts with
+//! `channel <id> (<target>)` or `channel <target>`, so one channel's story can be
+//! picked out with a text filter. Levels: `debug` for per-call events (picker
+//! updates, retries, hedges, RLS lookups), `info` for state changes (the channel's
+//! and each subchannel's, resolver results, policy switches, ejections), `warn` for
+//! config errors and bad resolver results, `error` for what should not happen (a
+//! thread that cannot start, a policy that panicked).
+//!
+//! The log target is the module path. Enable:
+//!
+//! | target | for |
+//! |---|---|
+//! | `lb_core::channel::core` | the channel: created and closed, resolver results (endpoint and address counts, or the error), service config applied or rejected, policy switches, connectivity state changes (`info`/`warn`); picker updates (`debug`) |
+//! | `lb_core::channel::entity` | subchannels created and shut down, and each subchannel's state changes with the connection error of a failure (`info`) |
+//! | `lb_core::channel::call` | retries, transparent retries and hedged attempts, with the method and the status that caused them (`debug`) |
+//! | `lb_core::channel` | all of the above, and health checks and ORCA streams |
+//! | `lb_group::group` | a child policy switching gracefully to another policy, and the new one taking over (`info`) |
+//! | `lb_group::priority` | which priority is in use, and failovers (`info`) |
+//! | `lb_group::outlier_detection` | ejections with the interval's counts, and returns (`info`) |
+//! | `lb_rls::balancer` | the control channel built or rebuilt (`info`), each RouteLookup sent and its targets or error (`debug`) |
+//! | `lb_rls::picker` | lookups and stale refreshes the throttler refused (`debug`) |
+//! | `lb_rls` | all of RLS, including the control channel's threads |
+//!
+//! For example `RUST_LOG=lb_core::channel=info,lb_rls=debug` with `env_logger`
+//! shows every state change and every RLS lookup.
+//!
 //! # A first real call
 //!
 //! The transport that speaks gRPC over HTTP/2 is `lb_transport::driver::H2Transport`

@@ -168,12 +168,17 @@ pub struct LbPolicyOptions {
     /// own, such as RLS's control channel. `None` when no channel runs the policy
     /// (a test's fake controller).
     pub channels: Option<crate::channel::ChannelFactory>,
+    /// The channel the policy runs in, for channelz and log messages: channels the
+    /// policy builds join it as nested channels. `ChannelRef::default()` outside a
+    /// channel.
+    pub channelz: crate::channelz::ChannelRef,
 }
 
 impl fmt::Debug for LbPolicyOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LbPolicyOptions")
             .field("authority", &self.authority)
+            .field("channelz", &self.channelz)
             .finish_non_exhaustive()
     }
 }

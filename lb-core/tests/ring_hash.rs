@@ -637,3 +637,32 @@ fn weight_and_ring_size_changes_rebuild_the_ring() {
     let tiny = key_map(&*f.ctrl.latest_state().picker, 3000);
     assert_ne!(tiny, before, "a 3-entry ring places keys differently");
 }
+
+#[test]
+fn describe_shows_the_ring_and_each_endpoints_share() {
+    let (mut f, scs) = Fixture::ready(&["a:1", "b:1", "c:1"]);
+    f.set(&scs[2], S::TransientFailure);
+    let mut view = lb_core::channelz::PolicyView::child("", "ring_hash_experimental");
+    f.policy.describe(&mut view);
+    let ring: usize = view.get_detail("ring size").unwrap().parse().unwrap();
+    assert!(ring >= 1024, "the default minimum ring size: {ring}");
+    assert_eq!(view.get_detail("endpoints"), Some("3"));
+    let mut shares = 0;
+    for (sc, view) in scs.iter().zip(&view.subchannels) {
+        assert_eq!(
+            (view.id, view.address.as_str()),
+            (sc.id().0, sc.address().address.as_str())
+        );
+        let share = view
+            .details
+            .iter()
+            .find(|(l, _)| l == "ring share")
+            .unwrap();
+        let (owned, total) = share.1.split_once(" of ").unwrap();
+        assert_eq!(total.parse::<usize>().unwrap(), ring);
+        shares += owned.parse::<usize>().unwrap();
+    }
+    assert_eq!(shares, ring, "every ring entry belongs to one endpoint");
+    let states: Vec<S> = view.subchannels.iter().map(|s| s.state).collect();
+    assert_eq!(states, [S::Ready, S::Ready, S::TransientFailure]);
+}

@@ -454,3 +454,48 @@ fn config_errors_name_the_field() {
         WeightedRoundRobinConfig::default()
     );
 }
+
+#[test]
+fn describe_shows_each_endpoints_weight() {
+    let mut f = Fixture::ready(fast(), &ADDRS);
+    let describe = |f: &Fixture| {
+        let mut view = lb_core::channelz::PolicyView::child("", "weighted_round_robin");
+        f.policy.describe(&mut view);
+        view
+    };
+    let view = describe(&f);
+    assert!(
+        view.get_detail("schedule")
+            .unwrap()
+            .starts_with("plain round robin"),
+        "no weights yet: {view:#?}"
+    );
+    f.calls(30, &standard());
+    f.advance(PERIOD);
+    let _ = f.picker();
+    let view = describe(&f);
+    assert_eq!(view.get_detail("schedule"), Some("weighted"));
+    assert_eq!(view.subchannels.len(), 3);
+    let weight = |address: &str, label: &str| -> f64 {
+        let sc = view
+            .subchannels
+            .iter()
+            .find(|s| s.address == address)
+            .unwrap_or_else(|| panic!("{address} in {view:#?}"));
+        assert_eq!(sc.state, S::Ready);
+        sc.details
+            .iter()
+            .find(|(l, _)| l == label)
+            .unwrap_or_else(|| panic!("{label} of {sc:?}"))
+            .1
+            .parse()
+            .unwrap()
+    };
+    // qps / utilization: 10 / 0.2, 10 / 0.4, 10 / 0.8.
+    assert_eq!(weight("a:1", "weight"), 50.0);
+    assert_eq!(weight("b:1", "weight"), 25.0);
+    assert_eq!(weight("c:1", "weight"), 12.5);
+    assert_eq!(weight("a:1", "scheduled weight"), f64::from(u16::MAX));
+    let ratio = weight("a:1", "scheduled weight") / weight("c:1", "scheduled weight");
+    assert!((ratio - 4.0).abs() < 0.01, "{ratio}");
+}

@@ -53,6 +53,11 @@ impl<V> CloseCache<V> {
         self.entries.contains_key(key)
     }
 
+    /// Every cached value with its key and expiry, in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, Option<Instant>, &V)> {
+        self.entries.iter().map(|(k, (at, v))| (&**k, *at, v))
+    }
+
     /// Every cached value, in key order.
     pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.entries.values_mut().map(|(_, v)| v)

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use lb_core::channelz::PolicyView;
 use lb_core::{ConnectivityState, LbPolicy, LbState, Subchannel, WorkScheduler};
 
 /// The smallest subchannel list that is worth pruning of shut-down entries.
@@ -164,6 +165,13 @@ pub(crate) struct Settled {
     pub(crate) retired: Option<Slot>,
 }
 
+/// Fills `view` with `slot`'s policy name, state and description.
+fn describe_slot(slot: &Slot, view: &mut PolicyView) {
+    view.policy = slot.name.to_owned();
+    view.state = slot.meta.state.as_ref().map(|s| s.connectivity_state);
+    slot.policy.describe(view);
+}
+
 /// A child's current slot and, during a switch, its pending slot.
 pub(crate) struct GracefulSwitch {
     current: Slot,
@@ -198,6 +206,19 @@ impl GracefulSwitch {
         match &self.pending {
             Some(p) => ([self.current.serial, p.serial], 2),
             None => ([self.current.serial, 0], 1),
+        }
+    }
+
+    /// Shows the child for channelz: the current policy (name, last published
+    /// state, its own description) and, during a switch, the pending one as a child
+    /// view named `"pending"`.
+    pub(crate) fn describe(&self, view: &mut PolicyView) {
+        describe_slot(&self.current, view);
+        if let Some(pending) = &self.pending {
+            view.detail("switching to", pending.name);
+            let mut p = PolicyView::child("pending", pending.name);
+            describe_slot(pending, &mut p);
+            view.children.push(p);
         }
     }
 

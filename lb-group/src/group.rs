@@ -10,6 +10,8 @@ use lb_core::{
     Status, Subchannel, SubchannelId, SubchannelState, UpdateError,
 };
 
+use lb_core::channelz::PolicyView;
+
 use crate::cache::CloseCache;
 use crate::graceful_switch::{GracefulSwitch, Slot, SlotMeta, SlotScheduler};
 
@@ -237,6 +239,12 @@ impl BalancerGroup {
             return Ok(());
         };
         if config.name() != child.switch.latest_name() {
+            log::info!(
+                "channel {}: child {id:?}: switching gracefully from {} to {}",
+                self.shared.options.channelz.target(),
+                child.switch.latest_name(),
+                config.name()
+            );
             let retired = if config.name() == child.switch.current_name() {
                 child.switch.cancel_pending()
             } else {
@@ -436,6 +444,36 @@ impl BalancerGroup {
         self.cache.contains(id)
     }
 
+    /// Shows child `id` for channelz (an active child, or one in the close cache,
+    /// marked `"closing at"`): its name in the group, its policy (the current one of
+    /// a graceful switch, with the pending one as a child), its state and its own
+    /// description. `None` if the group has no such child.
+    pub fn describe_child(&self, id: &str) -> Option<PolicyView> {
+        if let Some(child) = self.active.get(id) {
+            return Some(child.describe());
+        }
+        self.cache
+            .iter()
+            .find(|(k, _, _)| *k == id)
+            .map(|(_, at, child)| {
+                let mut view = child.describe();
+                view.detail("closing at", format_args!("{at:?}"));
+                view
+            })
+    }
+
+    /// Shows every child for channelz ([`BalancerGroup::describe_child`]): the
+    /// active ones in id order, then those in the close cache.
+    pub fn describe_children(&self) -> Vec<PolicyView> {
+        let mut views: Vec<PolicyView> = self.active.values().map(Child::describe).collect();
+        for (_, at, child) in self.cache.iter() {
+            let mut view = child.describe();
+            view.detail("closing at", format_args!("{at:?}"));
+            views.push(view);
+        }
+        views
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.closed
@@ -495,6 +533,16 @@ impl Shared {
 }
 
 impl Child {
+    fn describe(&self) -> PolicyView {
+        let mut view = PolicyView::child(&*self.id, self.switch.current_name());
+        self.switch.describe(&mut view);
+        // What the group publishes for the child (after the switch logic).
+        if let Some(state) = &self.state {
+            view.state = Some(state.connectivity_state);
+        }
+        view
+    }
+
     /// Runs `f` on the slot `serial` with a controller that records what the slot
     /// does. `None` if the slot no longer runs.
     fn call<R>(
@@ -528,6 +576,13 @@ impl Child {
     fn settle(&mut self, shared: &mut Shared, active: bool) {
         let settled = self.switch.settle();
         if let Some(slot) = settled.retired {
+            log::info!(
+                "channel {}: child {:?}: {} took over from {}",
+                shared.options.channelz.target(),
+                self.id,
+                self.switch.current_name(),
+                slot.name
+            );
             close_slot(slot, &mut shared.owners);
         }
         let Some(state) = settled.publish else {

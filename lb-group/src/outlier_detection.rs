@@ -58,6 +58,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use lb_core::channelz::{PolicyView, Table};
 use lb_core::config::{ConfigError, Fields};
 use lb_core::{
     Address, ChannelController, ConnectivityState, LbConfig, LbPolicy, LbPolicyBuilder,
@@ -809,9 +810,22 @@ impl OutlierDetection {
             }
         }
         for address in newly_ejected {
+            if let Some(info) = self.tracking.addresses.get(&address) {
+                log::info!(
+                    "channel {}: outlier_detection: ejecting {address} (time {}, last interval {} ok, {} failed)",
+                    self.options.channelz.target(),
+                    info.ejection_multiplier,
+                    info.last.0,
+                    info.last.1
+                );
+            }
             self.set_address_ejected(&address, true, controller, now);
         }
         for address in unejected {
+            log::info!(
+                "channel {}: outlier_detection: {address} returns from ejection",
+                self.options.channelz.target()
+            );
             self.set_address_ejected(&address, false, controller, now);
         }
         self.next_sweep = now.checked_add(config.interval);
@@ -1057,6 +1071,55 @@ impl LbPolicy for OutlierDetection {
         self.closed = true;
         self.group.close();
         self.tracking = Tracking::default();
+    }
+
+    fn describe(&self, view: &mut PolicyView) {
+        view.config = self.config.as_ref().map(|c| format!("{c:?}"));
+        let ejected = self.ejected_addresses();
+        view.detail("ejected", ejected.len());
+        view.tables.push(Table {
+            title: "addresses".into(),
+            columns: [
+                "address",
+                "ejected",
+                "multiplier",
+                "last interval ok",
+                "last interval failed",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: self
+                .tracking
+                .addresses
+                .iter()
+                .map(|(address, a)| {
+                    vec![
+                        address.clone(),
+                        a.ejected_at.is_some().to_string(),
+                        a.ejection_multiplier.to_string(),
+                        a.last.0.to_string(),
+                        a.last.1.to_string(),
+                    ]
+                })
+                .collect(),
+        });
+        if let Some(mut child) = self.group.describe_child(CHILD) {
+            // The child shows ejected subchannels in TRANSIENT_FAILURE; say why.
+            mark_ejected(&mut child, &ejected);
+            view.children.push(child);
+        }
+    }
+}
+
+/// Marks the subchannels of `ejected` addresses anywhere in `view`'s tree.
+fn mark_ejected(view: &mut PolicyView, ejected: &[String]) {
+    for sc in &mut view.subchannels {
+        if ejected.contains(&sc.address) {
+            sc.details.push(("ejected".into(), "true".into()));
+        }
+    }
+    for child in &mut view.children {
+        mark_ejected(child, ejected);
     }
 }
 

@@ -39,6 +39,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use lb_core::channelz::{ChannelRef, PolicyView};
 use lb_core::config::{ConfigError, Fields, json_type};
 use lb_core::{
     ChannelController, ConnectivityState, Endpoint, LbConfig, LbPolicy, LbPolicyBuilder,
@@ -216,12 +217,15 @@ pub struct Priority {
     /// Child states the policy made up itself (a child that refused its update).
     synthetic: VecDeque<(String, LbState)>,
     closed: bool,
+    /// The channel, for log messages.
+    channelz: ChannelRef,
 }
 
 impl Priority {
     /// A policy with no children yet.
     pub fn new(options: LbPolicyOptions) -> Self {
         Self {
+            channelz: options.channelz.clone(),
             group: BalancerGroup::new(options, SUB_BALANCER_CLOSE_TIMEOUT),
             children: BTreeMap::new(),
             priorities: Vec::new(),
@@ -324,6 +328,11 @@ impl Priority {
         if self.in_use.as_deref() == Some(&name) && started {
             return;
         }
+        log::info!(
+            "channel {}: priority: {} -> {name}",
+            self.channelz.target(),
+            self.in_use.as_deref().unwrap_or("none")
+        );
         self.in_use = Some(name.clone());
         if !started {
             self.start(&name, controller, now);
@@ -555,5 +564,31 @@ impl LbPolicy for Priority {
         self.in_use = None;
         self.children.clear();
         self.synthetic.clear();
+    }
+
+    fn describe(&self, view: &mut PolicyView) {
+        view.detail("in use", self.in_use.as_deref().unwrap_or("none"));
+        for (i, name) in self.priorities.iter().enumerate() {
+            let Some(child) = self.children.get(name) else {
+                continue;
+            };
+            let mut v = self
+                .group
+                .describe_child(name)
+                .unwrap_or_else(|| PolicyView::child(name, child.config.config.name()));
+            v.state = Some(child.state.connectivity_state);
+            v.detail("priority", i);
+            v.detail("in use", self.in_use.as_deref() == Some(name));
+            v.detail("started", child.started);
+            v.detail(
+                "failover timer",
+                if child.init_deadline.is_some() {
+                    "running"
+                } else {
+                    "not running"
+                },
+            );
+            view.children.push(v);
+        }
     }
 }

@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use lb_core::channelz::PolicyView;
 use lb_core::config::{ConfigError, Fields};
 use lb_core::{
     ChannelController, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions, LbPolicyRegistry,
@@ -274,5 +275,18 @@ impl LbPolicy for WeightedTarget {
     fn close(&mut self) {
         self.closed = true;
         self.group.close();
+    }
+
+    fn describe(&self, view: &mut PolicyView) {
+        let total: u64 = self.targets.values().map(|t| u64::from(t.weight)).sum();
+        for (name, target) in &self.targets {
+            let mut v = self
+                .group
+                .describe_child(name)
+                .unwrap_or_else(|| PolicyView::child(name, target.child_policy.name()));
+            v.detail("weight", target.weight);
+            v.detail("share", format_args!("{} of {total}", target.weight));
+            view.children.push(v);
+        }
     }
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lb_core::channel::CallOptions;
+use lb_core::channelz::PolicyView;
 use lb_core::config::ConfigError;
 use lb_core::policies::round_robin::RoundRobinBuilder;
 use lb_core::transport::{CallRequest, CallResponse};
@@ -964,4 +965,57 @@ fn a_channel_routes_around_a_backend_failing_half_its_calls() {
     let to_c = transport.call_count("c:1") - before;
     assert!(to_c < 5, "c:1 got {to_c} of 100 calls");
     assert_eq!(ok, 100, "every call after the ejection succeeds");
+}
+
+#[test]
+fn describe_shows_the_config_the_ejection_and_the_childs_subchannels() {
+    let mut h = Harness::start(success_rate(json!({})), 6);
+    let per = h.calls(60, |a, k| a == "a5:1" && k % 2 == 0);
+    assert!(per.values().all(|&n| n == 10), "{per:?}");
+    h.advance(INTERVAL);
+    assert_eq!(h.ejected(), ["a5:1"]);
+
+    let mut view = PolicyView::child("", "outlier_detection_experimental");
+    h.policy.describe(&mut view);
+    assert!(
+        view.config
+            .as_deref()
+            .unwrap_or("")
+            .contains("success_rate_ejection: Some"),
+        "{view:#?}"
+    );
+    assert_eq!(view.get_detail("ejected"), Some("1"));
+    let table = &view.tables[0];
+    assert_eq!(table.title, "addresses");
+    assert_eq!(table.rows.len(), 6);
+    let row = |address: &str| {
+        table
+            .rows
+            .iter()
+            .find(|r| r[0] == address)
+            .unwrap_or_else(|| panic!("{address} in {table:#?}"))
+            .clone()
+    };
+    assert_eq!(row("a5:1")[1..], ["true", "1", "5", "5"]);
+    assert_eq!(row("a0:1")[1..], ["false", "0", "10", "0"]);
+
+    let child = &view.children[0];
+    assert_eq!(
+        (child.name.as_str(), child.policy.as_str()),
+        ("child", RECORDING)
+    );
+    assert_eq!(child.subchannels.len(), 6);
+    for sc in &child.subchannels {
+        let ejected = sc
+            .details
+            .iter()
+            .any(|(l, v)| l == "ejected" && v == "true");
+        assert_eq!(ejected, sc.address == "a5:1", "{sc:?}");
+        let want = if ejected {
+            S::TransientFailure
+        } else {
+            S::Ready
+        };
+        assert_eq!(sc.state, want, "{sc:?}");
+    }
 }

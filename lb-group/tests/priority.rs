@@ -610,3 +610,59 @@ fn config_errors_name_the_field() {
     assert_eq!(ok.children["p0"].config.name(), "round_robin");
     assert!(ok.children["p0"].ignore_reresolution_requests);
 }
+
+fn describe(p: &Prio) -> lb_core::channelz::PolicyView {
+    let mut view = lb_core::channelz::PolicyView::child("", "priority_experimental");
+    p.policy.describe(&mut view);
+    view
+}
+
+#[test]
+fn describe_shows_the_priorities_in_order_and_the_one_in_use() {
+    let mut p = Prio::new();
+    p.update();
+    let a0 = p.new_subchannel();
+    let view = describe(&p);
+    assert_eq!(view.get_detail("in use"), Some("p0"));
+    let names: Vec<&str> = view.children.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["p0", "p1"]);
+    let (p0, p1) = (&view.children[0], &view.children[1]);
+    assert_eq!(p0.get_detail("failover timer"), Some("not running"), "IDLE");
+    assert_eq!(p0.get_detail("in use"), Some("true"));
+    assert_eq!(p1.get_detail("started"), Some("false"));
+    assert_eq!(p1.get_detail("failover timer"), Some("not running"));
+
+    p.set(&a0, ConnectivityState::Connecting);
+    let view = describe(&p);
+    assert_eq!(
+        view.children[0].get_detail("failover timer"),
+        Some("running"),
+        "CONNECTING starts the init timer"
+    );
+    p.set(&a0, ConnectivityState::TransientFailure);
+    let a1 = p.new_subchannel();
+    p.set(&a1, ConnectivityState::Connecting);
+    let view = describe(&p);
+    assert_eq!(view.get_detail("in use"), Some("p1"), "failed over");
+    let (p0, p1) = (&view.children[0], &view.children[1]);
+    assert_eq!(p0.state, Some(ConnectivityState::TransientFailure));
+    assert_eq!(p0.get_detail("in use"), Some("false"));
+    assert_eq!(p0.get_detail("failover timer"), Some("not running"));
+    assert_eq!(p1.get_detail("in use"), Some("true"));
+    assert_eq!(p1.get_detail("failover timer"), Some("running"));
+
+    p.set(&a1, ConnectivityState::Ready);
+    let view = describe(&p);
+    let (p0, p1) = (&view.children[0], &view.children[1]);
+    assert_eq!(p1.state, Some(ConnectivityState::Ready));
+    assert_eq!(p1.get_detail("failover timer"), Some("not running"));
+    assert_eq!(p1.policy, "rec_rr");
+    let sc = |v: &lb_core::channelz::PolicyView| {
+        v.subchannels
+            .iter()
+            .map(|s| (s.address.clone(), s.state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sc(p1), [(addr(1), ConnectivityState::Ready)]);
+    assert_eq!(sc(p0), [(addr(0), ConnectivityState::TransientFailure)]);
+}

@@ -433,3 +433,51 @@ fn config_errors_name_the_field() {
             .is_empty()
     );
 }
+
+#[test]
+fn describe_shows_each_target_with_its_weight_and_subchannels() {
+    let mut wt = Wt::new();
+    let mut endpoints = eps_at(&["east"], &[0, 1]);
+    endpoints.extend(eps_at(&["west"], &[2]));
+    wt.update(
+        json!({
+            "east": {"weight": 3, "childPolicy": [{"round_robin": {}}]},
+            "west": {"weight": 1, "childPolicy": [{"pick_first": {}}]},
+        }),
+        endpoints,
+    );
+    let scs = wt.ready(3);
+    wt.set(&scs[2], ConnectivityState::TransientFailure);
+
+    let mut view = lb_core::channelz::PolicyView::child("", "weighted_target_experimental");
+    wt.policy.describe(&mut view);
+    let names: Vec<(&str, &str)> = view
+        .children
+        .iter()
+        .map(|c| (c.name.as_str(), c.policy.as_str()))
+        .collect();
+    assert_eq!(names, [("east", "round_robin"), ("west", "pick_first")]);
+    let (east, west) = (&view.children[0], &view.children[1]);
+    assert_eq!(east.get_detail("weight"), Some("3"));
+    assert_eq!(east.get_detail("share"), Some("3 of 4"));
+    assert_eq!(west.get_detail("weight"), Some("1"));
+    assert_eq!(east.state, Some(ConnectivityState::Ready));
+    assert_eq!(west.state, Some(ConnectivityState::TransientFailure));
+    let states = |v: &lb_core::channelz::PolicyView| {
+        v.subchannels
+            .iter()
+            .map(|s| (s.id, s.address.clone(), s.state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        states(east),
+        [
+            (scs[0].id().0, addr(0), ConnectivityState::Ready),
+            (scs[1].id().0, addr(1), ConnectivityState::Ready)
+        ]
+    );
+    assert_eq!(
+        states(west),
+        [(scs[2].id().0, addr(2), ConnectivityState::TransientFailure)]
+    );
+}

@@ -73,6 +73,7 @@ fn hit_picker() -> (Arc<dyn Picker>, Box<dyn LbPolicy>) {
         random: SharedRandom::new(SplitMix64::seeded(1)),
         registry: Arc::new(registry),
         channels: None,
+        channelz: Default::default(),
     });
     let clock = SystemClock;
     use lb_core::channel::Clock;

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use lb_core::channel::{ChannelFactory, Clock, ResolverRegistry, SystemClock};
+use lb_core::channelz::{ChannelRef, PolicyView, Table};
 use lb_core::{
     ChannelController, ConfigError, ConnectivityState, LbConfig, LbPolicy, LbPolicyBuilder,
     LbPolicyOptions, LbPolicyRegistry, LbState, RandomSource, ResolverUpdate, SharedRandom, Status,
@@ -280,6 +281,8 @@ pub(crate) struct RlsPolicy {
     backoff_ends: BTreeSet<Instant>,
     next_purge: Option<Instant>,
     closed: bool,
+    /// The channel the policy runs in: log messages name its target.
+    channelz: ChannelRef,
 }
 
 impl RlsPolicy {
@@ -326,6 +329,7 @@ impl RlsPolicy {
             options.authority.clone(),
             options.work_scheduler.clone(),
             Box::new(Unthrottled),
+            options.channelz.target(),
         ));
         let cache = DataCache::new(
             builder.options.config_options.max_cache_size_bytes,
@@ -346,8 +350,10 @@ impl RlsPolicy {
             events: events_tx,
             scheduler: options.work_scheduler.clone(),
             threads: builder.threads.clone(),
+            parent: options.channelz.clone(),
         };
         Self {
+            channelz: options.channelz.clone(),
             random: options.random.clone(),
             children: ChildPolicies::new(options),
             builder,
@@ -386,6 +392,16 @@ impl RlsPolicy {
         controller: &mut dyn ChannelController,
         now: Instant,
     ) {
+        log::info!(
+            "channel {}: rls: control channel to {:?} ({})",
+            self.channelz.target(),
+            config.route_lookup().lookup_service(),
+            if self.control.is_some() {
+                "rebuilt: its config changed"
+            } else {
+                "built"
+            }
+        );
         if let Some(mut old) = self.control.take() {
             old.close();
         }
@@ -420,6 +436,13 @@ impl RlsPolicy {
         controller: &mut dyn ChannelController,
         now: Instant,
     ) -> bool {
+        log::debug!(
+            "channel {}: rls: lookup {:?} {:?} ({:?})",
+            self.channelz.target(),
+            key.path(),
+            key.keys().to_string(),
+            request.reason
+        );
         let message = RouteLookupRequest {
             target_type: TARGET_TYPE_GRPC.to_owned(),
             reason: request.reason,
@@ -474,7 +497,10 @@ impl RlsPolicy {
                         // count against the keys: start their backoffs afresh.
                         self.control_failed = false;
                         let reset = self.cache.reset_backoff_all(now);
-                        log::info!("rls: control channel READY again: {reset:?}");
+                        log::info!(
+                            "channel {}: rls: control channel READY again: {reset:?}",
+                            self.channelz.target()
+                        );
                         if reset.changed() {
                             self.refresh_all_views();
                         }
@@ -501,6 +527,14 @@ impl RlsPolicy {
         let rlc = config.route_lookup();
         let throttled = match result {
             Ok(response) if !response.targets.is_empty() => {
+                log::debug!(
+                    "channel {}: rls: lookup {:?} {:?} -> {:?} (header data {} bytes)",
+                    self.channelz.target(),
+                    key.path(),
+                    key.keys().to_string(),
+                    response.targets,
+                    response.header_data.len()
+                );
                 // New references first, so a target kept across responses keeps its
                 // child.
                 for target in &response.targets {
@@ -529,7 +563,12 @@ impl RlsPolicy {
                         key.keys().to_string()
                     )),
                 };
-                log::debug!("rls: lookup for {key:?} failed: {status}");
+                log::debug!(
+                    "channel {}: rls: lookup {:?} {:?} failed: {status}",
+                    self.channelz.target(),
+                    key.path(),
+                    key.keys().to_string()
+                );
                 let update = self.cache.on_failure(key.clone(), now, status);
                 self.backoff_ends.insert(update.backoff.next_attempt);
                 controller.wake_at(update.backoff.next_attempt);
@@ -833,6 +872,106 @@ impl LbPolicy for RlsPolicy {
         let _ = self.cache.clear(self.clock.now());
         self.index = Arc::new(Index::new());
         self.default_target = None;
+    }
+
+    fn describe(&self, view: &mut PolicyView) {
+        let now = self.clock.now();
+        view.config = self.config.as_deref().map(ToString::to_string);
+        if let Some(control) = &self.control {
+            view.detail("lookup service", control.lookup_service());
+            match control.channelz_id() {
+                Some(id) => view.detail("control channel", id),
+                None => view.detail("control channel", "could not be built"),
+            }
+        }
+        view.detail(
+            "default target",
+            self.default_target.as_deref().unwrap_or("none"),
+        );
+        view.detail(
+            "cache",
+            format_args!(
+                "{} entries, {} of {} bytes",
+                self.cache.len(),
+                self.cache.size_bytes(),
+                self.cache.max_size_bytes()
+            ),
+        );
+        view.detail("pending lookups", self.shared.slow.lock().pending.len());
+        let max_age = self.config.as_deref().map(|c| c.route_lookup().max_age());
+        let later = |at: Option<Instant>| match at {
+            Some(at) if at > now => format!("in {:?}", at - now),
+            Some(at) => format!("{:?} ago", now - at),
+            None => "never".to_owned(),
+        };
+        let rows = self
+            .cache
+            .iter()
+            .map(|(key, entry)| {
+                // Entries last `maxAge` from their response.
+                let age = match (entry.expiry_time(), max_age) {
+                    (Some(expiry), Some(max_age)) if !entry.targets().is_empty() => {
+                        format!(
+                            "{:?}",
+                            max_age.saturating_sub(expiry.saturating_duration_since(now))
+                        )
+                    }
+                    _ => "-".to_owned(),
+                };
+                let status = if !entry.has_valid_data(now) {
+                    if entry.targets().is_empty() {
+                        "no data"
+                    } else {
+                        "expired"
+                    }
+                } else if entry.is_stale(now) {
+                    "stale"
+                } else {
+                    "fresh"
+                };
+                let backoff = match entry.backoff() {
+                    Some(b) if entry.is_in_backoff(now) => format!(
+                        "retry {} until {}{}",
+                        b.retries,
+                        later(Some(b.next_attempt)),
+                        entry
+                            .last_error()
+                            .map_or(String::new(), |e| format!(": {e}"))
+                    ),
+                    Some(b) => format!("retry {} over", b.retries),
+                    None => "-".to_owned(),
+                };
+                vec![
+                    format!("{} {}", key.path(), key.keys()),
+                    entry.targets().join(", "),
+                    entry.header_data().to_owned(),
+                    age,
+                    status.to_owned(),
+                    format!(
+                        "stale {}, expires {}",
+                        later(entry.stale_time()),
+                        later(entry.expiry_time())
+                    ),
+                    backoff,
+                ]
+            })
+            .collect();
+        view.tables.push(Table {
+            title: "cache".into(),
+            columns: [
+                "key",
+                "targets",
+                "header data",
+                "age",
+                "data",
+                "times",
+                "backoff",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows,
+        });
+        view.children = self.children.describe();
     }
 }
 

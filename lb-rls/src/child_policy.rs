@@ -21,6 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lb_core::channelz::PolicyView;
 use lb_core::{
     ChannelController, ConnectivityState, FailPicker, LbPolicyOptions, LbPolicyRegistry, Picker,
     QueuePicker, ResolverUpdate, Status, Subchannel, SubchannelState,
@@ -298,6 +299,29 @@ impl ChildPolicies {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.children.len()
+    }
+
+    /// Shows each child for channelz, named by its target, in target order: its
+    /// policy's own view (from the group), its references and its state.
+    pub(crate) fn describe(&self) -> Vec<PolicyView> {
+        let mut targets: Vec<&Arc<str>> = self.children.keys().collect();
+        targets.sort();
+        targets
+            .into_iter()
+            .map(|target| {
+                let child = &self.children[target];
+                let mut view = self
+                    .group
+                    .describe_child(target)
+                    .unwrap_or_else(|| PolicyView::child(&**target, "(bad config)"));
+                view.state = Some(child.state);
+                view.detail("references", child.refs);
+                if !child.in_group {
+                    view.detail("lamed", "its config does not parse");
+                }
+                view
+            })
+            .collect()
     }
 
     /// Closes every child.

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use lb_core::channel::{CallOptions, Channel, ChannelFactory, Clock};
+use lb_core::channelz::ChannelRef;
 use lb_core::{ConnectivityState, LbPolicyRegistry, Status, WorkScheduler};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -139,6 +140,8 @@ pub(crate) struct ControlDeps {
     pub(crate) events: Sender<ControlEvent>,
     pub(crate) scheduler: Arc<dyn WorkScheduler>,
     pub(crate) threads: ThreadCounter,
+    /// The parent channel: the control channel is its nested channel in channelz.
+    pub(crate) parent: ChannelRef,
 }
 
 /// One lookup for a thread to make.
@@ -214,6 +217,7 @@ impl ControlChannel {
                 .authority(deps.authority.clone())
                 .lb_policy_registry(deps.registry.clone())
                 .clock(deps.clock.clone())
+                .channelz_parent(deps.parent.clone())
                 .build()
                 .map_err(|e| {
                     log::error!(
@@ -263,6 +267,16 @@ impl ControlChannel {
             reporter,
             threads: deps.threads.clone(),
         }
+    }
+
+    /// The control channel's channelz id, if it was built.
+    pub(crate) fn channelz_id(&self) -> Option<u64> {
+        self.channel.as_ref().ok().map(Channel::channelz_id)
+    }
+
+    /// The RLS server's target.
+    pub(crate) fn lookup_service(&self) -> &str {
+        &self.lookup_service
     }
 
     /// The generation this channel's events carry.

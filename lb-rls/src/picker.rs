@@ -309,6 +309,8 @@ pub(crate) struct PickerShared {
     epoch: AtomicU64,
     used: Mutex<Vec<Arc<EntryView>>>,
     pub(crate) slow: Mutex<SlowState>,
+    /// The channel's target, for log messages.
+    channel_target: Box<str>,
 }
 
 impl PickerShared {
@@ -317,8 +319,10 @@ impl PickerShared {
         authority: String,
         scheduler: Arc<dyn WorkScheduler>,
         throttler: Box<dyn RequestThrottler>,
+        channel_target: &str,
     ) -> Self {
         Self {
+            channel_target: channel_target.into(),
             clock,
             hasher: RandomState::new(),
             authority,
@@ -435,6 +439,12 @@ impl RlsPicker {
                     view.refresh_sent.store(true, Ordering::Relaxed);
                     drop(slow);
                     self.shared.scheduler.schedule_work();
+                } else {
+                    log::debug!(
+                        "channel {}: rls: stale refresh of {:?} throttled",
+                        self.shared.channel_target,
+                        info.method
+                    );
                 }
             }
             return self.delegate(&view, info);
@@ -462,6 +472,11 @@ impl RlsPicker {
     ) -> PickResult<'_> {
         if slow.throttler.should_throttle(now) {
             drop(slow);
+            log::debug!(
+                "channel {}: rls: lookup {:?} throttled ({reason:?})",
+                self.shared.channel_target,
+                key.path()
+            );
             return self.fall_back(info, Status::unavailable(THROTTLED_MESSAGE));
         }
         record(&mut slow, key, reason, stale_header_data);

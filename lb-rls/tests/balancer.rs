@@ -7,6 +7,7 @@ mod util;
 
 use std::time::Duration;
 
+use lb_core::channelz::{self, PolicyView};
 use lb_core::{
     BackoffConfig, Code, ConnectivityState, Metadata, ResolverUpdate, Status, endpoints,
 };
@@ -610,4 +611,78 @@ fn stale_refresh_success_keeps_the_entrys_children_and_releases_replaced_ones() 
     });
     assert_eq!(closed(&h.take_child_events(), "backend-1:1"), 1);
     assert_eq!(h.server.requests()[2].reason, Reason::Stale);
+}
+
+#[test]
+fn describe_shows_the_cache_the_children_and_the_control_channel() {
+    let mut h = Harness::new();
+    let mut json = config(util::RLS);
+    set(&mut json, "maxAge", "60s".into());
+    set(&mut json, "staleAge", "30s".into());
+    h.update(&json);
+    h.server.respond_targets(&["backend-1:1"], "hd-1");
+    let md = md(&[("n1", "v1")]);
+    assert_eq!(
+        h.pick_until_done(&md),
+        Picked::Pick {
+            address: "backend-1:1".into(),
+            rls_data: vec!["hd-1".into()]
+        }
+    );
+
+    let describe = |h: &Harness| {
+        let mut view = PolicyView::child("", "rls_experimental");
+        h.policy.describe(&mut view);
+        view
+    };
+    let view = describe(&h);
+    assert!(
+        view.config
+            .as_deref()
+            .unwrap_or("")
+            .contains("lookupService"),
+        "{view:#?}"
+    );
+    let control: u64 = view
+        .get_detail("control channel")
+        .and_then(|id| id.parse().ok())
+        .expect("the control channel's id");
+    assert_eq!(
+        h.parent.nested(),
+        [control],
+        "a nested channel of the parent"
+    );
+    assert_eq!(
+        channelz::registry().kind(control),
+        Some(channelz::Kind::NestedChannel)
+    );
+    let cache = view.tables.iter().find(|t| t.title == "cache").unwrap();
+    assert_eq!(cache.rows.len(), 1, "{cache:#?}");
+    let row = &cache.rows[0];
+    let column = |name: &str| &row[cache.columns.iter().position(|c| c == name).unwrap()];
+    assert!(column("key").starts_with(util::METHOD), "{row:?}");
+    assert!(column("key").contains("k1=v1"), "{row:?}");
+    assert_eq!(column("targets"), "backend-1:1");
+    assert_eq!(column("header data"), "hd-1");
+    assert_eq!(column("data"), "fresh");
+    assert_eq!(column("backoff"), "-");
+    assert_eq!(view.children.len(), 1);
+    let child = &view.children[0];
+    assert_eq!(
+        (child.name.as_str(), child.policy.as_str()),
+        ("backend-1:1", "test_child")
+    );
+    assert_eq!(child.get_detail("references"), Some("1"));
+
+    h.advance(Duration::from_secs(40));
+    let view = describe(&h);
+    let cache = view.tables.iter().find(|t| t.title == "cache").unwrap();
+    let data = cache.columns.iter().position(|c| c == "data").unwrap();
+    let age = cache.columns.iter().position(|c| c == "age").unwrap();
+    assert_eq!(cache.rows[0][data], "stale");
+    assert_eq!(cache.rows[0][age], "40s");
+
+    h.close();
+    assert!(h.parent.nested().is_empty(), "the control channel closed");
+    assert!(channelz::registry().kind(control).is_none());
 }

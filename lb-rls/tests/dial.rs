@@ -34,6 +34,7 @@ impl Dial {
             random: SharedRandom::new(SplitMix64::seeded(3)),
             registry: Arc::new(registry.clone()),
             channels: None,
+            channelz: Default::default(),
         });
         Self {
             clock: ManualClock::new(),

@@ -212,3 +212,51 @@ fn closing_the_channel_ends_the_control_channel_children_and_threads() {
         assert_eq!(w.transport.connection_count(address), 0, "{address}");
     }
 }
+
+#[test]
+fn channelz_shows_the_control_channel_nested_and_the_policy_tree() {
+    use lb_core::channelz::{self, Kind, Snapshot};
+    let w = World::new(rls_config(None));
+    w.server
+        .respond_targets(&["passthrough:///backend-a:1"], "");
+    let response = w.call(util::md(&[("n1", "v1")]));
+    assert_eq!(to(&response), "backend-a:1");
+    assert!(w.channel.settle());
+
+    let parent = w.channel.channelz_id();
+    let Some(Snapshot::Channel(snap)) = channelz::registry().get(parent) else {
+        panic!("the channel is registered");
+    };
+    assert_eq!(snap.channels.len(), 1, "{snap:#?}");
+    let control = snap.channels[0];
+    assert_eq!(
+        channelz::registry().kind(control),
+        Some(Kind::NestedChannel)
+    );
+    let Some(Snapshot::Channel(nested)) = channelz::registry().get(control) else {
+        panic!("the control channel is registered");
+    };
+    assert_eq!(nested.target, format!("passthrough:///{RLS}"));
+    assert_eq!(nested.calls.started, 1, "one RouteLookup");
+    assert_eq!(nested.calls.succeeded, 1);
+
+    let view = channelz::registry()
+        .policy(parent, WAIT)
+        .expect("the serializer answers");
+    assert_eq!(view.policy, "rls_experimental");
+    assert_eq!(
+        view.get_detail("control channel"),
+        Some(control.to_string().as_str())
+    );
+    let cache = view.tables.iter().find(|t| t.title == "cache").unwrap();
+    assert_eq!(cache.rows.len(), 1);
+    assert_eq!(cache.rows[0][1], "passthrough:///backend-a:1");
+    let child = view
+        .find("passthrough:///backend-a:1")
+        .expect("the target's child");
+    assert_eq!(child.policy, "rls_dial_target");
+
+    w.channel.close();
+    assert!(channelz::registry().kind(parent).is_none());
+    assert!(channelz::registry().kind(control).is_none());
+}

@@ -126,6 +126,7 @@ impl FakeController {
             random: SharedRandom::new(SplitMix64::seeded(0x5eed)),
             registry: Arc::new(registry),
             channels: None,
+            channelz: Default::default(),
         }
     }
 

@@ -14,6 +14,9 @@
 //!   with 16 B and 64 KiB messages, from our client (`lb-transport`'s
 //!   `stream_bench` example, a `Channel`), the grpc C++ sync client and tonic, in
 //!   alternating rounds.
+//! - The channel's call path in instructions per unary call (callgrind over lb-core's
+//!   `call_cost` example: an in-process echo transport, so only the channel counts),
+//!   a deterministic figure that shows what a change to the call path costs.
 //! - Every client run also reports its CPU time (user + system of the client
 //!   process, read from this process's children times in `/proc/self/stat` around
 //!   the run), per call or per message.
@@ -21,7 +24,7 @@
 //! Benchmarks are measurements, never pass/fail tests: a missed target is printed,
 //! not turned into a failure. Every figure comes from a measurement of this run.
 //!
-//! Flags: `--quick` (short smoke run), `--only pick|transport`.
+//! Flags: `--quick` (short smoke run), `--only pick|transport|calls`.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -146,19 +149,20 @@ const RLS_CACHE_FIGURES: &[(&str, &str, &str, f64)] = &[
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let root = util::project_root();
     let mut quick = false;
-    let (mut pick, mut transport) = (true, true);
+    let (mut pick, mut transport, mut calls) = (true, true, true);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--only" => match it.next().map(String::as_str) {
-                Some("pick") => transport = false,
-                Some("transport") => pick = false,
-                other => return Err(format!("--only pick|transport, not {other:?}")),
+                Some("pick") => (transport, calls) = (false, false),
+                Some("transport") => (pick, calls) = (false, false),
+                Some("calls") => (pick, transport) = (false, false),
+                other => return Err(format!("--only pick|transport|calls, not {other:?}")),
             },
             other => {
                 return Err(format!(
-                    "unknown bench flag {other:?} (flags: --quick, --only pick|transport)"
+                    "unknown bench flag {other:?} (flags: --quick, --only pick|transport|calls)"
                 ));
             }
         }
@@ -167,6 +171,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let mut failed = Vec::new();
     if pick {
         if let Err(e) = pick_benches(&root, quick) {
+            failed.push(e);
+        }
+    }
+    if calls {
+        if let Err(e) = call_path_cost(&root, quick) {
             failed.push(e);
         }
     }
@@ -251,6 +260,70 @@ fn pick_benches(root: &Path, quick: bool) -> Result<(), String> {
     rls_cache_benches(root, warm, measure)
 }
 
+/// Counts the instructions of one unary call through a `round_robin` channel over
+/// an in-process echo transport (lb-core's `call_cost` example): callgrind's total
+/// for 2N calls minus that for N, over N, so start-up and shutdown cancel out.
+/// Deterministic, unlike a time, so it shows what a change to the call path
+/// costs. Needs valgrind (in [`BENCH_PACKAGES`]; skipped with a note if absent).
+fn call_path_cost(root: &Path, quick: bool) -> Result<(), String> {
+    if !Path::new(VALGRIND).exists() {
+        println!(
+            "\n(skipping the call path's instruction count: valgrind is not installed; \
+             `cargo xtask bench` installs it with the transport benchmarks)"
+        );
+        return Ok(());
+    }
+    util::step("build lb-core example call_cost", || {
+        util::cargo(
+            root,
+            &[
+                "build",
+                "--release",
+                "-p",
+                "lb-core",
+                "--example",
+                "call_cost",
+            ],
+        )
+    })?;
+    let program = target_dir(root)
+        .join("release")
+        .join("examples")
+        .join("call_cost");
+    let n: u64 = if quick { 500 } else { 2000 };
+    let mut totals = Vec::new();
+    for calls in [n, 2 * n] {
+        let out = target_dir(root).join(format!("call_cost.{calls}.callgrind"));
+        let mut cmd = Command::new(VALGRIND);
+        cmd.arg("--tool=callgrind")
+            .arg("--quiet")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(&program)
+            .arg(calls.to_string());
+        util::bounded(&mut cmd, Duration::from_secs(600), true)?;
+        let text =
+            std::fs::read_to_string(&out).map_err(|e| format!("reading {}: {e}", out.display()))?;
+        let _ = std::fs::remove_file(&out);
+        let total = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("summary:")
+                    .or_else(|| l.strip_prefix("totals:"))
+            })
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("no instruction total in {}", out.display()))?;
+        totals.push(total);
+    }
+    let per_call = totals[1].saturating_sub(totals[0]) as f64 / n as f64;
+    println!(
+        "\nchannel call path: {per_call:.0} instructions per unary call \
+         (callgrind; lb-core's call_cost example, {} vs {n} calls, round_robin over an \
+         in-process echo transport, channelz counting included)",
+        2 * n
+    );
+    Ok(())
+}
+
 /// Runs lb-rls's cache benchmarks (they also print the memory per entry) and
 /// prints their figures per operation.
 fn rls_cache_benches(root: &Path, warm: &str, measure: &str) -> Result<(), String> {
@@ -322,7 +395,11 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("libprotobuf-dev", "/usr/include/google/protobuf/message.h"),
     ("libgrpc++-dev", "/usr/include/grpcpp/grpcpp.h"),
     ("nghttp2-client", "/usr/bin/h2load"),
+    ("valgrind", VALGRIND),
 ];
+
+/// Callgrind counts the instructions of the channel's call path.
+const VALGRIND: &str = "/usr/bin/valgrind";
 
 /// The method every client calls.
 const METHOD: &str = "/bench.Echo/Unary";

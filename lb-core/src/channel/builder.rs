@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::Channel;
 use super::clock::{Clock, SystemClock};
 use super::core::{CallDefaults, ChannelCore, CoreConfig, Shared};
+use super::entity::ChannelData;
 use super::factory::ChannelFactory;
 use super::pool::{Pool, PoolConfig};
 use super::resolver::{ResolverHandle, ResolverRegistry};
@@ -15,6 +16,7 @@ use super::retry::{CHANNEL_RETRY_BUFFER_LIMIT, RETRY_BUFFER_LIMIT, RetrySettings
 use super::serializer;
 use super::service_config::ServiceConfig;
 use crate::backoff::BackoffConfig;
+use crate::channelz::ChannelRef;
 use crate::config::ConfigError;
 use crate::random::SharedRandom;
 use crate::registry::LbPolicyRegistry;
@@ -108,6 +110,7 @@ pub struct ChannelBuilder {
     channel_retry_buffer: usize,
     health_check_disabled: bool,
     send_compression: Option<String>,
+    channelz_parent: Option<ChannelRef>,
 }
 
 impl ChannelBuilder {
@@ -137,6 +140,7 @@ impl ChannelBuilder {
             channel_retry_buffer: CHANNEL_RETRY_BUFFER_LIMIT,
             health_check_disabled: false,
             send_compression: None,
+            channelz_parent: None,
         }
     }
 
@@ -346,6 +350,37 @@ impl ChannelBuilder {
         self
     }
 
+    /// Makes this a nested channel of the channel `parent` names (a policy's
+    /// [`LbPolicyOptions::channelz`](crate::LbPolicyOptions::channelz)): channelz
+    /// shows it as a `NestedChannel` listed by its parent, not as a top channel. The
+    /// RLS policy's control channel uses it.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lb_core::{Address, Status, transport::*};
+    /// # struct Nowhere;
+    /// # impl Transport for Nowhere {
+    /// #     fn connect(&self, _: &Address, _: &ConnectOptions, _: ConnectionEvents)
+    /// #         -> Result<Arc<dyn lb_core::Connection>, Status> { Err(Status::unavailable("no")) }
+    /// # }
+    /// use lb_core::channel::Channel;
+    /// use lb_core::channelz::{self, ChannelRef, Kind};
+    /// let parent = ChannelRef::new(channelz::next_id(), "dns:///example.com");
+    /// let nested = Channel::builder("dns:///rls.example.com")
+    ///     .transport(Arc::new(Nowhere))
+    ///     .channelz_parent(parent.clone())
+    ///     .build()?;
+    /// assert_eq!(parent.nested(), [nested.channelz_id()]);
+    /// assert_eq!(channelz::registry().kind(nested.channelz_id()), Some(Kind::NestedChannel));
+    /// nested.close();
+    /// assert!(parent.nested().is_empty());
+    /// # Ok::<(), lb_core::channel::ChannelError>(())
+    /// ```
+    pub fn channelz_parent(mut self, parent: ChannelRef) -> Self {
+        self.channelz_parent = Some(parent);
+        self
+    }
+
     /// Builds the channel: parses the target and the default service config, starts
     /// the resolver and the serializer thread. The channel starts IDLE: it connects
     /// on the first call or [`Channel::state`]`(true)`.
@@ -391,6 +426,11 @@ impl ChannelBuilder {
         };
 
         let (tx, rx) = crossbeam_channel::unbounded();
+        let channelz = Arc::new(ChannelData::new(
+            &self.target,
+            self.clock.clone(),
+            self.channelz_parent.as_ref(),
+        ));
         let shared = Shared::new(
             self.clock,
             tx.clone(),
@@ -406,6 +446,7 @@ impl ChannelBuilder {
                     random: random.clone(),
                 },
             },
+            channelz.clone(),
         );
         let resolver = builder
             .build(&target, ResolverHandle::new(tx.clone()))
@@ -427,6 +468,7 @@ impl ChannelBuilder {
                 user_agent,
                 backoff: self.backoff,
                 random: random.clone(),
+                channel: channelz,
             },
             tx,
         );

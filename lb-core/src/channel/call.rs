@@ -476,6 +476,7 @@ impl CallListener for AttemptListener {
     }
 
     fn on_close(&self, outcome: CallOutcome) {
+        self.held.channelz().call_finished(outcome.status.is_ok());
         let mut losers = Vec::new();
         let status = {
             let mut ev = self.call.events.lock();
@@ -811,6 +812,7 @@ impl CallInner {
             // The next hedge is due `hedgingDelay` after this attempt started
             // (read before the server can see it).
             let opened_at = shared.clock.now();
+            listener.held.channelz().call_started(opened_at);
             let stream = connection.open_stream(head, listener);
             if hedging.is_some() {
                 let joined = {
@@ -907,6 +909,13 @@ impl CallInner {
                 && sending.retries < MAX_TRANSPARENT_RETRIES
                 && !closed;
             let next = if transparent {
+                log::debug!(
+                    "channel {}: {}: transparent retry {} after {}",
+                    shared.channelz.target,
+                    self.method,
+                    sending.retries + 1,
+                    outcome.status
+                );
                 sending.retries += 1;
                 shared
                     .retries
@@ -917,7 +926,16 @@ impl CallInner {
                 Ok(())
             } else if !outcome.status.is_ok() && !committed && !closed {
                 match self.retry_decision(&mut sending, &outcome.status) {
-                    Decision::RetryAfter(delay) => self.back_off(delay, &outcome.status),
+                    Decision::RetryAfter(delay) => {
+                        log::debug!(
+                            "channel {}: {}: retry {} in {delay:?} after {}",
+                            shared.channelz.target,
+                            self.method,
+                            sending.retry.retries,
+                            outcome.status
+                        );
+                        self.back_off(delay, &outcome.status)
+                    }
                     Decision::Final | Decision::Throttled => {
                         return Some(self.settle(&mut sending, outcome));
                     }
@@ -997,6 +1015,12 @@ impl CallInner {
                     }
                     sending.hedges_stopped = true;
                 } else if sending.hedges > started {
+                    log::debug!(
+                        "channel {}: {}: hedged attempt {} started",
+                        shared.channelz.target,
+                        self.method,
+                        sending.hedges
+                    );
                     shared.retries.hedges.fetch_add(1, Ordering::Relaxed);
                 }
                 continue;
@@ -1495,6 +1519,8 @@ impl Drop for CallInner {
         // handle: let go of the handles, so that the cycle breaks and both are
         // freed once the transport is done with the stream.
         let mut ev = self.state.events.lock();
+        let ok = ev.outcome.as_ref().is_some_and(|o| o.status.is_ok());
+        self.shared().channelz.call_finished(ok);
         ev.stream = closed_stream();
         if let Some(hedge) = ev.hedge.as_mut() {
             hedge.live.clear();
@@ -1576,6 +1602,7 @@ impl Call {
             )));
         }
         let start = shared.clock.now();
+        shared.channelz.call_started(start);
         let own = PlanInput {
             start,
             own_deadline: earlier(options.deadline, options.timeout.map(|t| start + t)),

@@ -23,6 +23,7 @@ use crossbeam_channel::Sender;
 
 use super::cell::PickerCell;
 use super::clock::{Clock, ClockListener};
+use super::entity::ChannelData;
 use super::health::Slot;
 use super::pool::{Pool, Update};
 use super::resolver::{MIN_RESOLUTION_INTERVAL, REFRESH_INTERVAL, Resolver};
@@ -30,6 +31,7 @@ use super::retry::{RetryCounters, RetrySettings};
 use super::service_config::ServiceConfig;
 use crate::address::Address;
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::channelz::{PolicyView, Registration, Severity};
 use crate::config::ConfigError;
 use crate::orca::OobRequest;
 use crate::picker::{DropPicker, FailPicker, PickInfo, PickResult, Picker, QueuePicker};
@@ -86,6 +88,9 @@ pub(crate) enum Input {
     Tick,
     /// A picker of policy `epoch` asked for `work`.
     Work { epoch: u64 },
+    /// Channelz asks for the policy tree (a one-slot reply channel; nobody may be
+    /// waiting any more).
+    Describe { reply: Sender<PolicyView> },
 }
 
 impl fmt::Debug for Input {
@@ -104,6 +109,7 @@ impl fmt::Debug for Input {
             Self::Shutdown(id) => write!(f, "Shutdown({id})"),
             Self::Tick => f.write_str("Tick"),
             Self::Work { epoch } => write!(f, "Work({epoch})"),
+            Self::Describe { .. } => f.write_str("Describe"),
         }
     }
 }
@@ -130,6 +136,8 @@ pub(crate) struct Shared {
     pub(crate) defaults: CallDefaults,
     /// Retry counters and the channel's retry buffer use.
     pub(crate) retries: RetryCounters,
+    /// The channel's channelz data (see [`super::entity`]).
+    pub(crate) channelz: Arc<ChannelData>,
     /// Calls started and not yet ended (queued ones included).
     calls: AtomicUsize,
     /// When the last call ended, in nanoseconds after `base`.
@@ -143,6 +151,7 @@ impl Shared {
         clock: Arc<dyn Clock>,
         tx: Sender<Input>,
         defaults: CallDefaults,
+        channelz: Arc<ChannelData>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|weak| {
             let listener = Arc::new(TickListener {
@@ -160,6 +169,7 @@ impl Shared {
                 tx,
                 defaults,
                 retries: RetryCounters::default(),
+                channelz,
                 calls: AtomicUsize::new(0),
                 last_call_end: AtomicU64::new(0),
                 _listener: listener,
@@ -339,6 +349,10 @@ pub(crate) struct ChannelCore {
     resolution_backoff: Backoff,
     resolution_requested: bool,
     updates: Vec<Update>,
+    /// The channel's entry in the channelz registry, until it closes.
+    registration: Option<Registration>,
+    /// The state last recorded in the channel's trace.
+    traced_state: ConnectivityState,
 }
 
 /// A [`RandomSource`] drawing from the channel's shared source.
@@ -359,6 +373,15 @@ impl ChannelCore {
         resolver: Box<dyn Resolver>,
         now: Instant,
     ) -> Self {
+        let weak: Weak<Shared> = Arc::downgrade(&shared);
+        let cz = &shared.channelz;
+        let registration = crate::channelz::registry().register(cz.id, cz.kind, weak);
+        cz.event(
+            module_path!(),
+            Severity::Info,
+            None,
+            format_args!("created ({:?})", cz.kind),
+        );
         let resolution_backoff = Backoff::new(config.backoff, SharedSource(config.random.clone()));
         Self {
             config,
@@ -378,7 +401,44 @@ impl ChannelCore {
             resolution_backoff,
             resolution_requested: false,
             updates: Vec::new(),
+            registration: Some(registration),
+            traced_state: ConnectivityState::Idle,
         }
+    }
+
+    /// Records a change of the channel's state since the last one recorded.
+    fn trace_state(&mut self) {
+        let state = self.shared.cell.load().state;
+        if state != self.traced_state {
+            let old = std::mem::replace(&mut self.traced_state, state);
+            self.shared.channelz.event(
+                module_path!(),
+                Severity::Info,
+                None,
+                format_args!("state {old} -> {state}"),
+            );
+        }
+    }
+
+    /// Describes the policy tree for channelz.
+    fn describe(&self) -> PolicyView {
+        let mut view = PolicyView {
+            state: Some(self.shared.cell.load().state),
+            ..PolicyView::default()
+        };
+        match &self.root {
+            Some(root) => {
+                view.policy = root.name.to_owned();
+                let config = self
+                    .service_config
+                    .as_ref()
+                    .and_then(|sc| sc.as_deref()?.load_balancing().map(|c| format!("{c:?}")));
+                view.config = config;
+                root.policy.describe(&mut view);
+            }
+            None => view.detail("policy", format_args!("none ({:?})", self.mode)),
+        }
+        view
     }
 
     /// Whether the channel is closed.
@@ -394,6 +454,11 @@ impl ChannelCore {
 
     /// Handles one input.
     pub(crate) fn handle(&mut self, input: Input, now: Instant) {
+        self.handle_input(input, now);
+        self.trace_state();
+    }
+
+    fn handle_input(&mut self, input: Input, now: Instant) {
         if self.mode == Mode::Closed {
             if let Input::Settle { reply, .. } = input {
                 let _ = reply.send(());
@@ -424,7 +489,11 @@ impl ChannelCore {
                     self.call_policy(now, |p, c, now| p.exit_idle(c, now));
                 }
             },
+            Input::Describe { reply } => {
+                let _ = reply.try_send(self.describe());
+            }
             Input::Resolver(update) => {
+                self.trace_update(&update);
                 self.last_update = Some(update.clone());
                 if self.mode == Mode::Active {
                     self.apply_update(update, now);
@@ -445,8 +514,43 @@ impl ChannelCore {
         }
     }
 
+    /// Records a resolver result in the trace.
+    fn trace_update(&self, update: &ResolverUpdate) {
+        let cz = &self.shared.channelz;
+        let config = match &update.service_config {
+            None => "no service config",
+            Some(Ok(_)) => "a service config",
+            Some(Err(_)) => "a bad service config",
+        };
+        match &update.endpoints {
+            Ok(endpoints) => {
+                let addresses: usize = endpoints.iter().map(|e| e.addresses.len()).sum();
+                cz.event(
+                    module_path!(),
+                    Severity::Info,
+                    None,
+                    format_args!(
+                        "resolver result: {} endpoints, {addresses} addresses, {config}",
+                        endpoints.len()
+                    ),
+                );
+            }
+            Err(error) => cz.event(
+                module_path!(),
+                Severity::Warning,
+                None,
+                format_args!("resolver error: {error} ({config})"),
+            ),
+        }
+    }
+
     /// Fires every timer due at `now`. Calling it early does nothing.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.handle_timers(now);
+        self.trace_state();
+    }
+
+    fn handle_timers(&mut self, now: Instant) {
         if self.mode == Mode::Closed {
             return;
         }
@@ -496,6 +600,12 @@ impl ChannelCore {
         }
         self.mode = Mode::Closed;
         self.shared.closed.store(true, Ordering::Release);
+        self.shared
+            .channelz
+            .event(module_path!(), Severity::Info, None, "closed");
+        // Out of the registry: its subchannels leave with the pool's entries below.
+        self.registration = None;
+        self.shared.channelz.closed();
         if let Some(mut root) = self.root.take() {
             root.policy.close();
         }
@@ -618,10 +728,25 @@ impl ChannelCore {
             Ok(sc) => sc,
             Err(error) => match self.service_config.clone() {
                 Some(previous) => {
-                    log::warn!("ignoring a bad service config from the resolver: {error}");
+                    self.shared.channelz.event(
+                        module_path!(),
+                        Severity::Warning,
+                        None,
+                        format_args!(
+                            "ignoring a bad service config from the resolver, keeping the last one: {error}"
+                        ),
+                    );
                     previous
                 }
                 None => {
+                    self.shared.channelz.event(
+                        module_path!(),
+                        Severity::Warning,
+                        None,
+                        format_args!(
+                            "bad service config from the resolver and none before it: {error}"
+                        ),
+                    );
                     self.shared.cell.publish(
                         ConnectivityState::TransientFailure,
                         Arc::new(FailPicker(Status::unavailable(format!(
@@ -643,6 +768,29 @@ impl ChannelCore {
                 .map(|sc| Arc::new(sc.methods().with_fresh_throttler()))
                 .unwrap_or_default();
             self.shared.cell.set_methods(methods);
+        }
+        let config_changed = self
+            .service_config
+            .as_ref()
+            .is_none_or(|old| *old != service_config);
+        if config_changed {
+            let policy = service_config
+                .as_deref()
+                .and_then(ServiceConfig::load_balancing)
+                .map_or(crate::policies::pick_first::NAME, |c| c.name());
+            self.shared.channelz.event(
+                module_path!(),
+                Severity::Info,
+                None,
+                format_args!(
+                    "service config {} (policy {policy})",
+                    match (&self.service_config, &service_config) {
+                        (None, _) => "applied",
+                        (_, None) => "changed to none",
+                        _ => "changed",
+                    }
+                ),
+            );
         }
         self.service_config = Some(service_config.clone());
         let health_service = service_config
@@ -674,7 +822,12 @@ impl ChannelCore {
             }
             Some(Ok(())) => self.retry_resolution(now),
             Some(Err(error)) => {
-                log::warn!("the policy rejected a resolver update: {error}");
+                self.shared.channelz.event(
+                    module_path!(),
+                    Severity::Warning,
+                    None,
+                    format_args!("the policy rejected the resolver update: {error}"),
+                );
                 self.retry_resolution(now);
             }
             None => {}
@@ -694,6 +847,16 @@ impl ChannelCore {
     /// Replaces the root policy: builds the new one, closes the old one and shuts
     /// down whatever subchannels it left.
     fn switch_policy(&mut self, builder: &Arc<dyn LbPolicyBuilder>) {
+        self.shared.channelz.event(
+            module_path!(),
+            Severity::Info,
+            None,
+            format_args!(
+                "policy {} -> {}",
+                self.root.as_ref().map_or("none", |r| r.name),
+                builder.name()
+            ),
+        );
         if let Some(mut old) = self.root.take() {
             old.policy.close();
             self.pool.shutdown_owner(old.epoch);
@@ -714,6 +877,7 @@ impl ChannelCore {
             random: self.config.random.clone(),
             registry: self.config.registry.clone(),
             channels: Some(self.config.channels.clone()),
+            channelz: self.shared.channelz.channel_ref.clone(),
         };
         self.root = Some(Root {
             policy: builder.build(options),
@@ -736,6 +900,7 @@ impl ChannelCore {
             wakeups: &mut self.wakeups,
             resolution_requested: &mut self.resolution_requested,
             epoch: root.epoch,
+            channelz: &self.shared.channelz,
         };
         let result = f(&mut *root.policy, &mut controller, now);
         if std::mem::take(&mut self.resolution_requested) {
@@ -801,6 +966,7 @@ struct Controller<'a> {
     wakeups: &'a mut BinaryHeap<Reverse<Instant>>,
     resolution_requested: &'a mut bool,
     epoch: u64,
+    channelz: &'a ChannelData,
 }
 
 impl ChannelController for Controller<'_> {
@@ -809,6 +975,12 @@ impl ChannelController for Controller<'_> {
     }
 
     fn update_picker(&mut self, state: LbState) {
+        log::debug!(
+            "channel {} ({}): picker update: {}",
+            self.channelz.id,
+            self.channelz.target,
+            state.connectivity_state
+        );
         self.cell.publish(state.connectivity_state, state.picker);
     }
 

@@ -131,6 +131,7 @@ mod cell;
 mod clock;
 mod core;
 mod dns;
+mod entity;
 mod factory;
 mod health;
 mod orca;
@@ -310,6 +311,19 @@ impl Channel {
     /// The call could not start: as [`Channel::unary`] before a response.
     pub fn bidi_streaming(&self, method: &str, options: CallOptions) -> Result<Call, Status> {
         Call::start(&self.inner.shared, method, &options)
+    }
+
+    /// The channel's id in the channelz registry
+    /// ([`channelz::registry`](crate::channelz::registry)), where its snapshot
+    /// ([`Entity::snapshot`](crate::channelz::Entity::snapshot)) and policy tree
+    /// ([`Entity::policy`](crate::channelz::Entity::policy)) are, until it closes.
+    pub fn channelz_id(&self) -> u64 {
+        self.inner.shared.channelz.id
+    }
+
+    /// Maps times on the channel's clock to the wall-clock times channelz shows.
+    pub fn wall_anchor(&self) -> crate::channelz::WallAnchor {
+        self.inner.shared.channelz.anchor()
     }
 
     /// What the channel's calls have retried so far (see [`RetryStats`]).

@@ -44,11 +44,13 @@ use arc_swap::{ArcSwapOption, Guard};
 use crossbeam_channel::Sender;
 
 use super::core::Input;
+use super::entity::{ChannelData, SubchannelData};
 use super::health::{HealthCheck, Slot, Step};
 use super::orca::{OobStream, Slot as OrcaSlot};
 use super::watch::Target;
 use crate::address::Address;
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::channelz::{Kind, Registration};
 use crate::orca::OobRequest;
 use crate::random::{RandomSource, SharedRandom};
 use crate::state::ConnectivityState;
@@ -67,6 +69,8 @@ pub(crate) struct Attempt {
     draining: AtomicBool,
     in_flight: AtomicUsize,
     tx: Sender<Input>,
+    /// The subchannel's channelz data: calls on this connection count there.
+    channelz: Arc<SubchannelData>,
 }
 
 impl Attempt {
@@ -108,6 +112,12 @@ impl Attempt {
         if let Some(c) = self.connection.get() {
             c.close();
         }
+    }
+
+    /// The channelz data of the attempt's subchannel.
+    #[inline]
+    pub(crate) fn channelz(&self) -> &SubchannelData {
+        &self.channelz
     }
 }
 
@@ -168,6 +178,8 @@ pub(crate) struct PoolConfig {
     pub(crate) user_agent: String,
     pub(crate) backoff: BackoffConfig,
     pub(crate) random: SharedRandom,
+    /// The channel's channelz data (subchannels are listed and traced there).
+    pub(crate) channel: Arc<ChannelData>,
 }
 
 /// A [`RandomSource`] drawing from the channel's shared source.
@@ -208,6 +220,9 @@ struct Entry {
     oob: Option<OobRequest>,
     /// The READY connection's out-of-band stream, while asked for.
     oob_stream: Option<OobStream>,
+    /// Its channelz data, and its place in the registry while it exists.
+    channelz: Arc<SubchannelData>,
+    _registration: Registration,
 }
 
 /// Every subchannel of one channel.
@@ -218,7 +233,6 @@ pub(crate) struct Pool {
     /// Connections that left READY and still carry calls.
     draining: HashMap<(SubchannelId, u64), Arc<Attempt>>,
     timers: BinaryHeap<Reverse<(Instant, SubchannelId, u64, TimerKind)>>,
-    next_id: u64,
     /// The service READY connections watch the health of (`None`: no health checks).
     health_service: Option<String>,
 }
@@ -231,15 +245,22 @@ impl Pool {
             entries: HashMap::new(),
             draining: HashMap::new(),
             timers: BinaryHeap::new(),
-            next_id: 0,
             health_service: None,
         }
     }
 
-    /// Makes an IDLE subchannel owned by policy epoch `owner`.
+    /// Makes an IDLE subchannel owned by policy epoch `owner`. Its id is its
+    /// channelz id.
     pub(crate) fn create(&mut self, address: &Address, owner: u64) -> Subchannel {
-        self.next_id += 1;
-        let id = SubchannelId(self.next_id);
+        let id = SubchannelId(crate::channelz::next_id());
+        let channelz = Arc::new(SubchannelData::new(
+            id.0,
+            address,
+            self.config.channel.clone(),
+        ));
+        let weak: Weak<SubchannelData> = Arc::downgrade(&channelz);
+        let registration = crate::channelz::registry().register(id.0, Kind::Subchannel, weak);
+        self.config.channel.subchannel_created(id.0, address);
         let backend = Arc::new(ScBackend {
             tx: self.tx.clone(),
             ready: ArcSwapOption::empty(),
@@ -262,6 +283,8 @@ impl Pool {
                 health: None,
                 oob: None,
                 oob_stream: None,
+                channelz,
+                _registration: registration,
             },
         );
         handle
@@ -300,6 +323,7 @@ impl Pool {
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             tx: self.tx.clone(),
+            channelz: entry.channelz.clone(),
         });
         let weak = Arc::downgrade(&attempt);
         let tx = self.tx.clone();
@@ -323,6 +347,7 @@ impl Pool {
             .connect(entry.handle.address(), &options, events)
         {
             Ok(connection) => {
+                entry.channelz.add_connection(&connection);
                 let _ = attempt.connection.set(connection);
                 entry.attempt = Some(attempt);
             }
@@ -554,6 +579,9 @@ impl Pool {
         let Some(mut entry) = self.entries.remove(&id) else {
             return;
         };
+        self.config
+            .channel
+            .subchannel_shut_down(id.0, entry.handle.address());
         entry.backend.ready.store(None);
         entry.handle.shutdown();
         stop_streams(&mut entry);
@@ -589,7 +617,10 @@ impl Pool {
 
     /// Closes everything at once, draining connections too (the channel closes).
     pub(crate) fn close(&mut self) {
-        for (_, mut entry) in self.entries.drain() {
+        for (id, mut entry) in self.entries.drain() {
+            self.config
+                .channel
+                .subchannel_shut_down(id.0, entry.handle.address());
             entry.backend.ready.store(None);
             entry.handle.shutdown();
             stop_streams(&mut entry);
@@ -623,7 +654,11 @@ impl fmt::Debug for Pool {
     }
 }
 
+/// What the policy is shown next; also the subchannel's state in channelz.
 fn update(entry: &Entry, state: SubchannelState) -> Update {
+    entry
+        .channelz
+        .set_state(state.connectivity_state, state.last_error.as_ref());
     Update {
         subchannel: entry.handle.clone(),
         state,

@@ -182,6 +182,11 @@ impl Harness {
     fn new(service_config: Option<&str>, idle_timeout: Option<Duration>) -> Self {
         let clock = TestClock::new();
         let (tx, rx) = crossbeam_channel::unbounded();
+        let channelz = Arc::new(super::entity::ChannelData::new(
+            "test:///core",
+            clock.clone(),
+            None,
+        ));
         let shared = Shared::new(
             clock.clone(),
             tx.clone(),
@@ -197,6 +202,7 @@ impl Harness {
                     random: crate::SharedRandom::new(crate::SplitMix64::seeded(1)),
                 },
             },
+            channelz.clone(),
         );
         let registry = LbPolicyRegistry::with_builtins();
         let transport = Arc::new(FakeTransport::default());
@@ -209,6 +215,7 @@ impl Harness {
                 user_agent: "test".into(),
                 backoff: BackoffConfig::default(),
                 random: random.clone(),
+                channel: channelz,
             },
             tx,
         );

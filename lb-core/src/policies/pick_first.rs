@@ -430,6 +430,21 @@ impl LbPolicy for PickFirst {
         }
         self.phase = Phase::Idle;
     }
+
+    fn describe(&self, view: &mut crate::channelz::PolicyView) {
+        view.detail("phase", format_args!("{:?}", self.phase));
+        if let Some(error) = &self.last_error {
+            view.detail("last error", error);
+        }
+        view.subchannels = self
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let sc = e.subchannel.as_ref()?;
+                Some(crate::channelz::SubchannelView::of(sc, e.state))
+            })
+            .collect();
+    }
 }
 
 /// Sends every call to the one connected subchannel.

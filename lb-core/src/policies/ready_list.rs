@@ -389,4 +389,17 @@ impl<P: ReadyPickers> LbPolicy for ReadyList<P> {
     fn close(&mut self) {
         self.close_all();
     }
+
+    fn describe(&self, view: &mut crate::channelz::PolicyView) {
+        let ready = self.published.as_ref().map_or(0, |(_, r)| r.len());
+        view.detail("ready", format_args!("{ready} of {}", self.entries.len()));
+        if let Some(error) = &self.last_error {
+            view.detail("last error", error);
+        }
+        view.subchannels = self
+            .entries
+            .iter()
+            .map(|e| crate::channelz::SubchannelView::of(&e.subchannel, e.state))
+            .collect();
+    }
 }

@@ -587,6 +587,38 @@ impl LbPolicy for RingHash {
     fn close(&mut self) {
         self.close_all();
     }
+
+    fn describe(&self, view: &mut crate::channelz::PolicyView) {
+        view.config = Some(format!("{:?}", self.config));
+        view.detail("ring size", self.ring.hashes.len());
+        view.detail("endpoints", self.entries.len());
+        if let Some(error) = &self.resolver_error {
+            view.detail("resolver error", error);
+        }
+        let total = self.ring.hashes.len().max(1);
+        // One pass over the ring, however many endpoints share it.
+        let mut owned = vec![0usize; self.entries.len()];
+        for &owner in self.ring.owners.iter() {
+            if let Some(n) = owned.get_mut(owner as usize) {
+                *n += 1;
+            }
+        }
+        view.subchannels = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let owned = owned[i];
+                let mut sc = crate::channelz::SubchannelView::of(&e.subchannel, e.state)
+                    .with("weight", e.weight)
+                    .with("ring share", format_args!("{owned} of {total}"));
+                if let Some(error) = &e.last_error {
+                    sc = sc.with("last error", error);
+                }
+                sc
+            })
+            .collect();
+    }
 }
 
 /// An endpoint as one picker sees it.

@@ -532,6 +532,37 @@ impl LbPolicy for WeightedRoundRobin {
         self.rr.close();
         self.endpoints.clear();
     }
+
+    fn describe(&self, view: &mut crate::channelz::PolicyView) {
+        self.rr.describe(view);
+        view.config = Some(format!("{:?}", self.config));
+        let scheduled = self.published.as_ref().filter(|(_, s)| s.is_some());
+        view.detail(
+            "schedule",
+            if scheduled.is_some() {
+                "weighted"
+            } else {
+                "plain round robin (fewer than two distinct weights)"
+            },
+        );
+        for sc in &mut view.subchannels {
+            let Some(e) = self.endpoints.get(&SubchannelId(sc.id)) else {
+                continue;
+            };
+            sc.details
+                .push(("weight".into(), format!("{:.3}", e.weight)));
+            if let Some((ready, Some(scaled))) = &self.published {
+                if let Some(i) = ready.iter().position(|r| r.id().0 == sc.id) {
+                    sc.details
+                        .push(("scheduled weight".into(), scaled[i].to_string()));
+                }
+            }
+            if let Some(period) = e.oob {
+                sc.details
+                    .push(("oob reports every".into(), format!("{period:?}")));
+            }
+        }
+    }
 }
 
 /// Scales weights so the largest is `u16::MAX`; unknown (0) weights get the mean of

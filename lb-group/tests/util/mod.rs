@@ -396,6 +396,12 @@ impl LbPolicy for TestPolicy {
             }
         }
     }
+
+    fn describe(&self, view: &mut lb_core::channelz::PolicyView) {
+        if let Some(inner) = &self.inner {
+            inner.describe(view);
+        }
+    }
 }
 
 /// The built-ins, `lb_group`'s policies, and the test policies (recorded by

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use lb_core::channelz::{self, ChannelRef};
 use lb_core::config::Fields;
 use lb_core::policies::pick_first::PickFirstBuilder;
 use lb_core::transport::{CallRequest, CallResponse};
@@ -350,6 +351,9 @@ pub struct Harness {
     pub children: ChildLog,
     pub ctrl: FakeController,
     pub policy: Box<dyn LbPolicy>,
+    /// The channel the policy runs in, as channelz sees it: the control channel
+    /// is listed as its nested channel.
+    pub parent: ChannelRef,
     work_rx: Receiver<()>,
     /// Every state published, oldest first.
     pub states: Vec<LbState>,
@@ -394,12 +398,14 @@ impl Harness {
         let registry = Arc::new(registry);
         let (tx, work_rx) = crossbeam_channel::unbounded();
         let ctrl = FakeController::new();
+        let parent = ChannelRef::new(channelz::next_id(), "test:///rls-parent");
         let options = LbPolicyOptions {
             work_scheduler: Arc::new(ChanScheduler { tx }),
             authority: "test.example.com".into(),
             random: SharedRandom::new(SplitMix64::seeded(7)),
             registry: registry.clone(),
             channels: None,
+            channelz: parent.clone(),
         };
         let policy = rls.build(options);
         Self {
@@ -413,6 +419,7 @@ impl Harness {
             children,
             ctrl,
             policy,
+            parent,
             work_rx,
             states: Vec::new(),
             subchannels: Vec::new(),
