@@ -390,3 +390,167 @@ fn grpcio_channelz_client_reads_our_channel_and_subchannels() {
         u64::from(backend.local_addr().port())
     );
 }
+
+/// One unary call of raw bytes on `conn`.
+fn raw_call(conn: &Arc<dyn Connection>, method: &str, request: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let (tx, rx) = bounded(1);
+    conn.start_call(
+        CallRequest::new(method, request),
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    match rx.recv_timeout(WAIT).unwrap() {
+        Ok(response) => Ok(response.message),
+        Err(e) => Err(e.status),
+    }
+}
+
+/// The reverse: grpcio's own channelz servicer (`grpc_server.py --channelz`,
+/// C-core's channelz) answers our hand-written requests, and our decoders read its
+/// answers; both sides agree on the connection between them.
+#[test]
+fn our_decoders_read_grpcio_channelz_answers() {
+    use lb_core::channelz::{self as cz, Snapshot};
+    use lb_transport::server::channelz::wire::{self, Method, Request};
+
+    let Some(env) = peers::require_peers() else {
+        return;
+    };
+    let grpcio = peers::ScriptServer::start(
+        &env,
+        "grpc_server.py",
+        ["--port", "0", "--watch-stdin", "--channelz"],
+    )
+    .unwrap();
+    let transport = H2Transport::new(TransportConfig::default()).unwrap();
+    let addr = grpcio.addr().to_string();
+    let opts = ConnectOptions {
+        authority: addr.clone(),
+        connect_deadline: Instant::now() + WAIT,
+        user_agent: "channelz-test".into(),
+    };
+    let (tx, events) = bounded(16);
+    let sink = Arc::new(move |e| {
+        let _ = tx.try_send(e);
+    });
+    let conn = transport
+        .connect(&Address::new(&addr), &opts, sink)
+        .unwrap();
+    assert_eq!(events.recv_timeout(WAIT), Ok(ConnectionEvent::Ready));
+    for _ in 0..4 {
+        assert_eq!(
+            raw_call(&conn, services::ECHO, b"hi".to_vec()).unwrap(),
+            b"hi"
+        );
+    }
+    let ask = |method: Method, request: Request| {
+        raw_call(&conn, method.path(), wire::encode_request(&request))
+    };
+
+    // GetServers: grpcio's one server, with the calls so far, and its listener.
+    let page = ask(
+        Method::GetServers,
+        Request::Servers {
+            start_server_id: 0,
+            max_results: 0,
+        },
+    )
+    .unwrap();
+    let (servers, end) = wire::decode_page(&page, wire::decode_server).unwrap();
+    assert!(end);
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    let server = &servers[0];
+    assert!(server.calls.started >= 4, "{server:?}");
+    assert!(server.calls.succeeded >= 4, "{server:?}");
+    assert!(server.calls.last_started.is_some(), "{server:?}");
+    assert_eq!(server.listen_sockets.len(), 1, "{server:?}");
+
+    // Its listen socket: C-core names it after the address it was asked to bind
+    // (`127.0.0.1:0`), so only the IP is checked.
+    let listen = ask(
+        Method::GetSocket,
+        Request::Socket {
+            socket_id: server.listen_sockets[0] as i64,
+            summary: false,
+        },
+    )
+    .unwrap();
+    let listen = wire::decode_get_one(&listen, wire::decode_socket)
+        .unwrap()
+        .unwrap();
+    let port = |a: &Option<String>| -> u16 {
+        a.as_deref()
+            .unwrap()
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .port()
+    };
+    let local: std::net::SocketAddr = listen.local.as_deref().unwrap().parse().unwrap();
+    assert_eq!(local.ip(), grpcio.addr().ip(), "{listen:?}");
+    assert_eq!(listen.remote, None, "{listen:?}");
+    assert!(listen.name.contains("listener"), "{listen:?}");
+
+    // GetServerSockets: our connection, seen from grpcio's side, is the one whose
+    // remote port is our socket's local port (from our own registry).
+    let Some(Snapshot::Socket(ours)) = cz::registry().get(conn.socket_id().unwrap()) else {
+        panic!("our connection is not registered");
+    };
+    let page = ask(
+        Method::GetServerSockets,
+        Request::ServerSockets {
+            server_id: server.id as i64,
+            start_socket_id: 0,
+            max_results: 0,
+        },
+    )
+    .unwrap();
+    let (refs, end) = wire::decode_page(&page, wire::decode_socket_ref).unwrap();
+    assert!(end);
+    let mut theirs = None;
+    for (id, _) in &refs {
+        let bytes = ask(
+            Method::GetSocket,
+            Request::Socket {
+                socket_id: *id as i64,
+                summary: false,
+            },
+        )
+        .unwrap();
+        let socket = wire::decode_get_one(&bytes, wire::decode_socket)
+            .unwrap()
+            .unwrap();
+        if socket.remote.is_some() && port(&socket.remote) == port(&ours.local) {
+            theirs = Some(socket);
+        }
+    }
+    let theirs = theirs.unwrap_or_else(|| panic!("our connection not among {refs:?}"));
+    // 4 echo calls and 3 channelz calls answered, and the GetSocket under way.
+    assert!(theirs.streams_started >= 8, "{theirs:?}");
+    assert!(theirs.streams_succeeded >= 7, "{theirs:?}");
+    assert!(theirs.messages_received >= 8, "{theirs:?}");
+    assert!(theirs.messages_sent >= 7, "{theirs:?}");
+    assert!(theirs.last_remote_stream_created.is_some(), "{theirs:?}");
+    assert_eq!(port(&theirs.local), grpcio.addr().port());
+
+    // Our side of the same connection counts the same finished calls.
+    let Some(Snapshot::Socket(ours)) = cz::registry().get(conn.socket_id().unwrap()) else {
+        panic!("our connection is not registered");
+    };
+    assert!(ours.streams_succeeded >= 8, "{ours:?}");
+    assert_eq!(ours.streams_failed, 0, "{ours:?}");
+    assert!(
+        ours.messages_sent >= 8 && ours.messages_received >= 8,
+        "{ours:?}"
+    );
+
+    // An id grpcio does not know: NOT_FOUND there too.
+    let err = ask(
+        Method::GetSubchannel,
+        Request::Subchannel {
+            subchannel_id: UNKNOWN_ID as i64,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), lb_core::Code::NotFound, "{err:?}");
+}

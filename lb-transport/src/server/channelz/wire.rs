@@ -31,12 +31,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use lb_core::ConnectivityState;
 use lb_core::channelz::{
     CallCounts, ChannelSnapshot, Kind, ServerSnapshot, Severity, SocketSnapshot,
     SubchannelSnapshot, TraceEvent, TraceSnapshot,
 };
 use lb_core::protowire::{Reader, put_bytes, put_string, put_tag, put_varint, wire};
-use lb_core::ConnectivityState;
 
 pub use lb_core::protowire::DecodeError;
 
