@@ -1075,7 +1075,7 @@ mod tests {
         let bytes = encode_get_top_channels(std::slice::from_ref(&channel), true);
         let (got, end) = decode_page(&bytes, decode_channel).unwrap();
         assert!(end);
-        assert_eq!(got, [channel.clone()]);
+        assert_eq!(got, [channel]);
         let sub = SubchannelSnapshot {
             id: 9,
             target: "127.0.0.1:50051".into(),
