@@ -25,6 +25,11 @@
 //! [`Response::with_load_report`] or [`ServerCall::set_load_report`], out of band with
 //! [`orca::OrcaService`]: `OrcaService::new().mount(builder)`.
 //!
+//! Channelz (gRFC A14): every server registers itself, its listener and its
+//! connections in [`lb_core::channelz::registry`] ([`Server::channelz_id`]), and
+//! [`channelz::ChannelzService`] serves that registry as `grpc.channelz.v1.Channelz`:
+//! `ChannelzService::new().mount(builder)`.
+//!
 //! # Threads and data flow
 //!
 //! ```text
