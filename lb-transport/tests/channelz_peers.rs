@@ -533,9 +533,18 @@ fn our_decoders_read_grpcio_channelz_answers() {
     assert!(theirs.last_remote_stream_created.is_some(), "{theirs:?}");
     assert_eq!(port(&theirs.local), grpcio.addr().port());
 
-    // Our side of the same connection counts the same finished calls.
-    let Some(Snapshot::Socket(ours)) = cz::registry().get(conn.socket_id().unwrap()) else {
-        panic!("our connection is not registered");
+    // Our side of the same connection counts the same finished calls. The I/O
+    // thread publishes its counts at the end of the pass that ran our callback, so
+    // the last call's may land a moment after it returned: wait for them, bounded.
+    let deadline = Instant::now() + WAIT;
+    let ours = loop {
+        let Some(Snapshot::Socket(ours)) = cz::registry().get(conn.socket_id().unwrap()) else {
+            panic!("our connection is not registered");
+        };
+        if ours.streams_succeeded >= 8 || Instant::now() >= deadline {
+            break ours;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     };
     assert!(ours.streams_succeeded >= 8, "{ours:?}");
     assert_eq!(ours.streams_failed, 0, "{ours:?}");
@@ -553,4 +562,84 @@ fn our_decoders_read_grpcio_channelz_answers() {
     )
     .unwrap_err();
     assert_eq!(err.code(), lb_core::Code::NotFound, "{err:?}");
+}
+
+/// Over TLS, both ends of a connection show channelz's `Security.tls` with the
+/// negotiated suite's standard name (read through our codec's decoder, as a
+/// channelz client would see it).
+#[cfg(feature = "tls")]
+#[test]
+fn tls_sockets_show_their_cipher_suite() {
+    use lb_core::channelz::{self as cz, Snapshot};
+    use lb_transport::driver::tls::{TlsConfig, TlsServerConfig};
+    use lb_transport::server::channelz::wire::{self, Method, Request};
+
+    let Some(env) = peers::require_peers() else {
+        return;
+    };
+    let dir = env.temp_dir("channelz-tls").unwrap();
+    let (cert, key) = peers::self_signed_cert(dir.path()).unwrap();
+    let (cert, key) = (std::fs::read(cert).unwrap(), std::fs::read(key).unwrap());
+    let server = services::mount(Server::builder(), "tls")
+        .tls(TlsServerConfig::from_pem(&cert, &key).unwrap())
+        .workers(2)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let config = TransportConfig {
+        tls: Some(
+            TlsConfig::with_root_pem(&cert)
+                .unwrap()
+                .with_server_name("localhost"),
+        ),
+        ..TransportConfig::default()
+    };
+    let transport = H2Transport::new(config).unwrap();
+    let addr = server.local_addr().to_string();
+    let opts = ConnectOptions {
+        authority: addr.clone(),
+        connect_deadline: Instant::now() + WAIT,
+        user_agent: "channelz-test".into(),
+    };
+    let (tx, events) = bounded(16);
+    let sink = Arc::new(move |e| {
+        let _ = tx.try_send(e);
+    });
+    let conn = transport
+        .connect(&Address::new(&addr), &opts, sink)
+        .unwrap();
+    assert_eq!(events.recv_timeout(WAIT), Ok(ConnectionEvent::Ready));
+    assert_eq!(
+        raw_call(&conn, services::ECHO, b"hi".to_vec()).unwrap(),
+        b"hi"
+    );
+
+    let service = ChannelzService::new();
+    let socket = |id: u64| {
+        let request = Request::Socket {
+            socket_id: id as i64,
+            summary: false,
+        };
+        let bytes = service
+            .answer(Method::GetSocket, &wire::encode_request(&request))
+            .unwrap();
+        wire::decode_get_one(&bytes, wire::decode_socket)
+            .unwrap()
+            .unwrap()
+    };
+    let client = socket(conn.socket_id().unwrap());
+    let Some(Snapshot::Server(s)) = cz::registry().get(server.channelz_id()) else {
+        panic!("server not registered");
+    };
+    assert_eq!(s.sockets.len(), 1, "{s:?}");
+    let server_side = socket(s.sockets[0]);
+    for side in [&client, &server_side] {
+        let security = side.security.as_deref().unwrap_or_default();
+        assert!(security.starts_with("tls:TLS_"), "{side:?}");
+        assert!(
+            !security.starts_with("tls:TLS13_"),
+            "standard names: {side:?}"
+        );
+    }
+    assert_eq!(client.security, server_side.security);
+    assert_eq!(client.local, server_side.remote);
 }

@@ -17,6 +17,10 @@
 //! pass over the connection: a few relaxed atomic stores, no lock. Times come from
 //! the pass's `now`, turned into wall-clock time by a [`WallAnchor`] taken when the
 //! socket was made. The entity leaves the registry when the connection is dropped.
+//!
+//! So a snapshot is at most one pass behind: a call's listener runs during the pass,
+//! its counts land at the end of it, and a thread woken by the listener may read the
+//! counts a moment before they include its call.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
