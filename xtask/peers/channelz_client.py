@@ -15,7 +15,9 @@ Commands, each answered with one JSON line on stdout:
     socket ID                     GetSocket(socket_id)
     walk                          every method, following the references: top
                                   channels -> channels -> subchannels -> sockets,
-                                  servers -> server sockets -> sockets
+                                  servers -> server sockets -> sockets (what
+                                  closed since it was listed, NOT_FOUND, is left
+                                  out)
 
 A line is {"command": [...], "ok": RESPONSE} with the response as
 google.protobuf.json_format prints it (proto field names; int64 values are
@@ -102,6 +104,15 @@ class Client:
             start = id_of(page[-1]) + 1
         return items
 
+    def get_or_none(self, name, args):
+        """The answer, or None for an entity gone since it was listed."""
+        try:
+            return self.call(name, args)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return None
+
     def walk(self):
         out = {
             "top_channels": [],
@@ -127,13 +138,19 @@ class Client:
             if cid in seen:
                 continue
             seen.add(cid)
-            channel = self.call("channel", [cid]).channel
+            answer = self.get_or_none("channel", [cid])
+            if answer is None:
+                continue
+            channel = answer.channel
             out["channels"][str(cid)] = to_dict(channel)
             pending.extend(r.channel_id for r in channel.channel_ref)
             subchannels.extend(r.subchannel_id for r in channel.subchannel_ref)
             sockets.extend(r.socket_id for r in channel.socket_ref)
         for sid in subchannels:
-            sub = self.call("subchannel", [sid]).subchannel
+            answer = self.get_or_none("subchannel", [sid])
+            if answer is None:
+                continue
+            sub = answer.subchannel
             out["subchannels"][str(sid)] = to_dict(sub)
             sockets.extend(r.socket_id for r in sub.socket_ref)
         servers = self.pages(
@@ -146,21 +163,24 @@ class Client:
         for server in servers:
             sid = server.ref.server_id
             sockets.extend(r.socket_id for r in server.listen_socket)
-            refs = self.pages(
-                "server-sockets",
-                lambda start, sid=sid: [sid, start, 0],
-                lambda r: r.socket_ref,
-                lambda r: r.socket_id,
-            )
+            try:
+                refs = self.pages(
+                    "server-sockets",
+                    lambda start, sid=sid: [sid, start, 0],
+                    lambda r: r.socket_ref,
+                    lambda r: r.socket_id,
+                )
+            except grpc.RpcError as e:
+                # A server that stopped since it was listed.
+                if e.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                continue
             out["server_sockets"][str(sid)] = [to_dict(r) for r in refs]
             sockets.extend(r.socket_id for r in refs)
         for sock in sockets:
-            try:
-                out["sockets"][str(sock)] = to_dict(self.call("socket", [sock]).socket)
-            except grpc.RpcError as e:
-                # A connection that closed meanwhile.
-                if e.code() != grpc.StatusCode.NOT_FOUND:
-                    raise
+            answer = self.get_or_none("socket", [sock])
+            if answer is not None:
+                out["sockets"][str(sock)] = to_dict(answer.socket)
         return out
 
 
