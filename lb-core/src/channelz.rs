@@ -575,9 +575,11 @@ pub struct SocketSnapshot {
     pub last_message_sent: Option<SystemTime>,
     /// When a message was last received.
     pub last_message_received: Option<SystemTime>,
-    /// The connection-level flow-control window this side grants.
+    /// The connection-level flow-control window the peer grants this side (what
+    /// this side may still send), as channelz.proto defines it.
     pub local_flow_control_window: Option<i64>,
-    /// The connection-level flow-control window the peer grants.
+    /// The connection-level flow-control window this side grants the peer (what
+    /// the peer may still send).
     pub remote_flow_control_window: Option<i64>,
     /// The security in use (`"tls"`, with details after a colon), if any.
     pub security: Option<String>,

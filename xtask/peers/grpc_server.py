@@ -3,7 +3,7 @@
 
 Usage:
     grpc_server.py --port 0 [--id NAME] [--tls-cert F --tls-key F]
-                   [--log-calls] [--watch-stdin] [--health]
+                   [--log-calls] [--watch-stdin] [--health] [--channelz]
 
 Binds 127.0.0.1 only (port 0 picks a free port), prints exactly one line
 `LISTENING <port>` to stdout once serving, then serves until SIGTERM or
@@ -54,6 +54,10 @@ With `--health`, the server also serves grpc's own health service
 SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN; SERVICE "" when left out) sets
 that status, and the server answers with the line `HEALTH <STATUS> <SERVICE>`
 once it is set (watchers are told from then on).
+
+With `--channelz`, the server also serves grpc's own channelz service
+(grpc_channelz.v1, `add_channelz_servicer`): what this process's C-core
+channels, servers and sockets did, for tests that read a real channelz answer.
 """
 
 import argparse
@@ -259,6 +263,7 @@ def main():
     parser.add_argument("--log-calls", action="store_true")
     parser.add_argument("--watch-stdin", action="store_true")
     parser.add_argument("--health", action="store_true")
+    parser.add_argument("--channelz", action="store_true")
     args = parser.parse_args()
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
@@ -287,6 +292,10 @@ def main():
         servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         on_line = health_commands(servicer)
+    if args.channelz:
+        from grpc_channelz.v1 import channelz
+
+        channelz.add_channelz_servicer(server)
     port = peer_serve.bind(server, args.port, "grpc_server", credentials)
     if port is None:
         return 2

@@ -83,6 +83,7 @@ use parking_lot::Mutex;
 
 use crate::driver::IdMap;
 use crate::driver::call::{Opening, RecvCredit, StreamHandle, StreamShared, Work, release_batch};
+use crate::driver::channelz::SocketZ;
 use crate::driver::proxy::{self, ProxyMode, ProxyReply};
 use crate::driver::socket::{self, ReadOutcome};
 use crate::driver::stream::Stream;
@@ -176,6 +177,8 @@ pub enum ChannelSecurity {
 /// Everything the I/O thread needs to open one connection.
 pub(crate) struct ConnectSpec {
     id: u64,
+    /// The connection's channelz socket id.
+    socket_id: u64,
     addr: SocketAddr,
     /// `host:port` to ask the proxy to connect to, when `addr` is a proxy.
     tunnel_to: Option<String>,
@@ -388,9 +391,11 @@ impl Transport for H2Transport {
         };
         let tunnel_to = tunnel_to.map(|_| address.address.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let socket_id = lb_core::channelz::next_id();
         self.handle
             .send(Command::Connect(ConnectSpec {
                 id,
+                socket_id,
                 addr,
                 tunnel_to,
                 authority: options.authority.clone(),
@@ -407,6 +412,7 @@ impl Transport for H2Transport {
             .map_err(|_| Status::unavailable("transport is shut down"))?;
         Ok(Arc::new(ClientConnection {
             id,
+            socket_id,
             handle: self.handle.clone(),
             closed: AtomicBool::new(false),
             release_batch: self.release_batch,
@@ -456,6 +462,9 @@ fn request_encoding(head: &CallHead) -> Result<Encoding, Status> {
 /// The handle a channel holds for one connection.
 struct ClientConnection {
     id: u64,
+    /// Its channelz socket id (registered by the I/O thread while the socket
+    /// lives).
+    socket_id: u64,
     handle: Handle,
     closed: AtomicBool,
     release_batch: usize,
@@ -483,6 +492,10 @@ impl Connection for ClientConnection {
         if !self.closed.swap(true, Ordering::AcqRel) {
             let _ = self.handle.send(Command::Close { id: self.id });
         }
+    }
+
+    fn socket_id(&self) -> Option<u64> {
+        Some(self.socket_id)
     }
 }
 
@@ -546,6 +559,8 @@ struct Conn {
     /// The interest the socket is registered with.
     interest: Interest,
     reported_ready: bool,
+    /// Its channelz entity (`driver::channelz`).
+    cz: SocketZ,
 }
 
 struct IoLoop {
@@ -772,6 +787,12 @@ impl IoLoop {
             return Err(io::Error::other("transport is shutting down"));
         }
         let mut socket = TcpStream::connect(spec.addr)?;
+        let cz = SocketZ::register(
+            spec.socket_id,
+            true,
+            socket.local_addr().ok(),
+            Some(spec.addr),
+        );
         self.poll.registry().register(
             &mut socket,
             Token(spec.id as usize),
@@ -810,6 +831,7 @@ impl IoLoop {
                 write_blocked: true,
                 interest: Interest::READABLE | Interest::WRITABLE,
                 reported_ready: false,
+                cz,
             },
         );
         Ok(())
@@ -989,6 +1011,7 @@ impl IoLoop {
                 break;
             }
         }
+        conn.cz.sync(&conn.h2, &conn.stream, now);
         if conn.h2.is_closed() && conn.calls.is_empty() {
             let mut conn = self.conns.remove(&id).expect("present");
             let _ = self.poll.registry().deregister(&mut conn.stream.tcp);
@@ -1034,6 +1057,9 @@ impl Conn {
                 Ok(Some(e)) | Err(e) => return Err(format!("connect failed: {e}")),
             }
             let _ = self.stream.tcp.set_nodelay(true);
+            if let Ok(local) = self.stream.tcp.local_addr() {
+                self.cz.set_local(local);
+            }
             self.phase = match tunnel_to.take() {
                 Some(target) => Phase::Proxy {
                     request: proxy::connect_request(&target),
@@ -1150,6 +1176,7 @@ impl Conn {
                 return moved;
             }
             moved = true;
+            self.cz.sent(1);
             call.unsent += PREFIX_LEN + len;
             if end {
                 call.end_pending = false;
@@ -1295,7 +1322,10 @@ impl Conn {
         for response in responses.drain(..) {
             match response {
                 ResponseEvent::Headers(md) => shared.listener.on_headers(md),
-                ResponseEvent::Message(m) => shared.listener.on_message(m),
+                ResponseEvent::Message(m) => {
+                    self.cz.received(1);
+                    shared.listener.on_message(m);
+                }
                 ResponseEvent::End(status) => {
                     self.calls.remove(&stream);
                     let reason = if peer_ended {

@@ -2,6 +2,7 @@
 //! connections.
 
 pub mod call;
+pub(crate) mod channelz;
 pub mod client;
 pub mod proxy;
 pub mod socket;

@@ -61,6 +61,28 @@ impl Stream {
         self.tcp.shutdown(std::net::Shutdown::Write)
     }
 
+    /// The security channelz shows once the TLS handshake is done: `tls:` and the
+    /// cipher suite's standard (IANA) name; `None` for plaintext or while
+    /// handshaking.
+    pub(crate) fn security(&self) -> Option<String> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            if tls.is_handshaking() {
+                return None;
+            }
+            let name = tls
+                .negotiated_cipher_suite()
+                .and_then(|s| s.suite().as_str())
+                // rustls spells TLS 1.3's suites `TLS13_…`; their standard names are `TLS_…`.
+                .map(|n| {
+                    n.strip_prefix("TLS13_")
+                        .map_or_else(|| n.to_owned(), |rest| format!("TLS_{rest}"))
+                });
+            return Some(name.map_or_else(|| "tls".to_owned(), |n| format!("tls:{n}")));
+        }
+        None
+    }
+
     /// Whether this stream is TLS.
     pub(crate) fn is_tls(&self) -> bool {
         #[cfg(feature = "tls")]

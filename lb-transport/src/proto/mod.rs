@@ -33,5 +33,5 @@ mod tests;
 
 pub use config::{ConnectionConfig, IDLE_PING_INTERVAL, KeepaliveConfig, PingPolicy};
 pub use connection::{
-    Connection, ConnectionError, Event, OpenError, ResetCause, Role, StreamError,
+    Connection, ConnectionError, ConnectionStats, Event, OpenError, ResetCause, Role, StreamError,
 };

@@ -375,6 +375,42 @@ fn client_reset_reaches_the_server() {
 }
 
 #[test]
+fn stats_count_streams_as_channelz_does() {
+    let mut p = Pair::default();
+    // One answered stream, one the client resets.
+    let ok = p.client.open_stream(request("/a/b"), false, p.now).unwrap();
+    p.client.send_data(ok, b"ping", true).unwrap();
+    let reset = p
+        .client
+        .open_stream(request("/slow"), false, p.now)
+        .unwrap();
+    p.drive();
+    assert_eq!(p.client.stats().streams_started, 2);
+    assert_eq!(p.server.stats().streams_started, 2);
+    p.client.reset_stream(reset, Reason::CANCEL);
+    p.drive();
+    p.serve_echo();
+    p.drive();
+    let (client, server) = (p.client.stats(), p.server.stats());
+    assert_eq!(
+        (client.streams_succeeded, client.streams_failed),
+        (1, 1),
+        "{client:?}"
+    );
+    assert_eq!(
+        (server.streams_succeeded, server.streams_failed),
+        (1, 1),
+        "{server:?}"
+    );
+    // Echo credit went back, so the windows are whole again (within a batch).
+    assert!(
+        client.recv_window > 0 && client.send_window > 0,
+        "{client:?}"
+    );
+    assert_eq!(client.keepalives_sent, 0);
+}
+
+#[test]
 fn unacknowledged_settings_time_out() {
     let now = Instant::now();
     let mut client = Connection::client(ConnectionConfig::default(), now);
@@ -432,6 +468,7 @@ fn keepalive_pings_after_idle_time_and_survives_when_answered() {
         p.drive();
     }
     assert!(!p.client.is_closed());
+    assert_eq!(p.client.stats().keepalives_sent, 5);
 }
 
 #[test]

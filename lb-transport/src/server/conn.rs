@@ -33,6 +33,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use lb_core::{Code, Metadata, Status};
 use mio::Token;
 
+use crate::driver::channelz::SocketZ;
 use crate::driver::socket::{self, ReadOutcome};
 use crate::driver::stream::Stream;
 use crate::frame::{Reason, StreamId};
@@ -43,7 +44,9 @@ use crate::hpack::Header;
 use crate::proto::{Connection, ConnectionConfig, Event, ResetCause, StreamError};
 use crate::server::call::{CallHandle, CallShared, CallState, Out, Poker};
 use crate::server::worker::{IoSender, Job, cancel_pair};
-use crate::server::{Request, Response, Route, ServerCall, Shared, StreamHandler, UnaryHandler};
+use crate::server::{
+    Request, Response, Route, ServerCall, ServerEntity, Shared, StreamHandler, UnaryHandler,
+};
 
 /// How long a finished connection waits for its last bytes to leave and for the peer
 /// to close, so that closing does not reset data the peer has not read yet.
@@ -210,6 +213,10 @@ pub(crate) struct Conn {
     fin_sent: bool,
     /// Once the connection has finished: the latest moment to drop the socket.
     linger_until: Option<Instant>,
+    /// The connection's channelz socket.
+    pub(crate) cz: SocketZ,
+    /// The server's channelz entity, which counts calls.
+    server: Arc<ServerEntity>,
 }
 
 impl Conn {
@@ -217,6 +224,8 @@ impl Conn {
         token: Token,
         stream: Stream,
         config: ConnectionConfig,
+        cz: SocketZ,
+        server: Arc<ServerEntity>,
         now: Instant,
     ) -> Self {
         Self {
@@ -236,6 +245,8 @@ impl Conn {
             broken: false,
             fin_sent: false,
             linger_until: None,
+            cz,
+            server,
         }
     }
 
@@ -327,7 +338,7 @@ impl Conn {
         let mut state = shared.lock();
         state.io_notified = false;
         settle_credit(&mut self.proto, stream, st, &mut state, &mut self.buffered);
-        let decoded = decode_into_inbox(st, &mut state);
+        let decoded = decode_into_inbox(st, &mut state, &mut self.cz);
         settle_credit(&mut self.proto, stream, st, &mut state, &mut self.buffered);
         drop(state);
         self.sending.insert(stream);
@@ -372,6 +383,7 @@ impl Conn {
                 break;
             }
         }
+        self.cz.sync(&self.proto, &self.stream, now);
         if self.proto.is_closed() {
             self.linger_until.get_or_insert(now + LINGER);
             let flushed = !self.write_blocked;
@@ -449,6 +461,7 @@ impl Conn {
     /// CANCELLED and `why`) and forgets their deadlines.
     pub(crate) fn drop_calls(&mut self, dispatch: &mut Dispatch, why: &str) {
         for (stream, call) in self.calls.drain() {
+            self.server.calls.finished(false);
             if let Some(at) = call.deadline {
                 dispatch.deadlines.remove(&(at, self.token, stream));
             }
@@ -485,6 +498,7 @@ impl Conn {
             } => self.on_data(stream, &data, end_stream, dispatch),
             Event::Reset { stream, cause } => {
                 if let Some(call) = self.remove_call(stream, dispatch) {
+                    self.server.calls.finished(false);
                     log::debug!(
                         "connection {}: call on {stream} reset: {cause:?}",
                         self.token.0
@@ -529,9 +543,13 @@ impl Conn {
     ) {
         let head = match call::parse_request_head(headers) {
             Ok(head) => head,
-            Err(Refusal::Grpc(status)) => return self.send_status(stream, &status, end_stream),
+            Err(Refusal::Grpc(status)) => {
+                self.server.call_started(now);
+                return self.send_status(stream, &status, end_stream);
+            }
             Err(Refusal::Http(code)) => return self.plain_http(stream, headers, code, end_stream),
         };
+        self.server.call_started(now);
         let Some(route) = dispatch.shared.route(&head.path).cloned() else {
             let status = Status::unimplemented(format!("unknown method {}", head.path));
             return self.send_status(stream, &status, end_stream);
@@ -677,6 +695,7 @@ impl Conn {
                     break;
                 }
             };
+            self.cz.received(1);
             if message.is_some() {
                 failure = Some(Status::unimplemented(
                     "more than one request message for a method that takes one",
@@ -726,7 +745,7 @@ impl Conn {
         if failure.is_none() {
             state.held += n;
             st.end_seen |= end_stream;
-            let news = match decode_into_inbox(st, &mut state) {
+            let news = match decode_into_inbox(st, &mut state, &mut self.cz) {
                 Ok(news) => news,
                 Err(e) => {
                     failure = Some(e);
@@ -762,7 +781,7 @@ impl Conn {
                 call.remote_done = true;
                 st.end_seen = true;
                 let shared = Arc::clone(&st.handle.0);
-                let decoded = decode_into_inbox(st, &mut shared.lock());
+                let decoded = decode_into_inbox(st, &mut shared.lock(), &mut self.cz);
                 shared.notify();
                 if let Err(status) = decoded {
                     self.fail_call(stream, status, dispatch);
@@ -850,6 +869,7 @@ impl Conn {
         };
         match &call.phase {
             Phase::Streaming(st) => {
+                self.server.calls.finished(false);
                 st.handle.0.cancel(status.clone());
                 if st.headers_sent && self.proto.send_buffered(stream) > 0 {
                     // Responses are queued ahead of where the status would go.
@@ -935,6 +955,7 @@ impl Conn {
         let mut freed = false;
         let mut blocked = false;
         let mut finished = false;
+        let mut status_ok = false;
         let mut gone = None;
         while let Some(out) = state.outbound.pop_front() {
             let sent = match out {
@@ -960,6 +981,7 @@ impl Conn {
                         Ok(()) => {
                             state.out_bytes -= wire.len();
                             freed = true;
+                            self.cz.sent(1);
                             Ok(())
                         }
                         Err(StreamError::Blocked(_)) => {
@@ -977,6 +999,7 @@ impl Conn {
                         call::trailers_only(&status, &metadata)
                     };
                     finished = true;
+                    status_ok = status.code() == Code::Ok;
                     self.proto.send_headers(stream, headers, true)
                 }
             };
@@ -998,6 +1021,7 @@ impl Conn {
             log::debug!("connection {}: response not sent: {e}", self.token.0);
             let status = Status::cancelled("the stream closed");
             if let Some(call) = self.remove_call(stream, dispatch) {
+                self.server.calls.finished(false);
                 if let Phase::Streaming(st) = &call.phase {
                     st.handle.0.cancel(status);
                 }
@@ -1006,7 +1030,9 @@ impl Conn {
             // The connection sends the trailers after the queued data. A client still
             // sending is told to stop (RFC 9113 section 8.1) if the trailers are
             // already on their way; otherwise it stops when it reads them.
-            self.remove_call(stream, dispatch);
+            if self.remove_call(stream, dispatch).is_some() {
+                self.server.calls.finished(status_ok);
+            }
             if !remote_done && self.proto.send_buffered(stream) == 0 {
                 self.proto.reset_stream(stream, Reason::NO_ERROR);
             }
@@ -1020,6 +1046,8 @@ impl Conn {
 
     /// Response headers, the one message, and trailers with OK.
     fn send_response(&mut self, stream: StreamId, response: &Response, encoding: Encoding) {
+        self.server.calls.finished(true);
+        self.cz.sent(1);
         let mut body = Vec::new();
         call::encode_message(encoding, &response.message, &mut body);
         let ok = Status::new(Code::Ok, "");
@@ -1044,6 +1072,7 @@ impl Conn {
     /// stream is then reset with NO_ERROR: the answer is complete, stop sending
     /// (RFC 9113 section 8.1).
     fn send_status(&mut self, stream: StreamId, status: &Status, remote_done: bool) {
+        self.server.calls.finished(status.code() == Code::Ok);
         let headers = call::trailers_only(status, &Metadata::new());
         if let Err(e) = self.proto.send_headers(stream, headers, true) {
             log::debug!("connection {}: status not sent: {e}", self.token.0);
@@ -1090,7 +1119,11 @@ impl Conn {
 /// (their credit held) until the handler takes messages. Once the client has
 /// ended its side and every message left the decoder, the handler is told.
 /// Returns whether the handler has news.
-fn decode_into_inbox(st: &mut Streaming, state: &mut CallState) -> Result<bool, Status> {
+fn decode_into_inbox(
+    st: &mut Streaming,
+    state: &mut CallState,
+    cz: &mut SocketZ,
+) -> Result<bool, Status> {
     let mut news = false;
     let mut drained = false;
     while state.inbox_bytes < st.inbox_limit {
@@ -1099,6 +1132,7 @@ fn decode_into_inbox(st: &mut Streaming, state: &mut CallState) -> Result<bool, 
                 let (wire_len, compressed) =
                     (st.decoder.last_wire_len(), st.decoder.last_was_compressed());
                 state.push_message(message, wire_len, compressed);
+                cz.received(1);
                 news = true;
             }
             None => {

@@ -22,6 +22,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::driver::channelz::SocketZ;
 use crate::driver::stream::Stream;
 use crate::server::Shared;
 use crate::server::conn::{Conn, Dispatch};
@@ -203,8 +204,12 @@ impl IoLoop {
                     }
                 }
             }
+            let local = stream.tcp.local_addr().ok();
+            let cz = SocketZ::register(lb_core::channelz::next_id(), false, local, Some(peer));
+            let server = Arc::clone(&self.dispatch.shared.cz);
+            server.sockets.lock().insert(cz.id());
             self.conns
-                .insert(token, Conn::new(token, stream, config, now));
+                .insert(token, Conn::new(token, stream, config, cz, server, now));
             // Our SETTINGS go out at once; bytes that came with the connection are
             // read at once too.
             touched.push(token);
@@ -316,6 +321,7 @@ impl IoLoop {
     fn remove(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(&token) {
             conn.drop_calls(&mut self.dispatch, "the connection closed");
+            self.dispatch.shared.cz.sockets.lock().remove(&conn.cz.id());
             if let Err(e) = self.poll.registry().deregister(&mut conn.stream.tcp) {
                 log::debug!("deregistering connection {}: {e}", token.0);
             }

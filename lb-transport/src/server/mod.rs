@@ -25,6 +25,11 @@
 //! [`Response::with_load_report`] or [`ServerCall::set_load_report`], out of band with
 //! [`orca::OrcaService`]: `OrcaService::new().mount(builder)`.
 //!
+//! Channelz (gRFC A14): every server registers itself, its listener and its
+//! connections in [`lb_core::channelz::registry`] ([`Server::channelz_id`]), and
+//! [`channelz::ChannelzService`] serves that registry as `grpc.channelz.v1.Channelz`:
+//! `ChannelzService::new().mount(builder)`.
+//!
 //! # Threads and data flow
 //!
 //! ```text
@@ -126,6 +131,7 @@
 //! ```
 
 mod call;
+pub mod channelz;
 mod conn;
 pub mod health;
 mod io;
@@ -141,10 +147,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use lb_core::channelz::{
+    self as cz, CallCounters, Entity, Registration, ServerSnapshot, Severity, Snapshot, Trace,
+    WallAnchor,
+};
 use lb_core::{Metadata, Status};
+use parking_lot::Mutex;
 
 pub use crate::server::call::ServerCall;
 
+use crate::driver::channelz::ListenSocket;
 use crate::grpc::compression::Encoding;
 use crate::grpc::message::DEFAULT_MAX_MESSAGE_LEN;
 use crate::proto::ConnectionConfig;
@@ -272,8 +284,43 @@ impl Response {
     }
 }
 
+/// A server as channelz (gRFC A14) sees it: its calls, counted on the I/O thread
+/// (relaxed atomics), its trace, its listener and its connections' socket ids.
+pub(crate) struct ServerEntity {
+    id: u64,
+    pub(crate) calls: CallCounters,
+    trace: Trace,
+    listen_socket: u64,
+    /// Live connections' socket ids (the I/O thread adds and removes them as it
+    /// accepts and drops connections).
+    pub(crate) sockets: Mutex<std::collections::BTreeSet<u64>>,
+    /// Turns the I/O thread's `now` into wall-clock time.
+    pub(crate) anchor: WallAnchor,
+}
+
+impl ServerEntity {
+    /// A call started at `now` (the I/O thread's clock).
+    pub(crate) fn call_started(&self, now: Instant) {
+        self.calls.started(self.anchor.wall(now));
+    }
+}
+
+impl Entity for ServerEntity {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::Server(ServerSnapshot {
+            id: self.id,
+            calls: self.calls.get(),
+            trace: self.trace.snapshot(),
+            listen_sockets: vec![self.listen_socket],
+            sockets: self.sockets.lock().iter().copied().collect(),
+        })
+    }
+}
+
 /// What the I/O thread and the workers share, fixed at [`ServerBuilder::bind`].
 pub(crate) struct Shared {
+    /// The server's channelz entity.
+    pub(crate) cz: Arc<ServerEntity>,
     routes: HashMap<String, Route>,
     max_message_size: usize,
     max_buffered_request_bytes: usize,
@@ -531,7 +578,25 @@ impl ServerBuilder {
         let workers = self
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().max(2)));
+        let (listen, listen_registration) = ListenSocket::register(local_addr);
+        let started_at = std::time::SystemTime::now();
+        let entity = Arc::new(ServerEntity {
+            id: cz::next_id(),
+            calls: CallCounters::default(),
+            trace: Trace::new(started_at),
+            listen_socket: listen.id(),
+            sockets: Mutex::new(std::collections::BTreeSet::new()),
+            anchor: WallAnchor::new(Instant::now(), started_at),
+        });
+        entity.trace.event(
+            started_at,
+            Severity::Info,
+            format!("server started on {local_addr} with {workers} workers"),
+        );
+        let weak: std::sync::Weak<dyn Entity> = Arc::downgrade(&entity) as _;
+        let registration = cz::registry().register(entity.id, cz::Kind::Server, weak);
         let shared = Arc::new(Shared {
+            cz: Arc::clone(&entity),
             routes: self.routes,
             max_message_size: self.max_message_size,
             max_buffered_request_bytes: self
@@ -562,6 +627,11 @@ impl ServerBuilder {
             local_addr,
             to_io: Some(to_io),
             threads: Some(threads),
+            channelz: ServerZ {
+                entity,
+                _listen: listen,
+                _registrations: [registration, listen_registration],
+            },
         };
         started?;
         log::debug!("gRPC server listening on {local_addr} with {workers} workers");
@@ -575,6 +645,16 @@ pub struct Server {
     local_addr: SocketAddr,
     to_io: Option<IoSender>,
     threads: Option<Threads>,
+    /// Dropped after `Drop::drop` has joined the threads: the server leaves the
+    /// channelz registry last.
+    channelz: ServerZ,
+}
+
+/// A server's channelz entities, registered while the server lives.
+struct ServerZ {
+    entity: Arc<ServerEntity>,
+    _listen: Arc<ListenSocket>,
+    _registrations: [Registration; 2],
 }
 
 impl fmt::Debug for Server {
@@ -605,6 +685,28 @@ impl Server {
         self.local_addr
     }
 
+    /// The server's channelz id (gRFC A14): its entry in
+    /// [`lb_core::channelz::registry`], which [`channelz::ChannelzService`] serves.
+    ///
+    /// ```
+    /// use lb_core::channelz::{self, Snapshot};
+    /// use lb_transport::server::Server;
+    /// let server = Server::builder().bind("127.0.0.1:0")?;
+    /// let Some(Snapshot::Server(s)) = channelz::registry().get(server.channelz_id()) else {
+    ///     panic!("not registered");
+    /// };
+    /// assert_eq!((s.calls.started, s.listen_sockets.len()), (0, 1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn channelz_id(&self) -> u64 {
+        self.channelz.entity.id
+    }
+
+    /// The channelz id of the server's listening socket.
+    pub fn channelz_listen_socket_id(&self) -> u64 {
+        self.channelz.entity.listen_socket
+    }
+
     /// Stops gracefully: no new connections; GOAWAY(NO_ERROR) on every connection so
     /// that calls under way finish and new streams are refused; waits until every
     /// connection is done or `grace` has passed; then closes the rest and joins every
@@ -627,6 +729,11 @@ impl Server {
         let Some(threads) = self.threads.take() else {
             return;
         };
+        self.channelz.entity.trace.event(
+            std::time::SystemTime::now(),
+            Severity::Info,
+            format!("server stopping (grace {grace:?})"),
+        );
         if let Some(to_io) = self.to_io.take() {
             // If the I/O thread is already gone, there is nothing to tell it.
             let _ = to_io.send(ToIo::Shutdown { grace });

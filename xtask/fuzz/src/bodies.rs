@@ -25,6 +25,7 @@ use lb_core::orca::{OrcaLoadReport, OrcaLoadReportRequest};
 use lb_transport::frame::{FrameReader, HEADER_LEN, Head, Settings, StreamId};
 use lb_transport::hpack::{self, Decoder, Encoder, Header};
 use lb_transport::proto::{Connection, ConnectionConfig, Event};
+use lb_transport::server::channelz::wire as channelz;
 
 /// What a target does with one input.
 pub type Body = fn(&[u8]);
@@ -39,6 +40,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("service_config", service_config),
     ("health_codec", health_codec),
     ("orca_codec", orca_codec),
+    ("channelz_codec", channelz_codec),
 ];
 
 /// The header list limit the HPACK target decodes with (the connection's default
@@ -429,6 +431,47 @@ pub fn health_codec(data: &[u8]) {
     if let Ok(status) = health::decode_response(data) {
         let again = health::decode_response(&health::encode_response(status));
         assert_eq!(again, Ok(status), "response {data:?}");
+    }
+}
+
+// ----- channelz_codec -----
+
+/// Decodes the input as each `grpc.channelz.v1` request (our channelz service reads
+/// these from any client): what decodes must encode and decode back to itself. Then
+/// as each response our decoders read (a test reading grpcio's channelz servicer):
+/// what decodes, once re-encoded, must be a fixed point (one round trip may
+/// normalize, an IPv6 address's spelling say; a second must change nothing).
+pub fn channelz_codec(data: &[u8]) {
+    for method in channelz::Method::ALL {
+        if let Ok(request) = channelz::decode_request(method, data) {
+            let again = channelz::decode_request(method, &channelz::encode_request(&request));
+            assert_eq!(again, Ok(request), "{method:?} {data:?}");
+        }
+    }
+    fn fixed_point<T: PartialEq + std::fmt::Debug>(
+        data: &[u8],
+        decode: fn(&[u8]) -> Result<T, channelz::DecodeError>,
+        encode: fn(&T) -> Vec<u8>,
+    ) {
+        let Ok(first) = decode(data) else {
+            return;
+        };
+        let second = decode(&encode(&first)).expect("our encoding decodes");
+        let third = decode(&encode(&second)).expect("our encoding decodes");
+        assert_eq!(second, third, "{data:?}");
+    }
+    fixed_point(data, channelz::decode_channel, channelz::encode_channel);
+    fixed_point(
+        data,
+        channelz::decode_subchannel,
+        channelz::encode_subchannel,
+    );
+    fixed_point(data, channelz::decode_server, channelz::encode_server);
+    fixed_point(data, channelz::decode_socket, channelz::encode_socket);
+    if let Ok((refs, end)) = channelz::decode_page(data, channelz::decode_socket_ref) {
+        let bytes = channelz::encode_get_server_sockets(&refs, end);
+        let again = channelz::decode_page(&bytes, channelz::decode_socket_ref);
+        assert_eq!(again, Ok((refs, end)), "{data:?}");
     }
 }
 

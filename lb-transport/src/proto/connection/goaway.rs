@@ -167,6 +167,9 @@ impl Connection {
             None => ResetCause::Connection(ConnectionError::Local),
         };
         for (id, stream) in std::mem::take(&mut self.streams) {
+            if stream.opened {
+                self.count_end(&stream);
+            }
             self.events.push_back(Event::Reset {
                 stream: id,
                 cause: cause_for(stream.opened),

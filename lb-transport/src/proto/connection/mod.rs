@@ -109,6 +109,25 @@ enum Timer {
 
 const TIMERS: usize = 3;
 
+/// What a connection has done, for channelz (gRFC A14): see
+/// [`Connection::stats`]. Plain counts, kept as the connection runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Streams opened: HEADERS sent (client) or accepted (server).
+    pub streams_started: u64,
+    /// Streams that ended well: the peer's END_STREAM arrived (client), or ours
+    /// went out (server), as channelz counts them.
+    pub streams_succeeded: u64,
+    /// Streams that ended otherwise (reset, refused, connection gone).
+    pub streams_failed: u64,
+    /// Keepalive PINGs sent (gRFC A8).
+    pub keepalives_sent: u64,
+    /// The connection-level window the peer grants us (what we may send).
+    pub send_window: i64,
+    /// The connection-level window we grant the peer (what it may send).
+    pub recv_window: i64,
+}
+
 /// At most about this many bytes of DATA per [`Connection::poll_transmit`] call, so
 /// one connection cannot starve others.
 const TRANSMIT_BUDGET: usize = 256 << 10;
@@ -212,6 +231,9 @@ pub struct Connection {
     closed: bool,
     /// Round-robin position for DATA scheduling.
     send_cursor: StreamId,
+    /// Counts for channelz ([`Connection::stats`]); the windows are filled in on
+    /// reading.
+    stats: ConnectionStats,
 }
 
 impl Connection {
@@ -273,6 +295,7 @@ impl Connection {
             error: None,
             closed: false,
             send_cursor: StreamId::ZERO,
+            stats: ConnectionStats::default(),
             config,
         }
     }
@@ -306,6 +329,24 @@ impl Connection {
     /// The connection error, if there was one.
     pub fn error(&self) -> Option<&ConnectionError> {
         self.error.as_ref()
+    }
+
+    /// Streams started and ended, keepalives sent, and the connection windows
+    /// now (for channelz).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use lb_transport::proto::{Connection, ConnectionConfig};
+    /// let conn = Connection::client(ConnectionConfig::default(), Instant::now());
+    /// let stats = conn.stats();
+    /// assert_eq!((stats.streams_started, stats.send_window), (0, 65_535));
+    /// ```
+    pub fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            send_window: self.conn_send_window,
+            recv_window: self.conn_recv_window,
+            ..self.stats
+        }
     }
 
     /// Streams open or queued.

@@ -62,6 +62,7 @@ impl Connection {
         let active = self.open_local > 0;
         if !self.ping_outstanding && (active || ka.permit_without_calls) {
             Ping::new(*b"keepaliv").encode(&mut self.out);
+            self.stats.keepalives_sent += 1;
             self.ping_outstanding = true;
             self.timers[Timer::KeepaliveTimeout as usize] = Some(now + ka.timeout);
         }

@@ -165,6 +165,7 @@ impl Connection {
             stream.opened = true;
             stream.local_closed = end_stream;
             self.open_local += 1;
+            self.stats.streams_started += 1;
             self.write_headers(id, &headers, end_stream);
         }
     }
@@ -242,6 +243,7 @@ impl Connection {
             return;
         }
         self.open_remote += 1;
+        self.stats.streams_started += 1;
         self.streams.insert(
             id,
             Stream {
@@ -383,12 +385,27 @@ impl Connection {
             self.queued.retain(|q| *q != id);
             return;
         }
+        self.count_end(stream);
         match self.role {
             Role::Client => self.open_local = self.open_local.saturating_sub(1),
             Role::Server => self.open_remote = self.open_remote.saturating_sub(1),
         }
         if self.role == Role::Client {
             self.open_queued();
+        }
+    }
+
+    /// Counts an opened stream's end as channelz does: a client's succeeded if the
+    /// peer's END_STREAM arrived, a server's if ours went out.
+    pub(super) fn count_end(&mut self, stream: &Stream) {
+        let ok = match self.role {
+            Role::Client => stream.remote_closed,
+            Role::Server => stream.local_closed,
+        };
+        if ok {
+            self.stats.streams_succeeded += 1;
+        } else {
+            self.stats.streams_failed += 1;
         }
     }
 
