@@ -5,11 +5,6 @@
 //! succeed and calls that fail, then the Python client lists and reads what they
 //! did. Needs the peers that `cargo xtask test` installs (see
 //! `lb_testkit::peers::require_peers`).
-//!
-//! What depends on the channel and subchannel entities that lb-core's channel
-//! registers (helper "czcore", issue 13) is in the `#[ignore]`d test
-//! `grpcio_channelz_client_reads_our_channel_and_subchannels`: run it with
-//! `--ignored` once that work is merged, and remove the `ignore` if it passes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -331,7 +326,6 @@ fn grpcio_channelz_client_reads_our_servers_and_sockets() {
 /// itself, its subchannels, and `Connection::socket_id` under them). Every
 /// assertion here depends on that work.
 #[test]
-#[ignore = "needs the channel/subchannel entities of lb-core's channel (czcore, issue 13)"]
 fn grpcio_channelz_client_reads_our_channel_and_subchannels() {
     let Some(env) = peers::require_peers() else {
         return;
@@ -343,7 +337,7 @@ fn grpcio_channelz_client_reads_our_channel_and_subchannels() {
     let lines = channelz_client(&env, &cz.local_addr().to_string(), &["walk".to_owned()]);
     let walk = ok(&lines[0]);
 
-    // [czcore] our channel is a top channel, by its target, with its call counts.
+    // our channel is a top channel, by its target, with its call counts.
     let channel = walk["top_channels"]
         .as_array()
         .unwrap()
@@ -362,7 +356,7 @@ fn grpcio_channelz_client_reads_our_channel_and_subchannels() {
     );
     assert_eq!(data["state"]["state"], "READY", "{channel}");
 
-    // [czcore] its subchannel, READY, with the connection's socket under it.
+    // its subchannel, READY, with the connection's socket under it.
     let subs = channel["subchannel_ref"]
         .as_array()
         .expect("subchannel refs");
@@ -373,7 +367,7 @@ fn grpcio_channelz_client_reads_our_channel_and_subchannels() {
     let socks = sub["socket_ref"].as_array().expect("socket refs");
     assert_eq!(socks.len(), 1, "{sub}");
 
-    // [czcore] that socket is our client connection: 8 streams, 8 requests, 5 answers.
+    // that socket is our client connection: 8 streams, 8 requests, 5 answers.
     let socket = &walk["sockets"][int(&socks[0]["socket_id"]).to_string()];
     let d = &socket["data"];
     assert_eq!(
