@@ -99,6 +99,7 @@ pub mod channelz;
 pub mod config;
 pub mod health;
 mod metadata;
+pub mod metrics;
 pub mod orca;
 mod picker;
 pub mod policies;

@@ -163,6 +163,10 @@ pub struct LbPolicyOptions {
     pub random: SharedRandom,
     /// The registry, for policies that build or re-parse child policies.
     pub registry: Arc<LbPolicyRegistry>,
+    /// Where the policy records its metrics (`grpc.lb.*`), with the channel's
+    /// target; [`Metrics::none`](crate::metrics::Metrics::none) (the default
+    /// when the channel has no recorder) records nothing at no cost.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl fmt::Debug for LbPolicyOptions {

@@ -72,6 +72,7 @@ fn hit_picker() -> (Arc<dyn Picker>, Box<dyn LbPolicy>) {
         authority: "svc.example.com".into(),
         random: SharedRandom::new(SplitMix64::seeded(1)),
         registry: Arc::new(registry),
+        metrics: lb_core::metrics::Metrics::none(),
     });
     let clock = SystemClock;
     use lb_core::channel::Clock;

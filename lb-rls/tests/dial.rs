@@ -33,6 +33,7 @@ impl Dial {
             authority: "svc".into(),
             random: SharedRandom::new(SplitMix64::seeded(3)),
             registry: Arc::new(registry.clone()),
+            metrics: lb_core::metrics::Metrics::none(),
         });
         Self {
             clock: ManualClock::new(),

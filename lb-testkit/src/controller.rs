@@ -125,6 +125,7 @@ impl FakeController {
             authority: "test.example.com".into(),
             random: SharedRandom::new(SplitMix64::seeded(0x5eed)),
             registry: Arc::new(registry),
+            metrics: lb_core::metrics::Metrics::none_for("test.example.com"),
         }
     }
 

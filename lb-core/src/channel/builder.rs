@@ -15,6 +15,7 @@ use super::serializer;
 use super::service_config::ServiceConfig;
 use crate::backoff::BackoffConfig;
 use crate::config::ConfigError;
+use crate::metrics::{Metrics, MetricsRecorder, RecorderList};
 use crate::random::SharedRandom;
 use crate::registry::LbPolicyRegistry;
 use crate::transport::Transport;
@@ -106,6 +107,7 @@ pub struct ChannelBuilder {
     channel_retry_buffer: usize,
     health_check_disabled: bool,
     send_compression: Option<String>,
+    metrics_recorders: Vec<Arc<dyn MetricsRecorder>>,
 }
 
 impl ChannelBuilder {
@@ -134,6 +136,7 @@ impl ChannelBuilder {
             channel_retry_buffer: CHANNEL_RETRY_BUFFER_LIMIT,
             health_check_disabled: false,
             send_compression: None,
+            metrics_recorders: Vec::new(),
         }
     }
 
@@ -307,6 +310,36 @@ impl ChannelBuilder {
         self
     }
 
+    /// Records the channel's metrics into `recorder`: gRPC's per-call instruments
+    /// (`grpc.client.attempt.*`, `grpc.client.call.duration`), the subchannels'
+    /// (`grpc.subchannel.*`) and its policies' (`grpc.lb.*`), all labelled with the
+    /// channel's target (`grpc.target`). Call it again to add more recorders; each
+    /// gets every record. Without one, recording costs one branch per event. See
+    /// [`crate::metrics`].
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lb_core::{Address, Status, transport::*};
+    /// # struct Nowhere;
+    /// # impl Transport for Nowhere {
+    /// #     fn connect(&self, _: &Address, _: &ConnectOptions, _: ConnectionEvents)
+    /// #         -> Result<Arc<dyn lb_core::Connection>, Status> { Err(Status::unavailable("no")) }
+    /// # }
+    /// use lb_core::channel::Channel;
+    /// use lb_core::metrics::InMemoryRecorder;
+    /// let recorder = Arc::new(InMemoryRecorder::new());
+    /// let channel = Channel::builder("dns:///localhost:50051")
+    ///     .transport(Arc::new(Nowhere))
+    ///     .metrics_recorder(recorder.clone())
+    ///     .build()?;
+    /// # drop(channel);
+    /// # Ok::<(), lb_core::channel::ChannelError>(())
+    /// ```
+    pub fn metrics_recorder(mut self, recorder: Arc<dyn MetricsRecorder>) -> Self {
+        self.metrics_recorders.push(recorder);
+        self
+    }
+
     /// Builds the channel: parses the target and the default service config, starts
     /// the resolver and the serializer thread. The channel starts IDLE: it connects
     /// on the first call or [`Channel::state`]`(true)`.
@@ -351,6 +384,12 @@ impl ChannelBuilder {
             None => format!("lb-sync/{}", env!("CARGO_PKG_VERSION")),
         };
 
+        let metrics_target = target.metrics_label();
+        let metrics = match self.metrics_recorders.len() {
+            0 => Metrics::none_for(metrics_target),
+            1 => Metrics::new(self.metrics_recorders[0].clone(), metrics_target),
+            _ => Metrics::new(Arc::new(RecorderList(self.metrics_recorders)), metrics_target),
+        };
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Shared::new(
             self.clock,
@@ -366,6 +405,7 @@ impl ChannelBuilder {
                     channel_buffer: self.channel_retry_buffer,
                     random: random.clone(),
                 },
+                metrics: metrics.clone(),
             },
         );
         let resolver = builder
@@ -381,6 +421,7 @@ impl ChannelBuilder {
                 user_agent,
                 backoff: self.backoff,
                 random: random.clone(),
+                metrics: metrics.clone(),
             },
             tx,
         );
@@ -393,6 +434,7 @@ impl ChannelBuilder {
             random,
             backoff: self.backoff,
             health_check_disabled: self.health_check_disabled,
+            metrics,
         };
         // If the thread cannot start, dropping the core shuts the resolver down.
         let core = ChannelCore::new(core_config, shared.clone(), pool, resolver, now);

@@ -117,6 +117,8 @@ pub(crate) struct CallDefaults {
     /// The encoding of request messages for calls that do not choose one.
     pub(crate) send_compression: Option<String>,
     pub(crate) retry: RetrySettings,
+    /// The channel's metrics (A66's per-call instruments are recorded in `call.rs`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// What the serializer and the calling threads share.
@@ -278,6 +280,8 @@ pub(crate) struct CoreConfig {
     pub(crate) backoff: BackoffConfig,
     /// `ChannelBuilder::disable_health_check`: ignore `healthCheckConfig`.
     pub(crate) health_check_disabled: bool,
+    /// Handed to policies in `LbPolicyOptions::metrics`.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -711,6 +715,7 @@ impl ChannelCore {
             authority: self.config.authority.clone(),
             random: self.config.random.clone(),
             registry: self.config.registry.clone(),
+            metrics: self.config.metrics.clone(),
         };
         self.root = Some(Root {
             policy: builder.build(options),

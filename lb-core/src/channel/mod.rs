@@ -127,6 +127,7 @@
 
 mod builder;
 mod call;
+mod call_metrics;
 mod cell;
 mod clock;
 mod core;

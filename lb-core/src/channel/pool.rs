@@ -166,6 +166,8 @@ pub(crate) struct PoolConfig {
     pub(crate) user_agent: String,
     pub(crate) backoff: BackoffConfig,
     pub(crate) random: SharedRandom,
+    /// For A94's `grpc.subchannel.*` instruments.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// A [`RandomSource`] drawing from the channel's shared source.

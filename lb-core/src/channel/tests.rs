@@ -196,6 +196,7 @@ impl Harness {
                     channel_buffer: super::retry::CHANNEL_RETRY_BUFFER_LIMIT,
                     random: crate::SharedRandom::new(crate::SplitMix64::seeded(1)),
                 },
+                metrics: crate::metrics::Metrics::none(),
             },
         );
         let registry = LbPolicyRegistry::with_builtins();
@@ -208,6 +209,7 @@ impl Harness {
                 user_agent: "test".into(),
                 backoff: BackoffConfig::default(),
                 random: random.clone(),
+                metrics: crate::metrics::Metrics::none(),
             },
             tx,
         );
@@ -222,6 +224,7 @@ impl Harness {
                 random,
                 backoff: BackoffConfig::default(),
                 health_check_disabled: false,
+                metrics: crate::metrics::Metrics::none(),
             },
             shared.clone(),
             pool,
