@@ -231,14 +231,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }}]});
     let transport = Arc::new(H2Transport::new(TransportConfig::default())?);
     let recorder = Arc::new(InMemoryRecorder::new());
-    let mut options = RlsBuilderOptions::new(transport.clone());
-    options.metrics = recorder.clone();
+    let options = RlsBuilderOptions::new(transport.clone());
     let mut registry = LbPolicyRegistry::with_builtins();
     let rls_builder = lb_rls::register(&mut registry, options);
     let channel = Channel::builder("passthrough:///echo.demo")
         .transport(transport)
         .lb_policy_registry(registry)
         .default_service_config(service_config.to_string())
+        .metrics_recorder(recorder.clone())
         .build()?;
     println!(
         "\nservice config:\n{}",

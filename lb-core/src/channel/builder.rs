@@ -388,7 +388,10 @@ impl ChannelBuilder {
         let metrics = match self.metrics_recorders.len() {
             0 => Metrics::none_for(metrics_target),
             1 => Metrics::new(self.metrics_recorders[0].clone(), metrics_target),
-            _ => Metrics::new(Arc::new(RecorderList(self.metrics_recorders)), metrics_target),
+            _ => Metrics::new(
+                Arc::new(RecorderList(self.metrics_recorders)),
+                metrics_target,
+            ),
         };
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Shared::new(

@@ -111,8 +111,16 @@ impl AttemptMetrics {
         let labels = [&*call.method, m.target(), status.code().as_str()];
         m.record_f64_histogram(&CLIENT_ATTEMPT_DURATION, elapsed.as_secs_f64(), &labels);
         let sent = call.sent.load(Ordering::Relaxed) as f64;
-        m.record_f64_histogram(&CLIENT_ATTEMPT_SENT_TOTAL_COMPRESSED_MESSAGE_SIZE, sent, &labels);
+        m.record_f64_histogram(
+            &CLIENT_ATTEMPT_SENT_TOTAL_COMPRESSED_MESSAGE_SIZE,
+            sent,
+            &labels,
+        );
         let rcvd = self.rcvd.load(Ordering::Relaxed) as f64;
-        m.record_f64_histogram(&CLIENT_ATTEMPT_RCVD_TOTAL_COMPRESSED_MESSAGE_SIZE, rcvd, &labels);
+        m.record_f64_histogram(
+            &CLIENT_ATTEMPT_RCVD_TOTAL_COMPRESSED_MESSAGE_SIZE,
+            rcvd,
+            &labels,
+        );
     }
 }

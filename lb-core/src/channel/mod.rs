@@ -135,6 +135,7 @@ mod dns;
 mod health;
 mod orca;
 mod pool;
+mod pool_metrics;
 mod resolver;
 mod retry;
 mod serializer;

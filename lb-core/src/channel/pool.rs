@@ -46,6 +46,7 @@ use crossbeam_channel::Sender;
 use super::core::Input;
 use super::health::{HealthCheck, Slot, Step};
 use super::orca::{OobStream, Slot as OrcaSlot};
+use super::pool_metrics;
 use super::watch::Target;
 use crate::address::Address;
 use crate::backoff::{Backoff, BackoffConfig};
@@ -325,7 +326,14 @@ impl Pool {
                 let _ = attempt.connection.set(connection);
                 entry.attempt = Some(attempt);
             }
-            Err(status) => fail(entry, &mut self.timers, status, now, out),
+            Err(status) => fail(
+                entry,
+                &mut self.timers,
+                status,
+                now,
+                out,
+                &self.config.metrics,
+            ),
         }
     }
 
@@ -350,8 +358,12 @@ impl Pool {
             return;
         }
         let entry = self.entries.get_mut(&id).expect("checked above");
+        let disconnect_error = (entry.state == ConnectivityState::Ready
+            && self.config.metrics.is_enabled())
+        .then(|| pool_metrics::disconnect_error(&event));
         match (entry.state, event) {
             (ConnectivityState::Connecting, ConnectionEvent::Ready) => {
+                pool_metrics::connected(&self.config.metrics);
                 entry.state = ConnectivityState::Ready;
                 entry.backoff.reset();
                 start_oob(entry, &self.config, &self.tx);
@@ -378,7 +390,14 @@ impl Pool {
                     "{}: the server went away before the connection was ready: {reason}",
                     entry.handle.address()
                 ));
-                fail(entry, &mut self.timers, status, now, out);
+                fail(
+                    entry,
+                    &mut self.timers,
+                    status,
+                    now,
+                    out,
+                    &self.config.metrics,
+                );
             }
             (ConnectivityState::Connecting, ConnectionEvent::Closed(error)) => {
                 let status = error.unwrap_or_else(|| {
@@ -387,12 +406,22 @@ impl Pool {
                         entry.handle.address()
                     ))
                 });
-                fail(entry, &mut self.timers, status, now, out);
+                fail(
+                    entry,
+                    &mut self.timers,
+                    status,
+                    now,
+                    out,
+                    &self.config.metrics,
+                );
             }
             (
                 ConnectivityState::Ready,
                 ConnectionEvent::GoAway { .. } | ConnectionEvent::Closed(_),
             ) => {
+                if let Some(error) = &disconnect_error {
+                    pool_metrics::disconnected(&self.config.metrics, error);
+                }
                 entry.backend.ready.store(None);
                 stop_streams(entry);
                 let attempt = entry.attempt.take();
@@ -521,7 +550,14 @@ impl Pool {
                         "{}: connection attempt timed out after {waited:?}",
                         entry.handle.address()
                     ));
-                    fail(entry, &mut self.timers, status, now, out);
+                    fail(
+                        entry,
+                        &mut self.timers,
+                        status,
+                        now,
+                        out,
+                        &self.config.metrics,
+                    );
                 }
                 (TimerKind::Retry, ConnectivityState::TransientFailure) => {
                     entry.state = ConnectivityState::Idle;
@@ -558,6 +594,7 @@ impl Pool {
         stop_streams(&mut entry);
         if let Some(attempt) = entry.attempt.take() {
             if entry.state == ConnectivityState::Ready {
+                pool_metrics::disconnected(&self.config.metrics, "subchannel shutdown");
                 self.retire(attempt);
             } else {
                 attempt.close();
@@ -593,6 +630,9 @@ impl Pool {
             entry.handle.shutdown();
             stop_streams(&mut entry);
             if let Some(attempt) = entry.attempt.take() {
+                if entry.state == ConnectivityState::Ready {
+                    pool_metrics::disconnected(&self.config.metrics, "subchannel shutdown");
+                }
                 attempt.draining.store(true, Ordering::SeqCst);
                 attempt.close();
             }
@@ -713,7 +753,9 @@ fn fail(
     status: Status,
     now: Instant,
     out: &mut Vec<Update>,
+    metrics: &crate::metrics::Metrics,
 ) {
+    pool_metrics::attempt_failed(metrics);
     if let Some(attempt) = entry.attempt.take() {
         attempt.close();
     }

@@ -304,7 +304,11 @@ pub static SUBCHANNEL_DISCONNECTIONS: Instrument = counter(
     "EXPERIMENTAL. Number of times the selected subchannel becomes disconnected.",
     "{disconnection}",
     TARGET,
-    &[LABEL_BACKEND_SERVICE, LABEL_LOCALITY, LABEL_DISCONNECT_ERROR],
+    &[
+        LABEL_BACKEND_SERVICE,
+        LABEL_LOCALITY,
+        LABEL_DISCONNECT_ERROR,
+    ],
     false,
 );
 

@@ -245,7 +245,12 @@ impl MetricsRecorder for InMemoryRecorder {
             .insert(key(instrument, labels), SeriesValue::Gauge(value));
     }
 
-    fn add_i64_up_down_counter(&self, instrument: &'static Instrument, delta: i64, labels: &[&str]) {
+    fn add_i64_up_down_counter(
+        &self,
+        instrument: &'static Instrument,
+        delta: i64,
+        labels: &[&str],
+    ) {
         let mut series = self.series.lock();
         let v = series
             .entry(key(instrument, labels))

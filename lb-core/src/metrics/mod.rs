@@ -162,7 +162,12 @@ impl MetricsRecorder for RecorderList {
             r.record_i64_gauge(instrument, value, labels);
         }
     }
-    fn add_i64_up_down_counter(&self, instrument: &'static Instrument, delta: i64, labels: &[&str]) {
+    fn add_i64_up_down_counter(
+        &self,
+        instrument: &'static Instrument,
+        delta: i64,
+        labels: &[&str],
+    ) {
         for r in &self.0 {
             r.add_i64_up_down_counter(instrument, delta, labels);
         }
@@ -286,7 +291,11 @@ impl Metrics {
 }
 
 fn debug_assert_kind(instrument: &Instrument, kind: InstrumentKind, labels: &[&str]) {
-    debug_assert_eq!(instrument.kind, kind, "{} recorded as {kind:?}", instrument.name);
+    debug_assert_eq!(
+        instrument.kind, kind,
+        "{} recorded as {kind:?}",
+        instrument.name
+    );
     debug_assert_eq!(
         labels.len(),
         instrument.labels.len() + instrument.optional_labels.len(),

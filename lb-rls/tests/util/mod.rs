@@ -379,7 +379,6 @@ impl Harness {
         let throttle = Throttle::default();
         let mut options = RlsBuilderOptions::new(Arc::new(transport.clone()));
         options.clock = Some(clock.shared());
-        options.metrics = recorder.clone();
         options.throttler = Some(throttle.factory());
         tweak(&mut options);
         let mut registry = LbPolicyRegistry::with_builtins();
@@ -399,6 +398,7 @@ impl Harness {
             authority: "test.example.com".into(),
             random: SharedRandom::new(SplitMix64::seeded(7)),
             registry: registry.clone(),
+            metrics: lb_core::metrics::Metrics::new(recorder.clone(), "test.example.com"),
         };
         let policy = rls.build(options);
         Self {
