@@ -1330,12 +1330,14 @@ impl CallInner {
                     ));
                 }
                 if self.hedge_buffering(&sending) {
+                    // Counted first: an attempt may end before the send returns.
+                    self.note_sent(len, true);
                     match self.hedge_send(&mut sending, message, last) {
-                        Ok(()) => {
-                            self.note_sent(len);
-                            return Ok(());
+                        Ok(()) => return Ok(()),
+                        Err(m) => {
+                            self.note_sent(len, false);
+                            message = m;
                         }
-                        Err(m) => message = m,
                     }
                     if self.hedge_buffering(&sending) {
                         // The winning attempt is catching up on the kept messages.
@@ -1362,7 +1364,13 @@ impl CallInner {
                 let keep =
                     !committed && sending.replay_bytes + message.len() <= retry.per_call_buffer;
                 let copy = keep.then(|| message.clone());
-                match stream.try_send(message, last) {
+                // Counted first: the attempt may end before `try_send` returns.
+                self.note_sent(len, true);
+                let sent = stream.try_send(message, last);
+                if sent.is_err() {
+                    self.note_sent(len, false);
+                }
+                match sent {
                     Ok(()) => {
                         sending.done = last;
                         let channel = &self.shared().retries;
@@ -1376,7 +1384,6 @@ impl CallInner {
                                 self.state.events.lock().committed = true;
                             }
                         }
-                        self.note_sent(len);
                         return Ok(());
                     }
                     Err(TrySendError::Full(m)) if !block => return Err(SendError::Full(m)),
@@ -1411,10 +1418,12 @@ impl CallInner {
         }
     }
 
-    /// The call accepted a request message of `len` bytes (for the metrics).
-    fn note_sent(&self, len: usize) {
+    /// The call is handing the transport a request message of `len` bytes
+    /// (`accepted`), or the transport did not take it after all (for the
+    /// metrics).
+    fn note_sent(&self, len: usize, accepted: bool) {
         if let Some(m) = &self.metrics {
-            m.sent(len);
+            m.sent(len, accepted);
         }
     }
 

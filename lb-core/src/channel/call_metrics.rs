@@ -72,9 +72,15 @@ impl CallMetrics {
         }
     }
 
-    /// The call accepted `bytes` of request messages.
-    pub(super) fn sent(&self, bytes: usize) {
-        self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    /// The call is handing the transport `bytes` of request messages
+    /// (`accepted`), or the transport did not take them after all. Counted
+    /// before the hand-over, since the attempt may end before it returns.
+    pub(super) fn sent(&self, bytes: usize, accepted: bool) {
+        if accepted {
+            self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        } else {
+            self.sent.fetch_sub(bytes as u64, Ordering::Relaxed);
+        }
     }
 
     /// The call ended with `status`; only the first report counts.
