@@ -41,10 +41,14 @@ pub(super) fn disconnect_error(event: &ConnectionEvent) -> String {
         // lb-transport writes "<HTTP/2 error code>: <debug data>".
         ConnectionEvent::GoAway { reason, .. } => {
             let code = reason.split(':').next().unwrap_or("").trim();
-            if code.is_empty() {
-                "unknown".to_owned()
-            } else {
+            let is_code = !code.is_empty()
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if is_code {
                 format!("GOAWAY {code}")
+            } else {
+                "unknown".to_owned()
             }
         }
         ConnectionEvent::Closed(None) | ConnectionEvent::Ready => "unknown".to_owned(),
@@ -84,6 +88,7 @@ mod tests {
             "GOAWAY ENHANCE_YOUR_CALM"
         );
         assert_eq!(disconnect_error(&goaway("")), "unknown");
+        assert_eq!(disconnect_error(&goaway("server going away")), "unknown");
         let closed = |m: &str| ConnectionEvent::Closed(Some(Status::unavailable(m)));
         assert_eq!(
             disconnect_error(&closed("Connection reset by peer")),
