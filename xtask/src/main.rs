@@ -81,6 +81,11 @@ fn test() -> Result<(), String> {
             &peers_env,
         )
     })?;
+    // lb-core's OpenTelemetry exporter against the SDK: a project of its own, since
+    // the SDK brings an executor (and tokio) that must stay out of the workspace.
+    util::step("opentelemetry check", || {
+        util::cargo(&root.join("xtask").join("otel-check"), &["test"])
+    })?;
     util::step("docs", || {
         util::cargo_env(
             &root,
