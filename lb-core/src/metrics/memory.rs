@@ -39,7 +39,8 @@ pub struct Series {
 type Key = (&'static str, BTreeMap<String, String>);
 
 /// A recorder that keeps every series (every instrument, every label, optional
-/// ones included) in memory. One mutex: for tests and demos, not for a busy
+/// ones included) in memory, histograms with every value they got (so memory
+/// grows with the records). One mutex: for tests and demos, not for a busy
 /// program's call path.
 ///
 /// # Examples
@@ -52,6 +53,10 @@ type Key = (&'static str, BTreeMap<String, String>);
 /// r.record_f64_histogram(&instruments::CLIENT_CALL_DURATION, 0.5, &labels);
 /// assert_eq!(r.histogram_count("grpc.client.call.duration", &[("grpc.status", "OK")]), 2);
 /// assert_eq!(r.histogram_sum("grpc.client.call.duration"), 0.75);
+/// r.add_u64_counter(&instruments::CLIENT_ATTEMPT_STARTED, 2, &["a.B/C", "t"]);
+/// r.add_u64_counter(&instruments::CLIENT_ATTEMPT_STARTED, 1, &["a.B/D", "t"]);
+/// let by_method = r.counter_by("grpc.client.attempt.started", "grpc.method");
+/// assert_eq!(by_method.into_iter().collect::<Vec<_>>(), [("a.B/C".into(), 2), ("a.B/D".into(), 1)]);
 /// ```
 #[derive(Debug, Default)]
 pub struct InMemoryRecorder {
@@ -99,6 +104,19 @@ impl InMemoryRecorder {
     /// The counter's total over every label set.
     pub fn counter_total(&self, name: impl AsRef<str>) -> u64 {
         self.fold(name.as_ref(), |_| true, counter_of)
+    }
+
+    /// The counter's totals grouped by the value of the label `key` (series
+    /// without it are left out).
+    pub fn counter_by(&self, name: impl AsRef<str>, key: &str) -> BTreeMap<String, u64> {
+        let name = name.as_ref();
+        let mut out = BTreeMap::new();
+        for ((n, labels), v) in self.series.lock().iter() {
+            if let (true, Some(value)) = (*n == name, labels.get(key)) {
+                *out.entry(value.clone()).or_default() += counter_of(v);
+            }
+        }
+        out
     }
 
     /// The gauge's (or up-down counter's) value for exactly these labels.
