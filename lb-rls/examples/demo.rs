@@ -280,7 +280,7 @@ fn live_text(
     [
         format!(
             "{calls} calls ({rate:.0}/s), {} failed  [{phase}]",
-            calls - ok
+            calls.saturating_sub(ok)
         ),
         format!("per backend: {}", split.join(" · ")),
         format!(
@@ -290,62 +290,18 @@ fn live_text(
     ]
 }
 
-/// The summary of what the channel's metrics recorder holds: one row per series
-/// (the channel's and RLS server's targets and the instance id left out,
-/// backends by name), and the size of the Prometheus text.
-fn print_metrics(recorder: &InMemoryRecorder, addr_of: &BTreeMap<&str, String>, scrape: &str) {
-    use lb_core::metrics::SeriesValue;
-    let name_of: BTreeMap<&str, &str> = addr_of
-        .iter()
-        .map(|(name, addr)| (addr.as_str(), *name))
-        .collect();
+/// The summary of what the channel's metrics recorder holds (the channel's and
+/// RLS server's targets and the instance id left out), and the size of the
+/// Prometheus text.
+fn print_metrics(recorder: &InMemoryRecorder, scrape: &str) {
+    println!("\nmetrics the channel recorded (lb_core::metrics, gRPC's instrument names):");
     let hidden = [
         "grpc.target",
         "grpc.lb.rls.server_target",
         "grpc.lb.rls.instance_uuid",
     ];
-    let mut rows = vec![[
-        "instrument".to_owned(),
-        "labels".to_owned(),
-        "value".to_owned(),
-    ]];
-    for series in recorder.snapshot() {
-        let labels: Vec<String> = series
-            .labels
-            .iter()
-            .filter(|(k, _)| !hidden.contains(&k.as_str()))
-            .map(|(k, v)| {
-                let v = name_of.get(v.as_str()).copied().unwrap_or(v);
-                format!("{}={v}", k.rsplit('.').next().unwrap_or(k))
-            })
-            .collect();
-        let value = match &series.value {
-            SeriesValue::Counter(n) => n.to_string(),
-            SeriesValue::Gauge(n) => format!("{n} (gauge)"),
-            SeriesValue::Histogram { count, sum, .. } => {
-                let mean = sum / (*count).max(1) as f64;
-                if series.name.ends_with("duration") {
-                    format!("{count} (mean {:.3} ms)", mean * 1e3)
-                } else {
-                    format!("{count} (mean {mean:.1} B)")
-                }
-            }
-        };
-        rows.push([series.name.to_owned(), labels.join(" "), value]);
-    }
-    println!("\nmetrics the channel recorded (lb_core::metrics, gRPC's instrument names):");
-    let widths: Vec<usize> = (0..3)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in &rows {
-        println!(
-            "  {:<w0$} | {:<w1$} | {}",
-            row[0],
-            row[1],
-            row[2],
-            w0 = widths[0],
-            w1 = widths[1]
-        );
+    for line in recorder.table(&hidden).lines() {
+        println!("  {line}");
     }
     let families = scrape.lines().filter(|l| l.starts_with("# TYPE ")).count();
     println!(
@@ -730,7 +686,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         picks.saturating_sub(total_lookups as u64),
         100.0 * picks.saturating_sub(total_lookups as u64) as f64 / picks.max(1) as f64
     );
-    print_metrics(&recorder, &addr_of, &prometheus.encode());
+    print_metrics(&recorder, &prometheus.encode());
     println!(
         "failures: {failed}{}",
         if failed == 0 {

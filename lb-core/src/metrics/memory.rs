@@ -119,6 +119,67 @@ impl InMemoryRecorder {
         out
     }
 
+    /// How many values the histogram got, grouped by the value of the label
+    /// `key` (series without it are left out).
+    pub fn histogram_count_by(&self, name: impl AsRef<str>, key: &str) -> BTreeMap<String, u64> {
+        let name = name.as_ref();
+        let mut out = BTreeMap::new();
+        for ((n, labels), v) in self.series.lock().iter() {
+            if let (true, Some(value), SeriesValue::Histogram { count, .. }) =
+                (*n == name, labels.get(key), v)
+            {
+                *out.entry(value.clone()).or_default() += count;
+            }
+        }
+        out
+    }
+
+    /// A text table of every series for people: instrument, labels (except
+    /// `hidden_labels`, and empty ones), and the value (a histogram's count and
+    /// mean; durations in milliseconds).
+    ///
+    /// ```
+    /// use lb_core::metrics::{InMemoryRecorder, MetricsRecorder, instruments};
+    /// let r = InMemoryRecorder::new();
+    /// r.add_u64_counter(&instruments::CLIENT_ATTEMPT_STARTED, 3, &["a.B/C", "dns:///t"]);
+    /// let table = r.table(&["grpc.target"]);
+    /// assert!(table.contains("grpc.client.attempt.started | grpc.method=a.B/C | 3"), "{table}");
+    /// ```
+    pub fn table(&self, hidden_labels: &[&str]) -> String {
+        let mut rows = vec![[
+            "instrument".to_owned(),
+            "labels".to_owned(),
+            "value".to_owned(),
+        ]];
+        for s in self.snapshot() {
+            let labels: Vec<String> = s
+                .labels
+                .iter()
+                .filter(|(k, v)| !v.is_empty() && !hidden_labels.contains(&k.as_str()))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let value = match &s.value {
+                SeriesValue::Counter(n) => n.to_string(),
+                SeriesValue::Gauge(n) => format!("{n} (now)"),
+                SeriesValue::Histogram { count, sum, .. } => {
+                    let mean = sum / (*count).max(1) as f64;
+                    match s.name.ends_with(".duration") {
+                        true => format!("{count} (mean {:.3} ms)", mean * 1e3),
+                        false => format!("{count} (mean {mean:.1})"),
+                    }
+                }
+            };
+            rows.push([s.name.to_owned(), labels.join(" "), value]);
+        }
+        let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+        let (w0, w1) = (width(0), width(1));
+        let mut out = String::new();
+        for [a, b, c] in &rows {
+            out.push_str(&format!("{a:<w0$} | {b:<w1$} | {c}\n"));
+        }
+        out
+    }
+
     /// The gauge's (or up-down counter's) value for exactly these labels.
     pub fn gauge(&self, name: impl AsRef<str>, labels: &[(&str, &str)]) -> Option<i64> {
         let want = exact(labels);
