@@ -114,20 +114,22 @@ fn real_calls_show_up_in_the_prometheus_text_with_grpcs_names_and_labels() {
     let Some(env) = peers::require_peers() else {
         return;
     };
+    // One recorder for the client's and the servers' metrics, as in one process.
+    let prom = Arc::new(PrometheusRecorder::with_selection(
+        MetricSelection::default()
+            .enable("grpc.subchannel.connection_attempts_succeeded")
+            .enable("grpc.subchannel.open_connections"),
+    ));
     let servers: Vec<Server> = (0..2)
         .map(|i| {
             services::mount(Server::builder(), &format!("backend-{i}"))
+                .metrics_recorder(prom.clone())
                 .bind("127.0.0.1:0")
                 .expect("bind")
         })
         .collect();
     let addresses: Vec<String> = servers.iter().map(|s| s.local_addr().to_string()).collect();
     let target = format!("ipv4:{}", addresses.join(","));
-    let prom = Arc::new(PrometheusRecorder::with_selection(
-        MetricSelection::default()
-            .enable("grpc.subchannel.connection_attempts_succeeded")
-            .enable("grpc.subchannel.open_connections"),
-    ));
     // UNAVAILABLE from /test.Echo/Status is retried: three attempts per call.
     let service_config = r#"{
         "loadBalancingConfig": [{"round_robin": {}}],
@@ -181,6 +183,10 @@ fn real_calls_show_up_in_the_prometheus_text_with_grpcs_names_and_labels() {
     assert_eq!(unknown.unwrap_err().code(), Code::Unimplemented);
     let stats = channel.retry_stats();
     channel.close();
+    // The servers have sent every status; shutting them down settles their books.
+    for s in servers {
+        s.shutdown(Duration::from_secs(5));
+    }
 
     let scrape = prom.handler();
     let (content_type, text) = scrape();
@@ -283,7 +289,50 @@ fn real_calls_show_up_in_the_prometheus_text_with_grpcs_names_and_labels() {
         families.keys()
     );
 
-    for s in servers {
-        s.shutdown(Duration::ZERO);
-    }
+    // The servers' side (gRFC A66): one call per attempt they saw; a method they
+    // do not have is `other`.
+    let started = &families["grpc_server_call_started"];
+    let total = "grpc_server_call_started_total";
+    assert_eq!(
+        started.label_keys(total),
+        BTreeSet::from([vec!["grpc_method".to_owned()]])
+    );
+    assert_eq!(
+        started.value(total, &[("grpc_method", "test.Echo/Echo")]),
+        OK_CALLS as f64
+    );
+    assert_eq!(
+        started.value(total, &[("grpc_method", "test.Echo/Status")]),
+        9.0
+    );
+    assert_eq!(started.value(total, &[("grpc_method", "other")]), 1.0);
+    let duration = &families["grpc_server_call_duration_seconds"];
+    let count = "grpc_server_call_duration_seconds_count";
+    assert_eq!(
+        duration.label_keys(count),
+        BTreeSet::from([vec!["grpc_method".to_owned(), "grpc_status".to_owned()]])
+    );
+    assert_eq!(
+        duration.value(count, &[("grpc_status", "OK")]),
+        OK_CALLS as f64
+    );
+    assert_eq!(
+        duration.value(count, &[("grpc_status", "UNAVAILABLE")]),
+        6.0
+    );
+    assert_eq!(duration.value(count, &[("grpc_status", "NOT_FOUND")]), 3.0);
+    assert_eq!(
+        duration.value(
+            count,
+            &[("grpc_method", "other"), ("grpc_status", "UNIMPLEMENTED")]
+        ),
+        1.0
+    );
+    // Each echo request is its body plus gRPC's 5-byte prefix on the wire.
+    let rcvd = &families["grpc_server_call_rcvd_total_compressed_message_size_bytes"];
+    let sum = "grpc_server_call_rcvd_total_compressed_message_size_bytes_sum";
+    assert_eq!(
+        rcvd.value(sum, &[("grpc_method", "test.Echo/Echo")]),
+        (5500 + 5 * OK_CALLS) as f64
+    );
 }

@@ -16,9 +16,8 @@
 //! - While it runs, live progress lines (indicatif, when stderr is a terminal;
 //!   plain lines every 0.5 s otherwise) show the calls so far, the attempts and
 //!   their statuses, and the subchannels' connections, read from the channel's
-//!   metrics recorder (`lb_core::metrics`, gRPC's instruments), with the calls per
-//!   backend from the callers' own tally (gRPC's instruments carry no backend
-//!   label).
+//!   metrics recorder (`lb_core::metrics`, gRPC's instruments), and the calls each
+//!   backend served, from each server's own recorder (`grpc.server.call.started`).
 //! - The summary shows which backend answered the calls in each phase, latency
 //!   percentiles, retries, a table of the metrics recorded, and the calls that
 //!   failed: none, if all went well.
@@ -70,6 +69,8 @@ struct Backend {
     server: Option<Server>,
     health: HealthService,
     failing: Arc<AtomicBool>,
+    /// The server's metrics (gRFC A66's `grpc.server.call.*`).
+    recorder: Arc<InMemoryRecorder>,
 }
 
 fn start_backend(name: &'static str) -> std::io::Result<Backend> {
@@ -85,11 +86,16 @@ fn start_backend(name: &'static str) -> std::io::Result<Backend> {
             Ok(Response::new(name.as_bytes().to_vec()))
         })
         .workers(8);
-    let server = health.mount(builder).bind("127.0.0.1:0")?;
+    let recorder = Arc::new(InMemoryRecorder::new());
+    let server = health
+        .mount(builder)
+        .metrics_recorder(recorder.clone())
+        .bind("127.0.0.1:0")?;
     Ok(Backend {
         server: Some(server),
         health,
         failing,
+        recorder,
     })
 }
 
@@ -104,9 +110,9 @@ struct Tally {
     latencies: [Vec<Duration>; 4],
 }
 
-/// The live lines: time and calls, attempts by status, connections and calls per
-/// backend. From the recorder, except the per-backend split.
-fn live_text(recorder: &InMemoryRecorder, phase: usize, answered: [usize; 3]) -> [String; 3] {
+/// The live lines: time and calls, attempts by status, connections, and the calls
+/// each backend served. From the channel's recorder and the servers'.
+fn live_text(recorder: &InMemoryRecorder, phase: usize, backends: &[Backend]) -> [String; 3] {
     let calls = recorder.histogram_count("grpc.client.call.duration", &[]);
     let ok = recorder.histogram_count("grpc.client.call.duration", &[("grpc.status", "OK")]);
     let attempts = recorder.counter_total("grpc.client.attempt.started");
@@ -119,10 +125,14 @@ fn live_text(recorder: &InMemoryRecorder, phase: usize, answered: [usize; 3]) ->
         .gauge_value("grpc.subchannel.open_connections")
         .unwrap_or(0);
     let dropped = recorder.counter_total("grpc.subchannel.disconnections");
-    let backends: Vec<String> = NAMES
+    let served: Vec<String> = NAMES
         .iter()
-        .zip(answered)
-        .map(|(name, n)| format!("{name} {n}"))
+        .zip(backends)
+        .map(|(name, b)| {
+            let method = [("grpc.method", &METHOD[1..])];
+            let n = b.recorder.counter("grpc.server.call.started", &method);
+            format!("{name} {n}")
+        })
         .collect();
     [
         format!(
@@ -137,8 +147,8 @@ fn live_text(recorder: &InMemoryRecorder, phase: usize, answered: [usize; 3]) ->
             by_status.join(" · ")
         ),
         format!(
-            "connections open {open}, dropped {dropped} · this phase's calls per backend: {}",
-            backends.join(" · ")
+            "connections open {open}, dropped {dropped} · calls served: {}",
+            served.join(" · ")
         ),
     ]
 }
@@ -262,8 +272,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let phase_end = run_start + PHASE * (i as u32 + 1);
         while Instant::now() < phase_end {
             thread::sleep(Duration::from_millis(100).min(phase_end - Instant::now()));
-            let answered = tally.lock().answered[i];
-            let text = live_text(&recorder, i, answered);
+            let text = live_text(&recorder, i, &backends);
             let elapsed = run_start.elapsed();
             if terminal {
                 lines[0].set_position(elapsed.as_millis() as u64);

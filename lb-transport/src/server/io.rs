@@ -203,8 +203,16 @@ impl IoLoop {
                     }
                 }
             }
-            self.conns
-                .insert(token, Conn::new(token, stream, config, now));
+            self.conns.insert(
+                token,
+                Conn::new(
+                    token,
+                    stream,
+                    config,
+                    now,
+                    self.dispatch.shared.metrics.clone(),
+                ),
+            );
             // Our SETTINGS go out at once; bytes that came with the connection are
             // read at once too.
             touched.push(token);
