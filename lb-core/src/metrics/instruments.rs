@@ -25,9 +25,10 @@
 //!
 //! Per gRFC A66, `grpc.method` is the method's full name without the leading `/`
 //! (`echo.Echo/Say`); `grpc.status` is the code's name (`OK`, `UNAVAILABLE`).
-//! Deviation: A66 records methods that are not generated ("not registered") as
-//! `other` to bound the label's cardinality; lb-core cannot tell a generated
-//! method from another and records every method's name.
+//! A66 records methods that are not registered as `other`, to bound the label's
+//! values. lb-transport's server does (it knows its methods); the client cannot
+//! tell a generated method from another and records every method's name (a
+//! deviation).
 
 use super::{Instrument, InstrumentKind};
 
