@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Prints one line per setup: `recorder=… calls=N ns_per_call=…`, the best of
-//! three rounds. A measurement, not a test.
+//! three rounds. A measurement, not a test: on a busy machine, run it several
+//! times and compare medians.
 
 use std::sync::Arc;
 use std::time::Instant;
