@@ -28,7 +28,11 @@ fn run(recorder: Option<Arc<dyn MetricsRecorder>>, calls: u32) -> f64 {
     let channel = builder.build().expect("channel");
     let call = || {
         channel
-            .unary("/bench.Echo/Unary", b"ping".to_vec(), CallOptions::default())
+            .unary(
+                "/bench.Echo/Unary",
+                b"ping".to_vec(),
+                CallOptions::default(),
+            )
             .expect("call");
     };
     for _ in 0..1000 {
