@@ -18,6 +18,9 @@ use lb_core::metrics::prometheus::PrometheusRecorder;
 use lb_core::metrics::{InMemoryRecorder, MetricSelection, MetricsRecorder};
 use lb_testkit::InMemoryTransport;
 
+/// Makes the recorder of one setup (`None`: no recorder).
+type MakeRecorder = fn() -> Option<Arc<dyn MetricsRecorder>>;
+
 fn run(recorder: Option<Arc<dyn MetricsRecorder>>, calls: u32) -> f64 {
     let transport = InMemoryTransport::new();
     transport.serve_address("a:1");
@@ -55,7 +58,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(50_000);
-    let setups: [(&str, fn() -> Option<Arc<dyn MetricsRecorder>>); 3] = [
+    let setups: [(&str, MakeRecorder); 3] = [
         ("none", || None),
         ("in-memory", || Some(Arc::new(InMemoryRecorder::new()))),
         ("prometheus", || {
