@@ -211,3 +211,34 @@ fn subchannels_count_attempts_open_connections_and_disconnections() {
     );
     assert_eq!(open(), Some(0));
 }
+
+#[test]
+fn every_recorder_given_to_the_builder_gets_every_record() {
+    let env = Env::new();
+    echo_server(&env, "a:1");
+    let (first, second) = (
+        Arc::new(InMemoryRecorder::new()),
+        Arc::new(InMemoryRecorder::new()),
+    );
+    let channel = env
+        .builder("passthrough:///a:1")
+        .metrics_recorder(first.clone())
+        .metrics_recorder(second.clone())
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        channel
+            .unary(METHOD, b"x".to_vec(), CallOptions::default())
+            .unwrap();
+    }
+    channel.close();
+    for r in [&first, &second] {
+        assert_eq!(r.counter_total("grpc.client.attempt.started"), 3);
+        assert_eq!(r.histogram_count("grpc.client.call.duration", &[]), 3);
+        assert_eq!(
+            r.counter_total("grpc.subchannel.connection_attempts_succeeded"),
+            1
+        );
+    }
+    assert_eq!(first.snapshot(), second.snapshot());
+}
