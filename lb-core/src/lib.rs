@@ -96,6 +96,36 @@
 //!
 //! For example `RUST_LOG=lb_core::channel=info,lb_rls=debug` with `env_logger`
 //! shows every state change and every RLS lookup.
+//! # Metrics
+//!
+//! [`metrics`] has gRPC's instruments (per-call `grpc.client.*` of gRFC A66,
+//! `grpc.lb.pick_first.*` and `grpc.lb.wrr.*` of A78, `grpc.subchannel.*` of A94)
+//! and the [`metrics::MetricsRecorder`] a channel records them into
+//! ([`channel::ChannelBuilder::metrics_recorder`]); policies get it in
+//! [`LbPolicyOptions::metrics`]. Exporters: [`metrics::InMemoryRecorder`], and behind
+//! features `metrics::prometheus` (`prometheus`: the `/metrics` text) and
+//! `metrics::otel` (`opentelemetry`: into a program's `Meter`). Without a recorder
+//! nothing is recorded, at the cost of one branch per event.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use lb_core::metrics::InMemoryRecorder;
+//! # use lb_core::{Address, Status, transport::*};
+//! # struct Nowhere;
+//! # impl Transport for Nowhere {
+//! #     fn connect(&self, _: &Address, _: &ConnectOptions, _: ConnectionEvents)
+//! #         -> Result<Arc<dyn lb_core::Connection>, Status> { Err(Status::unavailable("no")) }
+//! # }
+//! let recorder = Arc::new(InMemoryRecorder::new());
+//! let channel = lb_core::channel::Channel::builder("dns:///localhost:50051")
+//!     .transport(Arc::new(Nowhere))
+//!     .metrics_recorder(recorder.clone())
+//!     .build()?;
+//! // ... calls ...
+//! assert_eq!(recorder.counter_total("grpc.client.attempt.started"), 0);
+//! # drop(channel);
+//! # Ok::<(), lb_core::channel::ChannelError>(())
+//! ```
 //!
 //! # A first real call
 //!
@@ -136,6 +166,7 @@ pub mod channelz;
 pub mod config;
 pub mod health;
 mod metadata;
+pub mod metrics;
 pub mod orca;
 mod picker;
 pub mod policies;

@@ -172,6 +172,10 @@ pub struct LbPolicyOptions {
     /// policy builds join it as nested channels. `ChannelRef::default()` outside a
     /// channel.
     pub channelz: crate::channelz::ChannelRef,
+    /// Where the policy records its metrics (`grpc.lb.*`), with the channel's
+    /// target; [`Metrics::none`](crate::metrics::Metrics::none) (the default
+    /// when the channel has no recorder) records nothing at no cost.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl fmt::Debug for LbPolicyOptions {

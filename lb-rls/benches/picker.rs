@@ -74,6 +74,7 @@ fn hit_picker() -> (Arc<dyn Picker>, Box<dyn LbPolicy>) {
         registry: Arc::new(registry),
         channels: None,
         channelz: Default::default(),
+        metrics: lb_core::metrics::Metrics::none(),
     });
     let clock = SystemClock;
     use lb_core::channel::Clock;

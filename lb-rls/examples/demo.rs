@@ -16,19 +16,28 @@
 //!   the same port with the same table. Users whose routes are cached keep going to
 //!   their backends; users first seen while it is down fall back to the default
 //!   target; once it is back their lookups succeed and they move to their backends.
+//! - While it runs, live progress lines (indicatif, when stderr is a terminal; plain
+//!   lines every 0.5 s otherwise) show the calls so far, where they went (per
+//!   backend) and the RLS lookups and cache hit rate, read from the channel's
+//!   metrics recorder (`lb_core::metrics`: gRPC's `grpc.client.call.duration` and
+//!   `grpc.lb.rls.*` instruments).
 //! - The summary shows where every user's calls went in each phase, the header data
 //!   the backends saw, latency percentiles, the lookups each RLS server incarnation
-//!   received, the RLS pick metrics and the failures.
+//!   received, the RLS pick metrics, a table of the metrics recorded, and the
+//!   failures.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lb_core::channel::{CallOptions, Channel};
+use lb_core::metrics::MetricSelection;
+use lb_core::metrics::prometheus::PrometheusRecorder;
 use lb_core::{LbPolicyRegistry, Metadata};
 use lb_rls::balancer::RlsBuilderOptions;
 use lb_rls::metrics::{InMemoryRecorder, RlsMetric};
@@ -58,6 +67,8 @@ const RLS_STOP_AT: Duration = Duration::from_millis(2000);
 const RLS_DOWN_FOR: Duration = Duration::from_millis(1500);
 const RUN_FOR: Duration = Duration::from_millis(6000);
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// How often the live lines are redrawn on a terminal.
+const REDRAW_EVERY: Duration = Duration::from_millis(100);
 
 const PHASES: [&str; 3] = ["RLS up", "RLS down", "RLS back"];
 const PHASE_UP: u8 = 0;
@@ -181,9 +192,136 @@ fn worker(id: usize, channel: &Channel, shared: &Shared, start: Instant) -> Repo
     report
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let tty = std::io::stdout().is_terminal();
+/// The live progress: three indicatif lines on a terminal (time and calls, calls
+/// per backend, RLS lookups and cache hits), plain lines otherwise. Everything it
+/// shows comes from the channel's metrics recorder, plus the lookups the RLS
+/// server counted.
+struct Progress {
+    multi: MultiProgress,
+    lines: [ProgressBar; 3],
+    tty: bool,
+}
 
+impl Progress {
+    fn new(run_for: Duration) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let multi = MultiProgress::new();
+        let top = ProgressBar::new(run_for.as_millis() as u64);
+        top.set_style(
+            ProgressStyle::with_template("{spinner} {bar:24.cyan/blue} {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        let plain = ProgressStyle::with_template("  {msg}").expect("a valid template");
+        let lines = [
+            multi.add(top),
+            multi.add(ProgressBar::new(1).with_style(plain.clone())),
+            multi.add(ProgressBar::new(1).with_style(plain)),
+        ];
+        Self { multi, lines, tty }
+    }
+
+    /// A line above the live ones.
+    fn event(&self, line: &str) {
+        if self.tty {
+            let _ = self.multi.println(line);
+        } else {
+            println!("{line}");
+        }
+    }
+
+    fn show(&self, elapsed: Duration, text: [String; 3]) {
+        if self.tty {
+            self.lines[0].set_position(elapsed.as_millis() as u64);
+            for (line, text) in self.lines.iter().zip(text) {
+                line.set_message(text);
+            }
+        } else {
+            println!(
+                "[{:>5.2}s] {}",
+                elapsed.as_secs_f64(),
+                text.join("\n         ")
+            );
+        }
+    }
+
+    fn finish(&self) {
+        for line in &self.lines {
+            line.finish_and_clear();
+        }
+    }
+}
+
+/// The live numbers, from the recorder: calls so far (and failed), calls per
+/// backend (RLS picks by data-plane target, named), lookups and cache hit rate.
+fn live_text(
+    recorder: &InMemoryRecorder,
+    name_of: &BTreeMap<String, &str>,
+    lookups: usize,
+    rate: f64,
+    phase: &str,
+) -> [String; 3] {
+    let calls = recorder.histogram_count("grpc.client.call.duration", &[]);
+    let ok = recorder.histogram_count("grpc.client.call.duration", &[("grpc.status", "OK")]);
+    let mut per_backend: BTreeMap<&str, u64> = BTreeMap::new();
+    for metric in [RlsMetric::TargetPicks, RlsMetric::DefaultTargetPicks] {
+        for (target, n) in recorder.counter_by(metric, "grpc.lb.rls.data_plane_target") {
+            let name = name_of.get(&target).copied().unwrap_or("?");
+            *per_backend.entry(name).or_default() += n;
+        }
+    }
+    let picks: u64 =
+        per_backend.values().sum::<u64>() + recorder.counter_total(RlsMetric::FailedPicks);
+    let hits = picks.saturating_sub(lookups as u64);
+    let split: Vec<String> = per_backend
+        .iter()
+        .map(|(b, n)| format!("{b} {n}"))
+        .collect();
+    [
+        format!(
+            "{calls} calls ({rate:.0}/s), {} failed  [{phase}]",
+            calls.saturating_sub(ok)
+        ),
+        format!("per backend: {}", split.join(" · ")),
+        format!(
+            "RLS lookups {lookups} · cache hit rate {:.2}% ({hits} of {picks} picks without a lookup)",
+            100.0 * hits as f64 / picks.max(1) as f64
+        ),
+    ]
+}
+
+/// The summary of what the channel's metrics recorder holds (the channel's and
+/// RLS server's targets and the instance id left out), and the size of the
+/// Prometheus text.
+fn print_metrics(recorder: &InMemoryRecorder, scrape: &str) {
+    println!("\nmetrics the channel recorded (lb_core::metrics, gRPC's instrument names):");
+    let hidden = [
+        "grpc.target",
+        "grpc.lb.rls.server_target",
+        "grpc.lb.rls.instance_uuid",
+    ];
+    for line in recorder.table(&hidden).lines() {
+        println!("  {line}");
+    }
+    let families = scrape.lines().filter(|l| l.starts_with("# TYPE ")).count();
+    println!(
+        "the admin page's /metrics would serve {} bytes of Prometheus text: {families} \
+         instruments",
+        scrape.len()
+    );
+}
+
+/// Where the admin page (lb-transport's `AdminServer`: channelz, and `/metrics`
+/// from `metrics`, the Prometheus recorder's handler) would be served. It is not
+/// built into this demo yet: wire it here and return its URL.
+fn admin_page(
+    metrics: impl Fn() -> (&'static str, String) + Send + Sync + 'static,
+) -> Option<String> {
+    drop(metrics);
+    None
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 1. Backends and the RLS server.
     let mut backends = Vec::new();
     let mut addr_of: BTreeMap<&str, String> = BTreeMap::new();
@@ -230,15 +368,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "childPolicyConfigTargetFieldName": "target",
     }}]});
     let transport = Arc::new(H2Transport::new(TransportConfig::default())?);
+    // Two recorders: one in memory for the progress lines and the summary, and
+    // the Prometheus one (every instrument, the experimental RLS ones too) for
+    // the admin page's /metrics.
     let recorder = Arc::new(InMemoryRecorder::new());
-    let mut options = RlsBuilderOptions::new(transport.clone());
-    options.metrics = recorder.clone();
+    let prometheus = Arc::new(PrometheusRecorder::with_selection(MetricSelection::all()));
+    match admin_page(prometheus.handler()) {
+        Some(url) => println!("admin page: {url} (metrics at {url}/metrics)"),
+        None => println!(
+            "admin page: not served by this demo (the /metrics text is summed up at the end)"
+        ),
+    }
+    let options = RlsBuilderOptions::new(transport.clone());
     let mut registry = LbPolicyRegistry::with_builtins();
     let rls_builder = lb_rls::register(&mut registry, options);
     let channel = Channel::builder("passthrough:///echo.demo")
         .transport(transport)
         .lb_policy_registry(registry)
         .default_service_config(service_config.to_string())
+        .metrics_recorder(recorder.clone())
+        .metrics_recorder(prometheus.clone())
         .build()?;
     println!(
         "\nservice config:\n{}",
@@ -263,15 +412,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 s.spawn(move || worker(id, channel, shared, started))
             })
             .collect();
-        let mut next_progress = PROGRESS_EVERY;
+        let progress = Progress::new(RUN_FOR);
+        let name_of: BTreeMap<String, &str> = addr_of
+            .iter()
+            .map(|(name, addr)| (addr.clone(), *name))
+            .collect();
+        let mut next_progress = Duration::ZERO;
         let mut last = (Duration::ZERO, 0usize);
-        let event = |line: String| {
-            if tty {
-                println!("\r\x1b[2K{line}");
-            } else {
-                println!("{line}");
-            }
-        };
+        let event = |line: String| progress.event(&line);
         loop {
             let now = started.elapsed();
             if now >= RUN_FOR {
@@ -314,24 +462,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             if now >= next_progress {
                 let done = shared.done.load(Ordering::Relaxed);
-                let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64();
-                last = (now, done);
-                next_progress += PROGRESS_EVERY;
-                let line = format!(
-                    "[{:>5.2}s] {done:>7} calls  {rate:>7.0} calls/s  {} failed  ({})",
-                    now.as_secs_f64(),
-                    shared.failed.load(Ordering::Relaxed),
-                    PHASES[usize::from(shared.phase.load(Ordering::SeqCst))]
-                );
-                if tty {
-                    print!("\r\x1b[2K{line}");
-                    let _ = std::io::stdout().flush();
-                } else {
-                    println!("{line}");
+                let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64().max(1e-3);
+                if now - last.0 >= PROGRESS_EVERY || last.1 == 0 {
+                    last = (now, done);
                 }
+                next_progress += if progress.tty {
+                    REDRAW_EVERY
+                } else {
+                    PROGRESS_EVERY
+                };
+                let lookups: usize = tables.iter().map(|t| t.requests().len()).sum();
+                let phase = PHASES[usize::from(shared.phase.load(Ordering::SeqCst))];
+                progress.show(now, live_text(&recorder, &name_of, lookups, rate, phase));
             }
             thread::sleep(Duration::from_millis(20));
         }
+        progress.finish();
         shared.stop.store(true, Ordering::SeqCst);
         workers
             .into_iter()
@@ -339,9 +485,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect()
     });
     let elapsed = started.elapsed();
-    if tty {
-        println!();
-    }
 
     // 5. Summary.
     let mut all = Report::default();
@@ -543,6 +686,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         picks.saturating_sub(total_lookups as u64),
         100.0 * picks.saturating_sub(total_lookups as u64) as f64 / picks.max(1) as f64
     );
+    print_metrics(&recorder, &prometheus.encode());
     println!(
         "failures: {failed}{}",
         if failed == 0 {

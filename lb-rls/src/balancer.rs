@@ -42,7 +42,7 @@ use crate::config::{POLICY_NAME, RlsConfig, RlsConfigOptions};
 use crate::control_channel::{
     ControlChannel, ControlChannelConfig, ControlDeps, ControlEvent, ThreadCounter,
 };
-use crate::metrics::{MetricsRecorder, NoopRecorder, RlsMetrics};
+use crate::metrics::RlsMetrics;
 use crate::picker::{EntryView, Index, PendingRequest, PickerShared, RlsPicker};
 use crate::proto::{RouteLookupRequest, RouteLookupResponse, TARGET_TYPE_GRPC};
 use crate::throttler::{RequestThrottler, Throttler, ThrottlerConfig};
@@ -85,8 +85,6 @@ pub struct RlsBuilderOptions {
     pub clock: Option<Arc<dyn Clock>>,
     /// The cache cap and the `lookupService` schemes configs may use.
     pub config_options: RlsConfigOptions,
-    /// Receives the RLS metrics (default: dropped).
-    pub metrics: Arc<dyn MetricsRecorder>,
     /// Makes each control channel's throttler (default: the adaptive
     /// [`Throttler`] with gRPC's parameters and the policy's random source).
     pub throttler: Option<ThrottlerFactory>,
@@ -103,7 +101,6 @@ impl Default for RlsBuilderOptions {
             transport: None,
             clock: None,
             config_options: RlsConfigOptions::default(),
-            metrics: Arc::new(NoopRecorder),
             throttler: None,
             cache: CacheOptions::default(),
             purge_interval: DEFAULT_PURGE_INTERVAL,
@@ -119,7 +116,6 @@ impl RlsBuilderOptions {
             transport: Some(transport),
             clock: None,
             config_options: RlsConfigOptions::default(),
-            metrics: Arc::new(NoopRecorder),
             throttler: None,
             cache: CacheOptions::default(),
             purge_interval: DEFAULT_PURGE_INTERVAL,
@@ -337,8 +333,7 @@ impl RlsPolicy {
             SharedSource(options.random.clone()),
         );
         let metrics = Arc::new(RlsMetrics::new(
-            builder.options.metrics.clone(),
-            options.authority.clone(),
+            options.metrics.clone(),
             "",
             instance_uuid(&options.random),
         ));

@@ -138,8 +138,9 @@
 //!
 //! # Metrics
 //!
-//! [`metrics::RlsMetrics`] records gRPC's RLS metrics through a
-//! [`metrics::MetricsRecorder`]; [`metrics::InMemoryRecorder`] keeps them for tests.
+//! [`metrics::RlsMetrics`] records gRPC's RLS metrics through the channel's
+//! [`lb_core::metrics::MetricsRecorder`] (given to the policy in
+//! `LbPolicyOptions::metrics`); [`metrics::InMemoryRecorder`] keeps them for tests.
 //!
 //! # The policy
 //!

@@ -12,14 +12,20 @@
 //! calls) or `fail`; queued picks are not counted. A pick that reaches the default
 //! target through a cache entry (RLS returned it) is a target pick.
 //!
-//! [`MetricsRecorder`] is the seam to a metrics system (an OpenTelemetry bridge, say);
+//! The instruments are [`lb_core::metrics::Instrument`]s recorded through the
+//! channel's recorder: the policy gets it, with the channel's target, in
+//! [`LbPolicyOptions::metrics`](lb_core::LbPolicyOptions::metrics) (a channel's
+//! [`ChannelBuilder::metrics_recorder`](lb_core::channel::ChannelBuilder::metrics_recorder)).
 //! [`RlsMetrics`] fills in the labels so every record carries the right set.
+//! Like gRPC's, they are off by default in exporters
+//! ([`Instrument::default_enabled`](lb_core::metrics::Instrument::default_enabled)).
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 
-use parking_lot::Mutex;
+use lb_core::metrics::{Instrument, InstrumentKind, Metrics};
+
+/// Keeps every series in memory, for tests (lb-core's recorder).
+pub use lb_core::metrics::InMemoryRecorder;
 
 /// The label naming the channel's target.
 pub const LABEL_TARGET: &str = "grpc.target";
@@ -31,6 +37,77 @@ pub const LABEL_DATA_PLANE_TARGET: &str = "grpc.lb.rls.data_plane_target";
 pub const LABEL_PICK_RESULT: &str = "grpc.lb.pick_result";
 /// The label identifying one policy instance (for the cache gauges).
 pub const LABEL_INSTANCE_UUID: &str = "grpc.lb.rls.instance_uuid";
+
+const CACHE_LABELS: &[&str] = &[LABEL_TARGET, LABEL_SERVER_TARGET, LABEL_INSTANCE_UUID];
+const PICK_LABELS: &[&str] = &[
+    LABEL_TARGET,
+    LABEL_SERVER_TARGET,
+    LABEL_DATA_PLANE_TARGET,
+    LABEL_PICK_RESULT,
+];
+
+const fn instrument(
+    name: &'static str,
+    description: &'static str,
+    unit: &'static str,
+    labels: &'static [&'static str],
+    kind: InstrumentKind,
+) -> Instrument {
+    Instrument {
+        name,
+        description,
+        unit,
+        labels,
+        optional_labels: &[],
+        kind,
+        default_enabled: false,
+        buckets: &[],
+    }
+}
+
+/// `grpc.lb.rls.cache_entries`.
+pub static CACHE_ENTRIES: Instrument = instrument(
+    "grpc.lb.rls.cache_entries",
+    "EXPERIMENTAL. Number of entries in the RLS cache.",
+    "{entry}",
+    CACHE_LABELS,
+    InstrumentKind::I64Gauge,
+);
+/// `grpc.lb.rls.cache_size`.
+pub static CACHE_SIZE: Instrument = instrument(
+    "grpc.lb.rls.cache_size",
+    "EXPERIMENTAL. The current size of the RLS cache.",
+    "By",
+    CACHE_LABELS,
+    InstrumentKind::I64Gauge,
+);
+/// `grpc.lb.rls.default_target_picks`.
+pub static DEFAULT_TARGET_PICKS: Instrument = instrument(
+    "grpc.lb.rls.default_target_picks",
+    "EXPERIMENTAL. Number of LB picks sent to the default target.",
+    "{pick}",
+    PICK_LABELS,
+    InstrumentKind::U64Counter,
+);
+/// `grpc.lb.rls.target_picks`.
+pub static TARGET_PICKS: Instrument = instrument(
+    "grpc.lb.rls.target_picks",
+    "EXPERIMENTAL. Number of LB picks sent to each RLS target. Note that if the default \
+     target is also returned by the RLS server, RPCs sent to that target from the cache \
+     will be counted in this metric, not in grpc.rls.default_target_picks.",
+    "{pick}",
+    PICK_LABELS,
+    InstrumentKind::U64Counter,
+);
+/// `grpc.lb.rls.failed_picks`.
+pub static FAILED_PICKS: Instrument = instrument(
+    "grpc.lb.rls.failed_picks",
+    "EXPERIMENTAL. Number of LB picks failed due to either a failed RLS request or the \
+     RLS channel being throttled.",
+    "{pick}",
+    &[LABEL_TARGET, LABEL_SERVER_TARGET],
+    InstrumentKind::U64Counter,
+);
 
 /// The RLS metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,48 +144,44 @@ impl RlsMetric {
         Self::FailedPicks,
     ];
 
+    /// The instrument.
+    pub fn instrument(self) -> &'static Instrument {
+        match self {
+            Self::CacheEntries => &CACHE_ENTRIES,
+            Self::CacheSize => &CACHE_SIZE,
+            Self::DefaultTargetPicks => &DEFAULT_TARGET_PICKS,
+            Self::TargetPicks => &TARGET_PICKS,
+            Self::FailedPicks => &FAILED_PICKS,
+        }
+    }
+
     /// The metric's name.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::CacheEntries => "grpc.lb.rls.cache_entries",
-            Self::CacheSize => "grpc.lb.rls.cache_size",
-            Self::DefaultTargetPicks => "grpc.lb.rls.default_target_picks",
-            Self::TargetPicks => "grpc.lb.rls.target_picks",
-            Self::FailedPicks => "grpc.lb.rls.failed_picks",
-        }
+        self.instrument().name
     }
 
     /// The metric's unit, in UCUM as OpenTelemetry writes it.
     pub fn unit(self) -> &'static str {
-        match self {
-            Self::CacheEntries => "{entry}",
-            Self::CacheSize => "By",
-            Self::DefaultTargetPicks | Self::TargetPicks | Self::FailedPicks => "{pick}",
-        }
+        self.instrument().unit
     }
 
     /// Gauge or counter.
     pub fn kind(self) -> MetricKind {
-        match self {
-            Self::CacheEntries | Self::CacheSize => MetricKind::Gauge,
+        match self.instrument().kind {
+            InstrumentKind::I64Gauge => MetricKind::Gauge,
             _ => MetricKind::Counter,
         }
     }
 
     /// The labels every record of the metric carries.
     pub fn labels(self) -> &'static [&'static str] {
-        match self {
-            Self::CacheEntries | Self::CacheSize => {
-                &[LABEL_TARGET, LABEL_SERVER_TARGET, LABEL_INSTANCE_UUID]
-            }
-            Self::DefaultTargetPicks | Self::TargetPicks => &[
-                LABEL_TARGET,
-                LABEL_SERVER_TARGET,
-                LABEL_DATA_PLANE_TARGET,
-                LABEL_PICK_RESULT,
-            ],
-            Self::FailedPicks => &[LABEL_TARGET, LABEL_SERVER_TARGET],
-        }
+        self.instrument().labels
+    }
+}
+
+impl AsRef<str> for RlsMetric {
+    fn as_ref(&self) -> &str {
+        self.name()
     }
 }
 
@@ -140,39 +213,17 @@ impl PickOutcome {
     }
 }
 
-/// Labels of one record: `(label, value)` pairs.
-pub type Labels<'a> = [(&'static str, &'a str)];
-
-/// Receives RLS metric records. Implementations must be cheap: counters are
-/// recorded on the picking threads.
-pub trait MetricsRecorder: Send + Sync {
-    /// Sets a gauge's current value.
-    fn record_gauge(&self, metric: RlsMetric, value: i64, labels: &Labels<'_>);
-
-    /// Adds `delta` to a counter.
-    fn add_counter(&self, metric: RlsMetric, delta: u64, labels: &Labels<'_>);
-}
-
-/// A recorder that drops everything.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoopRecorder;
-
-impl MetricsRecorder for NoopRecorder {
-    fn record_gauge(&self, _: RlsMetric, _: i64, _: &Labels<'_>) {}
-    fn add_counter(&self, _: RlsMetric, _: u64, _: &Labels<'_>) {}
-}
-
-type SeriesKey = (RlsMetric, BTreeMap<String, String>);
-
-/// A recorder that keeps every series in memory, for tests.
+/// The RLS metrics of one policy instance: the channel's [`Metrics`] plus the
+/// labels that do not change per record.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::sync::Arc;
+/// use lb_core::metrics::Metrics;
 /// use lb_rls::metrics::{InMemoryRecorder, PickOutcome, RlsMetric, RlsMetrics};
 /// let recorder = Arc::new(InMemoryRecorder::new());
-/// let metrics = RlsMetrics::new(recorder.clone(), "dns:///svc", "dns:///rls", "uuid-1");
+/// let metrics = RlsMetrics::new(Metrics::new(recorder.clone(), "dns:///svc"), "dns:///rls", "uuid-1");
 /// metrics.target_pick("backend-a", PickOutcome::Complete);
 /// metrics.target_pick("backend-a", PickOutcome::Complete);
 /// metrics.record_cache(1, 35);
@@ -188,111 +239,23 @@ type SeriesKey = (RlsMetric, BTreeMap<String, String>);
 /// );
 /// assert_eq!(recorder.gauge_value(RlsMetric::CacheSize), Some(35));
 /// ```
-#[derive(Debug, Default)]
-pub struct InMemoryRecorder {
-    series: Mutex<BTreeMap<SeriesKey, i64>>,
-}
-
-impl InMemoryRecorder {
-    /// An empty recorder.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn key(metric: RlsMetric, labels: &Labels<'_>) -> SeriesKey {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        (metric, labels)
-    }
-
-    /// The counter's value for exactly these labels (0 if never recorded).
-    pub fn counter(&self, metric: RlsMetric, labels: &Labels<'_>) -> u64 {
-        let v = self
-            .series
-            .lock()
-            .get(&Self::key(metric, labels))
-            .copied()
-            .unwrap_or(0);
-        u64::try_from(v).unwrap_or(0)
-    }
-
-    /// The counter's total over all label sets.
-    pub fn counter_total(&self, metric: RlsMetric) -> u64 {
-        self.series
-            .lock()
-            .iter()
-            .filter(|((m, _), _)| *m == metric)
-            .map(|(_, v)| u64::try_from(*v).unwrap_or(0))
-            .sum()
-    }
-
-    /// The gauge's value for exactly these labels.
-    pub fn gauge(&self, metric: RlsMetric, labels: &Labels<'_>) -> Option<i64> {
-        self.series.lock().get(&Self::key(metric, labels)).copied()
-    }
-
-    /// The gauge's value, if it was recorded under exactly one label set.
-    pub fn gauge_value(&self, metric: RlsMetric) -> Option<i64> {
-        let series = self.series.lock();
-        let mut values = series.iter().filter(|((m, _), _)| *m == metric);
-        match (values.next(), values.next()) {
-            (Some((_, v)), None) => Some(*v),
-            _ => None,
-        }
-    }
-
-    /// Every series: metric, labels and value, sorted.
-    pub fn snapshot(&self) -> Vec<(RlsMetric, BTreeMap<String, String>, i64)> {
-        self.series
-            .lock()
-            .iter()
-            .map(|((m, l), v)| (*m, l.clone(), *v))
-            .collect()
-    }
-
-    /// Forgets everything.
-    pub fn clear(&self) {
-        self.series.lock().clear();
-    }
-}
-
-impl MetricsRecorder for InMemoryRecorder {
-    fn record_gauge(&self, metric: RlsMetric, value: i64, labels: &Labels<'_>) {
-        self.series.lock().insert(Self::key(metric, labels), value);
-    }
-
-    fn add_counter(&self, metric: RlsMetric, delta: u64, labels: &Labels<'_>) {
-        let delta = i64::try_from(delta).unwrap_or(i64::MAX);
-        let mut series = self.series.lock();
-        let v = series.entry(Self::key(metric, labels)).or_insert(0);
-        *v = v.saturating_add(delta);
-    }
-}
-
-/// The RLS metrics of one policy instance: a recorder plus the labels that do not
-/// change per record.
 #[derive(Clone)]
 pub struct RlsMetrics {
-    recorder: Arc<dyn MetricsRecorder>,
-    target: String,
+    metrics: Metrics,
     server_target: String,
     instance_uuid: String,
 }
 
 impl RlsMetrics {
-    /// Metrics for the policy of the channel to `target`, looking up routes at
-    /// `server_target`, identified by `instance_uuid`.
+    /// Metrics recorded through `metrics` (whose target is the channel's), looking
+    /// up routes at `server_target`, identified by `instance_uuid`.
     pub fn new(
-        recorder: Arc<dyn MetricsRecorder>,
-        target: impl Into<String>,
+        metrics: Metrics,
         server_target: impl Into<String>,
         instance_uuid: impl Into<String>,
     ) -> Self {
         Self {
-            recorder,
-            target: target.into(),
+            metrics,
             server_target: server_target.into(),
             instance_uuid: instance_uuid.into(),
         }
@@ -300,7 +263,7 @@ impl RlsMetrics {
 
     /// Metrics that go nowhere.
     pub fn disabled() -> Self {
-        Self::new(Arc::new(NoopRecorder), "", "", "")
+        Self::new(Metrics::none(), "", "")
     }
 
     /// Changes the RLS server's target (a config update changed `lookupService`).
@@ -310,53 +273,52 @@ impl RlsMetrics {
 
     /// Records the cache gauges.
     pub fn record_cache(&self, entries: usize, size_bytes: usize) {
+        let m = &self.metrics;
+        if !m.is_enabled() {
+            return;
+        }
         let labels = [
-            (LABEL_TARGET, self.target.as_str()),
-            (LABEL_SERVER_TARGET, self.server_target.as_str()),
-            (LABEL_INSTANCE_UUID, self.instance_uuid.as_str()),
+            m.target(),
+            self.server_target.as_str(),
+            self.instance_uuid.as_str(),
         ];
         let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        self.recorder
-            .record_gauge(RlsMetric::CacheEntries, to_i64(entries), &labels);
-        self.recorder
-            .record_gauge(RlsMetric::CacheSize, to_i64(size_bytes), &labels);
+        m.record_i64_gauge(&CACHE_ENTRIES, to_i64(entries), &labels);
+        m.record_i64_gauge(&CACHE_SIZE, to_i64(size_bytes), &labels);
     }
 
     /// Counts a pick routed via a cache entry to `data_plane_target`.
     pub fn target_pick(&self, data_plane_target: &str, outcome: PickOutcome) {
-        self.pick(RlsMetric::TargetPicks, data_plane_target, outcome);
+        self.pick(&TARGET_PICKS, data_plane_target, outcome);
     }
 
     /// Counts a pick routed to the default target.
     pub fn default_target_pick(&self, data_plane_target: &str, outcome: PickOutcome) {
-        self.pick(RlsMetric::DefaultTargetPicks, data_plane_target, outcome);
+        self.pick(&DEFAULT_TARGET_PICKS, data_plane_target, outcome);
     }
 
     /// Counts a pick failed for want of RLS data and of a default target.
     pub fn failed_pick(&self) {
-        let labels = [
-            (LABEL_TARGET, self.target.as_str()),
-            (LABEL_SERVER_TARGET, self.server_target.as_str()),
-        ];
-        self.recorder
-            .add_counter(RlsMetric::FailedPicks, 1, &labels);
+        let m = &self.metrics;
+        m.add_u64_counter(&FAILED_PICKS, 1, &[m.target(), self.server_target.as_str()]);
     }
 
-    fn pick(&self, metric: RlsMetric, data_plane_target: &str, outcome: PickOutcome) {
+    fn pick(&self, instrument: &'static Instrument, data_plane_target: &str, outcome: PickOutcome) {
+        let m = &self.metrics;
         let labels = [
-            (LABEL_TARGET, self.target.as_str()),
-            (LABEL_SERVER_TARGET, self.server_target.as_str()),
-            (LABEL_DATA_PLANE_TARGET, data_plane_target),
-            (LABEL_PICK_RESULT, outcome.as_str()),
+            m.target(),
+            self.server_target.as_str(),
+            data_plane_target,
+            outcome.as_str(),
         ];
-        self.recorder.add_counter(metric, 1, &labels);
+        m.add_u64_counter(instrument, 1, &labels);
     }
 }
 
 impl fmt::Debug for RlsMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RlsMetrics")
-            .field("target", &self.target)
+            .field("target", &self.metrics.target())
             .field("server_target", &self.server_target)
             .field("instance_uuid", &self.instance_uuid)
             .finish_non_exhaustive()
@@ -366,6 +328,7 @@ impl fmt::Debug for RlsMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn names_units_and_labels_are_grpcs() {
@@ -392,13 +355,21 @@ mod tests {
     #[test]
     fn every_record_carries_exactly_the_metrics_labels() {
         let recorder = Arc::new(InMemoryRecorder::new());
-        let m = RlsMetrics::new(recorder.clone(), "t", "s", "u");
+        let m = RlsMetrics::new(
+            lb_core::metrics::Metrics::new(recorder.clone(), "t"),
+            "s",
+            "u",
+        );
         m.record_cache(3, 100);
         m.target_pick("a", PickOutcome::Complete);
         m.default_target_pick("d", PickOutcome::Fail);
         m.failed_pick();
-        for (metric, labels, _) in recorder.snapshot() {
-            let got: Vec<&str> = labels.keys().map(String::as_str).collect();
+        for series in recorder.snapshot() {
+            let metric = RlsMetric::ALL
+                .into_iter()
+                .find(|m| m.name() == series.name)
+                .expect("an RLS metric");
+            let got: Vec<&str> = series.labels.keys().map(String::as_str).collect();
             let mut want = metric.labels().to_vec();
             want.sort_unstable();
             assert_eq!(got, want, "{metric}");

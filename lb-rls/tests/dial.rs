@@ -35,6 +35,7 @@ impl Dial {
             registry: Arc::new(registry.clone()),
             channels: None,
             channelz: Default::default(),
+            metrics: lb_core::metrics::Metrics::none(),
         });
         Self {
             clock: ManualClock::new(),

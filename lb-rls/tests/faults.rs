@@ -126,14 +126,14 @@ fn client(rls_addr: SocketAddr, default: Option<&str>, lookup_timeout: &str) -> 
     }}]});
     let transport = Arc::new(H2Transport::new(TransportConfig::default()).expect("transport"));
     let recorder = Arc::new(InMemoryRecorder::new());
-    let mut options = RlsBuilderOptions::new(transport.clone());
-    options.metrics = recorder.clone();
+    let options = RlsBuilderOptions::new(transport.clone());
     let mut registry = LbPolicyRegistry::with_builtins();
     let rls = lb_rls::register(&mut registry, options);
     let channel = Channel::builder("passthrough:///fault.echo")
         .transport(transport)
         .lb_policy_registry(registry)
         .default_service_config(config.to_string())
+        .metrics_recorder(recorder.clone())
         .build()
         .expect("channel");
     Client {

@@ -119,13 +119,13 @@ fn the_cache_gauges_name_the_policy_instance() {
     let series = h.recorder.snapshot();
     let gauges: Vec<_> = series
         .iter()
-        .filter(|(m, _, _)| *m == RlsMetric::CacheEntries)
+        .filter(|s| s.name == RlsMetric::CacheEntries.name())
         .collect();
     assert_eq!(gauges.len(), 1);
-    let uuid = &gauges[0].1[LABEL_INSTANCE_UUID];
+    let uuid = &gauges[0].labels[LABEL_INSTANCE_UUID];
     let parts: Vec<usize> = uuid.split('-').map(str::len).collect();
     assert_eq!(parts, [8, 4, 4, 4, 12], "{uuid}");
     assert!(uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
     assert_eq!(&uuid[14..15], "4", "version 4: {uuid}");
-    assert_eq!(gauges[0].1[LABEL_SERVER_TARGET], SERVER_TARGET);
+    assert_eq!(gauges[0].labels[LABEL_SERVER_TARGET], SERVER_TARGET);
 }

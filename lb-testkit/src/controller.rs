@@ -127,6 +127,7 @@ impl FakeController {
             registry: Arc::new(registry),
             channels: None,
             channelz: Default::default(),
+            metrics: lb_core::metrics::Metrics::none_for("test.example.com"),
         }
     }
 

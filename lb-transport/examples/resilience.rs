@@ -13,18 +13,26 @@
 //!   3. `beta` reports NOT_SERVING: health checking takes it out of the rotation;
 //!   4. `beta` is SERVING again, and `alpha` is shut down abruptly with calls in
 //!      flight: those are retried on `beta`.
+//! - While it runs, live progress lines (indicatif, when stderr is a terminal;
+//!   plain lines every 0.5 s otherwise) show the calls so far, the attempts and
+//!   their statuses, and the subchannels' connections, read from the channel's
+//!   metrics recorder (`lb_core::metrics`, gRPC's instruments), and the calls each
+//!   backend served, from each server's own recorder (`grpc.server.call.started`).
 //! - The summary shows which backend answered the calls in each phase, latency
-//!   percentiles, retries, and the calls that failed: none, if all went well.
+//!   percentiles, retries, a table of the metrics recorded, and the calls that
+//!   failed: none, if all went well.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lb_core::LbPolicyRegistry;
 use lb_core::channel::{CallOptions, Channel};
 use lb_core::health::ServingStatus;
+use lb_core::metrics::InMemoryRecorder;
 use lb_core::{Code, Status};
 use lb_transport::driver::{H2Transport, TransportConfig};
 use lb_transport::server::health::HealthService;
@@ -61,6 +69,8 @@ struct Backend {
     server: Option<Server>,
     health: HealthService,
     failing: Arc<AtomicBool>,
+    /// The server's metrics (gRFC A66's `grpc.server.call.*`).
+    recorder: Arc<InMemoryRecorder>,
 }
 
 fn start_backend(name: &'static str) -> std::io::Result<Backend> {
@@ -76,11 +86,16 @@ fn start_backend(name: &'static str) -> std::io::Result<Backend> {
             Ok(Response::new(name.as_bytes().to_vec()))
         })
         .workers(8);
-    let server = health.mount(builder).bind("127.0.0.1:0")?;
+    let recorder = Arc::new(InMemoryRecorder::new());
+    let server = health
+        .mount(builder)
+        .metrics_recorder(recorder.clone())
+        .bind("127.0.0.1:0")?;
     Ok(Backend {
         server: Some(server),
         health,
         failing,
+        recorder,
     })
 }
 
@@ -95,6 +110,55 @@ struct Tally {
     latencies: [Vec<Duration>; 4],
 }
 
+/// The live lines: time and calls, attempts by status, connections, and the calls
+/// each backend served. From the channel's recorder and the servers'.
+fn live_text(recorder: &InMemoryRecorder, phase: usize, backends: &[Backend]) -> [String; 3] {
+    let calls = recorder.histogram_count("grpc.client.call.duration", &[]);
+    let ok = recorder.histogram_count("grpc.client.call.duration", &[("grpc.status", "OK")]);
+    let attempts = recorder.counter_total("grpc.client.attempt.started");
+    let by_status: Vec<String> = recorder
+        .histogram_count_by("grpc.client.attempt.duration", "grpc.status")
+        .into_iter()
+        .map(|(status, n)| format!("{status} {n}"))
+        .collect();
+    let open = recorder
+        .gauge_value("grpc.subchannel.open_connections")
+        .unwrap_or(0);
+    let dropped = recorder.counter_total("grpc.subchannel.disconnections");
+    let served: Vec<String> = NAMES
+        .iter()
+        .zip(backends)
+        .map(|(name, b)| {
+            let method = [("grpc.method", &METHOD[1..])];
+            let n = b.recorder.counter("grpc.server.call.started", &method);
+            format!("{name} {n}")
+        })
+        .collect();
+    [
+        format!(
+            "phase {}/4 ({}): {calls} calls, {} failed",
+            phase + 1,
+            PHASES[phase],
+            calls.saturating_sub(ok)
+        ),
+        format!(
+            "{attempts} attempts ({} more than calls): {}",
+            attempts.saturating_sub(calls),
+            by_status.join(" · ")
+        ),
+        format!(
+            "connections open {open}, dropped {dropped} · calls served: {}",
+            served.join(" · ")
+        ),
+    ]
+}
+
+/// Where the admin page (lb-transport's `AdminServer`) would be served: not
+/// built into this demo yet. Wire it here and return its URL.
+fn admin_page() -> Option<String> {
+    None
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut backends = NAMES
         .iter()
@@ -107,12 +171,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, addr) in NAMES.iter().zip(&targets) {
         println!("{name:<6} listening on {addr}");
     }
+    if let Some(url) = admin_page() {
+        println!("admin page: {url}");
+    }
     let mut registry = LbPolicyRegistry::with_builtins();
     lb_group::register(&mut registry);
+    let recorder = Arc::new(InMemoryRecorder::new());
     let channel = Channel::builder(format!("ipv4:{}", targets.join(",")))
         .transport(Arc::new(H2Transport::new(TransportConfig::default())?))
         .lb_policy_registry(registry)
         .default_service_config(SERVICE_CONFIG)
+        .metrics_recorder(recorder.clone())
         .build()?;
     println!(
         "channel: outlier detection around round_robin, health checks, retries on UNAVAILABLE"
@@ -157,7 +226,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
 
     let run_start = Instant::now();
-    let terminal = std::io::stdout().is_terminal();
+    let terminal = std::io::stderr().is_terminal();
+    let multi = MultiProgress::new();
+    let top = ProgressBar::new((PHASE * PHASES.len() as u32).as_millis() as u64);
+    top.set_style(
+        ProgressStyle::with_template("{spinner} {bar:24.cyan/blue} {msg}")?.progress_chars("=> "),
+    );
+    let plain = ProgressStyle::with_template("  {msg}")?;
+    let lines = [
+        multi.add(top),
+        multi.add(ProgressBar::new(1).with_style(plain.clone())),
+        multi.add(ProgressBar::new(1).with_style(plain)),
+    ];
+    let mut next_plain = Duration::ZERO;
     for (i, name) in PHASES.iter().enumerate() {
         phase_start.lock()[i] = Instant::now();
         phase.store(i as u8, Ordering::Relaxed);
@@ -178,27 +259,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => {}
         }
+        let event = format!(
+            "{:>5.1} s  phase {}: {name}",
+            run_start.elapsed().as_secs_f64(),
+            i + 1
+        );
+        if terminal {
+            multi.println(event)?;
+        } else {
+            println!("{event}");
+        }
         let phase_end = run_start + PHASE * (i as u32 + 1);
         while Instant::now() < phase_end {
-            thread::sleep(Duration::from_millis(500).min(phase_end - Instant::now()));
-            let t = tally.lock();
-            let calls: usize = t.answered[i].iter().sum::<usize>() + t.failed[i].len();
-            let line = format!(
-                "{:>5.1} s  phase {} ({name}): {calls} calls, {} failed",
-                run_start.elapsed().as_secs_f64(),
-                i + 1,
-                t.failed[i].len()
-            );
+            thread::sleep(Duration::from_millis(100).min(phase_end - Instant::now()));
+            let text = live_text(&recorder, i, &backends);
+            let elapsed = run_start.elapsed();
             if terminal {
-                print!("\r{line}   ");
-                std::io::stdout().flush()?;
-            } else {
-                println!("{line}");
+                lines[0].set_position(elapsed.as_millis() as u64);
+                for (line, text) in lines.iter().zip(text) {
+                    line.set_message(text);
+                }
+            } else if elapsed >= next_plain {
+                next_plain = elapsed + Duration::from_millis(500);
+                println!(
+                    "{:>5.1} s  {}",
+                    elapsed.as_secs_f64(),
+                    text.join("\n         ")
+                );
             }
         }
-        if terminal {
-            println!();
-        }
+    }
+    for line in &lines {
+        line.finish_and_clear();
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -264,6 +356,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  failed: {code:?} {message}");
     }
     println!("calls: {total}, failed: {failed}");
+    println!("\nmetrics the channel recorded (lb_core::metrics, gRPC's instrument names):");
+    for line in recorder.table(&["grpc.target"]).lines() {
+        println!("  {line}");
+    }
     for b in &mut backends {
         if let Some(server) = b.server.take() {
             server.shutdown(Duration::from_millis(100));

@@ -81,6 +81,18 @@ fn test() -> Result<(), String> {
             &peers_env,
         )
     })?;
+    // lb-core's OpenTelemetry exporter against the SDK: a project of its own, since
+    // the SDK brings an executor (and tokio) that must stay out of the workspace.
+    // It shares the workspace's target directory, so crates built alike are reused.
+    util::step("opentelemetry check", || {
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .unwrap_or_else(|_| root.join("target").display().to_string());
+        util::cargo_env(
+            &root.join("xtask").join("otel-check"),
+            &["test"],
+            &[("CARGO_TARGET_DIR", target.as_str())],
+        )
+    })?;
     util::step("docs", || {
         util::cargo_env(
             &root,

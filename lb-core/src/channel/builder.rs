@@ -18,6 +18,7 @@ use super::service_config::ServiceConfig;
 use crate::backoff::BackoffConfig;
 use crate::channelz::ChannelRef;
 use crate::config::ConfigError;
+use crate::metrics::{Metrics, MetricsRecorder, RecorderList};
 use crate::random::SharedRandom;
 use crate::registry::LbPolicyRegistry;
 use crate::transport::{Transport, TransportOptions};
@@ -111,6 +112,7 @@ pub struct ChannelBuilder {
     health_check_disabled: bool,
     send_compression: Option<String>,
     channelz_parent: Option<ChannelRef>,
+    metrics_recorders: Vec<Arc<dyn MetricsRecorder>>,
 }
 
 impl ChannelBuilder {
@@ -141,6 +143,7 @@ impl ChannelBuilder {
             health_check_disabled: false,
             send_compression: None,
             channelz_parent: None,
+            metrics_recorders: Vec::new(),
         }
     }
 
@@ -381,6 +384,36 @@ impl ChannelBuilder {
         self
     }
 
+    /// Records the channel's metrics into `recorder`: gRPC's per-call instruments
+    /// (`grpc.client.attempt.*`, `grpc.client.call.duration`), the subchannels'
+    /// (`grpc.subchannel.*`) and its policies' (`grpc.lb.*`), all labelled with the
+    /// channel's target (`grpc.target`). Call it again to add more recorders; each
+    /// gets every record. Without one, recording costs one branch per event. See
+    /// [`crate::metrics`].
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lb_core::{Address, Status, transport::*};
+    /// # struct Nowhere;
+    /// # impl Transport for Nowhere {
+    /// #     fn connect(&self, _: &Address, _: &ConnectOptions, _: ConnectionEvents)
+    /// #         -> Result<Arc<dyn lb_core::Connection>, Status> { Err(Status::unavailable("no")) }
+    /// # }
+    /// use lb_core::channel::Channel;
+    /// use lb_core::metrics::InMemoryRecorder;
+    /// let recorder = Arc::new(InMemoryRecorder::new());
+    /// let channel = Channel::builder("dns:///localhost:50051")
+    ///     .transport(Arc::new(Nowhere))
+    ///     .metrics_recorder(recorder.clone())
+    ///     .build()?;
+    /// # drop(channel);
+    /// # Ok::<(), lb_core::channel::ChannelError>(())
+    /// ```
+    pub fn metrics_recorder(mut self, recorder: Arc<dyn MetricsRecorder>) -> Self {
+        self.metrics_recorders.push(recorder);
+        self
+    }
+
     /// Builds the channel: parses the target and the default service config, starts
     /// the resolver and the serializer thread. The channel starts IDLE: it connects
     /// on the first call or [`Channel::state`]`(true)`.
@@ -425,6 +458,15 @@ impl ChannelBuilder {
             None => format!("lb-sync/{}", env!("CARGO_PKG_VERSION")),
         };
 
+        let metrics_target = target.metrics_label();
+        let metrics = match self.metrics_recorders.len() {
+            0 => Metrics::none_for(metrics_target),
+            1 => Metrics::new(self.metrics_recorders[0].clone(), metrics_target),
+            _ => Metrics::new(
+                Arc::new(RecorderList(self.metrics_recorders)),
+                metrics_target,
+            ),
+        };
         let (tx, rx) = crossbeam_channel::unbounded();
         let channelz = Arc::new(ChannelData::new(
             &self.target,
@@ -445,6 +487,7 @@ impl ChannelBuilder {
                     channel_buffer: self.channel_retry_buffer,
                     random: random.clone(),
                 },
+                metrics: metrics.clone(),
             },
             channelz.clone(),
         );
@@ -469,6 +512,7 @@ impl ChannelBuilder {
                 backoff: self.backoff,
                 random: random.clone(),
                 channel: channelz,
+                metrics: metrics.clone(),
             },
             tx,
         );
@@ -482,6 +526,7 @@ impl ChannelBuilder {
             backoff: self.backoff,
             health_check_disabled: self.health_check_disabled,
             channels,
+            metrics,
         };
         // If the thread cannot start, dropping the core shuts the resolver down.
         let core = ChannelCore::new(core_config, shared.clone(), pool, resolver, now);

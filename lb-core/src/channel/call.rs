@@ -59,6 +59,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, at, never, select};
 use parking_lot::Mutex;
 
+use super::call_metrics::{AttemptMetrics, CallMetrics};
 use super::cell::Snapshot;
 use super::core::{ActiveCall, Shared, closed_status};
 use super::pool::{Attempt, ScBackend};
@@ -419,6 +420,8 @@ struct AttemptListener {
     /// The connection's in-flight count, released when the attempt ends.
     held: Arc<Attempt>,
     on_complete: Mutex<Option<Completion>>,
+    /// gRFC A66's attempt metrics (`None` without a recorder).
+    metrics: Option<AttemptMetrics>,
 }
 
 /// The stream of a call with no attempt open: one shared handle, so a call does
@@ -456,6 +459,9 @@ impl CallListener for AttemptListener {
     }
 
     fn on_message(&self, message: Vec<u8>) {
+        if let Some(m) = &self.metrics {
+            m.received(message.len());
+        }
         let mut losers = Vec::new();
         {
             let mut ev = self.call.events.lock();
@@ -477,6 +483,9 @@ impl CallListener for AttemptListener {
 
     fn on_close(&self, outcome: CallOutcome) {
         self.held.channelz().call_finished(outcome.status.is_ok());
+        if let Some(m) = &self.metrics {
+            m.end(&outcome.status);
+        }
         let mut losers = Vec::new();
         let status = {
             let mut ev = self.call.events.lock();
@@ -572,6 +581,8 @@ struct CallInner {
     /// An iterator over the responses has returned the end (or the error): it
     /// returns `None` from then on.
     iter_done: std::sync::atomic::AtomicBool,
+    /// gRFC A66's call metrics (`None` without a recorder).
+    metrics: Option<Arc<CallMetrics>>,
 }
 
 /// A call in progress, of any kind: send request messages, receive response
@@ -805,6 +816,7 @@ impl CallInner {
                 attempt: id,
                 held: Arc::clone(attempt),
                 on_complete: Mutex::new(on_complete),
+                metrics: self.metrics.as_ref().map(CallMetrics::attempt),
             });
             let connection = Arc::clone(connection);
             drop(ready);
@@ -1162,7 +1174,17 @@ impl CallInner {
             ev.outcome = Some(outcome);
             ev.settled = true;
         }
-        ev.outcome.clone().expect("settled above")
+        let outcome = ev.outcome.clone().expect("settled above");
+        drop(ev);
+        self.finish_metrics(&outcome.status);
+        outcome
+    }
+
+    /// Records the call's duration and status (once; later reports are ignored).
+    fn finish_metrics(&self, status: &Status) {
+        if let Some(m) = &self.metrics {
+            m.finish(status);
+        }
     }
 
     /// Drops the messages kept for retries and gives their bytes back to the
@@ -1188,6 +1210,7 @@ impl CallInner {
                 Some(o) if ev.settled || o.status.is_ok() => return,
                 _ => {}
             }
+            self.finish_metrics(&status);
             ev.outcome = Some(CallOutcome::processed(status));
             ev.settled = true;
             if let Some(h) = ev.hedge.as_mut() {
@@ -1327,6 +1350,7 @@ impl CallInner {
             ));
             return Err(SendError::Failed(message, status));
         }
+        let len = message.len();
         loop {
             {
                 let mut sending = self.sending.lock();
@@ -1337,9 +1361,14 @@ impl CallInner {
                     ));
                 }
                 if self.hedge_buffering(&sending) {
+                    // Counted first: an attempt may end before the send returns.
+                    self.note_sent(len, true);
                     match self.hedge_send(&mut sending, message, last, flags) {
                         Ok(()) => return Ok(()),
-                        Err(m) => message = m,
+                        Err(m) => {
+                            self.note_sent(len, false);
+                            message = m;
+                        }
                     }
                     if self.hedge_buffering(&sending) {
                         // The winning attempt is catching up on the kept messages.
@@ -1366,7 +1395,13 @@ impl CallInner {
                 let keep =
                     !committed && sending.replay_bytes + message.len() <= retry.per_call_buffer;
                 let copy = keep.then(|| message.clone());
-                match stream.try_send_with(message, last, flags) {
+                // Counted first: the attempt may end before `try_send` returns.
+                self.note_sent(len, true);
+                let sent = stream.try_send_with(message, last, flags);
+                if sent.is_err() {
+                    self.note_sent(len, false);
+                }
+                match sent {
                     Ok(()) => {
                         sending.done = last;
                         let channel = &self.shared().retries;
@@ -1411,6 +1446,15 @@ impl CallInner {
                 );
                 return Err(SendError::Failed(message, status));
             }
+        }
+    }
+
+    /// The call is handing the transport a request message of `len` bytes
+    /// (`accepted`), or the transport did not take it after all (for the
+    /// metrics).
+    fn note_sent(&self, len: usize, accepted: bool) {
+        if let Some(m) = &self.metrics {
+            m.sent(len, accepted);
         }
     }
 
@@ -1524,6 +1568,10 @@ impl Drop for CallInner {
         ev.stream = closed_stream();
         if let Some(hedge) = ev.hedge.as_mut() {
             hedge.live.clear();
+        }
+        // A call whose outcome arrived but was never looked at ends here.
+        if let (Some(m), Some(outcome)) = (&self.metrics, &ev.outcome) {
+            m.finish(&outcome.status);
         }
     }
 }
@@ -1651,11 +1699,13 @@ impl Call {
             }),
             latest_pick_error: Mutex::new(None),
             iter_done: std::sync::atomic::AtomicBool::new(false),
+            metrics: CallMetrics::new(&shared.defaults.metrics, &shared.clock, method, start),
         });
         {
             let mut sending = inner.sending.lock();
             if let Err(status) = inner.open_attempt(&mut sending) {
                 // Nothing to cancel: mark the call ended so dropping it is quiet.
+                inner.finish_metrics(&status);
                 let mut ev = inner.state.events.lock();
                 ev.outcome = Some(CallOutcome::not_sent(status.clone()));
                 ev.settled = true;

@@ -123,6 +123,8 @@ pub(crate) struct CallDefaults {
     /// The encoding of request messages for calls that do not choose one.
     pub(crate) send_compression: Option<String>,
     pub(crate) retry: RetrySettings,
+    /// The channel's metrics (A66's per-call instruments are recorded in `call.rs`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// What the serializer and the calling threads share.
@@ -290,6 +292,8 @@ pub(crate) struct CoreConfig {
     pub(crate) health_check_disabled: bool,
     /// Given to policies, to open channels of their own like this one.
     pub(crate) channels: super::factory::ChannelFactory,
+    /// Handed to policies in `LbPolicyOptions::metrics`.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -878,6 +882,7 @@ impl ChannelCore {
             registry: self.config.registry.clone(),
             channels: Some(self.config.channels.clone()),
             channelz: self.shared.channelz.channel_ref.clone(),
+            metrics: self.config.metrics.clone(),
         };
         self.root = Some(Root {
             policy: builder.build(options),

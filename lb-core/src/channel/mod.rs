@@ -127,6 +127,7 @@
 
 mod builder;
 mod call;
+mod call_metrics;
 mod cell;
 mod clock;
 mod core;
@@ -136,6 +137,7 @@ mod factory;
 mod health;
 mod orca;
 mod pool;
+mod pool_metrics;
 mod resolver;
 mod retry;
 mod serializer;

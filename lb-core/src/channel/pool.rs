@@ -47,6 +47,7 @@ use super::core::Input;
 use super::entity::{ChannelData, SubchannelData};
 use super::health::{HealthCheck, Slot, Step};
 use super::orca::{OobStream, Slot as OrcaSlot};
+use super::pool_metrics;
 use super::watch::Target;
 use crate::address::Address;
 use crate::backoff::{Backoff, BackoffConfig};
@@ -180,6 +181,8 @@ pub(crate) struct PoolConfig {
     pub(crate) random: SharedRandom,
     /// The channel's channelz data (subchannels are listed and traced there).
     pub(crate) channel: Arc<ChannelData>,
+    /// For A94's `grpc.subchannel.*` instruments.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// A [`RandomSource`] drawing from the channel's shared source.
@@ -351,7 +354,14 @@ impl Pool {
                 let _ = attempt.connection.set(connection);
                 entry.attempt = Some(attempt);
             }
-            Err(status) => fail(entry, &mut self.timers, status, now, out),
+            Err(status) => fail(
+                entry,
+                &mut self.timers,
+                status,
+                now,
+                out,
+                &self.config.metrics,
+            ),
         }
     }
 
@@ -376,8 +386,12 @@ impl Pool {
             return;
         }
         let entry = self.entries.get_mut(&id).expect("checked above");
+        let disconnect_error = (entry.state == ConnectivityState::Ready
+            && self.config.metrics.is_enabled())
+        .then(|| pool_metrics::disconnect_error(&event));
         match (entry.state, event) {
             (ConnectivityState::Connecting, ConnectionEvent::Ready) => {
+                pool_metrics::connected(&self.config.metrics);
                 entry.state = ConnectivityState::Ready;
                 entry.backoff.reset();
                 start_oob(entry, &self.config, &self.tx);
@@ -404,7 +418,14 @@ impl Pool {
                     "{}: the server went away before the connection was ready: {reason}",
                     entry.handle.address()
                 ));
-                fail(entry, &mut self.timers, status, now, out);
+                fail(
+                    entry,
+                    &mut self.timers,
+                    status,
+                    now,
+                    out,
+                    &self.config.metrics,
+                );
             }
             (ConnectivityState::Connecting, ConnectionEvent::Closed(error)) => {
                 let status = error.unwrap_or_else(|| {
@@ -413,12 +434,22 @@ impl Pool {
                         entry.handle.address()
                     ))
                 });
-                fail(entry, &mut self.timers, status, now, out);
+                fail(
+                    entry,
+                    &mut self.timers,
+                    status,
+                    now,
+                    out,
+                    &self.config.metrics,
+                );
             }
             (
                 ConnectivityState::Ready,
                 ConnectionEvent::GoAway { .. } | ConnectionEvent::Closed(_),
             ) => {
+                if let Some(error) = &disconnect_error {
+                    pool_metrics::disconnected(&self.config.metrics, error);
+                }
                 entry.backend.ready.store(None);
                 stop_streams(entry);
                 let attempt = entry.attempt.take();
@@ -547,7 +578,14 @@ impl Pool {
                         "{}: connection attempt timed out after {waited:?}",
                         entry.handle.address()
                     ));
-                    fail(entry, &mut self.timers, status, now, out);
+                    fail(
+                        entry,
+                        &mut self.timers,
+                        status,
+                        now,
+                        out,
+                        &self.config.metrics,
+                    );
                 }
                 (TimerKind::Retry, ConnectivityState::TransientFailure) => {
                     entry.state = ConnectivityState::Idle;
@@ -587,6 +625,7 @@ impl Pool {
         stop_streams(&mut entry);
         if let Some(attempt) = entry.attempt.take() {
             if entry.state == ConnectivityState::Ready {
+                pool_metrics::disconnected(&self.config.metrics, "subchannel shutdown");
                 self.retire(attempt);
             } else {
                 attempt.close();
@@ -625,6 +664,9 @@ impl Pool {
             entry.handle.shutdown();
             stop_streams(&mut entry);
             if let Some(attempt) = entry.attempt.take() {
+                if entry.state == ConnectivityState::Ready {
+                    pool_metrics::disconnected(&self.config.metrics, "subchannel shutdown");
+                }
                 attempt.draining.store(true, Ordering::SeqCst);
                 attempt.close();
             }
@@ -749,7 +791,9 @@ fn fail(
     status: Status,
     now: Instant,
     out: &mut Vec<Update>,
+    metrics: &crate::metrics::Metrics,
 ) {
+    pool_metrics::attempt_failed(metrics);
     if let Some(attempt) = entry.attempt.take() {
         attempt.close();
     }

@@ -118,6 +118,23 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The target as the `grpc.target` metric label shows it (gRFC A66): as
+    /// written when it names its scheme, else with the default scheme's
+    /// `dns:///` in front.
+    pub(crate) fn metrics_label(&self) -> String {
+        let has_scheme = self
+            .original
+            .strip_prefix(self.scheme.as_str())
+            .is_some_and(|rest| rest.starts_with(':'));
+        if has_scheme {
+            self.original.clone()
+        } else {
+            format!("{}:///{}", self.scheme, self.original)
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.original)

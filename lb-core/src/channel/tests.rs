@@ -201,6 +201,7 @@ impl Harness {
                     channel_buffer: super::retry::CHANNEL_RETRY_BUFFER_LIMIT,
                     random: crate::SharedRandom::new(crate::SplitMix64::seeded(1)),
                 },
+                metrics: crate::metrics::Metrics::none(),
             },
             channelz.clone(),
         );
@@ -216,6 +217,7 @@ impl Harness {
                 backoff: BackoffConfig::default(),
                 random: random.clone(),
                 channel: channelz,
+                metrics: crate::metrics::Metrics::none(),
             },
             tx,
         );
@@ -235,6 +237,7 @@ impl Harness {
                     super::ResolverRegistry::with_builtins(),
                     clock.clone(),
                 ),
+                metrics: crate::metrics::Metrics::none(),
             },
             shared.clone(),
             pool,

@@ -353,6 +353,12 @@ impl LbPolicy for PickFirst {
             return;
         };
         let old = std::mem::replace(&mut self.entries[index].state, state.connectivity_state);
+        record_metrics(
+            &self.options.metrics,
+            old,
+            state.connectivity_state,
+            self.phase == Phase::Ready(index),
+        );
         if self.phase == Phase::Ready(index) {
             // The selected connection is still up, but its health check (gRFC A17)
             // keeps calls away from it: show that until it is READY again.
@@ -457,4 +463,32 @@ impl Picker for PickFirstPicker {
     fn pick(&self, _: &PickInfo<'_>) -> PickResult<'_> {
         PickResult::Pick(Pick::new(&self.subchannel))
     }
+}
+
+/// gRFC A78's `grpc.lb.pick_first.*`: a subchannel this policy connects leaves
+/// CONNECTING for READY (an attempt succeeded) or TRANSIENT_FAILURE (failed), and
+/// the selected subchannel leaves READY for IDLE (a disconnection).
+fn record_metrics(
+    metrics: &crate::metrics::Metrics,
+    old: ConnectivityState,
+    new: ConnectivityState,
+    selected: bool,
+) {
+    use crate::metrics::instruments::{
+        PICK_FIRST_CONNECTION_ATTEMPTS_FAILED, PICK_FIRST_CONNECTION_ATTEMPTS_SUCCEEDED,
+        PICK_FIRST_DISCONNECTIONS,
+    };
+    let instrument = match (old, new) {
+        (ConnectivityState::Connecting, ConnectivityState::Ready) => {
+            &PICK_FIRST_CONNECTION_ATTEMPTS_SUCCEEDED
+        }
+        (ConnectivityState::Connecting, ConnectivityState::TransientFailure) => {
+            &PICK_FIRST_CONNECTION_ATTEMPTS_FAILED
+        }
+        (ConnectivityState::Ready, ConnectivityState::Idle) if selected => {
+            &PICK_FIRST_DISCONNECTIONS
+        }
+        _ => return,
+    };
+    metrics.add_u64_counter(instrument, 1, &[metrics.target()]);
 }

@@ -258,25 +258,34 @@ impl Endpoint {
     }
 
     /// Takes a fresh report and answers the weight usable at `now` (0: none).
+    #[cfg(test)]
     fn weight_at(&mut self, now: Instant, cfg: &WeightedRoundRobinConfig) -> f64 {
+        self.weigh(now, cfg).0
+    }
+
+    /// Takes a fresh report and answers the weight usable at `now` (0: none), and
+    /// why it is 0 (for gRFC A78's metrics).
+    fn weigh(&mut self, now: Instant, cfg: &WeightedRoundRobinConfig) -> (f64, Usability) {
         if let Some(w) = self.reported.take() {
             self.weight = w;
             self.last_updated = Some(now);
             self.non_empty_since.get_or_insert(now);
         }
         let Some(last) = self.last_updated else {
-            return 0.0;
+            return (0.0, Usability::NotYetUsable);
         };
         let expiry = cfg.weight_expiration_period;
         if !expiry.is_zero() && now.saturating_duration_since(last) >= expiry {
             self.non_empty_since = None;
-            return 0.0;
+            return (0.0, Usability::Stale);
         }
         let blackout = cfg.blackout_period;
         match self.non_empty_since {
-            _ if blackout.is_zero() => self.weight,
-            Some(since) if now.saturating_duration_since(since) >= blackout => self.weight,
-            _ => 0.0,
+            _ if blackout.is_zero() => (self.weight, Usability::Usable),
+            Some(since) if now.saturating_duration_since(since) >= blackout => {
+                (self.weight, Usability::Usable)
+            }
+            _ => (0.0, Usability::NotYetUsable),
         }
     }
 }
@@ -401,14 +410,15 @@ impl WeightedRoundRobin {
         }
         let ready = self.rr.ready().to_vec();
         let cfg = &self.config;
-        let raw: Vec<f64> = ready
+        let (raw, usability): (Vec<f64>, Vec<Usability>) = ready
             .iter()
             .map(|sc| {
                 self.endpoints
                     .get_mut(&sc.id())
-                    .map_or(0.0, |ep| ep.weight_at(now, cfg))
+                    .map_or((0.0, Usability::NotYetUsable), |ep| ep.weigh(now, cfg))
             })
-            .collect();
+            .unzip();
+        record_metrics(&self.options.metrics, &raw, &usability);
         let weights = scale_weights(&raw);
         if !force
             && self
@@ -562,6 +572,46 @@ impl LbPolicy for WeightedRoundRobin {
                     .push(("oob reports every".into(), format!("{period:?}")));
             }
         }
+    }
+}
+
+/// Whether an endpoint's weight counts at a scheduler update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Usability {
+    Usable,
+    /// No report yet, or still in the blackout period.
+    NotYetUsable,
+    /// The latest report is older than the expiration period.
+    Stale,
+}
+
+/// gRFC A78's `grpc.lb.wrr.*` for one scheduler update: each endpoint's weight (0
+/// when unusable), how many were not yet usable or stale, and whether too few had a
+/// weight and the picker falls back to round robin. `grpc.lb.locality` is recorded
+/// empty (no parent sets it here yet).
+fn record_metrics(metrics: &crate::metrics::Metrics, weights: &[f64], usability: &[Usability]) {
+    use crate::metrics::instruments::{
+        WRR_ENDPOINT_WEIGHT_NOT_YET_USABLE, WRR_ENDPOINT_WEIGHT_STALE, WRR_ENDPOINT_WEIGHTS,
+        WRR_RR_FALLBACK,
+    };
+    if !metrics.is_enabled() {
+        return;
+    }
+    let labels = [metrics.target(), ""];
+    for w in weights {
+        metrics.record_f64_histogram(&WRR_ENDPOINT_WEIGHTS, *w, &labels);
+    }
+    let count = |u: Usability| usability.iter().filter(|x| **x == u).count() as u64;
+    let not_yet = count(Usability::NotYetUsable);
+    if not_yet > 0 {
+        metrics.add_u64_counter(&WRR_ENDPOINT_WEIGHT_NOT_YET_USABLE, not_yet, &labels);
+    }
+    let stale = count(Usability::Stale);
+    if stale > 0 {
+        metrics.add_u64_counter(&WRR_ENDPOINT_WEIGHT_STALE, stale, &labels);
+    }
+    if weights.iter().filter(|w| **w > 0.0).count() < 2 {
+        metrics.add_u64_counter(&WRR_RR_FALLBACK, 1, &labels);
     }
 }
 

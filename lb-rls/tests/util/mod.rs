@@ -383,7 +383,6 @@ impl Harness {
         let throttle = Throttle::default();
         let mut options = RlsBuilderOptions::new(Arc::new(transport.clone()));
         options.clock = Some(clock.shared());
-        options.metrics = recorder.clone();
         options.throttler = Some(throttle.factory());
         tweak(&mut options);
         let mut registry = LbPolicyRegistry::with_builtins();
@@ -406,6 +405,7 @@ impl Harness {
             registry: registry.clone(),
             channels: None,
             channelz: parent.clone(),
+            metrics: lb_core::metrics::Metrics::new(recorder.clone(), "test.example.com"),
         };
         let policy = rls.build(options);
         Self {

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
+use lb_core::metrics::Metrics;
 use lb_core::{Code, Metadata, Status};
 use mio::Token;
 
@@ -43,6 +44,7 @@ use crate::grpc::message::MessageDecoder;
 use crate::hpack::Header;
 use crate::proto::{Connection, ConnectionConfig, Event, ResetCause, StreamError};
 use crate::server::call::{CallHandle, CallShared, CallState, Out, Poker};
+use crate::server::metrics::CallMetrics;
 use crate::server::worker::{IoSender, Job, cancel_pair};
 use crate::server::{
     Request, Response, Route, ServerCall, ServerEntity, Shared, StreamHandler, UnaryHandler,
@@ -217,6 +219,8 @@ pub(crate) struct Conn {
     pub(crate) cz: SocketZ,
     /// The server's channelz entity, which counts calls.
     server: Arc<ServerEntity>,
+    /// gRFC A66's server metrics of the calls on this connection.
+    call_metrics: CallMetrics,
 }
 
 impl Conn {
@@ -227,6 +231,7 @@ impl Conn {
         cz: SocketZ,
         server: Arc<ServerEntity>,
         now: Instant,
+        metrics: Metrics,
     ) -> Self {
         Self {
             token,
@@ -247,6 +252,7 @@ impl Conn {
             linger_until: None,
             cz,
             server,
+            call_metrics: CallMetrics::new(metrics),
         }
     }
 
@@ -460,6 +466,7 @@ impl Conn {
     /// Drops every call (cancelling running ones, streaming handlers with
     /// CANCELLED and `why`) and forgets their deadlines.
     pub(crate) fn drop_calls(&mut self, dispatch: &mut Dispatch, why: &str) {
+        self.call_metrics.end_all(&Status::cancelled(why));
         for (stream, call) in self.calls.drain() {
             self.server.calls.finished(false);
             if let Some(at) = call.deadline {
@@ -497,6 +504,8 @@ impl Conn {
                 end_stream,
             } => self.on_data(stream, &data, end_stream, dispatch),
             Event::Reset { stream, cause } => {
+                let reset = Status::cancelled("the stream was reset");
+                self.call_metrics.end(stream, &reset);
                 if let Some(call) = self.remove_call(stream, dispatch) {
                     self.server.calls.finished(false);
                     log::debug!(
@@ -550,7 +559,9 @@ impl Conn {
             Err(Refusal::Http(code)) => return self.plain_http(stream, headers, code, end_stream),
         };
         self.server.call_started(now);
-        let Some(route) = dispatch.shared.route(&head.path).cloned() else {
+        let route = dispatch.shared.route(&head.path).cloned();
+        self.call_metrics.start(stream, &head.path, route.is_some());
+        let Some(route) = route else {
             let status = Status::unimplemented(format!("unknown method {}", head.path));
             return self.send_status(stream, &status, end_stream);
         };
@@ -644,6 +655,7 @@ impl Conn {
         end_stream: bool,
         dispatch: &mut Dispatch,
     ) {
+        self.call_metrics.received(stream, data.len());
         match self.calls.get(&stream).map(|c| &c.phase) {
             Some(Phase::Streaming(_)) => self.stream_data(stream, data, end_stream, dispatch),
             _ => {
@@ -870,6 +882,7 @@ impl Conn {
         match &call.phase {
             Phase::Streaming(st) => {
                 self.server.calls.finished(false);
+                self.call_metrics.end(stream, &status);
                 st.handle.0.cancel(status.clone());
                 if st.headers_sent && self.proto.send_buffered(stream) > 0 {
                     // Responses are queued ahead of where the status would go.
@@ -979,6 +992,7 @@ impl Conn {
                     };
                     match headers.and_then(|()| self.proto.send_data(stream, &wire, false)) {
                         Ok(()) => {
+                            self.call_metrics.sent(stream, wire.len());
                             state.out_bytes -= wire.len();
                             freed = true;
                             self.cz.sent(1);
@@ -993,6 +1007,7 @@ impl Conn {
                     }
                 }
                 Out::Trailers(status, metadata) => {
+                    self.call_metrics.end(stream, &status);
                     let headers = if st.headers_sent {
                         call::trailers(&status, &metadata)
                     } else {
@@ -1020,6 +1035,7 @@ impl Conn {
         if let Some(e) = gone {
             log::debug!("connection {}: response not sent: {e}", self.token.0);
             let status = Status::cancelled("the stream closed");
+            self.call_metrics.end(stream, &status);
             if let Some(call) = self.remove_call(stream, dispatch) {
                 self.server.calls.finished(false);
                 if let Phase::Streaming(st) = &call.phase {
@@ -1051,6 +1067,8 @@ impl Conn {
         let mut body = Vec::new();
         call::encode_message(encoding, &response.message, &mut body);
         let ok = Status::new(Code::Ok, "");
+        self.call_metrics.sent(stream, body.len());
+        self.call_metrics.end(stream, &ok);
         let sent = self
             .proto
             .send_headers(
@@ -1073,6 +1091,7 @@ impl Conn {
     /// (RFC 9113 section 8.1).
     fn send_status(&mut self, stream: StreamId, status: &Status, remote_done: bool) {
         self.server.calls.finished(status.code() == Code::Ok);
+        self.call_metrics.end(stream, status);
         let headers = call::trailers_only(status, &Metadata::new());
         if let Err(e) = self.proto.send_headers(stream, headers, true) {
             log::debug!("connection {}: status not sent: {e}", self.token.0);

@@ -208,8 +208,18 @@ impl IoLoop {
             let cz = SocketZ::register(lb_core::channelz::next_id(), false, local, Some(peer));
             let server = Arc::clone(&self.dispatch.shared.cz);
             server.sockets.lock().insert(cz.id());
-            self.conns
-                .insert(token, Conn::new(token, stream, config, cz, server, now));
+            self.conns.insert(
+                token,
+                Conn::new(
+                    token,
+                    stream,
+                    config,
+                    cz,
+                    server,
+                    now,
+                    self.dispatch.shared.metrics.clone(),
+                ),
+            );
             // Our SETTINGS go out at once; bytes that came with the connection are
             // read at once too.
             touched.push(token);

@@ -135,6 +135,7 @@ pub mod channelz;
 mod conn;
 pub mod health;
 mod io;
+mod metrics;
 pub mod orca;
 mod threads;
 mod worker;
@@ -151,6 +152,7 @@ use lb_core::channelz::{
     self as cz, CallCounters, Entity, Registration, ServerSnapshot, Severity, Snapshot, Trace,
     WallAnchor,
 };
+use lb_core::metrics::{Metrics, MetricsRecorder, RecorderList};
 use lb_core::{Metadata, Status};
 use parking_lot::Mutex;
 
@@ -328,6 +330,8 @@ pub(crate) struct Shared {
     config: ConnectionConfig,
     #[cfg(feature = "tls")]
     tls: Option<crate::driver::tls::TlsServerConfig>,
+    /// gRFC A66's server metrics (`server/metrics.rs`).
+    pub(crate) metrics: Metrics,
 }
 
 impl Shared {
@@ -346,6 +350,7 @@ pub struct ServerBuilder {
     config: ConnectionConfig,
     #[cfg(feature = "tls")]
     tls: Option<crate::driver::tls::TlsServerConfig>,
+    metrics_recorders: Vec<Arc<dyn MetricsRecorder>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -535,6 +540,28 @@ impl ServerBuilder {
         self
     }
 
+    /// Records gRFC A66's server metrics (`grpc.server.call.started`,
+    /// `grpc.server.call.duration`, `grpc.server.call.{sent,rcvd}_total_compressed_message_size`,
+    /// labelled with the method and the status) into `recorder`; call it again to
+    /// add more. Methods the server does not have are recorded as `other`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lb_core::metrics::InMemoryRecorder;
+    /// use lb_transport::server::{Request, Response, Server};
+    /// let recorder = Arc::new(InMemoryRecorder::new());
+    /// let server = Server::builder()
+    ///     .unary("/echo.Echo/Say", |req: Request| Ok(Response::new(req.message)))
+    ///     .metrics_recorder(recorder.clone())
+    ///     .bind("127.0.0.1:0")?;
+    /// # server.shutdown(std::time::Duration::ZERO);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn metrics_recorder(mut self, recorder: Arc<dyn MetricsRecorder>) -> Self {
+        self.metrics_recorders.push(recorder);
+        self
+    }
+
     /// The HTTP/2 settings and limits of every connection.
     pub fn connection_config(mut self, config: ConnectionConfig) -> Self {
         self.config = config;
@@ -606,6 +633,11 @@ impl ServerBuilder {
             config: self.config,
             #[cfg(feature = "tls")]
             tls: self.tls,
+            metrics: match self.metrics_recorders.len() {
+                0 => Metrics::none(),
+                1 => Metrics::new(self.metrics_recorders[0].clone(), ""),
+                _ => Metrics::new(Arc::new(RecorderList(self.metrics_recorders)), ""),
+            },
         });
         let (io_loop, to_io, jobs) =
             IoLoop::new(mio::net::TcpListener::from_std(listener), &shared, workers)?;
@@ -677,6 +709,7 @@ impl Server {
             config: ConnectionConfig::default(),
             #[cfg(feature = "tls")]
             tls: None,
+            metrics_recorders: Vec::new(),
         }
     }
 
