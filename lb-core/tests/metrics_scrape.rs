@@ -1,10 +1,14 @@
 //! The Prometheus exporter end to end: real calls through a `Channel` over
 //! `H2Transport` to our server (some succeed, some fail, some are retried), then
-//! the `/metrics` text parsed by the Prometheus project's own OpenMetrics parser
+//! the `/metrics` text, fetched over HTTP from lb-transport's admin page
+//! (`AdminServer`, where the exporter is mounted as programs mount it), parsed by
+//! the Prometheus project's own OpenMetrics parser
 //! (Python `prometheus_client`, from the peers venv), checking the instruments,
 //! their types and units, the label sets and the counts.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +18,7 @@ use lb_core::metrics::prometheus::{CONTENT_TYPE, PrometheusRecorder};
 use lb_core::{Code, Metadata};
 use lb_testkit::peers::{self, PeerEnv};
 use lb_testkit::services;
+use lb_transport::admin::AdminServer;
 use lb_transport::driver::{H2Transport, TransportConfig};
 use lb_transport::server::Server;
 use serde_json::Value;
@@ -188,8 +193,10 @@ fn real_calls_show_up_in_the_prometheus_text_with_grpcs_names_and_labels() {
         s.shutdown(Duration::from_secs(5));
     }
 
+    let admin = AdminServer::bind("127.0.0.1:0").expect("admin page");
     let scrape = prom.handler();
-    let (content_type, text) = scrape();
+    admin.route("/metrics", move |_| scrape());
+    let (content_type, text) = http_get(&admin, "/metrics");
     assert_eq!(content_type, CONTENT_TYPE);
     let families = parse(&env, &text);
     let canonical = target.as_str();
@@ -335,4 +342,33 @@ fn real_calls_show_up_in_the_prometheus_text_with_grpcs_names_and_labels() {
         rcvd.value(sum, &[("grpc_method", "test.Echo/Echo")]),
         (5500 + 5 * OK_CALLS) as f64
     );
+}
+
+/// `GET path` from the admin page over a plain socket: the answer's content type
+/// and body (it must be 200).
+fn http_get(admin: &AdminServer, path: &str) -> (String, String) {
+    let mut socket = TcpStream::connect(admin.local_addr()).expect("connect to the admin page");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    socket
+        .read_to_string(&mut answer)
+        .expect("the whole answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("a content-type");
+    (content_type, body.to_owned())
 }

@@ -43,6 +43,7 @@ use lb_rls::balancer::RlsBuilderOptions;
 use lb_rls::metrics::{InMemoryRecorder, RlsMetric};
 use lb_rls::picker::RLS_DATA_HEADER;
 use lb_rls::server::RoutingTable;
+use lb_transport::admin::AdminServer;
 use lb_transport::driver::{H2Transport, TransportConfig};
 use lb_transport::server::{Response, Server};
 use serde_json::{Value, json};
@@ -305,20 +306,21 @@ fn print_metrics(recorder: &InMemoryRecorder, scrape: &str) {
     }
     let families = scrape.lines().filter(|l| l.starts_with("# TYPE ")).count();
     println!(
-        "the admin page's /metrics would serve {} bytes of Prometheus text: {families} \
+        "the admin page's /metrics serves {} bytes of Prometheus text: {families} \
          instruments",
         scrape.len()
     );
 }
 
-/// Where the admin page (lb-transport's `AdminServer`: channelz, and `/metrics`
-/// from `metrics`, the Prometheus recorder's handler) would be served. It is not
-/// built into this demo yet: wire it here and return its URL.
+/// Serves the admin page (lb-transport's `AdminServer`: every channel's policy tree,
+/// subchannels, the RLS cache and recent events from channelz, and `/metrics` from
+/// `metrics`, the Prometheus recorder's handler) on a free loopback port.
 fn admin_page(
     metrics: impl Fn() -> (&'static str, String) + Send + Sync + 'static,
-) -> Option<String> {
-    drop(metrics);
-    None
+) -> std::io::Result<AdminServer> {
+    let admin = AdminServer::bind("127.0.0.1:0")?;
+    admin.route("/metrics", move |_| metrics());
+    Ok(admin)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -373,12 +375,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // the admin page's /metrics.
     let recorder = Arc::new(InMemoryRecorder::new());
     let prometheus = Arc::new(PrometheusRecorder::with_selection(MetricSelection::all()));
-    match admin_page(prometheus.handler()) {
-        Some(url) => println!("admin page: {url} (metrics at {url}/metrics)"),
-        None => println!(
-            "admin page: not served by this demo (the /metrics text is summed up at the end)"
-        ),
-    }
+    let admin = admin_page(prometheus.handler())?;
+    println!(
+        "admin page: {} (open it in a browser while the demo runs; Prometheus text at {}metrics)",
+        admin.url(),
+        admin.url()
+    );
     let options = RlsBuilderOptions::new(transport.clone());
     let mut registry = LbPolicyRegistry::with_builtins();
     let rls_builder = lb_rls::register(&mut registry, options);

@@ -34,6 +34,7 @@ use lb_core::channel::{CallOptions, Channel};
 use lb_core::health::ServingStatus;
 use lb_core::metrics::InMemoryRecorder;
 use lb_core::{Code, Status};
+use lb_transport::admin::AdminServer;
 use lb_transport::driver::{H2Transport, TransportConfig};
 use lb_transport::server::health::HealthService;
 use lb_transport::server::{Request, Response, Server};
@@ -153,10 +154,10 @@ fn live_text(recorder: &InMemoryRecorder, phase: usize, backends: &[Backend]) ->
     ]
 }
 
-/// Where the admin page (lb-transport's `AdminServer`) would be served: not
-/// built into this demo yet. Wire it here and return its URL.
-fn admin_page() -> Option<String> {
-    None
+/// Serves the admin page (every channel's policy tree, subchannels and events from
+/// channelz) on a free loopback port.
+fn admin_page() -> std::io::Result<AdminServer> {
+    AdminServer::bind("127.0.0.1:0")
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -171,9 +172,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, addr) in NAMES.iter().zip(&targets) {
         println!("{name:<6} listening on {addr}");
     }
-    if let Some(url) = admin_page() {
-        println!("admin page: {url}");
-    }
+    let admin = admin_page()?;
+    println!(
+        "admin page: {} (open it in a browser while the demo runs)",
+        admin.url()
+    );
     let mut registry = LbPolicyRegistry::with_builtins();
     lb_group::register(&mut registry);
     let recorder = Arc::new(InMemoryRecorder::new());
