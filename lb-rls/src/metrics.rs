@@ -46,27 +46,8 @@ const PICK_LABELS: &[&str] = &[
     LABEL_PICK_RESULT,
 ];
 
-const fn instrument(
-    name: &'static str,
-    description: &'static str,
-    unit: &'static str,
-    labels: &'static [&'static str],
-    kind: InstrumentKind,
-) -> Instrument {
-    Instrument {
-        name,
-        description,
-        unit,
-        labels,
-        optional_labels: &[],
-        kind,
-        default_enabled: false,
-        buckets: &[],
-    }
-}
-
 /// `grpc.lb.rls.cache_entries`.
-pub static CACHE_ENTRIES: Instrument = instrument(
+pub static CACHE_ENTRIES: Instrument = Instrument::new(
     "grpc.lb.rls.cache_entries",
     "EXPERIMENTAL. Number of entries in the RLS cache.",
     "{entry}",
@@ -74,7 +55,7 @@ pub static CACHE_ENTRIES: Instrument = instrument(
     InstrumentKind::I64Gauge,
 );
 /// `grpc.lb.rls.cache_size`.
-pub static CACHE_SIZE: Instrument = instrument(
+pub static CACHE_SIZE: Instrument = Instrument::new(
     "grpc.lb.rls.cache_size",
     "EXPERIMENTAL. The current size of the RLS cache.",
     "By",
@@ -82,7 +63,7 @@ pub static CACHE_SIZE: Instrument = instrument(
     InstrumentKind::I64Gauge,
 );
 /// `grpc.lb.rls.default_target_picks`.
-pub static DEFAULT_TARGET_PICKS: Instrument = instrument(
+pub static DEFAULT_TARGET_PICKS: Instrument = Instrument::new(
     "grpc.lb.rls.default_target_picks",
     "EXPERIMENTAL. Number of LB picks sent to the default target.",
     "{pick}",
@@ -90,7 +71,7 @@ pub static DEFAULT_TARGET_PICKS: Instrument = instrument(
     InstrumentKind::U64Counter,
 );
 /// `grpc.lb.rls.target_picks`.
-pub static TARGET_PICKS: Instrument = instrument(
+pub static TARGET_PICKS: Instrument = Instrument::new(
     "grpc.lb.rls.target_picks",
     "EXPERIMENTAL. Number of LB picks sent to each RLS target. Note that if the default \
      target is also returned by the RLS server, RPCs sent to that target from the cache \
@@ -100,7 +81,7 @@ pub static TARGET_PICKS: Instrument = instrument(
     InstrumentKind::U64Counter,
 );
 /// `grpc.lb.rls.failed_picks`.
-pub static FAILED_PICKS: Instrument = instrument(
+pub static FAILED_PICKS: Instrument = Instrument::new(
     "grpc.lb.rls.failed_picks",
     "EXPERIMENTAL. Number of LB picks failed due to either a failed RLS request or the \
      RLS channel being throttled.",

@@ -90,16 +90,9 @@ const fn counter(
     optional_labels: &'static [&'static str],
     default_enabled: bool,
 ) -> Instrument {
-    Instrument {
-        name,
-        description,
-        unit,
-        labels,
-        optional_labels,
-        kind: InstrumentKind::U64Counter,
-        default_enabled,
-        buckets: &[],
-    }
+    Instrument::new(name, description, unit, labels, InstrumentKind::U64Counter)
+        .with_optional_labels(optional_labels)
+        .enabled_by_default(default_enabled)
 }
 
 const fn histogram(
@@ -111,16 +104,16 @@ const fn histogram(
     default_enabled: bool,
     buckets: &'static [f64],
 ) -> Instrument {
-    Instrument {
+    Instrument::new(
         name,
         description,
         unit,
         labels,
-        optional_labels,
-        kind: InstrumentKind::F64Histogram,
-        default_enabled,
-        buckets,
-    }
+        InstrumentKind::F64Histogram,
+    )
+    .with_optional_labels(optional_labels)
+    .enabled_by_default(default_enabled)
+    .with_buckets(buckets)
 }
 
 /// `grpc.client.attempt.started`: attempts started, retries and hedges included.
@@ -334,16 +327,14 @@ pub static SUBCHANNEL_CONNECTION_ATTEMPTS_FAILED: Instrument = counter(
 );
 
 /// `grpc.subchannel.open_connections`.
-pub static SUBCHANNEL_OPEN_CONNECTIONS: Instrument = Instrument {
-    name: "grpc.subchannel.open_connections",
-    description: "EXPERIMENTAL. Number of open connections.",
-    unit: "{connection}",
-    labels: TARGET,
-    optional_labels: SERVICE_LOCALITY,
-    kind: InstrumentKind::I64UpDownCounter,
-    default_enabled: false,
-    buckets: &[],
-};
+pub static SUBCHANNEL_OPEN_CONNECTIONS: Instrument = Instrument::new(
+    "grpc.subchannel.open_connections",
+    "EXPERIMENTAL. Number of open connections.",
+    "{connection}",
+    TARGET,
+    InstrumentKind::I64UpDownCounter,
+)
+.with_optional_labels(SERVICE_LOCALITY);
 
 /// Every instrument lb-core records (lb-rls adds its own).
 pub static ALL: &[&Instrument] = &[

@@ -102,6 +102,56 @@ pub struct Instrument {
 }
 
 impl Instrument {
+    /// An instrument of `kind` with required `labels`, no optional labels, off
+    /// unless a [`MetricSelection`] enables it, and no buckets; the `with_*`
+    /// methods change those. `const`, for instruments kept in statics:
+    ///
+    /// ```
+    /// use lb_core::metrics::{Instrument, InstrumentKind};
+    /// static PICKS: Instrument = Instrument::new(
+    ///     "my.lb.picks", "Picks by my policy.", "{pick}", &["grpc.target"],
+    ///     InstrumentKind::U64Counter,
+    /// )
+    /// .enabled_by_default(true);
+    /// assert_eq!(PICKS.label_keys().collect::<Vec<_>>(), ["grpc.target"]);
+    /// ```
+    pub const fn new(
+        name: &'static str,
+        description: &'static str,
+        unit: &'static str,
+        labels: &'static [&'static str],
+        kind: InstrumentKind,
+    ) -> Self {
+        Self {
+            name,
+            description,
+            unit,
+            labels,
+            optional_labels: &[],
+            kind,
+            default_enabled: false,
+            buckets: &[],
+        }
+    }
+
+    /// The same instrument with these optional label keys.
+    pub const fn with_optional_labels(mut self, labels: &'static [&'static str]) -> Self {
+        self.optional_labels = labels;
+        self
+    }
+
+    /// The same instrument, kept by recorders unless told otherwise when `on`.
+    pub const fn enabled_by_default(mut self, on: bool) -> Self {
+        self.default_enabled = on;
+        self
+    }
+
+    /// The same instrument with these histogram bucket boundaries.
+    pub const fn with_buckets(mut self, buckets: &'static [f64]) -> Self {
+        self.buckets = buckets;
+        self
+    }
+
     /// Every label key, required then optional: the order of the values in a
     /// record.
     pub fn label_keys(&self) -> impl Iterator<Item = &'static str> + '_ {
