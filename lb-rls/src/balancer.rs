@@ -189,8 +189,10 @@ impl RlsBuilder {
 
     /// How many threads the policies of this builder (and the `rls_dial_target`
     /// children [`register`](crate::register) installed with it) are running now:
-    /// control-channel lookup threads and watchers, and DNS threads. Zero once every
-    /// policy is closed.
+    /// control-channel lookup threads and watchers, and the children's resolvers of
+    /// names (see
+    /// [`DialTargetBuilder::thread_count`](crate::dial::DialTargetBuilder::thread_count)).
+    /// Zero once every policy is closed.
     pub fn thread_count(&self) -> usize {
         self.inner.threads.live()
     }

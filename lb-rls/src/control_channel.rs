@@ -62,6 +62,13 @@ impl ThreadCounter {
         self.0.load(Ordering::SeqCst)
     }
 
+    /// Counts one more until the guard is dropped (for threads that another
+    /// crate's code starts, such as a resolver's).
+    pub(crate) fn hold(&self) -> LiveGuard {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        LiveGuard(self.0.clone())
+    }
+
     /// Starts a named thread that is counted until it ends.
     pub(crate) fn spawn(
         &self,
@@ -83,6 +90,16 @@ impl ThreadCounter {
                 f();
             })
         // On a spawn error the closure (and its guard) is dropped: the count is right.
+    }
+}
+
+/// One count of a [`ThreadCounter`], given back when dropped.
+#[derive(Debug)]
+pub(crate) struct LiveGuard(Arc<AtomicUsize>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -12,40 +12,53 @@
 //! ```
 //!
 //! The RLS policy fills in `"target"` (so `childPolicyConfigTargetFieldName` must be
-//! `"target"`) with what the RLS server returned, in gRPC's target syntax:
+//! `"target"`) with what the RLS server returned, in gRPC's target syntax, resolved
+//! by the resolvers of the channel the policy runs in
+//! ([`ChannelFactory::resolver_registry`](lb_core::channel::ChannelFactory::resolver_registry);
+//! the built-in ones when the policy has no channel):
 //!
 //! ```text
 //!   10.0.0.1:443, [::1]:443            an IP literal: used as is
 //!   ipv4:10.0.0.1:80,10.0.0.2:80       a list of IPv4 addresses (ipv6:[a]:p,… too)
 //!   passthrough:///any-address         the address, verbatim
 //!   unix:/run/backend.sock             a Unix socket
-//!   backend.example.com:443            resolved by the system resolver (dns:///… too)
+//!   backend.example.com:443            resolved by the channel's dns resolver (dns:///… too)
+//!   test:///backend                    a scheme the program registered with its channel
+//!                                      (ChannelBuilder::resolver_registry)
 //! ```
 //!
-//! A name is resolved on a thread of its own (`lb-rls-dial-dns`), never on the
-//! serializer; the result comes back through the policy's work scheduler. The leaf
-//! policy asks for re-resolution when it loses its connections; the policy resolves
-//! again at most every [`MIN_RESOLUTION_INTERVAL`]. The parent's resolver addresses
-//! are ignored. Until the first resolution the policy is CONNECTING; a resolution
-//! error before any addresses makes it TRANSIENT_FAILURE.
+//! Targets in the built-in schemes are checked when the config is parsed; a
+//! `scheme://` target in any other scheme (write custom schemes that way) is left
+//! to the channel's registry, and a scheme it does not know makes the policy
+//! TRANSIENT_FAILURE.
+//!
+//! The policy runs the resolver the way a channel runs its own
+//! ([`ResolverBuilder::build`](lb_core::channel::ResolverBuilder::build),
+//! [`Resolver::resolve_now`], [`Resolver::shutdown`] when the target changes or
+//! the policy closes), with a handle from
+//! [`ResolverHandle::for_policy`]: results come back through the policy's work
+//! scheduler and are taken on the serializer, in `work` (a result the resolver
+//! gives while it is built, as for IP literals and lists, is used at once). The
+//! `dns` resolver looks names up on a thread of its own (`lb-resolver-dns`), never
+//! on the serializer. The leaf policy asks for re-resolution when it loses its
+//! connections; the policy resolves again at most every
+//! [`MIN_RESOLUTION_INTERVAL`]. The parent's resolver addresses are ignored. Until
+//! the first resolution the policy is CONNECTING; a resolution error before any
+//! addresses makes it TRANSIENT_FAILURE.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use lb_core::channel::ResolverRegistry;
+use lb_core::channel::{ChannelError, Resolver, ResolverHandle, ResolverInbox, ResolverRegistry};
 use lb_core::config::Fields;
 use lb_core::{
     Address, ChannelController, ConfigError, ConnectivityState, Endpoint, LbConfig, LbPolicy,
     LbPolicyBuilder, LbPolicyOptions, LbPolicyRegistry, LbState, ParsedLbConfig, ResolverUpdate,
-    Status, Subchannel, SubchannelState, UpdateError, WorkScheduler, endpoints,
+    Status, Subchannel, SubchannelState, UpdateError,
 };
-use parking_lot::Mutex;
 
-use crate::control_channel::{ThreadCounter, join_logged};
+use crate::control_channel::{LiveGuard, ThreadCounter};
 
 /// The policy's registered name.
 pub const NAME: &str = "rls_dial_target";
@@ -83,9 +96,12 @@ pub struct DialTargetConfig {
 /// assert_eq!(config.child_policy.name(), "round_robin");
 ///
 /// let err = DialTargetBuilder::new()
-///     .parse_config(&serde_json::json!({"target": "xds:///cluster"}), &registry)
+///     .parse_config(&serde_json::json!({"target": "ipv4:backend:80"}), &registry)
 ///     .unwrap_err();
 /// assert!(err.to_string().starts_with("target: "), "{err}");
+/// // A scheme a channel may register is left to the channel's resolvers.
+/// DialTargetBuilder::new()
+///     .parse_config(&serde_json::json!({"target": "test:///backend"}), &registry)?;
 /// # Ok::<(), lb_core::ConfigError>(())
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -104,7 +120,9 @@ impl DialTargetBuilder {
         Self { threads }
     }
 
-    /// How many resolver threads the policies of this builder run now.
+    /// How many resolvers of names (a `dns` name's lookup thread, a resolver of
+    /// a scheme the channel registered) the policies of this builder run now. IP
+    /// literals, address lists, `passthrough` and `unix` targets need none.
     pub fn thread_count(&self) -> usize {
         self.threads.live()
     }
@@ -142,7 +160,7 @@ impl LbPolicyBuilder for DialTargetBuilder {
         if target.is_empty() {
             return Err(ConfigError::new(TARGET_FIELD, "must be non-empty"));
         }
-        plan(target).map_err(|m| ConfigError::new(TARGET_FIELD, m))?;
+        check(target).map_err(|m| ConfigError::new(TARGET_FIELD, m))?;
         let child_policy = match fields.get("childPolicy") {
             Some(list) => registry
                 .parse_load_balancing_config(list)
@@ -158,16 +176,31 @@ impl LbPolicyBuilder for DialTargetBuilder {
     }
 }
 
-/// How a target is resolved.
+/// What a target in a built-in scheme resolves to.
 #[derive(Debug, PartialEq, Eq)]
 enum Plan {
     /// A fixed list of addresses.
     Static(Vec<String>),
-    /// A name for the system resolver.
+    /// A name for the `dns` resolver.
     Dns { host: String, port: u16 },
 }
 
-/// Decides how to resolve `text`.
+/// Checks `text` at parse time: a target in a built-in scheme must be valid; a
+/// `scheme://` target in another scheme is left to the channel's registry.
+fn check(text: &str) -> Result<(), String> {
+    match ResolverRegistry::with_builtins().parse_target(text) {
+        Err(ChannelError::UnknownScheme { .. }) => Ok(()),
+        _ => plan(text).map(|_| ()),
+    }
+}
+
+/// Whether resolving `text` keeps a resolver busy (a name to look up, a custom
+/// scheme), as opposed to a fixed list the resolver gives at once.
+fn needs_lookup(text: &str) -> bool {
+    !matches!(plan(text), Ok(Plan::Static(_)))
+}
+
+/// Decides what a target in a built-in scheme resolves to.
 fn plan(text: &str) -> Result<Plan, String> {
     let target = ResolverRegistry::with_builtins()
         .parse_target(text)
@@ -269,111 +302,48 @@ fn join_host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// Looks `host:port` up with the system resolver.
-fn lookup(host: &str, port: u16) -> Result<Vec<Endpoint>, Status> {
-    let name = join_host_port(host, port);
-    let addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| Status::unavailable(format!("rls_dial_target: cannot resolve {name}: {e}")))?;
-    let mut seen: Vec<SocketAddr> = Vec::new();
-    for a in addrs {
-        if !seen.contains(&a) {
-            seen.push(a);
-        }
-    }
-    if seen.is_empty() {
-        return Err(Status::unavailable(format!(
-            "rls_dial_target: {name} has no addresses"
-        )));
-    }
-    Ok(seen
-        .into_iter()
-        .map(|a| Endpoint::new([Address::new(a.to_string())]))
-        .collect())
+/// The resolver of the current target and where its results arrive.
+struct Running {
+    resolver: Box<dyn Resolver>,
+    inbox: ResolverInbox,
+    /// Counts the resolver in the builder's [`DialTargetBuilder::thread_count`].
+    _live: Option<LiveGuard>,
 }
 
-type Slot = Arc<Mutex<Option<Result<Vec<Endpoint>, Status>>>>;
-
-enum Command {
-    ResolveNow,
-    Shutdown,
-}
-
-/// The thread resolving one name.
-struct DnsThread {
-    commands: Sender<Command>,
-    thread: Option<JoinHandle<()>>,
-    results: Slot,
-}
-
-impl DnsThread {
+impl Running {
+    /// Builds the resolver for `text` from the channel's registry (the built-in
+    /// one without a channel), the way the channel builds its own.
     fn start(
-        host: String,
-        port: u16,
-        scheduler: Arc<dyn WorkScheduler>,
+        text: &str,
+        options: &LbPolicyOptions,
         threads: &ThreadCounter,
-    ) -> Result<Self, Status> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let results: Slot = Arc::default();
-        let slot = results.clone();
-        let thread = threads
-            .spawn("lb-rls-dial-dns", move || {
-                resolve_loop(&host, port, &rx, &slot, &*scheduler);
-            })
-            .map_err(|e| {
-                Status::unavailable(format!("rls_dial_target: cannot start a DNS thread: {e}"))
-            })?;
+    ) -> Result<Self, String> {
+        let builtins;
+        let registry = match &options.channels {
+            Some(channels) => channels.resolver_registry(),
+            None => {
+                builtins = ResolverRegistry::with_builtins();
+                &builtins
+            }
+        };
+        let target = registry.parse_target(text).map_err(|e| e.to_string())?;
+        let builder = registry
+            .get(target.scheme())
+            .ok_or_else(|| format!("no resolver for scheme {:?} ({text:?})", target.scheme()))?;
+        let (handle, inbox) = ResolverHandle::for_policy(options.work_scheduler.clone());
+        let live = needs_lookup(text).then(|| threads.hold());
+        let resolver = builder.build(&target, handle)?;
         Ok(Self {
-            commands: tx,
-            thread: Some(thread),
-            results,
+            resolver,
+            inbox,
+            _live: live,
         })
     }
-
-    fn resolve_now(&self) {
-        let _ = self.commands.send(Command::ResolveNow);
-    }
-
-    fn take_result(&self) -> Option<Result<Vec<Endpoint>, Status>> {
-        self.results.lock().take()
-    }
-
-    fn shutdown(&mut self) {
-        let _ = self.commands.send(Command::Shutdown);
-        if let Some(thread) = self.thread.take() {
-            // The thread ends after its current lookup at the latest.
-            join_logged(thread);
-        }
-    }
 }
 
-impl Drop for DnsThread {
+impl Drop for Running {
     fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn resolve_loop(
-    host: &str,
-    port: u16,
-    commands: &Receiver<Command>,
-    results: &Mutex<Option<Result<Vec<Endpoint>, Status>>>,
-    scheduler: &dyn WorkScheduler,
-) {
-    loop {
-        let result = lookup(host, port);
-        *results.lock() = Some(result);
-        scheduler.schedule_work();
-        match commands.recv() {
-            Ok(Command::ResolveNow) => {
-                while let Ok(cmd) = commands.try_recv() {
-                    if matches!(cmd, Command::Shutdown) {
-                        return;
-                    }
-                }
-            }
-            Ok(Command::Shutdown) | Err(_) => return,
-        }
+        self.resolver.shutdown();
     }
 }
 
@@ -406,7 +376,7 @@ struct DialTarget {
     options: LbPolicyOptions,
     threads: ThreadCounter,
     config: Option<DialTargetConfig>,
-    resolver: Option<DnsThread>,
+    resolver: Option<Running>,
     /// The latest resolution (`None`: under way).
     resolved: Option<Result<Vec<Endpoint>, Status>>,
     leaf: Option<Box<dyn LbPolicy>>,
@@ -443,7 +413,7 @@ impl DialTarget {
 
     /// Resolves again, at most every [`MIN_RESOLUTION_INTERVAL`].
     fn request_resolution(&mut self, controller: &mut dyn ChannelController, now: Instant) {
-        let Some(resolver) = &self.resolver else {
+        let Some(running) = &mut self.resolver else {
             return;
         };
         match self.last_resolution {
@@ -455,7 +425,7 @@ impl DialTarget {
                 }
             }
             _ => {
-                resolver.resolve_now();
+                running.resolver.resolve_now();
                 self.last_resolution = Some(now);
                 self.resolve_at = None;
             }
@@ -496,10 +466,9 @@ impl DialTarget {
         }
     }
 
+    /// Shuts the resolver down (dropping [`Running`] does).
     fn stop_resolver(&mut self) {
-        if let Some(mut resolver) = self.resolver.take() {
-            resolver.shutdown();
-        }
+        self.resolver = None;
     }
 }
 
@@ -546,23 +515,12 @@ impl LbPolicy for DialTarget {
             self.resolved = None;
             self.last_resolution = None;
             self.resolve_at = None;
-            match plan(&config.target) {
-                Ok(Plan::Static(addresses)) => {
-                    self.resolved = Some(Ok(endpoints(addresses.iter().map(String::as_str))));
-                }
-                Ok(Plan::Dns { host, port }) => {
-                    match DnsThread::start(
-                        host,
-                        port,
-                        self.options.work_scheduler.clone(),
-                        &self.threads,
-                    ) {
-                        Ok(resolver) => {
-                            self.resolver = Some(resolver);
-                            self.last_resolution = Some(now);
-                        }
-                        Err(status) => self.resolved = Some(Err(status)),
-                    }
+            match Running::start(&config.target, &self.options, &self.threads) {
+                Ok(running) => {
+                    // Static resolvers answer while they are built.
+                    self.resolved = running.inbox.take().map(|u| u.endpoints);
+                    self.resolver = Some(running);
+                    self.last_resolution = Some(now);
                 }
                 Err(message) => {
                     self.resolved = Some(Err(Status::unavailable(format!("{NAME}: {message}"))));
@@ -592,8 +550,8 @@ impl LbPolicy for DialTarget {
         if self.closed {
             return;
         }
-        if let Some(result) = self.resolver.as_ref().and_then(DnsThread::take_result) {
-            self.resolved = Some(result);
+        if let Some(update) = self.resolver.as_ref().and_then(|r| r.inbox.take()) {
+            self.resolved = Some(update.endpoints);
             self.feed_leaf(controller, now);
         }
         if self.resolve_at.is_some_and(|at| now >= at) {

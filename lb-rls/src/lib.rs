@@ -145,7 +145,7 @@
 //! # The policy
 //!
 //! [`registry`] has RLS, its [`dial::NAME`] child policy (a child that resolves
-//! the RLS target itself) and every policy of lb-core and lb-group. The policy
+//! the RLS target with the channel's resolvers) and every policy of lb-core and lb-group. The policy
 //! opens its control channel like the channel it runs in, with the
 //! [`ChannelFactory`](lb_core::channel::ChannelFactory) a channel gives its
 //! policies ([`LbPolicyOptions::channels`](lb_core::LbPolicyOptions::channels)):

@@ -1,5 +1,5 @@
 //! `rls_dial_target`: a child that resolves its target (IP literals and lists at
-//! once, names on a thread) and balances over the addresses with its leaf policy.
+//! once, names with the channel's resolvers) and balances over the addresses with its leaf policy.
 
 mod util;
 
@@ -181,10 +181,6 @@ fn bad_targets_are_refused_at_parse_time_with_the_field_named() {
     for (json, want) in [
         (json!({}), "target: is required"),
         (json!({"target": ""}), "target: must be non-empty"),
-        (
-            json!({"target": "xds:///cluster"}),
-            "no resolver for scheme \"xds\"",
-        ),
         (json!({"target": "ipv4:nope:1"}), "not an ipv4 address"),
         (
             json!({"target": "a:1", "childPolicy": [{"nope": {}}]}),
@@ -198,4 +194,31 @@ fn bad_targets_are_refused_at_parse_time_with_the_field_named() {
             .to_string();
         assert!(err.contains(want), "{json}: {err}");
     }
+}
+
+#[test]
+fn a_scheme_the_channel_does_not_know_fails_the_policy_not_the_parse() {
+    // Another scheme may be registered with the channel, so it is checked when
+    // the policy resolves, against the channel's registry (here, the built-ins).
+    let mut d = Dial::new();
+    d.update(json!({"target": "xds:///cluster"}));
+    let state = d.ctrl.verify_state();
+    assert_eq!(
+        state.connectivity_state,
+        ConnectivityState::TransientFailure
+    );
+    let md = lb_core::Metadata::new();
+    let info = lb_core::PickInfo {
+        method: picks::TEST_METHOD,
+        metadata: &md,
+    };
+    let lb_core::PickResult::Fail(err) = state.picker.pick(&info) else {
+        panic!("picks fail");
+    };
+    assert!(
+        err.message().contains("no resolver for scheme \"xds\""),
+        "{err:?}"
+    );
+    assert_eq!(d.builder.thread_count(), 0);
+    d.policy.close();
 }

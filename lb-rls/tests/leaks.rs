@@ -1,6 +1,6 @@
 //! Every thread the RLS policy starts ends when its channel closes: the control
-//! channel's serializer, lookup threads and watcher, and the DNS threads of
-//! `rls_dial_target` children. One test in its own binary, so no other test's
+//! channel's serializer, lookup threads and watcher, and the `dns` resolver
+//! threads (`lb-resolver-dns`) of `rls_dial_target` children. One test in its own binary, so no other test's
 //! threads are counted; it reads `/proc/self/task`.
 
 mod util;
@@ -85,7 +85,7 @@ fn closing_the_channel_ends_every_thread_the_policy_started() {
         assert!(!response.message.is_empty());
     }
     let names = library_threads();
-    for name in ["lb-rls-lookup", "lb-rls-watch", "lb-rls-dial-dns"] {
+    for name in ["lb-rls-lookup", "lb-rls-watch", "lb-resolver-dns"] {
         assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
     }
     channel.close();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use lb_core::channel::{CallOptions, Channel, UnaryResponse};
 use lb_core::transport::{CallRequest, CallResponse};
 use lb_core::{LbPolicyRegistry, Status};
-use lb_testkit::{InMemoryTransport, ManualClock};
+use lb_testkit::{InMemoryTransport, ManualClock, ManualResolver};
 use serde_json::json;
 use util::{FakeRls, METHOD, RLS, WAIT};
 
@@ -118,4 +118,59 @@ fn rls_routes_calls_through_the_channels_own_transport_and_clock() {
         "the entry expired on the channel's manual clock"
     );
     channel.close();
+}
+
+/// RLS returns a target in a scheme the program registered with its channel
+/// (`test`, lb-testkit's `ManualResolver`): `rls_dial_target` resolves it with the
+/// channel's resolver registry, takes the result on the serializer, and shuts the
+/// resolver down when the channel closes.
+#[test]
+fn rls_targets_resolve_with_a_scheme_registered_on_the_channel() {
+    let clock = ManualClock::new();
+    let transport = InMemoryTransport::with_clock(clock.shared());
+    let server = FakeRls::start(&transport, RLS);
+    server.respond_targets(&["test:///backend"], "");
+    transport.add_server("backend-a:1", |_: &CallRequest| {
+        Ok(CallResponse {
+            message: b"backend-a".to_vec(),
+            ..Default::default()
+        })
+    });
+    let resolver = ManualResolver::default();
+    let service_config = json!({"loadBalancingConfig": [{"rls_experimental": rls_config()}]});
+    let channel = Channel::builder("passthrough:///svc.example.com")
+        .transport(Arc::new(transport.clone()))
+        .clock(clock.shared())
+        .resolver_registry(resolver.registry())
+        .lb_policy_registry(lb_rls::registry())
+        .default_service_config(service_config.to_string())
+        .build()
+        .expect("channel");
+    let (ch, deadline) = (channel.clone(), clock.now() + Duration::from_secs(30));
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let caller = std::thread::spawn(move || {
+        let options = CallOptions::default().with_deadline(deadline);
+        let _ = tx.send(ch.unary(METHOD, Vec::new(), options));
+    });
+    // The call waits for the RLS lookup, then for the child's resolver.
+    assert!(
+        resolver.wait_for_builds(1, WAIT),
+        "rls_dial_target built the channel's `test` resolver"
+    );
+    assert_eq!(resolver.endpoints(), ["backend"]);
+    resolver.push_addresses(&["backend-a:1"]);
+    let response = rx
+        .recv_timeout(WAIT)
+        .expect("the call ended in time")
+        .expect("routed to the address the test resolver gave");
+    assert_eq!(response.message, b"backend-a");
+    caller.join().unwrap();
+    assert_eq!(server.request_count(), 1);
+    assert_eq!(resolver.shutdown_count(), 0);
+    channel.close();
+    assert_eq!(
+        resolver.shutdown_count(),
+        1,
+        "closing the channel shuts the child's resolver down"
+    );
 }

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use lb_core::channel::{Resolver, ResolverBuilder, ResolverHandle, ResolverRegistry, Target};
 use lb_core::{ResolverUpdate, endpoints};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 /// A resolver for the scheme `test` whose updates come from the test.
 ///
@@ -38,6 +39,8 @@ pub struct ManualResolver {
 struct Inner {
     handle: Mutex<Option<ResolverHandle>>,
     endpoints: Mutex<Vec<String>>,
+    /// Signalled on every build.
+    built: Condvar,
     resolve_now: AtomicUsize,
     shutdowns: AtomicUsize,
 }
@@ -94,6 +97,25 @@ impl ManualResolver {
     pub fn endpoints(&self) -> Vec<String> {
         self.inner.endpoints.lock().clone()
     }
+
+    /// Waits (at most `timeout`) until the resolver has been built `n` times in
+    /// all, for a resolver that a policy builds on its own schedule; true if it
+    /// has.
+    pub fn wait_for_builds(&self, n: usize, timeout: Duration) -> bool {
+        let give_up = Instant::now() + timeout;
+        let mut endpoints = self.inner.endpoints.lock();
+        while endpoints.len() < n {
+            if self
+                .inner
+                .built
+                .wait_until(&mut endpoints, give_up)
+                .timed_out()
+            {
+                return endpoints.len() >= n;
+            }
+        }
+        true
+    }
 }
 
 impl ResolverBuilder for ManualResolver {
@@ -102,8 +124,9 @@ impl ResolverBuilder for ManualResolver {
     }
 
     fn build(&self, target: &Target, handle: ResolverHandle) -> Result<Box<dyn Resolver>, String> {
-        self.inner.endpoints.lock().push(target.endpoint().into());
         *self.inner.handle.lock() = Some(handle);
+        self.inner.endpoints.lock().push(target.endpoint().into());
+        self.inner.built.notify_all();
         Ok(Box::new(Running(self.inner.clone())))
     }
 }

@@ -165,7 +165,7 @@ pub use dns::DnsResolverBuilder;
 pub use factory::ChannelFactory;
 pub use resolver::{
     DEFAULT_PORT, IpResolverBuilder, MIN_RESOLUTION_INTERVAL, PassthroughResolverBuilder,
-    REFRESH_INTERVAL, Resolver, ResolverBuilder, ResolverHandle, ResolverRegistry,
+    REFRESH_INTERVAL, Resolver, ResolverBuilder, ResolverHandle, ResolverInbox, ResolverRegistry,
     UnixResolverBuilder,
 };
 pub use retry::{

@@ -14,21 +14,28 @@
 //! for re-resolution (at most once per [`MIN_RESOLUTION_INTERVAL`]), after a bad
 //! update (with backoff) and every [`REFRESH_INTERVAL`] while the channel is active.
 //!
+//! A policy may run resolvers too (through the channel's registry, from
+//! [`ChannelFactory::resolver_registry`](super::ChannelFactory::resolver_registry)):
+//! its handle, from [`ResolverHandle::for_policy`], keeps the latest result in a
+//! [`ResolverInbox`] and schedules the policy's `work`, where the policy takes it.
+//!
 //! Built in: `passthrough`, `dns`, `ipv4`, `ipv6` and `unix`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use parking_lot::Mutex;
 
 use super::builder::ChannelError;
 use super::core::Input;
 use super::dns::DnsResolverBuilder;
 use super::target::{ParseError, Target, split_host_port};
 use crate::address::endpoints;
+use crate::policy::WorkScheduler;
 use crate::resolver::ResolverUpdate;
 
 /// The shortest time between two re-resolutions a policy asks for (gRPC's DNS
@@ -80,34 +87,146 @@ impl fmt::Debug for dyn ResolverBuilder {
 }
 
 /// Where a resolver sends its results. Cheap to clone; usable from any thread.
+///
+/// A channel makes one for the resolver of its target. A policy that runs
+/// resolvers of its own (RLS's `rls_dial_target` child resolves the targets RLS
+/// returns) makes one with [`ResolverHandle::for_policy`] and reads the results on
+/// its serializer, in [`LbPolicy::work`](crate::LbPolicy::work).
 #[derive(Clone)]
 pub struct ResolverHandle {
-    tx: Sender<Input>,
+    sink: Sink,
+}
+
+/// Where a handle's updates go.
+#[derive(Clone)]
+enum Sink {
+    /// The channel's input queue.
+    Channel(Sender<Input>),
+    /// A policy's inbox (gone once the policy drops its [`ResolverInbox`]) and
+    /// the scheduler that wakes the policy.
+    Policy {
+        slot: Weak<Mutex<Option<ResolverUpdate>>>,
+        scheduler: Arc<dyn WorkScheduler>,
+    },
 }
 
 impl ResolverHandle {
     pub(crate) fn new(tx: Sender<Input>) -> Self {
-        Self { tx }
+        Self {
+            sink: Sink::Channel(tx),
+        }
     }
 
-    /// Sends a result to the channel, which hands it to its policy.
+    /// A handle whose updates go to a policy rather than to a channel, and the
+    /// inbox the policy reads them from.
+    ///
+    /// [`update`](Self::update) keeps the update in the inbox and calls
+    /// `scheduler`'s [`schedule_work`](WorkScheduler::schedule_work); the policy
+    /// takes it with [`ResolverInbox::take`] in its `work`, on the serializer. The
+    /// inbox holds at most one update, the latest: an update that arrives before
+    /// the policy took the previous one replaces it (each update is a complete
+    /// result, so nothing is lost but a stale one). Once the inbox is dropped,
+    /// `update` gives its update back, as with a closed channel.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use lb_core::channel::{ResolverHandle, ResolverRegistry};
+    /// use lb_core::{ResolverUpdate, WorkScheduler, endpoints};
+    ///
+    /// #[derive(Default)]
+    /// struct Counter(AtomicUsize);
+    /// impl WorkScheduler for Counter {
+    ///     fn schedule_work(&self) {
+    ///         self.0.fetch_add(1, Ordering::SeqCst);
+    ///     }
+    /// }
+    ///
+    /// let scheduler = Arc::new(Counter::default());
+    /// let (handle, inbox) = ResolverHandle::for_policy(scheduler.clone());
+    /// let registry = ResolverRegistry::with_builtins();
+    /// let target = registry.parse_target("ipv4:10.0.0.1:80")?;
+    /// let mut resolver = registry
+    ///     .get(target.scheme())
+    ///     .expect("built in")
+    ///     .build(&target, handle.clone())
+    ///     .expect("a valid target");
+    /// // A static resolver answers while it is built; the policy is woken.
+    /// assert_eq!(scheduler.0.load(Ordering::SeqCst), 1);
+    /// let update = inbox.take().expect("a result");
+    /// assert_eq!(update.endpoints, Ok(endpoints(["10.0.0.1:80"])));
+    /// assert!(inbox.take().is_none());
+    /// // The policy shuts its resolvers down when it closes.
+    /// resolver.shutdown();
+    /// drop(inbox);
+    /// let late = ResolverUpdate::from_endpoints(endpoints(["10.0.0.2:80"]));
+    /// assert_eq!(handle.update(late.clone()), Err(late));
+    /// # Ok::<(), lb_core::channel::ChannelError>(())
+    /// ```
+    pub fn for_policy(scheduler: Arc<dyn WorkScheduler>) -> (Self, ResolverInbox) {
+        let slot = Arc::new(Mutex::new(None));
+        let handle = Self {
+            sink: Sink::Policy {
+                slot: Arc::downgrade(&slot),
+                scheduler,
+            },
+        };
+        (handle, ResolverInbox { slot })
+    }
+
+    /// Sends a result to the channel, which hands it to its policy (or, for a
+    /// [`for_policy`](Self::for_policy) handle, to the policy's inbox).
     ///
     /// # Errors
     ///
-    /// The channel is gone; the update is given back.
+    /// The channel (or the policy's inbox) is gone; the update is given back.
     pub fn update(&self, update: ResolverUpdate) -> Result<(), ResolverUpdate> {
-        self.tx
-            .send(Input::Resolver(update))
-            .map_err(|e| match e.into_inner() {
-                Input::Resolver(update) => update,
-                _ => unreachable!("sent a resolver update"),
-            })
+        match &self.sink {
+            Sink::Channel(tx) => {
+                tx.send(Input::Resolver(update))
+                    .map_err(|e| match e.into_inner() {
+                        Input::Resolver(update) => update,
+                        _ => unreachable!("sent a resolver update"),
+                    })
+            }
+            Sink::Policy { slot, scheduler } => {
+                let Some(slot) = slot.upgrade() else {
+                    return Err(update);
+                };
+                *slot.lock() = Some(update);
+                scheduler.schedule_work();
+                Ok(())
+            }
+        }
     }
 }
 
 impl fmt::Debug for ResolverHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResolverHandle")
+    }
+}
+
+/// The policy's end of a [`ResolverHandle::for_policy`] handle: the latest update
+/// not yet taken (one at most). Dropping it makes the handle's `update` fail.
+pub struct ResolverInbox {
+    slot: Arc<Mutex<Option<ResolverUpdate>>>,
+}
+
+impl ResolverInbox {
+    /// Takes the latest update, if one came since the last `take`.
+    pub fn take(&self) -> Option<ResolverUpdate> {
+        self.slot.lock().take()
+    }
+}
+
+impl fmt::Debug for ResolverInbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolverInbox")
+            .field("pending", &self.slot.lock().is_some())
+            .finish()
     }
 }
 
@@ -403,6 +522,31 @@ mod tests {
             let err = resolve(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_policy_inbox_keeps_the_latest_update_and_wakes_the_policy_each_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        #[derive(Default)]
+        struct Count(AtomicUsize);
+        impl WorkScheduler for Count {
+            fn schedule_work(&self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let scheduler = Arc::new(Count::default());
+        let (handle, inbox) = ResolverHandle::for_policy(scheduler.clone());
+        assert!(inbox.take().is_none());
+        let first = ResolverUpdate::from_endpoints(endpoints(["a:1"]));
+        let second = ResolverUpdate::from_endpoints(endpoints(["b:1"]));
+        handle.clone().update(first).unwrap();
+        handle.update(second.clone()).unwrap();
+        assert_eq!(scheduler.0.load(Ordering::SeqCst), 2);
+        assert_eq!(inbox.take(), Some(second.clone()), "the latest replaces");
+        assert!(inbox.take().is_none());
+        drop(inbox);
+        assert_eq!(handle.update(second.clone()), Err(second));
+        assert_eq!(scheduler.0.load(Ordering::SeqCst), 2, "no wake once gone");
     }
 
     #[test]
