@@ -51,6 +51,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use lb_core::channel::{ChannelError, Resolver, ResolverHandle, ResolverInbox, ResolverRegistry};
+use lb_core::channelz::PolicyView;
 use lb_core::config::Fields;
 use lb_core::{
     Address, ChannelController, ConfigError, ConnectivityState, Endpoint, LbConfig, LbPolicy,
@@ -576,6 +577,28 @@ impl LbPolicy for DialTarget {
         self.stop_resolver();
         if let Some(mut leaf) = self.leaf.take() {
             leaf.close();
+        }
+    }
+
+    fn describe(&self, view: &mut PolicyView) {
+        let Some(config) = &self.config else {
+            return;
+        };
+        view.detail("target", &config.target);
+        let resolution = match &self.resolved {
+            None => "under way".to_owned(),
+            Some(Ok(endpoints)) => format!("{} endpoints", endpoints.len()),
+            Some(Err(status)) => format!("failed: {status}"),
+        };
+        view.detail("resolution", resolution);
+        if let Some(leaf) = &self.leaf {
+            let mut child = PolicyView {
+                name: config.target.clone(),
+                policy: config.child_policy.name().to_owned(),
+                ..PolicyView::default()
+            };
+            leaf.describe(&mut child);
+            view.children.push(child);
         }
     }
 }

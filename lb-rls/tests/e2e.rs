@@ -255,6 +255,14 @@ fn channelz_shows_the_control_channel_nested_and_the_policy_tree() {
         .find("passthrough:///backend-a:1")
         .expect("the target's child");
     assert_eq!(child.policy, "rls_dial_target");
+    assert_eq!(child.get_detail("resolution"), Some("1 endpoints"));
+    // Under it, the leaf policy with the target's one subchannel, READY.
+    assert_eq!(child.children.len(), 1, "{child:#?}");
+    let leaf = &child.children[0];
+    assert_eq!(leaf.policy, "pick_first");
+    assert_eq!(leaf.subchannels.len(), 1, "{leaf:#?}");
+    assert_eq!(leaf.subchannels[0].address, "backend-a:1");
+    assert_eq!(leaf.subchannels[0].state, lb_core::ConnectivityState::Ready);
 
     w.channel.close();
     assert!(channelz::registry().kind(parent).is_none());
