@@ -4,7 +4,7 @@
 //! re-resolution on failure) is lb-core's `ReadyList`; the policy is only a picker,
 //! and it learns each call's duration from the pick's completion callback.
 //!
-//! Two in-process backends answer, one at once and one after 50 ms; after one call
+//! Two in-process backends answer, one at once and one after 200 ms; after one call
 //! each, every call goes to the fast one. Run it with
 //! `cargo run -p lb-core --example custom_picker`.
 
@@ -66,7 +66,7 @@ pub(crate) fn run(calls: usize) -> Result<(usize, usize), Box<dyn std::error::Er
     for backend in [FAST, SLOW] {
         transport.add_server(backend, |_: &CallRequest| Ok(CallResponse::default()));
     }
-    transport.set_latency(SLOW, Duration::from_millis(50));
+    transport.set_latency(SLOW, Duration::from_millis(200));
 
     let mut registry = LbPolicyRegistry::with_builtins();
     registry.register(ReadyListBuilder::new(|| Fastest));
