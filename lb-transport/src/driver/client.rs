@@ -119,6 +119,11 @@ pub struct TransportConfig {
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub tls: Option<TlsConfig>,
+    /// How many I/O threads serve the transport's connections (at least 1; 0
+    /// counts as 1). Connections are spread over them in turn, each living on one
+    /// thread for its whole life, so a program on more cores is not held to one
+    /// I/O thread. Calls on one connection always share its thread.
+    pub io_threads: usize,
 }
 
 impl Default for TransportConfig {
@@ -127,6 +132,7 @@ impl Default for TransportConfig {
             connection: ConnectionConfig::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_LEN,
             proxy: ProxyMode::FromEnv,
+            io_threads: 1,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -291,48 +297,66 @@ impl Handle {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct H2Transport {
-    handle: Handle,
+    /// One handle per I/O thread; connection `id` lives on `handles[id % len]`.
+    handles: Vec<Handle>,
     proxy: ProxyMode,
     keepalive: Arc<KeepaliveTime>,
     /// The release batch of every stream (from the stream window).
     release_batch: usize,
     next_id: AtomicU64,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     /// `TransportConfig::tls`: the TLS of channels that choose none.
     #[cfg(feature = "tls")]
     tls: Option<TlsConfig>,
 }
 
 impl H2Transport {
-    /// Starts the I/O thread.
+    /// Starts the I/O threads (`TransportConfig::io_threads`).
     ///
     /// # Errors
     ///
-    /// The poller or the thread could not be created.
+    /// A poller or a thread could not be created.
     pub fn new(config: TransportConfig) -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let proxy = config.proxy.clone();
         let keepalive = Arc::new(KeepaliveTime::new(&config.connection));
         let release_batch = release_batch(config.connection.stream_window);
-        let loop_keepalive = keepalive.clone();
         #[cfg(feature = "tls")]
         let tls = config.tls.clone();
-        let loop_id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
-        let thread = std::thread::Builder::new()
-            .name("lb-io".into())
-            .spawn(move || IoLoop::new(poll, rx, config, loop_keepalive, loop_id).run())?;
-        Ok(Self {
-            handle: Handle { tx, waker, loop_id },
+        let count = config.io_threads.max(1);
+        let mut transport = Self {
+            handles: Vec::with_capacity(count),
             proxy,
             keepalive,
             release_batch,
             next_id: AtomicU64::new(1),
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(Vec::with_capacity(count)),
             #[cfg(feature = "tls")]
             tls,
-        })
+        };
+        for n in 0..count {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
+            let loop_id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
+            let (config, keepalive) = (config.clone(), transport.keepalive.clone());
+            let name = if count == 1 {
+                "lb-io".to_string()
+            } else {
+                format!("lb-io-{n}")
+            };
+            // On an error here, dropping `transport` stops the threads started so far.
+            let thread = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || IoLoop::new(poll, rx, config, keepalive, loop_id).run())?;
+            transport.handles.push(Handle { tx, waker, loop_id });
+            transport.threads.get_mut().push(thread);
+        }
+        Ok(transport)
+    }
+
+    /// How many I/O threads serve this transport.
+    pub fn io_threads(&self) -> usize {
+        self.handles.len()
     }
 
     /// The keepalive time new connections use: the configured one, doubled each time
@@ -344,8 +368,11 @@ impl H2Transport {
 
     /// Closes every connection and stops the I/O thread. Idempotent.
     pub fn shutdown(&self) {
-        let _ = self.handle.send(Command::Shutdown);
-        if let Some(t) = self.thread.lock().take() {
+        for handle in &self.handles {
+            let _ = handle.send(Command::Shutdown);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
             if let Err(panic) = t.join() {
                 std::panic::resume_unwind(panic);
             }
@@ -392,7 +419,8 @@ impl Transport for H2Transport {
         let tunnel_to = tunnel_to.map(|_| address.address.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let socket_id = lb_core::channelz::next_id();
-        self.handle
+        let handle = &self.handles[(id % self.handles.len() as u64) as usize];
+        handle
             .send(Command::Connect(ConnectSpec {
                 id,
                 socket_id,
@@ -413,7 +441,7 @@ impl Transport for H2Transport {
         Ok(Arc::new(ClientConnection {
             id,
             socket_id,
-            handle: self.handle.clone(),
+            handle: handle.clone(),
             closed: AtomicBool::new(false),
             release_batch: self.release_batch,
         }))
