@@ -65,6 +65,11 @@ pub struct CallHead {
     /// before sending it, for one it does not know. Responses are decoded whatever
     /// this says.
     pub compression: Option<String>,
+    /// The thread that opens the call will wait for it through
+    /// [`CallStream::drive`] (the channel's calls do): a transport may leave the
+    /// call's I/O to that thread instead of waking one of its own. `false` (the
+    /// default) for calls followed only through their listener.
+    pub caller_drives: bool,
 }
 
 impl CallHead {
@@ -76,6 +81,7 @@ impl CallHead {
             deadline: None,
             authority: None,
             compression: None,
+            caller_drives: false,
         }
     }
 }
@@ -231,6 +237,26 @@ pub trait CallStream: Send + Sync + 'static {
     /// their lengths): give the peer that much flow-control credit back. Framing
     /// bytes are the transport's own business, never counted here.
     fn release(&self, bytes: usize);
+
+    /// Waits on this thread until `until()` holds, `deadline` passes or a slice
+    /// of the transport's choosing ends, doing the transport's I/O on this thread
+    /// meanwhile when no other thread is doing it. A blocked caller that drives
+    /// its own call needs no other thread to wake it (gRPC C++'s synchronous API
+    /// works this way), so a sequential call costs no thread switch on the client.
+    ///
+    /// Returns `false` at once when it cannot drive: another thread is doing the
+    /// I/O, the call was not opened with [`CallHead::caller_drives`], or the
+    /// transport has no such mode (the default). The caller then waits its usual
+    /// way for the listener's callbacks. `true` means it drove and returned for one
+    /// of the three reasons above; the caller looks at its call again.
+    ///
+    /// While it drives, this thread runs the transport's callbacks for any call
+    /// (listeners must not block, wherever they run): a caller holding a lock
+    /// that a callback could take must not drive.
+    fn drive(&self, until: &mut dyn FnMut() -> bool, deadline: Option<Instant>) -> bool {
+        let _ = (until, deadline);
+        false
+    }
 }
 
 impl fmt::Debug for dyn CallStream {
@@ -457,6 +483,7 @@ impl CallRequest {
             deadline: self.deadline,
             authority: self.authority.clone(),
             compression: None,
+            caller_drives: false,
         }
     }
 }
@@ -559,6 +586,7 @@ impl<C: Connection + ?Sized> ConnectionExt for C {
                 deadline,
                 authority,
                 compression: None,
+                caller_drives: false,
             },
             listener,
         );

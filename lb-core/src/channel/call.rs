@@ -775,6 +775,8 @@ impl CallInner {
                 deadline,
                 authority: None,
                 compression: self.compression.clone(),
+                // Callers wait for channel calls in `wait`, which drives.
+                caller_drives: true,
             };
             sending.next_attempt += 1;
             let id = sending.next_attempt;
@@ -1248,6 +1250,23 @@ impl CallInner {
             }
         };
         let wake_at = earlier(deadline, hedge_at).filter(|_| shared.real_time);
+        if !hedging && shared.real_time {
+            // Do the transport's I/O on this thread while no other thread does: the
+            // answer then needs no thread switch to reach us (`CallStream::drive`).
+            let stream = self.state.events.lock().stream.clone();
+            let replaced = snapshot.replaced();
+            let mut until = || {
+                !bell.is_empty()
+                    || matches!(
+                        replaced.try_recv(),
+                        Err(crossbeam_channel::TryRecvError::Disconnected)
+                    )
+            };
+            if stream.drive(&mut until, wake_at) {
+                let _ = bell.try_recv();
+                return Woke::Again;
+            }
+        }
         let timer = wake_at.map(at);
         let mut select = crossbeam_channel::Select::new();
         let mut bells = [bell; 2];

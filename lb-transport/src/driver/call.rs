@@ -35,7 +35,8 @@
 //! everything always leaves the peer room to send (see [`release_batch`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use lb_core::Status;
 use lb_core::transport::{
@@ -140,6 +141,15 @@ pub(crate) struct StreamShared {
     /// The HTTP/2 stream id once the I/O thread opened it; 0 before.
     id: AtomicU32,
     state: Mutex<State>,
+    /// Its caller waits through [`CallStream::drive`] (`CallHead::caller_drives`).
+    pub(crate) driven: bool,
+    /// A command of this call was left for its caller to take when it drives
+    /// (nobody was polling), see [`poller`](super::poller).
+    pub(crate) deferred: AtomicBool,
+    /// Its caller waits on its bell, not driving; counted in `parked_count`.
+    parked: AtomicBool,
+    /// The loop's count of parked callers.
+    parked_count: Arc<AtomicUsize>,
 }
 
 impl StreamShared {
@@ -149,6 +159,8 @@ impl StreamShared {
         listener: Arc<dyn CallListener>,
         release_batch: usize,
         encoding: Encoding,
+        driven: bool,
+        parked_count: Arc<AtomicUsize>,
     ) -> Self {
         Self {
             conn,
@@ -160,6 +172,24 @@ impl StreamShared {
                 scheduled: true,
                 ..State::default()
             }),
+            driven,
+            deferred: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            parked_count,
+        }
+    }
+
+    /// Its caller is about to wait on its bell without driving.
+    pub(crate) fn set_parked(&self) {
+        if !self.parked.swap(true, Ordering::SeqCst) {
+            self.parked_count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Its caller is back (or the call ended).
+    pub(crate) fn clear_parked(&self) {
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::SeqCst) {
+            self.parked_count.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -222,6 +252,7 @@ impl StreamShared {
             state.want_writable = false;
             state.pending = Pending::default();
         }
+        self.clear_parked();
         self.listener.on_close(outcome);
         true
     }
@@ -288,7 +319,9 @@ impl StreamHandle {
     fn schedule(&self) {
         // A failed send means the I/O thread is gone; it ended every call it had,
         // and a dropped `Open` ends its own.
-        let _ = self.handle.send(Command::Stream(self.shared.clone()));
+        let _ = self
+            .handle
+            .send_for(Command::Stream(self.shared.clone()), &self.shared);
     }
 
     /// Runs `change` on the state; schedules the I/O thread if `change` says so and
@@ -378,6 +411,10 @@ impl CallStream for StreamHandle {
             state.pending.released = state.pending.released.saturating_add(bytes);
             ((), state.pending.released >= batch)
         });
+    }
+
+    fn drive(&self, until: &mut dyn FnMut() -> bool, deadline: Option<Instant>) -> bool {
+        self.handle.shared.drive(&self.shared, until, deadline)
     }
 }
 

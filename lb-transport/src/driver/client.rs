@@ -1,4 +1,4 @@
-//! The client transport: one mio I/O thread serving many HTTP/2 connections, behind
+//! The client transport: mio I/O loops serving many HTTP/2 connections, behind
 //! lb-core's [`Transport`] trait. Every call is one HTTP/2 stream
 //! ([`Connection::open_stream`]); unary calls are lb-core's adapter over it.
 //!
@@ -42,12 +42,22 @@
 //!
 //! # Threads
 //!
-//! Every [`CallListener`] and [`ConnectionEvents`] callback runs on the I/O thread,
-//! which holds no lock while it runs them, so a listener may call back into its
-//! stream or connection. The one exception: once the transport is shut down, a call
-//! opened on it ends at once, on the caller's thread. A callback that calls into a
-//! *different* transport is an ordinary sender there, and may wait while that
-//! transport's queue is full.
+//! A transport has [`TransportConfig::io_threads`] loops (one by default), each
+//! with its own thread; a connection stays on one loop for its life. A loop is
+//! polled by whoever holds it: its I/O thread, or a caller blocked in
+//! [`CallStream::drive`] on a call opened with `CallHead::caller_drives` (every
+//! channel call). A sequential blocking call then goes from request to response on
+//! its caller's thread with no thread switch; the I/O thread polls whatever no
+//! caller drives (connects, callback-only calls, idle connections after
+//! [`GRACE`](super::poller::GRACE)). The rules are in [`poller`](super::poller).
+//!
+//! Every [`CallListener`] and [`ConnectionEvents`] callback runs on the thread
+//! polling the loop, which holds no lock of the transport while it runs them, so a
+//! listener may call back into its stream or connection; callbacks must not block
+//! (nor take a lock that a caller may hold while it waits for a call). The one
+//! exception: once the transport is shut down, a call opened on it ends at once,
+//! on the caller's thread. A callback that calls into a *different* transport (or
+//! loop) is an ordinary sender there, and may wait while that loop's queue is full.
 //!
 //! # How calls end
 //!
@@ -67,7 +77,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -84,6 +94,7 @@ use parking_lot::Mutex;
 use crate::driver::IdMap;
 use crate::driver::call::{Opening, RecvCredit, StreamHandle, StreamShared, Work, release_batch};
 use crate::driver::channelz::SocketZ;
+use crate::driver::poller::LoopShared;
 use crate::driver::proxy::{self, ProxyMode, ProxyReply};
 use crate::driver::socket::{self, ReadOutcome};
 use crate::driver::stream::Stream;
@@ -213,19 +224,49 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// Tells each I/O thread apart, for [`OWN_COMMANDS`].
+/// Tells each I/O loop apart, for [`OWN_COMMANDS`].
 static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Commands sent on an I/O thread (by the callbacks it runs) to its own loop.
+/// Commands sent by the thread polling a loop (by the callbacks it runs) to that
+/// loop.
 struct OwnCommands {
     loop_id: u64,
     commands: Vec<Command>,
 }
 
 thread_local! {
-    /// Set on an I/O thread: the commands its callbacks sent to it. They never go
-    /// to its bounded channel, which the thread could then block on itself.
+    /// Set while a thread polls a loop (for good on an I/O thread, for a drive on
+    /// a caller's): the commands its callbacks sent to that loop. They never go to
+    /// its bounded channel, which the thread could then block on itself.
     static OWN_COMMANDS: RefCell<Option<OwnCommands>> = const { RefCell::new(None) };
+}
+
+/// Marks this thread as the poller of one loop while it lives.
+pub(crate) struct OwnCommandsGuard(());
+
+impl OwnCommandsGuard {
+    pub(crate) fn install(loop_id: u64) -> Self {
+        OWN_COMMANDS.with(|own| {
+            *own.borrow_mut() = Some(OwnCommands {
+                loop_id,
+                commands: Vec::new(),
+            });
+        });
+        Self(())
+    }
+
+    /// Whether this thread polls a loop now (runs its callbacks).
+    pub(crate) fn polls_a_loop() -> bool {
+        OWN_COMMANDS
+            .try_with(|own| own.borrow().is_some())
+            .unwrap_or(true)
+    }
+}
+
+impl Drop for OwnCommandsGuard {
+    fn drop(&mut self) {
+        let _ = OWN_COMMANDS.try_with(|own| own.borrow_mut().take());
+    }
 }
 
 /// Takes the commands this (I/O) thread sent to itself.
@@ -250,23 +291,36 @@ fn has_own_commands() -> bool {
         .unwrap_or(false)
 }
 
-/// A command sender that wakes the I/O thread after each push.
+/// A command sender that makes sure a poller sees each command it pushes.
 #[derive(Clone)]
 pub(crate) struct Handle {
     tx: Sender<Command>,
-    waker: Arc<Waker>,
-    loop_id: u64,
+    pub(crate) shared: Arc<LoopShared>,
 }
 
 impl Handle {
-    /// Sends `cmd`; gives it back if the I/O thread is gone. Blocks while
-    /// [`COMMAND_QUEUE`] commands wait, except on the I/O thread itself, whose
-    /// commands go to its own list.
+    /// Sends `cmd`; gives it back if the loop is gone. Blocks while
+    /// [`COMMAND_QUEUE`] commands wait, except on the thread polling the loop,
+    /// whose commands go to its own list.
     pub(crate) fn send(&self, cmd: Command) -> Result<(), Box<Command>> {
+        self.send_inner(cmd, None)
+    }
+
+    /// As [`send`](Self::send), for a command of `stream`'s call: one of a driven
+    /// call waits for its caller when nobody polls.
+    pub(crate) fn send_for(&self, cmd: Command, stream: &StreamShared) -> Result<(), Box<Command>> {
+        self.send_inner(cmd, Some(stream).filter(|s| s.driven))
+    }
+
+    fn send_inner(
+        &self,
+        cmd: Command,
+        deferred: Option<&StreamShared>,
+    ) -> Result<(), Box<Command>> {
         let mut slot = Some(cmd);
         let _ = OWN_COMMANDS.try_with(|own| {
             if let Some(q) = own.borrow_mut().as_mut() {
-                if q.loop_id == self.loop_id {
+                if q.loop_id == self.shared.loop_id {
                     q.commands.extend(slot.take());
                 }
             }
@@ -275,9 +329,7 @@ impl Handle {
             return Ok(());
         };
         self.tx.send(cmd).map_err(|e| Box::new(e.0))?;
-        if let Err(e) = self.waker.wake() {
-            log::warn!("waking the I/O thread failed: {e}");
-        }
+        self.shared.notify(deferred);
         Ok(())
     }
 }
@@ -335,20 +387,24 @@ impl H2Transport {
         };
         for n in 0..count {
             let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let waker = Waker::new(poll.registry(), WAKER)?;
             let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
             let loop_id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
             let (config, keepalive) = (config.clone(), transport.keepalive.clone());
+            let parked = Arc::new(AtomicUsize::new(0));
+            let io = IoLoop::new(poll, rx, config, keepalive);
+            let shared = Arc::new(LoopShared::new(io, waker, loop_id, parked));
             let name = if count == 1 {
                 "lb-io".to_string()
             } else {
                 format!("lb-io-{n}")
             };
+            let runner = shared.clone();
             // On an error here, dropping `transport` stops the threads started so far.
             let thread = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || IoLoop::new(poll, rx, config, keepalive, loop_id).run())?;
-            transport.handles.push(Handle { tx, waker, loop_id });
+                .spawn(move || runner.run())?;
+            transport.handles.push(Handle { tx, shared });
             transport.threads.get_mut().push(thread);
         }
         Ok(transport)
@@ -507,12 +563,14 @@ impl Connection for ClientConnection {
             listener,
             self.release_batch,
             encoding,
+            head.caller_drives,
+            self.handle.shared.parked.clone(),
         ));
         // A command that cannot be sent is dropped here, and its `Opening` ends the
         // call with UNAVAILABLE.
         let _ = self
             .handle
-            .send(Command::Open(Opening::new(head, shared.clone())));
+            .send_for(Command::Open(Opening::new(head, shared.clone())), &shared);
         Arc::new(StreamHandle::new(shared, self.handle.clone()))
     }
 
@@ -549,6 +607,13 @@ struct ActiveCall {
     /// END_STREAM goes out after the backlog.
     end_pending: bool,
     credit: RecvCredit,
+}
+
+impl ActiveCall {
+    /// Its caller drives it and it waits for nothing from the peer to send.
+    fn is_quiet(&self) -> bool {
+        self.shared.driven && self.unsent == 0 && self.backlog.is_empty() && !self.end_pending
+    }
 }
 
 /// How far a connection has come.
@@ -589,10 +654,16 @@ struct Conn {
     reported_ready: bool,
     /// Its channelz entity (`driver::channelz`).
     cz: SocketZ,
+    /// What [`Conn::is_quiet`] said after the last service (counted in
+    /// `IoLoop::noisy` when false).
+    quiet: bool,
 }
 
-struct IoLoop {
+/// One I/O loop's state: its poller, connections and command queue. Whoever
+/// holds it polls (see [`poller`](super::poller)).
+pub(crate) struct IoLoop {
     poll: Poll,
+    events: Events,
     rx: Receiver<Command>,
     config: TransportConfig,
     keepalive: Arc<KeepaliveTime>,
@@ -602,7 +673,11 @@ struct IoLoop {
     read_again: Vec<u64>,
     /// The last pass left commands in the queue (it handled its quota).
     backlog: bool,
-    loop_id: u64,
+    /// Commands a poller's callbacks sent to this loop and left when it stopped
+    /// polling.
+    own_pending: Vec<Command>,
+    /// Connections that are not quiet (`Conn::quiet` false).
+    noisy: usize,
     shutting_down: bool,
 }
 
@@ -612,10 +687,10 @@ impl IoLoop {
         rx: Receiver<Command>,
         config: TransportConfig,
         keepalive: Arc<KeepaliveTime>,
-        loop_id: u64,
     ) -> Self {
         Self {
             poll,
+            events: Events::with_capacity(256),
             rx,
             config,
             keepalive,
@@ -623,61 +698,114 @@ impl IoLoop {
             scratch: vec![0; 64 << 10],
             read_again: Vec::new(),
             backlog: false,
-            loop_id,
+            own_pending: Vec::new(),
+            noisy: 0,
             shutting_down: false,
         }
     }
 
-    fn run(mut self) {
-        OWN_COMMANDS.with(|own| {
-            *own.borrow_mut() = Some(OwnCommands {
-                loop_id: self.loop_id,
-                commands: Vec::new(),
-            });
-        });
-        let mut events = Events::with_capacity(256);
-        loop {
-            // Connections whose last read stopped at the budget still have bytes, and
-            // edge-triggered readiness will not report them again; commands left over
-            // need no wake-up either: do not wait.
-            let timeout = if self.read_again.is_empty() && !self.backlog && !has_own_commands() {
-                self.next_deadline()
-                    .map(|t| t.saturating_duration_since(Instant::now()))
-            } else {
-                Some(Duration::ZERO)
+    /// Whether the loop may go unpolled until a caller drives it: see the
+    /// [`poller`](super::poller) rules (parked callers are the caller's to check).
+    pub(crate) fn quiet(&self) -> bool {
+        self.noisy == 0
+            && !self.shutting_down
+            && self.read_again.is_empty()
+            && !self.backlog
+            && self.own_pending.is_empty()
+            && !has_own_commands()
+    }
+
+    /// Whether commands wait in the queue.
+    pub(crate) fn commands_waiting(&self) -> bool {
+        !self.rx.is_empty()
+    }
+
+    /// Whether the loop has shut down and closed every connection.
+    pub(crate) fn done(&self) -> bool {
+        self.shutting_down && self.conns.is_empty()
+    }
+
+    /// Moves the commands this (polling) thread sent itself into the loop, for
+    /// the next poller.
+    pub(crate) fn adopt_own_commands(&mut self) {
+        self.own_pending.extend(take_own_commands());
+    }
+
+    /// One turn: waits for sockets (until the next timer or `limit`, not at all
+    /// when work is waiting), then handles readiness, commands and timers, and
+    /// services every connection they touched.
+    pub(crate) fn pass(&mut self, limit: Option<Instant>) {
+        // Connections whose last read stopped at the budget still have bytes, and
+        // edge-triggered readiness will not report them again; commands waiting
+        // need no wake-up either: do not wait.
+        let idle = self.read_again.is_empty()
+            && !self.backlog
+            && self.own_pending.is_empty()
+            && !has_own_commands()
+            && self.rx.is_empty();
+        let timeout = if idle {
+            let wake = match (self.next_deadline(), limit) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    log::error!("I/O loop poll failed: {e}");
-                    break;
+            wake.map(|t| t.saturating_duration_since(Instant::now()))
+        } else {
+            Some(Duration::ZERO)
+        };
+        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!("I/O loop poll failed: {e}");
+                self.begin_shutdown();
+                for conn in self.conns.values_mut() {
+                    conn.h2.handle_io_error(format!("poll failed: {e}"));
                 }
-            }
-            let now = Instant::now();
-            let mut touched: Vec<u64> = Vec::new();
-            for id in std::mem::take(&mut self.read_again) {
-                self.on_socket_event(id, true, false, now);
-                touched.push(id);
-            }
-            for event in events.iter() {
-                if event.token() == WAKER {
-                    continue;
-                }
-                let id = event.token().0 as u64;
-                self.on_socket_event(id, event.is_readable(), event.is_writable(), now);
-                touched.push(id);
-            }
-            touched.extend(self.drain_commands(now));
-            touched.extend(self.fire_timers(now));
-            touched.sort_unstable();
-            touched.dedup();
-            for id in touched {
-                self.service(id, now);
-            }
-            if self.shutting_down && self.conns.is_empty() {
-                break;
             }
         }
-        // Whatever is left (a poll failure) still ends every call.
+        let now = Instant::now();
+        let mut touched: Vec<u64> = std::mem::take(&mut self.read_again);
+        for &id in &touched {
+            self.on_socket_event(id, true, false, now);
+        }
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for event in events.iter() {
+            if event.token() == WAKER {
+                continue;
+            }
+            let id = event.token().0 as u64;
+            self.on_socket_event(id, event.is_readable(), event.is_writable(), now);
+            touched.push(id);
+        }
+        self.events = events;
+        touched.extend(self.drain_commands(now));
+        touched.extend(self.fire_timers(now));
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            self.service(id, now);
+            self.note_quiet(id);
+        }
+    }
+
+    /// Recounts whether connection `id` is quiet after its service.
+    fn note_quiet(&mut self, id: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let quiet = conn.is_quiet();
+        if quiet != conn.quiet {
+            conn.quiet = quiet;
+            if quiet {
+                self.noisy -= 1;
+            } else {
+                self.noisy += 1;
+            }
+        }
+    }
+
+    /// Ends the loop once it is done (I/O thread): whatever is left still ends
+    /// every call, and what is still queued is discarded: calls not yet opened end
+    /// with UNAVAILABLE (when their `Open` drops), connects report `Closed`.
+    pub(crate) fn finish(&mut self) {
         for id in self.conns.keys().copied().collect::<Vec<_>>() {
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.h2.close();
@@ -692,13 +820,7 @@ impl IoLoop {
                     )));
             }
         }
-        self.discard_commands();
-    }
-
-    /// Ends what is still queued once the loop has stopped: calls not yet opened
-    /// end with UNAVAILABLE (when their `Open` drops), connects report `Closed`.
-    fn discard_commands(self) {
-        let Self { rx, .. } = self;
+        self.conns.clear();
         let discard = |commands: Vec<Command>| {
             for cmd in commands {
                 if let Command::Connect(spec) = cmd {
@@ -712,14 +834,15 @@ impl IoLoop {
         // is left.
         loop {
             let mut commands = take_own_commands();
-            commands.extend(rx.try_iter());
+            commands.append(&mut self.own_pending);
+            commands.extend(self.rx.try_iter());
             if commands.is_empty() {
                 break;
             }
             discard(commands);
         }
         // From here on sends fail; dropping the receiver drops whatever raced in.
-        drop(rx);
+        drop(std::mem::replace(&mut self.rx, crossbeam_channel::never()));
         loop {
             let commands = take_own_commands();
             if commands.is_empty() {
@@ -727,7 +850,6 @@ impl IoLoop {
             }
             discard(commands);
         }
-        let _ = OWN_COMMANDS.try_with(|own| own.borrow_mut().take());
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -746,7 +868,9 @@ impl IoLoop {
     /// [`COMMANDS_PER_PASS`] queued ones; returns the connections they touched.
     fn drain_commands(&mut self, now: Instant) -> Vec<u64> {
         let mut touched = Vec::new();
-        for cmd in take_own_commands() {
+        let mut own = std::mem::take(&mut self.own_pending);
+        own.extend(take_own_commands());
+        for cmd in own {
             self.command(cmd, now, &mut touched);
         }
         let mut handled = 0;
@@ -860,8 +984,10 @@ impl IoLoop {
                 interest: Interest::READABLE | Interest::WRITABLE,
                 reported_ready: false,
                 cz,
+                quiet: false,
             },
         );
+        self.noisy += 1;
         Ok(())
     }
 
@@ -1042,6 +1168,9 @@ impl IoLoop {
         conn.cz.sync(&conn.h2, &conn.stream, now);
         if conn.h2.is_closed() && conn.calls.is_empty() {
             let mut conn = self.conns.remove(&id).expect("present");
+            if !conn.quiet {
+                self.noisy -= 1;
+            }
             let _ = self.poll.registry().deregister(&mut conn.stream.tcp);
             return;
         }
@@ -1066,6 +1195,17 @@ impl IoLoop {
 }
 
 impl Conn {
+    /// Whether the connection may go unpolled until a caller drives: open and
+    /// ready, nothing left to write, and only driven calls with nothing to send.
+    fn is_quiet(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+            && self.reported_ready
+            && !self.write_blocked
+            && self.out_pos >= self.out.len()
+            && !self.h2.is_closed()
+            && self.calls.values().all(ActiveCall::is_quiet)
+    }
+
     /// Moves the connection through TCP connect and the proxy's CONNECT exchange.
     fn advance_phase(
         &mut self,

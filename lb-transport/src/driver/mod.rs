@@ -4,6 +4,7 @@
 pub mod call;
 pub(crate) mod channelz;
 pub mod client;
+pub mod poller;
 pub mod proxy;
 pub mod socket;
 pub(crate) mod stream;
