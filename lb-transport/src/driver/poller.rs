@@ -27,7 +27,11 @@
 //! - **Senders** of a command wake the poller if there is one (the loop's waker);
 //!   otherwise they ask for the I/O thread, unless the command belongs to a driven
 //!   call: its caller is about to drive, and takes the command itself.
-//! - **Drivers** try the lock. If another thread holds it, the driver marks its
+//! - **Drivers** try the lock. If the I/O thread holds it only because a caller
+//!   was parked, and none is any more, the driver wakes it and waits up to
+//!   [`HANDOFF_WAIT`] for the lock: the I/O thread lets go on its next pass, and
+//!   a long call (a ping-pong stream) goes back to being driven by its caller.
+//!   If another thread holds the lock otherwise, the driver marks its
 //!   call *parked*, tries once more, and gives up: it waits on its bell, and the
 //!   holder, seeing a parked caller when it releases, asks for the I/O thread.
 //!   Marking before the second try and checking after the release (each with a
@@ -54,6 +58,10 @@ use crate::driver::client::{IoLoop, OwnCommandsGuard};
 /// peer's GOAWAY or a closed socket on an idle loop are seen at most this late.
 pub const GRACE: Duration = Duration::from_millis(2);
 
+/// How long a caller waits for the I/O thread to let go of a loop it polls only
+/// for parked callers (see `LoopShared::ask_io_thread`) before it parks itself.
+pub const HANDOFF_WAIT: Duration = Duration::from_millis(1);
+
 /// The longest a caller drives in one go before it looks at its call again.
 pub const DRIVE_SLICE: Duration = Duration::from_millis(50);
 
@@ -65,6 +73,9 @@ pub(crate) struct LoopShared {
     pub(crate) loop_id: u64,
     /// Someone holds `io` and polls: senders wake it with `waker`.
     polling: AtomicBool,
+    /// The I/O thread holds `io` and its last pass found the loop quiet: it polls
+    /// only for parked callers, and lets go on its next pass if there are none.
+    yieldable: AtomicBool,
     /// Drives so far: the resting I/O thread polls again only after a [`GRACE`]
     /// without one.
     drives: AtomicU64,
@@ -85,6 +96,7 @@ impl LoopShared {
             waker,
             loop_id,
             polling: AtomicBool::new(false),
+            yieldable: AtomicBool::new(false),
             drives: AtomicU64::new(0),
             parked,
             wanted: Mutex::new(false),
@@ -149,7 +161,7 @@ impl LoopShared {
         {
             return false;
         }
-        let io = match self.io.try_lock() {
+        let io = match self.io.try_lock().or_else(|| self.ask_io_thread()) {
             Some(io) => io,
             None => {
                 stream.set_parked();
@@ -178,6 +190,17 @@ impl LoopShared {
         self.drives.fetch_add(1, Ordering::Relaxed);
         self.poll_until(io, until, deadline);
         true
+    }
+
+    /// When the I/O thread holds the loop only for parked callers and there are
+    /// none: wakes it, so that its next pass lets go, and waits a little for the
+    /// loop. Otherwise the caller parks at once (the I/O thread keeps polling).
+    fn ask_io_thread(&self) -> Option<MutexGuard<'_, IoLoop>> {
+        if !self.yieldable.load(Ordering::SeqCst) || self.parked.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let _ = self.waker.wake();
+        self.io.try_lock_for(HANDOFF_WAIT)
     }
 
     fn poll_until(
@@ -219,10 +242,13 @@ impl LoopShared {
                     io.finish();
                     return;
                 }
-                if io.quiet() && self.parked.load(Ordering::SeqCst) == 0 {
+                let quiet = io.quiet();
+                if quiet && self.parked.load(Ordering::SeqCst) == 0 {
                     break;
                 }
+                self.yieldable.store(quiet, Ordering::SeqCst);
             }
+            self.yieldable.store(false, Ordering::SeqCst);
             self.release(io);
             self.rest();
         }
