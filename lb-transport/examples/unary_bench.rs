@@ -1,14 +1,27 @@
 //! Unary call benchmark for `cargo xtask bench`: C threads make blocking
-//! `/bench.Echo/Unary` calls over ONE connection of one [`H2Transport`].
+//! `/bench.Echo/Unary` calls over ONE connection of one [`H2Transport`] (one
+//! connection per address when `--target` lists several).
 //!
 //! ```text
 //! cargo run --release -p lb-transport --example unary_bench -- \
-//!     --target HOST:PORT --calls N --concurrency C --payload-bytes B
+//!     --target HOST:PORT[,HOST:PORT...] --calls N --concurrency C --payload-bytes B \
+//!     [--channel] [--io-threads T]
 //! ```
 //!
 //! With `--channel`, the same calls go through a `round_robin` [`Channel`] (resolver,
 //! policy, picker, transparent retry) over the same kind of connection, so the
-//! difference to a run without it is the channel's overhead.
+//! difference to a run without it is the channel's overhead. That is the path a
+//! user's call takes, and the bench's "ours" row.
+//!
+//! `--target` may list several addresses (with `--channel` only): the channel's
+//! target is then `ipv4:A,B,...` (a static address list), one subchannel and one
+//! connection per address, and the measured calls start once every subchannel is
+//! READY, so `round_robin` spreads them over all of them. One address is
+//! `passthrough:///A`.
+//!
+//! `--io-threads T` gives the transport T I/O threads
+//! ([`TransportConfig::io_threads`]); its connections are spread over them in turn.
+//! Default 1.
 //!
 //! Prints one line: `calls=N secs=S qps=Q p50_us=P p99_us=P99`.
 //!
@@ -20,19 +33,22 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded};
 use lb_core::channel::{CallOptions, Channel};
+use lb_core::channelz::PolicyView;
 use lb_core::transport::{CallRequest, ConnectOptions, ConnectionEvent};
-use lb_core::{Address, Connection, ConnectionExt, Transport};
+use lb_core::{Address, Connection, ConnectionExt, ConnectivityState, Transport};
 use lb_transport::driver::{H2Transport, TransportConfig};
 
-const USAGE: &str = "usage: unary_bench --target HOST:PORT --calls N --concurrency C \
-                     --payload-bytes B [--channel]";
+const USAGE: &str = "usage: unary_bench --target HOST:PORT[,HOST:PORT...] --calls N \
+                     --concurrency C --payload-bytes B [--channel] [--io-threads T]";
 
 struct Args {
+    /// One address, or several (comma-separated) with `--channel`.
     target: String,
     calls: u64,
     concurrency: usize,
     payload_bytes: usize,
     channel: bool,
+    io_threads: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -42,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
         concurrency: 1,
         payload_bytes: 16,
         channel: false,
+        io_threads: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,11 +73,18 @@ fn parse_args() -> Result<Args, String> {
             "--calls" => args.calls = num(&value)?,
             "--concurrency" => args.concurrency = num(&value)? as usize,
             "--payload-bytes" => args.payload_bytes = num(&value)? as usize,
+            "--io-threads" => args.io_threads = num(&value)? as usize,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     if args.target.is_empty() || args.calls == 0 || args.concurrency == 0 {
         return Err("--target, --calls and --concurrency are required".into());
+    }
+    if args.target.contains(',') && !args.channel {
+        return Err("several addresses need --channel (a bare connection has one)".into());
+    }
+    if args.io_threads == 0 {
+        return Err("--io-threads is at least 1".into());
     }
     Ok(args)
 }
@@ -127,10 +151,25 @@ fn worker(caller: &Caller, request: &[u8], next: &AtomicU64, calls: u64) -> Vec<
     latencies
 }
 
-/// A round_robin channel to `target` over a fresh transport, connected.
-fn channel_to(target: &str) -> Channel {
-    let transport = Arc::new(H2Transport::new(TransportConfig::default()).expect("I/O thread"));
-    let channel = Channel::builder(format!("passthrough:///{target}"))
+/// The transport's configuration: `io_threads` I/O threads, the rest default.
+fn transport_config(io_threads: usize) -> TransportConfig {
+    TransportConfig {
+        io_threads,
+        ..Default::default()
+    }
+}
+
+/// A round_robin channel to `target` (one address, or several comma-separated) over
+/// a fresh transport, with every subchannel READY.
+fn channel_to(target: &str, io_threads: usize) -> Channel {
+    let transport = Arc::new(H2Transport::new(transport_config(io_threads)).expect("I/O threads"));
+    let addresses = target.split(',').count();
+    let target = if addresses > 1 {
+        format!("ipv4:{target}")
+    } else {
+        format!("passthrough:///{target}")
+    };
+    let channel = Channel::builder(target.as_str())
         .transport(transport)
         .default_service_config(r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#)
         .build()
@@ -140,7 +179,34 @@ fn channel_to(target: &str) -> Channel {
     channel
         .unary("/bench.Echo/Unary", encode_msg(b"warm"), warm)
         .expect("warm-up call");
+    // round_robin picks READY subchannels only: wait for all of them, so that the
+    // measured calls spread over every connection from the first one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = lb_core::channelz::registry()
+            .policy(channel.channelz_id(), Duration::from_secs(5))
+            .map_or(0, |view| ready_subchannels(&view));
+        if ready >= addresses {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ready} of {addresses} subchannels of {target} READY after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The picker that includes them is published by the channel's serializer.
+    channel.settle();
     channel
+}
+
+/// The READY subchannels in a policy tree.
+fn ready_subchannels(view: &PolicyView) -> usize {
+    view.subchannels
+        .iter()
+        .filter(|s| s.state == ConnectivityState::Ready)
+        .count()
+        + view.children.iter().map(ready_subchannels).sum::<usize>()
 }
 
 fn main() {
@@ -150,9 +216,9 @@ fn main() {
     });
     let _transport;
     let caller = if args.channel {
-        Caller::Channel(channel_to(&args.target))
+        Caller::Channel(channel_to(&args.target, args.io_threads))
     } else {
-        let transport = H2Transport::new(TransportConfig::default()).expect("I/O thread");
+        let transport = H2Transport::new(transport_config(args.io_threads)).expect("I/O thread");
         let conn = connect(&transport, &args.target);
         _transport = transport;
         Caller::Connection(conn)

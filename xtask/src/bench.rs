@@ -1,28 +1,42 @@
 //! `cargo xtask bench`: the benchmarks, each figure printed against its target.
 //!
 //! - Pick benchmarks (criterion): single-thread pick cost and two-thread scaling,
-//!   measured in the same run.
-//! - Transport benchmarks: unary calls over one HTTP/2 connection to a grpc C++
-//!   echo server (`xtask/peers/cpp`, built from Debian's `libgrpc++-dev` into
-//!   `target/bench-peers/`), from our client (`lb-transport`'s `unary_bench`
-//!   example), the grpc C++ sync client, tonic (`xtask/peers/tonic-client`, its own
-//!   Cargo project) and `h2load`, one after another against the same server: one
-//!   call in flight, then 32. Then the memory of 1,000 idle connections on one I/O
-//!   thread (the `idle_connections` example).
-//! - Streaming benchmarks, on the same server in the same run: messages per second
-//!   on one server-streaming call and the latency of bidi ping-pong round trips,
-//!   with 16 B and 64 KiB messages, from our client (`lb-transport`'s
-//!   `stream_bench` example, a `Channel`), the grpc C++ sync client and tonic, in
-//!   alternating rounds.
+//!   measured in the same run (the RLS cache-hit pick: < 100 ns on one thread and
+//!   >= 1.8x with two).
+//! - Transport benchmarks, all against one grpc C++ echo server (`xtask/peers/cpp`,
+//!   built from Debian's `libgrpc++-dev` into `<target dir>/bench-peers/`, with
+//!   tonic's own Cargo project `xtask/peers/tonic-client` built there too) that
+//!   listens on 127.0.0.1 and on 127.0.0.2..127.0.0.4:
+//!   - unary calls, one connection per client: ours is a `round_robin` `Channel`
+//!     (`lb-transport`'s `unary_bench --channel`, the path of a user's call), then
+//!     the grpc C++ sync client, tonic and `h2load`, one after another; one call in
+//!     flight, then 32;
+//!   - I/O threads: one of our channels over four connections (one per loopback
+//!     address), 32 calls in flight, with 1, 2 and 4 I/O threads;
+//!   - streaming: messages per second on one server-streaming call and the
+//!     latency of bidi ping-pong round trips, with 16 B and 64 KiB messages, from
+//!     our client (`stream_bench`, a `Channel`), the grpc C++ sync client and
+//!     tonic, in alternating rounds;
+//!   - the memory of 10,000 idle READY connections on one I/O thread (the
+//!     `idle_connections` example; the open-file limit of it and of the server is
+//!     raised for them);
+//!   - the channel's overhead: our client's sequential calls on a bare connection
+//!     and through a `round_robin` channel, alternating runs, median p50 and CPU
+//!     per call of each.
+//!
+//!   Then one list of the targets, each a ratio of ours over another client's
+//!   figure from this run (or the overhead, or the bytes per connection), with
+//!   met or MISSED.
 //! - The channel's call path in instructions per unary call (callgrind over lb-core's
 //!   `call_cost` example: an in-process echo transport, so only the channel counts),
 //!   a deterministic figure that shows what a change to the call path costs.
 //! - Every client run also reports its CPU time (user + system of the client
-//!   process, read from this process's children times in `/proc/self/stat` around
-//!   the run), per call or per message.
+//!   process: `getrusage(RUSAGE_CHILDREN)` of this process around the run), per
+//!   call or per message.
 //!
 //! Benchmarks are measurements, never pass/fail tests: a missed target is printed,
 //! not turned into a failure. Every figure comes from a measurement of this run.
+//! The machine's load before and after the transport runs is printed with them.
 //!
 //! Flags: `--quick` (short smoke run), `--only pick|transport|calls`.
 
@@ -33,6 +47,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::time::TimeVal;
 
 use crate::util;
 
@@ -118,7 +135,7 @@ const PICK_BENCHES: &[PickBench] = &[
         bench: "picker",
         group: "rls_pick_hit",
         what: "rls_experimental pick, cache hit",
-        target_ns: 150.0,
+        target_ns: 100.0,
         target_scaling: Some(1.8),
     },
 ];
@@ -194,6 +211,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 /// Runs the criterion pick benchmarks and prints their table.
 fn pick_benches(root: &Path, quick: bool) -> Result<(), String> {
     let (warm, measure) = if quick { ("1", "2") } else { ("2", "5") };
+    let load_before = machine_load();
     let mut ran: Vec<(&'static str, &'static str)> = Vec::new();
     for b in PICK_BENCHES {
         if ran.contains(&(b.package, b.bench)) {
@@ -231,7 +249,7 @@ fn pick_benches(root: &Path, quick: bool) -> Result<(), String> {
         ran.push((b.package, b.bench));
     }
     println!(
-        "\n{:<44} {:>10} {:>10} {:>8} {:>22}",
+        "\n{:<58} {:>10} {:>10} {:>8} {:>22}",
         "benchmark", "1 thread", "2 threads", "scaling", "target"
     );
     let dir = criterion_dir(root);
@@ -248,7 +266,7 @@ fn pick_benches(root: &Path, quick: bool) -> Result<(), String> {
             None => format!("<{}ns", b.target_ns),
         };
         println!(
-            "{:<44} {:>8.2}ns {:>8.2}ns {:>7.2}x   {target}: {}",
+            "{:<58} {:>8.2}ns {:>8.2}ns {:>7.2}x   {target}: {}",
             b.what,
             one,
             two,
@@ -257,6 +275,13 @@ fn pick_benches(root: &Path, quick: bool) -> Result<(), String> {
         );
     }
     println!("\n(2 threads = wall time / total picks; scaling = 1-thread time / 2-thread time)");
+    println!(
+        "machine: {} CPUs; load before the pick benchmarks (their builds included): \
+         {load_before}; after: {}\n(two picking threads need two idle CPUs: a busy machine \
+         shows in the scaling)",
+        thread::available_parallelism().map_or(0, usize::from),
+        machine_load()
+    );
     rls_cache_benches(root, warm, measure)
 }
 
@@ -408,11 +433,22 @@ const METHOD: &str = "/bench.Echo/Unary";
 const PAYLOAD_BYTES: usize = 16;
 
 /// Idle connections opened for the memory figure.
-const IDLE_CONNECTIONS: usize = 1000;
+const IDLE_CONNECTIONS: usize = 10_000;
 
 /// Open-file limit set (by `sh -c 'ulimit -n …'`) for the server and the idle
-/// connection run.
-const NOFILE: u32 = 4096;
+/// connection run: room for [`IDLE_CONNECTIONS`] sockets and some more (the hard
+/// limit where that is lower).
+const NOFILE: u32 = 16_384;
+
+/// The loopback addresses the echo server also listens on, besides 127.0.0.1, so
+/// that one channel can have several subchannels (one per address).
+const EXTRA_LISTEN: &[&str] = &["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+
+/// I/O thread counts of the I/O threads scenario.
+const IO_THREADS: [usize; 3] = [1, 2, 4];
+
+/// Calls in flight in the I/O threads scenario.
+const IO_THREADS_CONCURRENCY: usize = 32;
 
 /// The limit for one package manager command.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
@@ -425,17 +461,28 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Target: our sequential p50 at most this times h2load's.
 const TARGET_SEQ_P50_VS_H2LOAD: f64 = 1.0;
-/// Target: our sequential p50 at most this times tonic's.
-const TARGET_SEQ_P50_VS_TONIC: f64 = 0.8;
+/// Target: our client CPU time per sequential call at most this times tonic's.
+const TARGET_SEQ_CPU_VS_TONIC: f64 = 0.7;
 /// Target: our QPS with 32 calls in flight at least this times tonic's.
-const TARGET_32_QPS_VS_TONIC: f64 = 1.2;
+const TARGET_32_QPS_VS_TONIC: f64 = 1.3;
+/// Target: our QPS with 32 calls in flight at least this times h2load's.
+const TARGET_32_QPS_VS_H2LOAD: f64 = 1.0;
+/// Target: our client CPU time per call with 32 in flight at most this times
+/// tonic's.
+const TARGET_32_CPU_VS_TONIC: f64 = 0.8;
 /// Target: resident memory per idle READY connection, in bytes.
-const TARGET_IDLE_BYTES: u64 = 64 << 10;
+const TARGET_IDLE_BYTES: u64 = 4 << 10;
 /// Target: our messages per second on one server-streaming call at least this
 /// times tonic's.
-const TARGET_STREAM_MSGS_VS_TONIC: f64 = 1.0;
-/// Target: our ping-pong p50 at most this times tonic's.
-const TARGET_PINGPONG_P50_VS_TONIC: f64 = 1.0;
+const TARGET_STREAM_MSGS_VS_TONIC: f64 = 1.5;
+/// Target: our ping-pong p50 at most this times the grpc C++ sync client's.
+const TARGET_PINGPONG_P50_VS_CPP: f64 = 1.0;
+/// Target: p50 latency a round_robin channel adds to a bare connection's
+/// sequential call, in µs.
+const TARGET_CHANNEL_OVERHEAD_US: f64 = 1.0;
+/// Target: client CPU time a round_robin channel adds to a bare connection's
+/// sequential call, in µs per call.
+const TARGET_CHANNEL_OVERHEAD_CPU_US: f64 = 1.0;
 
 /// A client under test.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -451,7 +498,7 @@ impl Client {
 
     fn name(self) -> &'static str {
         match self {
-            Self::Ours => "lb-transport (ours)",
+            Self::Ours => "lb-transport channel (ours)",
             Self::CppSync => "grpc C++ sync",
             Self::Tonic => "tonic",
             Self::H2load => "h2load",
@@ -578,10 +625,11 @@ struct Programs {
     h2load_body: PathBuf,
 }
 
-/// Builds and runs the transport benchmarks, then prints their table.
+/// Builds and runs the transport benchmarks, then prints their tables and the
+/// targets.
 fn transport_benches(root: &Path, quick: bool) -> Result<(), String> {
     let started = Instant::now();
-    let peers = root.join("target").join("bench-peers");
+    let peers = target_dir(root).join("bench-peers");
     let programs = prepare(root, &peers)?;
     let setup = started.elapsed();
 
@@ -601,7 +649,10 @@ fn transport_benches(root: &Path, quick: bool) -> Result<(), String> {
 
     let server = BenchServer::start(&programs.server)?;
     let target = format!("127.0.0.1:{}", server.port);
-    println!("\ngrpc C++ echo server listening on {target}");
+    println!(
+        "\ngrpc C++ echo server listening on {target} and {}",
+        server.also.join(", ")
+    );
     let load_before = machine_load();
     let measuring = Instant::now();
     let mut results: Vec<Vec<(Client, Result<Figures, String>)>> = Vec::new();
@@ -610,14 +661,23 @@ fn transport_benches(root: &Path, quick: bool) -> Result<(), String> {
         for client in Client::ALL {
             let mut figures = Err("not run".to_string());
             let _ = util::step(&format!("{}: {}", scenario.name, client.name()), || {
-                figures = measure(&programs, client, &target, scenario, run_secs);
+                figures = measure(scenario.pilot_calls, run_secs, |calls| {
+                    run_client(&programs, client, &target, scenario.concurrency, calls)
+                });
                 figures.as_ref().map(drop).map_err(Clone::clone)
             });
             rows.push((client, figures));
         }
         results.push(rows);
     }
+    let io_targets: Vec<String> = std::iter::once(target.clone())
+        .chain(server.also.iter().cloned())
+        .collect();
     let stream_rounds = if quick { 1 } else { 3 };
+    // Alternating rounds even when quick: the differences between thread counts
+    // are small next to the noise of one short run on a shared machine.
+    let io_rounds = if quick { 3 } else { 5 };
+    let io_threads = io_threads_scaling(&programs.ours, &io_targets, io_rounds, quick, run_secs);
     let streams = stream_scenarios(quick);
     let stream_results: Vec<_> = streams
         .iter()
@@ -643,9 +703,19 @@ fn transport_benches(root: &Path, quick: bool) -> Result<(), String> {
     let measured = measuring.elapsed();
     let load_after = machine_load();
 
-    print_transport_table(root, &scenarios, &results, &idle, run_secs);
+    print_transport_table(root, &scenarios, &results, run_secs);
+    print_io_threads(&io_threads, io_targets.len(), run_secs, io_rounds);
     print_overhead(&overhead);
+    print_idle(&idle);
     print_stream_table(&streams, &stream_results, stream_rounds);
+    print_targets(
+        &results,
+        &io_threads,
+        &overhead,
+        &streams,
+        &stream_results,
+        &idle,
+    );
     println!(
         "\nmachine: {} CPUs; load before the runs: {load_before}; after: {load_after}\n\
          (server and clients share these CPUs with whatever else runs; a busy machine \
@@ -661,24 +731,122 @@ fn transport_benches(root: &Path, quick: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Target: p50 latency a round_robin channel adds to a bare connection's call.
-const TARGET_CHANNEL_OVERHEAD_US: f64 = 2.0;
+/// Our client's runs in the I/O threads scenario: one round_robin channel over
+/// one connection to each of `targets`, [`IO_THREADS_CONCURRENCY`] calls in
+/// flight, for each count of [`IO_THREADS`], in `rounds` alternating rounds. Each
+/// count's median figures, or its first error.
+fn io_threads_scaling(
+    ours: &Path,
+    targets: &[String],
+    rounds: usize,
+    quick: bool,
+    run_secs: f64,
+) -> Vec<(usize, Result<Figures, String>)> {
+    let list = targets.join(",");
+    let pilot_calls = if quick { 2_000 } else { 10_000 };
+    let mut runs: Vec<(usize, Result<Vec<Figures>, String>)> =
+        IO_THREADS.iter().map(|&t| (t, Ok(Vec::new()))).collect();
+    for round in 0..rounds {
+        for (threads, so_far) in &mut runs {
+            let Ok(figures) = so_far else { continue };
+            let mut result = Err("not run".to_string());
+            let _ = util::step(
+                &format!(
+                    "I/O threads: {threads}, one channel over {} connections, \
+                     {IO_THREADS_CONCURRENCY} in flight (round {}/{rounds})",
+                    targets.len(),
+                    round + 1
+                ),
+                || {
+                    result = measure(pilot_calls, run_secs, |calls| {
+                        run_ours(ours, &list, IO_THREADS_CONCURRENCY, calls, Some(*threads))
+                    });
+                    result.as_ref().map(drop).map_err(Clone::clone)
+                },
+            );
+            match result {
+                Ok(f) => figures.push(f),
+                Err(e) => *so_far = Err(e),
+            }
+        }
+    }
+    runs.into_iter()
+        .map(|(threads, r)| (threads, r.map(median_figures)))
+        .collect()
+}
 
-/// Median sequential p50 (µs) of our client on a bare connection and through a
-/// channel, from runs that alternate so that both see the same machine conditions.
+fn print_io_threads(
+    rows: &[(usize, Result<Figures, String>)],
+    connections: usize,
+    run_secs: f64,
+    rounds: usize,
+) {
+    println!(
+        "\nI/O threads: our round_robin channel over {connections} connections (one per \
+         loopback address of the server), {IO_THREADS_CONCURRENCY} calls in flight, \
+         connections spread over the transport's I/O threads in turn; runs of ~{run_secs} s, \
+         median of {rounds} alternating round(s)"
+    );
+    println!(
+        "\n{:<28} {:>9} {:>7} {:>9} {:>9} {:>9} {:>11} {:>10}",
+        "io_threads", "calls", "secs", "qps", "p50_us", "p99_us", "cpu_us/call", "qps/1"
+    );
+    let one = rows
+        .iter()
+        .find(|(t, _)| *t == 1)
+        .and_then(|(_, r)| r.as_ref().ok());
+    for (threads, r) in rows {
+        match r {
+            Ok(f) => println!(
+                "  {:<26} {:>9} {:>7.2} {:>9.0} {:>9.1} {:>9.1} {:>11} {:>10}",
+                threads,
+                f.calls,
+                f.secs,
+                f.qps,
+                f.p50_us,
+                f.p99_us,
+                cpu_cell(f),
+                ratio(f.qps, one.map(|o| o.qps)),
+            ),
+            Err(e) => println!(
+                "  {:<26} FAILED: {}",
+                threads,
+                e.lines().next().unwrap_or_default()
+            ),
+        }
+    }
+    println!(
+        "(qps/1: QPS over that with 1 I/O thread. The server and the client share this \
+         machine's {} CPUs, so no gain is expected above 2 threads, and little at 2)",
+        thread::available_parallelism().map_or(0, usize::from)
+    );
+}
+
+/// Median sequential p50 and client CPU per call (µs) of our client on a bare
+/// connection and through a channel, from runs that alternate so that both see the
+/// same machine conditions.
 struct Overhead {
     bare_p50_us: f64,
     channel_p50_us: f64,
+    /// `None` when a run's CPU time was unknown.
+    bare_cpu_us: Option<f64>,
+    channel_cpu_us: Option<f64>,
     rounds: usize,
+    calls: u64,
+}
+
+impl Overhead {
+    fn added_p50_us(&self) -> f64 {
+        self.channel_p50_us - self.bare_p50_us
+    }
+
+    fn added_cpu_us(&self) -> Option<f64> {
+        Some(self.channel_cpu_us? - self.bare_cpu_us?)
+    }
 }
 
 fn channel_overhead(ours: &Path, target: &str, quick: bool) -> Result<Overhead, String> {
-    let (rounds, calls) = if quick { (2, 1_000) } else { (7, 5_000) };
-    let scenario = Scenario {
-        name: "overhead",
-        concurrency: 1,
-        pilot_calls: calls,
-    };
+    let (rounds, calls) = if quick { (5, 5_000) } else { (7, 20_000) };
     let (mut bare, mut channel) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         for (with_channel, into) in [(false, &mut bare), (true, &mut channel)] {
@@ -689,7 +857,7 @@ fn channel_overhead(ours: &Path, target: &str, quick: bool) -> Result<Overhead, 
                 "--calls",
                 &calls.to_string(),
                 "--concurrency",
-                &scenario.concurrency.to_string(),
+                "1",
                 "--payload-bytes",
                 &PAYLOAD_BYTES.to_string(),
             ]);
@@ -702,13 +870,23 @@ fn channel_overhead(ours: &Path, target: &str, quick: bool) -> Result<Overhead, 
                 if with_channel { "channel" } else { "bare   " },
                 line_of(&figures)
             );
-            into.push(figures.p50_us);
+            into.push(figures);
         }
     }
+    let p50 = |runs: &[Figures]| median(runs.iter().map(|f| f.p50_us).collect());
+    let cpu = |runs: &[Figures]| {
+        runs.iter()
+            .map(Figures::cpu_us_per_call)
+            .collect::<Option<Vec<f64>>>()
+            .map(median)
+    };
     Ok(Overhead {
-        bare_p50_us: median(bare),
-        channel_p50_us: median(channel),
+        bare_p50_us: p50(&bare),
+        channel_p50_us: p50(&channel),
+        bare_cpu_us: cpu(&bare),
+        channel_cpu_us: cpu(&channel),
         rounds,
+        calls,
     })
 }
 
@@ -720,25 +898,47 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn print_overhead(overhead: &Result<Overhead, String>) {
     println!(
-        "
-channel overhead, sequential 16 B calls (median p50 of alternating runs)"
+        "\nchannel overhead: our client, sequential {PAYLOAD_BYTES} B calls on a bare \
+         connection and through a round_robin channel, alternating runs; median p50 and \
+         median client CPU per call (CPU time of the run, start-up included, over its calls)"
     );
     match overhead {
         Ok(o) => {
-            let added = o.channel_p50_us - o.bare_p50_us;
             println!(
-                "  bare connection {:.1} us, round_robin channel {:.1} us ({} runs each): \
-                 added {added:+.1} us   target < {TARGET_CHANNEL_OVERHEAD_US} us: {}",
+                "  {} runs of {} calls each\n  p50:          bare connection {:>7.1} us, \
+                 channel {:>7.1} us, added {:+.2} us",
+                o.rounds,
+                o.calls,
                 o.bare_p50_us,
                 o.channel_p50_us,
-                o.rounds,
-                if added < TARGET_CHANNEL_OVERHEAD_US {
-                    "met"
-                } else {
-                    "MISSED"
-                }
+                o.added_p50_us()
             );
+            match (o.bare_cpu_us, o.channel_cpu_us, o.added_cpu_us()) {
+                (Some(bare), Some(channel), Some(added)) => println!(
+                    "  CPU per call: bare connection {bare:>7.2} us, channel {channel:>7.2} \
+                     us, added {added:+.2} us"
+                ),
+                _ => println!("  CPU per call: not measured"),
+            }
         }
+        Err(e) => println!("  FAILED: {e}"),
+    }
+}
+
+fn print_idle(idle: &Result<IdleFigures, String>) {
+    println!(
+        "\nidle connections: {IDLE_CONNECTIONS} to the echo server on 127.0.0.1 from one \
+         transport (one I/O thread), all READY, then idle"
+    );
+    match idle {
+        Ok(f) => println!(
+            "  {} READY{}: resident set grew {} KiB, {} B per connection",
+            f.connections,
+            f.ready_secs
+                .map_or_else(String::new, |s| format!(" within {s:.2} s")),
+            f.rss_delta_kib,
+            f.per_conn_bytes
+        ),
         Err(e) => println!("  FAILED: {e}"),
     }
 }
@@ -892,7 +1092,10 @@ fn grpc_frame(message: &[u8]) -> Vec<u8> {
 struct BenchServer {
     child: Child,
     stdin: Option<ChildStdin>,
+    /// Its port on 127.0.0.1.
     port: u16,
+    /// `HOST:PORT` of each of [`EXTRA_LISTEN`], where it listens too.
+    also: Vec<String>,
 }
 
 impl BenchServer {
@@ -901,7 +1104,7 @@ impl BenchServer {
             .arg("-c")
             .arg(raise_nofile_then_exec())
             .arg(program)
-            .args(["--port", "0"])
+            .args(["--port", "0", "--also-listen", &EXTRA_LISTEN.join(",")])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -920,15 +1123,19 @@ impl BenchServer {
             child,
             stdin,
             port: 0,
+            also: Vec::new(),
         };
         let line = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(Some(Ok(line))) => line,
             other => return Err(format!("bench_server did not start: {other:?}")),
         };
-        server.port = line
-            .strip_prefix("LISTENING ")
-            .and_then(|p| p.trim().parse().ok())
-            .ok_or_else(|| format!("bench_server printed {line:?}, not LISTENING <port>"))?;
+        (server.port, server.also) =
+            parse_listening(&line, EXTRA_LISTEN.len()).ok_or_else(|| {
+                format!(
+                    "bench_server printed {line:?}, not LISTENING <port> and {} HOST:PORT",
+                    EXTRA_LISTEN.len()
+                )
+            })?;
         Ok(server)
     }
 }
@@ -948,29 +1155,37 @@ impl Drop for BenchServer {
     }
 }
 
-/// `sh -c` script raising the open-file limit to [`NOFILE`] (when below it) and then
-/// running `"$0" "$@"`.
+/// `LISTENING <port> HOST:PORT…` with `extra` addresses after the port: the port
+/// and those addresses.
+fn parse_listening(line: &str, extra: usize) -> Option<(u16, Vec<String>)> {
+    let mut words = line.strip_prefix("LISTENING ")?.split_whitespace();
+    let port = words.next()?.parse().ok()?;
+    let also: Vec<String> = words.map(str::to_string).collect();
+    (also.len() == extra).then_some((port, also))
+}
+
+/// `sh -c` script raising the open-file limit to [`NOFILE`] (when below it; to the
+/// hard limit where that is lower) and then running `"$0" "$@"`.
 fn raise_nofile_then_exec() -> String {
     format!(
         "n=$(ulimit -n); if [ \"$n\" != unlimited ] && [ \"$n\" -lt {NOFILE} ]; then \
-         ulimit -n {NOFILE} || exit 111; fi; exec \"$0\" \"$@\""
+         ulimit -n {NOFILE} 2>/dev/null || ulimit -n \"$(ulimit -H -n)\" || exit 111; fi; \
+         exec \"$0\" \"$@\""
     )
 }
 
-/// Calibrates `client` with a pilot run (also its warm-up), then measures a run of
-/// about `run_secs`.
+/// Calibrates a client with a pilot run of `pilot_calls` (also its warm-up), then
+/// measures a run of about `run_secs`; `run(calls)` runs it once.
 fn measure(
-    programs: &Programs,
-    client: Client,
-    target: &str,
-    scenario: &Scenario,
+    pilot_calls: u64,
     run_secs: f64,
+    run: impl Fn(u64) -> Result<Figures, String>,
 ) -> Result<Figures, String> {
     // Pilot runs grow until one lasts long enough to estimate the rate from.
     let min_pilot_secs = run_secs / 10.0;
-    let mut calls = scenario.pilot_calls;
+    let mut calls = pilot_calls;
     let pilot = loop {
-        let pilot = run_client(programs, client, target, scenario, calls)?;
+        let pilot = run(calls)?;
         println!("  pilot: {}", line_of(&pilot));
         if pilot.secs >= min_pilot_secs || calls >= MAX_CALLS {
             break pilot;
@@ -978,8 +1193,8 @@ fn measure(
         let grow = (min_pilot_secs * 1.5 / pilot.secs.max(1e-3)).clamp(2.0, 20.0);
         calls = ((calls as f64 * grow) as u64).min(MAX_CALLS);
     };
-    let calls = ((pilot.qps * run_secs).round() as u64).clamp(scenario.pilot_calls, MAX_CALLS);
-    let figures = run_client(programs, client, target, scenario, calls)?;
+    let calls = ((pilot.qps * run_secs).round() as u64).clamp(pilot_calls, MAX_CALLS);
+    let figures = run(calls)?;
     println!("  run:   {}", line_of(&figures));
     Ok(figures)
 }
@@ -1005,60 +1220,32 @@ fn run_measured(cmd: &mut Command) -> Result<Figures, String> {
 }
 
 /// User + system CPU seconds of this process's children that have been waited
-/// for (what `getrusage(RUSAGE_CHILDREN)` reports), from `/proc/self/stat`.
-/// [`util::bounded`] waits for its child, so the difference around one run is that
-/// client's CPU time (to a clock tick, 10 ms on Linux).
+/// for (`getrusage(RUSAGE_CHILDREN)`, to the microsecond). [`util::bounded`] waits
+/// for its child, so the difference around one run is that client's CPU time
+/// (grandchildren it waited for included).
 fn children_cpu_secs() -> Option<f64> {
-    // First, as its first call runs `getconf`, a child of its own.
-    let ticks_per_sec = clock_ticks_per_sec();
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    Some(children_cpu_ticks(&stat)? as f64 / ticks_per_sec)
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).ok()?;
+    let secs = |t: TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 * 1e-6;
+    Some(secs(usage.user_time()) + secs(usage.system_time()))
 }
 
-/// `cutime + cstime` (fields 16 and 17) of a `/proc/<pid>/stat` line, in clock
-/// ticks. The command name (field 2) is in parentheses and may hold spaces and
-/// parentheses itself, so the fields are counted after the last `)`.
-fn children_cpu_ticks(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    // The first field after the name is field 3 (state).
-    let mut fields = after_comm.split_whitespace().skip(16 - 3);
-    let cutime: u64 = fields.next()?.parse().ok()?;
-    let cstime: u64 = fields.next()?.parse().ok()?;
-    Some(cutime + cstime)
-}
-
-/// `getconf CLK_TCK` (the unit of `/proc` CPU times), else Linux's 100.
-fn clock_ticks_per_sec() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        util::bounded(
-            Command::new("getconf").arg("CLK_TCK"),
-            Duration::from_secs(10),
-            true,
-        )
-        .ok()
-        .and_then(|out| out.trim().parse::<f64>().ok())
-        .filter(|&t| t > 0.0)
-        .unwrap_or(100.0)
-    })
-}
-
-/// One run of `calls` calls.
+/// One run of `calls` unary calls, `concurrency` in flight. Ours goes through a
+/// round_robin channel (`unary_bench --channel`), the path of a user's call.
 fn run_client(
     programs: &Programs,
     client: Client,
     target: &str,
-    scenario: &Scenario,
+    concurrency: usize,
     calls: u64,
 ) -> Result<Figures, String> {
     let program = match client {
-        Client::Ours => &programs.ours,
+        Client::Ours => return run_ours(&programs.ours, target, concurrency, calls, None),
         Client::CppSync => &programs.cpp_client,
         Client::Tonic => programs
             .tonic
             .as_ref()
             .map_err(|e| format!("tonic client not built: {e}"))?,
-        Client::H2load => return run_h2load(programs, target, scenario.concurrency, calls),
+        Client::H2load => return run_h2load(programs, target, concurrency, calls),
     };
     run_measured(Command::new(program).args([
         "--target",
@@ -1066,10 +1253,38 @@ fn run_client(
         "--calls",
         &calls.to_string(),
         "--concurrency",
-        &scenario.concurrency.to_string(),
+        &concurrency.to_string(),
         "--payload-bytes",
         &PAYLOAD_BYTES.to_string(),
     ]))
+}
+
+/// One run of our `unary_bench --channel` to `targets` (one address or several,
+/// comma-separated), with `io_threads` I/O threads (the transport's default when
+/// `None`).
+fn run_ours(
+    program: &Path,
+    targets: &str,
+    concurrency: usize,
+    calls: u64,
+    io_threads: Option<usize>,
+) -> Result<Figures, String> {
+    let mut cmd = Command::new(program);
+    cmd.args([
+        "--channel",
+        "--target",
+        targets,
+        "--calls",
+        &calls.to_string(),
+        "--concurrency",
+        &concurrency.to_string(),
+        "--payload-bytes",
+        &PAYLOAD_BYTES.to_string(),
+    ]);
+    if let Some(n) = io_threads {
+        cmd.args(["--io-threads", &n.to_string()]);
+    }
+    run_measured(&mut cmd)
 }
 
 /// Parses `calls=N secs=S qps=Q p50_us=P p99_us=P99`.
@@ -1199,6 +1414,8 @@ struct IdleFigures {
     connections: u64,
     rss_delta_kib: u64,
     per_conn_bytes: u64,
+    /// From the first connect to the last READY, when the example reports it.
+    ready_secs: Option<f64>,
 }
 
 /// Runs the `idle_connections` example (with a raised open-file limit).
@@ -1218,9 +1435,12 @@ fn idle_memory(program: &Path, target: &str) -> Result<IdleFigures, String> {
         .lines()
         .find(|l| l.starts_with("connections="))
         .ok_or_else(|| format!("no result line in {out:?}"))?;
-    let field = |key: &str| -> Result<u64, String> {
+    let value = |key: &str| {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    };
+    let field = |key: &str| -> Result<u64, String> {
+        value(key)
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| format!("no {key} in {line:?}"))
     };
@@ -1228,6 +1448,7 @@ fn idle_memory(program: &Path, target: &str) -> Result<IdleFigures, String> {
         connections: field("connections")?,
         rss_delta_kib: field("rss_delta_kib")?,
         per_conn_bytes: field("per_conn_bytes")?,
+        ready_secs: value("ready_secs").and_then(|v| v.parse().ok()),
     })
 }
 
@@ -1285,7 +1506,6 @@ fn print_transport_table(
     root: &Path,
     scenarios: &[Scenario],
     results: &[Vec<(Client, Result<Figures, String>)>],
-    idle: &Result<IdleFigures, String>,
     run_secs: f64,
 ) {
     println!(
@@ -1294,7 +1514,7 @@ fn print_transport_table(
         peer_versions(root)
     );
     println!(
-        "\n{:<24} {:>9} {:>7} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10}",
+        "\n{:<30} {:>9} {:>7} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10}",
         "client", "calls", "secs", "qps", "p50_us", "p99_us", "cpu_us/call", "qps/ours", "p50/ours"
     );
     for (scenario, rows) in scenarios.iter().zip(results) {
@@ -1307,7 +1527,7 @@ fn print_transport_table(
             match r {
                 Ok(f) => {
                     println!(
-                        "  {:<22} {:>9} {:>7.2} {:>9.0} {:>9.1} {:>9.1} {:>11} {:>10} {:>10}",
+                        "  {:<28} {:>9} {:>7.2} {:>9.0} {:>9.1} {:>9.1} {:>11} {:>10} {:>10}",
                         client.name(),
                         f.calls,
                         f.secs,
@@ -1320,7 +1540,7 @@ fn print_transport_table(
                     );
                 }
                 Err(e) => println!(
-                    "  {:<22} FAILED: {}",
+                    "  {:<28} FAILED: {}",
                     client.name(),
                     e.lines().next().unwrap_or_default()
                 ),
@@ -1328,48 +1548,195 @@ fn print_transport_table(
         }
     }
     println!(
-        "(qps/ours and p50/ours: that client's figure divided by ours; cpu_us/call: \
-         user + system CPU time of the client process over its calls)"
+        "(ours: unary_bench --channel, a round_robin Channel over one connection, the path \
+         of a user's call;\n qps/ours and p50/ours: that client's figure divided by ours; \
+         cpu_us/call: user + system CPU time of the client process, start-up included, \
+         over its calls)"
     );
+}
 
-    let get = |scenario: usize, client: Client| {
-        results.get(scenario).and_then(|rows| {
-            rows.iter()
-                .find(|(c, _)| *c == client)
-                .and_then(|(_, r)| r.as_ref().ok())
-        })
+/// Which way a target's ratio (ours over theirs) must go.
+#[derive(Clone, Copy)]
+enum Bound {
+    /// At most this.
+    AtMost(f64),
+    /// At least this.
+    AtLeast(f64),
+    /// No target: the ratio is printed only.
+    None,
+}
+
+impl Bound {
+    fn verdict(self, r: f64) -> &'static str {
+        match self {
+            Self::AtMost(t) if r <= t => "met",
+            Self::AtLeast(t) if r >= t => "met",
+            Self::None => "(no target)",
+            _ => "MISSED",
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Self::AtMost(t) => format!("<= {t:.2}x"),
+            Self::AtLeast(t) => format!(">= {t:.2}x"),
+            Self::None => String::new(),
+        }
+    }
+}
+
+/// Every target of the transport benchmarks, each from figures of this run: the
+/// ratio of ours over the other client's (or the difference, or the size) and
+/// whether it is met.
+fn print_targets(
+    results: &[Vec<(Client, Result<Figures, String>)>],
+    io_threads: &[(usize, Result<Figures, String>)],
+    overhead: &Result<Overhead, String>,
+    streams: &[StreamScenario],
+    stream_results: &[Vec<(Client, Result<Figures, String>)>],
+    idle: &Result<IdleFigures, String>,
+) {
+    let get = |rows: &[(Client, Result<Figures, String>)], client: Client| {
+        rows.iter()
+            .find(|(c, _)| *c == client)
+            .and_then(|(_, r)| r.as_ref().ok())
+            .cloned()
     };
-    println!("\ntargets");
+    let unary =
+        |scenario: usize, client: Client| results.get(scenario).and_then(|rows| get(rows, client));
+    let p50 = |f: Option<Figures>| f.map(|f| f.p50_us);
+    let qps = |f: Option<Figures>| f.map(|f| f.qps);
+    let cpu = |f: Option<Figures>| f.and_then(|f| f.cpu_us_per_call());
+    println!(
+        "\ntargets, each from this run: result = ours / theirs (\"ours\" is our round_robin \
+         channel);\n for the channel overhead ours = channel, theirs = bare connection, \
+         result = the difference; for I/O threads ours = N threads, theirs = 1"
+    );
+    println!(
+        "  {:<54} {:>10} {:>10} {:>9} {:>9}   verdict",
+        "target", "ours", "theirs", "result", "target"
+    );
     let mut lines = String::new();
-    let mut target = |what: &str, ours: Option<f64>, other: Option<f64>, met: fn(f64) -> bool| {
-        target_line(&mut lines, what, ours, other, met);
-    };
-    target(
-        "sequential p50 <= h2load's",
-        get(0, Client::Ours).map(|f| f.p50_us),
-        get(0, Client::H2load).map(|f| f.p50_us),
-        |r| r <= TARGET_SEQ_P50_VS_H2LOAD,
-    );
-    target(
-        "sequential p50 <= 0.8x tonic's",
-        get(0, Client::Ours).map(|f| f.p50_us),
-        get(0, Client::Tonic).map(|f| f.p50_us),
-        |r| r <= TARGET_SEQ_P50_VS_TONIC,
-    );
-    target(
-        "32 in flight: QPS >= 1.2x tonic's",
-        get(1, Client::Ours).map(|f| f.qps),
-        get(1, Client::Tonic).map(|f| f.qps),
-        |r| r >= TARGET_32_QPS_VS_TONIC,
-    );
+    let seq = "sequential";
+    let c32 = "32 in flight";
+    for (what, unit, ours, theirs, bound) in [
+        (
+            format!("{seq}: p50 <= h2load's"),
+            "us",
+            p50(unary(0, Client::Ours)),
+            p50(unary(0, Client::H2load)),
+            Bound::AtMost(TARGET_SEQ_P50_VS_H2LOAD),
+        ),
+        (
+            format!("{seq}: CPU per call <= {TARGET_SEQ_CPU_VS_TONIC}x tonic's"),
+            "us",
+            cpu(unary(0, Client::Ours)),
+            cpu(unary(0, Client::Tonic)),
+            Bound::AtMost(TARGET_SEQ_CPU_VS_TONIC),
+        ),
+        (
+            format!("{c32}: QPS >= {TARGET_32_QPS_VS_TONIC}x tonic's"),
+            "/s",
+            qps(unary(1, Client::Ours)),
+            qps(unary(1, Client::Tonic)),
+            Bound::AtLeast(TARGET_32_QPS_VS_TONIC),
+        ),
+        (
+            format!("{c32}: QPS >= h2load's"),
+            "/s",
+            qps(unary(1, Client::Ours)),
+            qps(unary(1, Client::H2load)),
+            Bound::AtLeast(TARGET_32_QPS_VS_H2LOAD),
+        ),
+        (
+            format!("{c32}: CPU per call <= {TARGET_32_CPU_VS_TONIC}x tonic's"),
+            "us",
+            cpu(unary(1, Client::Ours)),
+            cpu(unary(1, Client::Tonic)),
+            Bound::AtMost(TARGET_32_CPU_VS_TONIC),
+        ),
+    ] {
+        target_line(&mut lines, &what, unit, ours, theirs, bound);
+    }
+    for (scenario, rows) in streams.iter().zip(stream_results) {
+        let ours = get(rows, Client::Ours);
+        match scenario.mode {
+            StreamMode::Stream => target_line(
+                &mut lines,
+                &format!(
+                    "{}: msgs/s >= {TARGET_STREAM_MSGS_VS_TONIC}x tonic's",
+                    scenario.name()
+                ),
+                "/s",
+                qps(ours),
+                qps(get(rows, Client::Tonic)),
+                Bound::AtLeast(TARGET_STREAM_MSGS_VS_TONIC),
+            ),
+            StreamMode::PingPong => {
+                target_line(
+                    &mut lines,
+                    &format!("{}: p50 <= grpc C++ sync's", scenario.name()),
+                    "us",
+                    p50(ours.clone()),
+                    p50(get(rows, Client::CppSync)),
+                    Bound::AtMost(TARGET_PINGPONG_P50_VS_CPP),
+                );
+                target_line(
+                    &mut lines,
+                    &format!("{}: p50 vs tonic's", scenario.name()),
+                    "us",
+                    p50(ours),
+                    p50(get(rows, Client::Tonic)),
+                    Bound::None,
+                );
+            }
+        }
+    }
     print!("{lines}");
+    match overhead {
+        Ok(o) => {
+            let verdict = |added: f64, target: f64| if added < target { "met" } else { "MISSED" };
+            println!(
+                "  {:<54} {:>10} {:>10} {:>9} {:>9}   {}",
+                format!(
+                    "channel over bare connection: p50 added < {TARGET_CHANNEL_OVERHEAD_US} us"
+                ),
+                format!("{:.2}us", o.channel_p50_us),
+                format!("{:.2}us", o.bare_p50_us),
+                format!("{:+.2}us", o.added_p50_us()),
+                format!("< {TARGET_CHANNEL_OVERHEAD_US}us"),
+                verdict(o.added_p50_us(), TARGET_CHANNEL_OVERHEAD_US)
+            );
+            let what = format!(
+                "channel over bare connection: CPU/call added < {TARGET_CHANNEL_OVERHEAD_CPU_US} us"
+            );
+            match (o.channel_cpu_us, o.bare_cpu_us, o.added_cpu_us()) {
+                (Some(channel), Some(bare), Some(added)) => println!(
+                    "  {what:<54} {:>10} {:>10} {:>9} {:>9}   {}",
+                    format!("{channel:.2}us"),
+                    format!("{bare:.2}us"),
+                    format!("{added:+.2}us"),
+                    format!("< {TARGET_CHANNEL_OVERHEAD_CPU_US}us"),
+                    verdict(added, TARGET_CHANNEL_OVERHEAD_CPU_US)
+                ),
+                _ => println!("  {what:<54} not measured"),
+            }
+        }
+        Err(e) => println!(
+            "  {:<54} FAILED: {}",
+            "channel overhead",
+            e.lines().next().unwrap_or_default()
+        ),
+    }
+    let what =
+        format!("idle memory, {IDLE_CONNECTIONS} READY conns: <= {TARGET_IDLE_BYTES} B/conn");
     match idle {
         Ok(f) => println!(
-            "  {:<46} {} B/conn ({} KiB RSS for {} READY conns)   {}",
-            format!("idle connection memory <= {} KiB", TARGET_IDLE_BYTES >> 10),
-            f.per_conn_bytes,
-            f.rss_delta_kib,
-            f.connections,
+            "  {what:<54} {:>10} {:>10} {:>9} {:>9}   {}",
+            format!("{}B", f.per_conn_bytes),
+            "-",
+            "-",
+            format!("<= {TARGET_IDLE_BYTES}B"),
             if f.per_conn_bytes <= TARGET_IDLE_BYTES && f.connections == IDLE_CONNECTIONS as u64 {
                 "met"
             } else {
@@ -1377,11 +1744,34 @@ fn print_transport_table(
             }
         ),
         Err(e) => println!(
-            "  {:<46} FAILED: {}",
-            "idle connection memory",
+            "  {what:<54} FAILED: {}",
             e.lines().next().unwrap_or_default()
         ),
     }
+    let io_qps = |threads: usize| {
+        io_threads
+            .iter()
+            .find(|(t, _)| *t == threads)
+            .and_then(|(_, r)| r.as_ref().ok())
+            .map(|f| f.qps)
+    };
+    let mut lines = String::new();
+    for threads in IO_THREADS.iter().copied().filter(|&t| t > 1) {
+        target_line(
+            &mut lines,
+            &format!("I/O threads: QPS with {threads} over 1 (4 conns, 32 in flight)"),
+            "/s",
+            io_qps(threads),
+            io_qps(1),
+            Bound::None,
+        );
+    }
+    print!("{lines}");
+    println!(
+        "  (I/O threads: no target; with {} CPUs shared by server and client, no scaling \
+         above 2 threads is expected)",
+        thread::available_parallelism().map_or(0, usize::from)
+    );
 }
 
 /// `1.23x`: `x` over `base`, or `-` without a base.
@@ -1395,24 +1785,37 @@ fn cpu_cell(f: &Figures) -> String {
         .map_or_else(|| "-".to_string(), |us| format!("{us:.2}"))
 }
 
-/// One line of a targets list: ours over theirs, and whether `met` holds for it.
+/// One line of the targets: ours and theirs (in `unit`), ours over theirs, and
+/// whether that ratio is within `bound`.
 fn target_line(
     lines: &mut String,
     what: &str,
+    unit: &str,
     ours: Option<f64>,
-    other: Option<f64>,
-    met: impl Fn(f64) -> bool,
+    theirs: Option<f64>,
+    bound: Bound,
 ) {
-    let _ = match (ours, other) {
+    let value = |v: f64| {
+        if v >= 1000.0 {
+            format!("{v:.0}{unit}")
+        } else {
+            format!("{v:.2}{unit}")
+        }
+    };
+    let _ = match (ours, theirs) {
         (Some(o), Some(t)) => {
             let r = o / t;
             writeln!(
                 lines,
-                "  {what:<46} ours/theirs {r:>5.2}x   {}",
-                if met(r) { "met" } else { "MISSED" }
+                "  {what:<54} {:>10} {:>10} {:>9} {:>9}   {}",
+                value(o),
+                value(t),
+                format!("{r:.2}x"),
+                bound.text(),
+                bound.verdict(r)
             )
         }
-        _ => writeln!(lines, "  {what:<46} not measured"),
+        _ => writeln!(lines, "  {what:<54} not measured"),
     };
 }
 
@@ -1523,7 +1926,7 @@ fn print_stream_table(
          per client; median of {rounds} alternating round(s)"
     );
     println!(
-        "\n{:<24} {:>9} {:>7} {:>9} {:>8} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "\n{:<30} {:>9} {:>7} {:>9} {:>8} {:>9} {:>9} {:>10} {:>10} {:>10}",
         "client",
         "messages",
         "secs",
@@ -1544,7 +1947,7 @@ fn print_stream_table(
         for (client, r) in rows {
             match r {
                 Ok(f) => println!(
-                    "  {:<22} {:>9} {:>7.2} {:>9.0} {:>8.1} {:>9.1} {:>9.1} {:>10} {:>10} {:>10}",
+                    "  {:<28} {:>9} {:>7.2} {:>9.0} {:>8.1} {:>9.1} {:>9.1} {:>10} {:>10} {:>10}",
                     client.name(),
                     f.calls,
                     f.secs,
@@ -1562,7 +1965,7 @@ fn print_stream_table(
                     ),
                 ),
                 Err(e) => println!(
-                    "  {:<22} FAILED: {}",
+                    "  {:<28} FAILED: {}",
                     client.name(),
                     e.lines().next().unwrap_or_default()
                 ),
@@ -1574,44 +1977,16 @@ fn print_stream_table(
          consecutive messages;\n ping-pong: one message in flight, msgs/s = round trips \
          per second, p50/p99 per round trip; MiB/s counts payload bytes one way;\n \
          cpu_us/msg: user + system CPU time of the client process, start-up included, \
-         over its messages, to a clock tick;\n msgs/ours and p50/ours: that client's \
+         over its messages;\n msgs/ours and p50/ours: that client's \
          figure divided by ours, p50 for ping-pong only)"
     );
-
-    println!("\nstreaming targets");
-    let mut lines = String::new();
-    for (scenario, rows) in scenarios.iter().zip(results) {
-        let get = |client: Client| {
-            rows.iter()
-                .find(|(c, _)| *c == client)
-                .and_then(|(_, r)| r.as_ref().ok())
-        };
-        let (ours, tonic) = (get(Client::Ours), get(Client::Tonic));
-        match scenario.mode {
-            StreamMode::Stream => target_line(
-                &mut lines,
-                &format!("{}: msgs/s >= tonic's", scenario.name()),
-                ours.map(|f| f.qps),
-                tonic.map(|f| f.qps),
-                |r| r >= TARGET_STREAM_MSGS_VS_TONIC,
-            ),
-            StreamMode::PingPong => target_line(
-                &mut lines,
-                &format!("{}: p50 <= tonic's", scenario.name()),
-                ours.map(|f| f.p50_us),
-                tonic.map(|f| f.p50_us),
-                |r| r <= TARGET_PINGPONG_P50_VS_TONIC,
-            ),
-        }
-    }
-    print!("{lines}");
 }
 
 #[cfg(test)]
 mod tests {
     use super::{
-        Figures, children_cpu_ticks, encode_msg, grpc_frame, median, median_figures,
-        parse_duration_secs, parse_figures, percentile, size_name,
+        Figures, children_cpu_secs, encode_msg, grpc_frame, median, median_figures,
+        parse_duration_secs, parse_figures, parse_listening, percentile, size_name,
     };
 
     #[test]
@@ -1636,15 +2011,26 @@ mod tests {
     }
 
     #[test]
-    fn children_cpu_times_are_fields_16_and_17_after_the_name() {
-        // A name with a space and a parenthesis; utime 11, stime 12, cutime 13, cstime 14.
-        let stat = "4242 (a b) c) S 1 4242 4242 0 -1 4194304 100 0 0 0 11 12 13 14 20 0 1 0 \
-                    555 1000 10 18446744073709551615";
-        assert_eq!(children_cpu_ticks(stat), Some(13 + 14));
-        assert_eq!(children_cpu_ticks("4242 (x) S 1 2 3"), None);
-        assert_eq!(children_cpu_ticks("no name at all"), None);
-        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
-        assert!(children_cpu_ticks(&own).is_some(), "{own}");
+    fn children_cpu_time_is_read_and_never_goes_back() {
+        let before = children_cpu_secs().expect("getrusage");
+        std::process::Command::new("true").status().unwrap();
+        let after = children_cpu_secs().expect("getrusage");
+        assert!(before >= 0.0 && after >= before, "{before} then {after}");
+    }
+
+    #[test]
+    fn the_server_line_gives_its_port_and_extra_addresses() {
+        assert_eq!(parse_listening("LISTENING 4000", 0), Some((4000, vec![])));
+        assert_eq!(
+            parse_listening("LISTENING 4000 127.0.0.2:4001 127.0.0.3:4002", 2),
+            Some((
+                4000,
+                vec!["127.0.0.2:4001".to_string(), "127.0.0.3:4002".to_string()]
+            ))
+        );
+        assert_eq!(parse_listening("LISTENING 4000", 3), None);
+        assert_eq!(parse_listening("LISTENING x", 0), None);
+        assert_eq!(parse_listening("READY 4000", 0), None);
     }
 
     #[test]
