@@ -28,14 +28,15 @@
 //! [`Channel`]: lb_core::channel::Channel
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::{Sender, bounded, unbounded};
 use lb_core::channel::{CallOptions, Channel};
 use lb_core::channelz::PolicyView;
-use lb_core::transport::{CallRequest, ConnectOptions, ConnectionEvent};
-use lb_core::{Address, Connection, ConnectionExt, ConnectivityState, Transport};
+use lb_core::transport::{CallHead, CallListener, CallOutcome, ConnectOptions, ConnectionEvent};
+use lb_core::{Address, Code, Connection, ConnectivityState, Metadata, Transport};
+use parking_lot::Mutex;
 use lb_transport::driver::{H2Transport, TransportConfig};
 
 const USAGE: &str = "usage: unary_bench --target HOST:PORT[,HOST:PORT...] --calls N \
@@ -112,15 +113,27 @@ impl Caller {
     fn call(&self, request: &[u8]) -> Result<Vec<u8>, String> {
         match self {
             Self::Connection(conn) => {
+                // The way a blocking caller uses a bare connection: open the call
+                // for driving and drive it until its listener hears the end.
                 let (tx, rx) = bounded(1);
-                conn.start_call(
-                    CallRequest::new("/bench.Echo/Unary", request.to_vec()),
-                    Box::new(move |r| {
-                        let _ = tx.send(r);
-                    }),
-                );
-                let result = rx.recv().expect("the transport completes every call");
-                result.map(|r| r.message).map_err(|e| e.to_string())
+                let reply = Arc::new(Reply {
+                    message: Mutex::new(None),
+                    done: AtomicBool::new(false),
+                    tx,
+                });
+                let mut head = CallHead::new("/bench.Echo/Unary");
+                head.caller_drives = true;
+                let stream = conn.open_stream(head, reply.clone());
+                stream
+                    .try_send(request.to_vec(), true)
+                    .map_err(|e| format!("send: {e:?}"))?;
+                loop {
+                    let mut until = || reply.done.load(Ordering::Acquire);
+                    if !stream.drive(&mut until, None) || reply.done.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+                rx.recv().expect("the transport ends every call")
             }
             Self::Channel(channel) => channel
                 .unary(
@@ -131,6 +144,33 @@ impl Caller {
                 .map(|r| r.message)
                 .map_err(|e| e.to_string()),
         }
+    }
+}
+
+/// A bare call's listener: keeps the response message, sends the result at the end.
+struct Reply {
+    message: Mutex<Option<Vec<u8>>>,
+    done: AtomicBool,
+    tx: Sender<Result<Vec<u8>, String>>,
+}
+
+impl CallListener for Reply {
+    fn on_headers(&self, _: Metadata) {}
+
+    fn on_message(&self, message: Vec<u8>) {
+        *self.message.lock() = Some(message);
+    }
+
+    fn on_writable(&self) {}
+
+    fn on_close(&self, outcome: CallOutcome) {
+        let result = match (outcome.status.code(), self.message.lock().take()) {
+            (Code::Ok, Some(m)) => Ok(m),
+            (Code::Ok, None) => Err("no response message".to_string()),
+            _ => Err(outcome.status.to_string()),
+        };
+        let _ = self.tx.send(result);
+        self.done.store(true, Ordering::Release);
     }
 }
 
