@@ -23,6 +23,12 @@
 //! ([`TransportConfig::io_threads`]); its connections are spread over them in turn.
 //! Default 1.
 //!
+//! `--pipeline` (with `--channel`): ONE thread keeps C calls in flight instead of
+//! C threads with one each: it starts C calls (`bidi_streaming` + `send_last`),
+//! then waits for the oldest and starts another, the way a synchronous program
+//! pipelines calls without a thread per call. Waiting for the oldest drives the
+//! transport, which delivers every answer that has arrived meanwhile.
+//!
 //! Prints one line: `calls=N secs=S qps=Q p50_us=P p99_us=P99`.
 //!
 //! [`Channel`]: lb_core::channel::Channel
@@ -36,11 +42,11 @@ use lb_core::channel::{CallOptions, Channel};
 use lb_core::channelz::PolicyView;
 use lb_core::transport::{CallHead, CallListener, CallOutcome, ConnectOptions, ConnectionEvent};
 use lb_core::{Address, Code, Connection, ConnectivityState, Metadata, Transport};
-use parking_lot::Mutex;
 use lb_transport::driver::{H2Transport, TransportConfig};
+use parking_lot::Mutex;
 
 const USAGE: &str = "usage: unary_bench --target HOST:PORT[,HOST:PORT...] --calls N \
-                     --concurrency C --payload-bytes B [--channel] [--io-threads T]";
+                     --concurrency C --payload-bytes B [--channel [--pipeline]] [--io-threads T]";
 
 struct Args {
     /// One address, or several (comma-separated) with `--channel`.
@@ -49,6 +55,8 @@ struct Args {
     concurrency: usize,
     payload_bytes: usize,
     channel: bool,
+    /// One thread keeps `concurrency` calls in flight.
+    pipeline: bool,
     io_threads: usize,
 }
 
@@ -59,12 +67,17 @@ fn parse_args() -> Result<Args, String> {
         concurrency: 1,
         payload_bytes: 16,
         channel: false,
+        pipeline: false,
         io_threads: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--channel" {
             args.channel = true;
+            continue;
+        }
+        if flag == "--pipeline" {
+            args.pipeline = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -83,6 +96,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.target.contains(',') && !args.channel {
         return Err("several addresses need --channel (a bare connection has one)".into());
+    }
+    if args.pipeline && !args.channel {
+        return Err("--pipeline needs --channel".into());
     }
     if args.io_threads == 0 {
         return Err("--io-threads is at least 1".into());
@@ -268,6 +284,9 @@ fn main() {
     let next = AtomicU64::new(0);
     let start = Instant::now();
     let mut all: Vec<u64> = std::thread::scope(|s| {
+        if let (true, Caller::Channel(channel)) = (args.pipeline, &caller) {
+            return pipeline(channel, &request, args.concurrency, args.calls);
+        }
         let workers: Vec<_> = (0..args.concurrency)
             .map(|_| s.spawn(|| worker(&caller, &request, &next, args.calls)))
             .collect();
@@ -290,6 +309,32 @@ fn main() {
         Caller::Connection(conn) => conn.close(),
         Caller::Channel(channel) => channel.close(),
     }
+}
+
+/// `calls` calls from this thread, `depth` in flight: starts calls while fewer
+/// are in flight, then waits for the oldest. Their latencies in ns.
+fn pipeline(channel: &Channel, request: &[u8], depth: usize, calls: u64) -> Vec<u64> {
+    let mut latencies = Vec::with_capacity(calls as usize);
+    let mut in_flight = std::collections::VecDeque::with_capacity(depth);
+    let mut started = 0;
+    while latencies.len() < calls as usize {
+        while in_flight.len() < depth && started < calls {
+            let t0 = Instant::now();
+            let call = channel
+                .bidi_streaming("/bench.Echo/Unary", CallOptions::default())
+                .expect("call started");
+            call.send_last(request.to_vec()).expect("request sent");
+            in_flight.push_back((call, t0));
+            started += 1;
+        }
+        let (call, t0) = in_flight.pop_front().expect("a call in flight");
+        match (call.recv(), call.recv()) {
+            (Ok(Some(m)), Ok(None)) if m.len() == request.len() => {}
+            other => panic!("call failed: {other:?}"),
+        }
+        latencies.push(t0.elapsed().as_nanos() as u64);
+    }
+    latencies
 }
 
 /// One connection to `target`, READY.

@@ -10,7 +10,9 @@
 //!   - unary calls, one connection per client: ours is a `round_robin` `Channel`
 //!     (`lb-transport`'s `unary_bench --channel`, the path of a user's call), then
 //!     the grpc C++ sync client, tonic and `h2load`, one after another; one call in
-//!     flight, then 32;
+//!     flight, then 32 (ours twice: 32 threads with a blocking call each, as the
+//!     grpc C++ sync client does, and one thread keeping 32 calls in flight with
+//!     `--pipeline`, as h2load does);
 //!   - I/O threads: one of our channels over four connections (one per loopback
 //!     address), 32 calls in flight, with 1, 2 and 4 I/O threads;
 //!   - streaming: messages per second on one server-streaming call and the
@@ -488,17 +490,27 @@ const TARGET_CHANNEL_OVERHEAD_CPU_US: f64 = 1.0;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Client {
     Ours,
+    /// Ours with one thread keeping every call in flight (`unary_bench
+    /// --pipeline`); only where more than one call is in flight.
+    OursOneThread,
     CppSync,
     Tonic,
     H2load,
 }
 
 impl Client {
-    const ALL: [Self; 4] = [Self::Ours, Self::CppSync, Self::Tonic, Self::H2load];
+    const ALL: [Self; 5] = [
+        Self::Ours,
+        Self::OursOneThread,
+        Self::CppSync,
+        Self::Tonic,
+        Self::H2load,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Ours => "lb-transport channel (ours)",
+            Self::OursOneThread => "ours, 1 thread pipelining",
             Self::CppSync => "grpc C++ sync",
             Self::Tonic => "tonic",
             Self::H2load => "h2load",
@@ -659,6 +671,9 @@ fn transport_benches(root: &Path, quick: bool) -> Result<(), String> {
     for scenario in &scenarios {
         let mut rows = Vec::new();
         for client in Client::ALL {
+            if client == Client::OursOneThread && scenario.concurrency == 1 {
+                continue;
+            }
             let mut figures = Err("not run".to_string());
             let _ = util::step(&format!("{}: {}", scenario.name, client.name()), || {
                 figures = measure(scenario.pilot_calls, run_secs, |calls| {
@@ -1240,6 +1255,22 @@ fn run_client(
 ) -> Result<Figures, String> {
     let program = match client {
         Client::Ours => return run_ours(&programs.ours, target, concurrency, calls, None),
+        Client::OursOneThread => {
+            let mut cmd = Command::new(&programs.ours);
+            cmd.args([
+                "--channel",
+                "--pipeline",
+                "--target",
+                target,
+                "--calls",
+                &calls.to_string(),
+                "--concurrency",
+                &concurrency.to_string(),
+                "--payload-bytes",
+                &PAYLOAD_BYTES.to_string(),
+            ]);
+            return run_measured(&mut cmd);
+        }
         Client::CppSync => &programs.cpp_client,
         Client::Tonic => programs
             .tonic
@@ -1655,6 +1686,27 @@ fn print_targets(
             cpu(unary(1, Client::Tonic)),
             Bound::AtMost(TARGET_32_CPU_VS_TONIC),
         ),
+        (
+            format!("{c32}, 1 thread: QPS >= {TARGET_32_QPS_VS_TONIC}x tonic's"),
+            "/s",
+            qps(unary(1, Client::OursOneThread)),
+            qps(unary(1, Client::Tonic)),
+            Bound::AtLeast(TARGET_32_QPS_VS_TONIC),
+        ),
+        (
+            format!("{c32}, 1 thread: QPS >= h2load's"),
+            "/s",
+            qps(unary(1, Client::OursOneThread)),
+            qps(unary(1, Client::H2load)),
+            Bound::AtLeast(TARGET_32_QPS_VS_H2LOAD),
+        ),
+        (
+            format!("{c32}, 1 thread: CPU per call <= {TARGET_32_CPU_VS_TONIC}x tonic's"),
+            "us",
+            cpu(unary(1, Client::OursOneThread)),
+            cpu(unary(1, Client::Tonic)),
+            Bound::AtMost(TARGET_32_CPU_VS_TONIC),
+        ),
     ] {
         target_line(&mut lines, &what, unit, ours, theirs, bound);
     }
@@ -1891,7 +1943,9 @@ fn run_stream_client(
             .tonic
             .as_ref()
             .map_err(|e| format!("tonic client not built: {e}"))?,
-        Client::H2load => return Err("h2load makes no streaming calls".into()),
+        Client::H2load | Client::OursOneThread => {
+            return Err(format!("{} makes no streaming calls", client.name()));
+        }
     };
     let figures = run_measured(Command::new(program).args([
         "--target",
