@@ -392,8 +392,9 @@ impl H2Transport {
             let loop_id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
             let (config, keepalive) = (config.clone(), transport.keepalive.clone());
             let parked = Arc::new(AtomicUsize::new(0));
-            let io = IoLoop::new(poll, rx, config, keepalive);
-            let shared = Arc::new(LoopShared::new(io, waker, loop_id, parked));
+            let sleeping = Arc::new(AtomicBool::new(false));
+            let io = IoLoop::new(poll, rx, config, keepalive, sleeping.clone());
+            let shared = Arc::new(LoopShared::new(io, waker, loop_id, parked, sleeping));
             let name = if count == 1 {
                 "lb-io".to_string()
             } else {
@@ -678,6 +679,9 @@ pub(crate) struct IoLoop {
     own_pending: Vec<Command>,
     /// Connections that are not quiet (`Conn::quiet` false).
     noisy: usize,
+    /// The poller is (about to be) blocked in `poll`: a sender must wake it
+    /// (`LoopShared::notify`).
+    sleeping: Arc<AtomicBool>,
     shutting_down: bool,
 }
 
@@ -687,6 +691,7 @@ impl IoLoop {
         rx: Receiver<Command>,
         config: TransportConfig,
         keepalive: Arc<KeepaliveTime>,
+        sleeping: Arc<AtomicBool>,
     ) -> Self {
         Self {
             poll,
@@ -700,6 +705,7 @@ impl IoLoop {
             backlog: false,
             own_pending: Vec::new(),
             noisy: 0,
+            sleeping,
             shutting_down: false,
         }
     }
@@ -743,7 +749,7 @@ impl IoLoop {
             && self.own_pending.is_empty()
             && !has_own_commands()
             && self.rx.is_empty();
-        let timeout = if idle {
+        let mut timeout = if idle {
             let wake = match (self.next_deadline(), limit) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -752,7 +758,21 @@ impl IoLoop {
         } else {
             Some(Duration::ZERO)
         };
-        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+        let sleeps = timeout != Some(Duration::ZERO);
+        if sleeps {
+            // Senders wake the poller only while it sleeps; a command pushed
+            // before this store is seen below instead (a full fence each side).
+            self.sleeping.store(true, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if !self.rx.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
+        }
+        let polled = self.poll.poll(&mut self.events, timeout);
+        if sleeps {
+            self.sleeping.store(false, Ordering::Relaxed);
+        }
+        if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
                 log::error!("I/O loop poll failed: {e}");
                 self.begin_shutdown();

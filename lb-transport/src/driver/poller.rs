@@ -71,8 +71,12 @@ pub(crate) struct LoopShared {
     io: Mutex<IoLoop>,
     pub(crate) waker: Waker,
     pub(crate) loop_id: u64,
-    /// Someone holds `io` and polls: senders wake it with `waker`.
+    /// Someone holds `io` and polls: senders wake it with `waker` if it sleeps.
     polling: AtomicBool,
+    /// The poller is blocked in `poll` (or about to be): only then does a sender
+    /// need the `waker` (a system call, and a wake-up); a poller that is awake
+    /// looks at the queue before it sleeps.
+    sleeping: Arc<AtomicBool>,
     /// The I/O thread holds `io` and its last pass found the loop quiet: it polls
     /// only for parked callers, and lets go on its next pass if there are none.
     yieldable: AtomicBool,
@@ -90,12 +94,19 @@ pub(crate) struct LoopShared {
 }
 
 impl LoopShared {
-    pub(crate) fn new(io: IoLoop, waker: Waker, loop_id: u64, parked: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(
+        io: IoLoop,
+        waker: Waker,
+        loop_id: u64,
+        parked: Arc<AtomicUsize>,
+        sleeping: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             io: Mutex::new(io),
             waker,
             loop_id,
             polling: AtomicBool::new(false),
+            sleeping,
             yieldable: AtomicBool::new(false),
             drives: AtomicU64::new(0),
             parked,
@@ -111,8 +122,10 @@ impl LoopShared {
         // Pairs with `begin_polling`'s store and `release`'s look at the queue.
         fence(Ordering::SeqCst);
         if self.polling.load(Ordering::SeqCst) {
-            if let Err(e) = self.waker.wake() {
-                log::warn!("waking the I/O thread failed: {e}");
+            if self.sleeping.load(Ordering::SeqCst) {
+                if let Err(e) = self.waker.wake() {
+                    log::warn!("waking the I/O thread failed: {e}");
+                }
             }
         } else if let Some(stream) = deferred {
             stream.deferred.store(true, Ordering::Relaxed);
