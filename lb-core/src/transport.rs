@@ -31,10 +31,12 @@
 //!
 //! # Threads
 //!
-//! Listener methods run on the transport's threads, or inline inside
-//! `open_stream`/`try_send`/`cancel` on the caller's thread (an in-memory transport
-//! does that). A listener must therefore be quick, must not block, and must not call
-//! back into its own stream while it holds a lock that the stream's caller may hold.
+//! Listener methods run on the transport's threads, on a caller's thread that is
+//! driving the transport's I/O ([`CallStream::drive`], lb-transport's transport
+//! lets a blocked caller do so), or inline inside `open_stream`/`try_send`/`cancel`
+//! on the caller's thread (an in-memory transport does that). A listener must
+//! therefore be quick, must not block, and must not call back into its own stream
+//! while it holds a lock that the stream's caller may hold.
 
 use std::any::Any;
 use std::fmt;

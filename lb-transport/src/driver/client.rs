@@ -18,17 +18,19 @@
 //!
 //! # Queues and their bounds
 //!
-//! - **Commands to the I/O thread**: a bounded channel of [`COMMAND_QUEUE`] (4096)
-//!   commands. `send` blocks while it is full: only threads other than the I/O
-//!   thread ever wait there, and the I/O thread drains it without waiting on anyone
-//!   (it blocks only in `poll`, and listeners must not block). A stream has at most
-//!   one command in the queue at a time (its `Open`, then one `Stream` command that
-//!   every later change rides along with, see [`call`](super::call)).
-//! - **The I/O thread's own commands**: callbacks run on the I/O thread, and what
-//!   they send (a `try_send` from `on_message`, a `connect` from an event) goes to a
-//!   list local to that thread, never to the bounded channel it drains itself; the
-//!   list is handled first on the next pass. It holds what one pass's callbacks
-//!   sent: at most one command per stream, plus the connects and closes they made.
+//! - **Commands to a loop**: a bounded channel of [`COMMAND_QUEUE`] (4096)
+//!   commands per loop. `send` blocks while it is full: only threads that are not
+//!   polling the loop ever wait there, and the poller drains it without waiting on
+//!   anyone (it blocks only in `poll`, and listeners must not block). A stream has
+//!   at most one command in the queue at a time (its `Open`, then one `Stream`
+//!   command that every later change rides along with, see [`call`](super::call)).
+//! - **The poller's own commands**: callbacks run on the thread polling the loop,
+//!   and what they send to it (a `try_send` from `on_message`, a `connect` from an
+//!   event) goes to a list local to that thread, never to the bounded channel it
+//!   drains itself; the list is handled first on the next pass, and a caller that
+//!   stops driving hands what is left of it to the loop. It holds what one pass's
+//!   callbacks sent: at most one command per stream, plus the connects and closes
+//!   they made.
 //! - **Sending, per stream**: the caller's messages wait in the stream's shared
 //!   state and then in HTTP/2's send buffer; [`CallStream::try_send`] takes a
 //!   message only while fewer than [`SEND_BUFFER`](super::call::SEND_BUFFER)
