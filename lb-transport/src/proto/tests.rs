@@ -962,9 +962,77 @@ fn informational_responses_are_skipped() {
     assert!(matches!(&events[0], Event::Headers { headers, .. } if headers[0].value == b"200"));
 }
 
+/// A response on `id` as a server would send it: headers, DATA frames of many
+/// sizes, trailers.
+fn response_bytes(id: StreamId) -> Vec<u8> {
+    let mut enc = hpack::Encoder::new();
+    let mut bytes = Vec::new();
+    let mut block = Vec::new();
+    enc.encode([Header::new(":status", "200")], &mut block);
+    Headers::new(id, block, false, true).encode(&mut bytes);
+    for (i, len) in [0usize, 1, 9, 10, 100, 4096, 16_384, 3]
+        .into_iter()
+        .enumerate()
+    {
+        frame::Data::new(id, vec![i as u8; len], false).encode(&mut bytes);
+    }
+    let mut block = Vec::new();
+    enc.encode([Header::new("grpc-status", "0")], &mut block);
+    Headers::new(id, block, true, true).encode(&mut bytes);
+    bytes
+}
+
+/// What a client hears from `bytes` read in pieces of `sizes` (cycled).
+fn heard_in_pieces(bytes: &[u8], sizes: &[usize]) -> Vec<String> {
+    let (mut client, now, _) = raw_server_client();
+    let mut rest = bytes;
+    let mut sizes = sizes.iter().cycle();
+    while !rest.is_empty() {
+        let n = (*sizes.next().expect("cycled")).clamp(1, rest.len());
+        client.handle_read(&rest[..n], now);
+        rest = &rest[n..];
+    }
+    std::iter::from_fn(|| client.poll_event())
+        .map(|e| format!("{e:?}"))
+        .collect()
+}
+
+#[test]
+fn frames_split_anywhere_read_the_same() {
+    let (_, _, id) = raw_server_client();
+    let bytes = response_bytes(id);
+    let whole = heard_in_pieces(&bytes, &[bytes.len()]);
+    assert!(whole.iter().any(|e| e.contains("grpc-status")), "{whole:?}");
+    for sizes in [
+        &[1][..],
+        &[2],
+        &[8],
+        &[9],
+        &[10],
+        &[17],
+        &[4096],
+        &[3, 9, 1, 16_393],
+    ] {
+        assert_eq!(heard_in_pieces(&bytes, sizes), whole, "pieces of {sizes:?}");
+    }
+}
+
 mod prop {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// However the bytes are cut, the client hears the same.
+        #[test]
+        fn frames_cut_at_random_read_the_same(sizes in proptest::collection::vec(1usize..20_000, 1..16)) {
+            let (_, _, id) = raw_server_client();
+            let bytes = response_bytes(id);
+            let whole = heard_in_pieces(&bytes, &[bytes.len()]);
+            prop_assert_eq!(heard_in_pieces(&bytes, &sizes), whole);
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]

@@ -383,12 +383,42 @@ impl Connection {
             self.preface_left -= n;
             bytes = &bytes[n..];
         }
-        self.read_buf.extend_from_slice(bytes);
+        // Frames are read straight from `bytes`; only a frame split across reads is
+        // gathered in `read_buf`, completed first with just the bytes it lacks.
+        if !self.read_buf.is_empty() {
+            let mut pending = std::mem::take(&mut self.read_buf);
+            // The header first, then the rest of the frame it announces.
+            for _ in 0..2 {
+                let want = Head::parse(&pending).map_or(frame::HEADER_LEN, |h| h.frame_len());
+                let n = want.saturating_sub(pending.len()).min(bytes.len());
+                pending.extend_from_slice(&bytes[..n]);
+                bytes = &bytes[n..];
+            }
+            let used = self.read_frames(&pending, now);
+            if used < pending.len() {
+                // Still incomplete (the read ran out), or the connection ended.
+                pending.drain(..used);
+                self.read_buf = pending;
+                return;
+            }
+            pending.clear();
+            self.read_buf = pending;
+        }
+        let used = self.read_frames(bytes, now);
+        if self.error.is_none() && !self.closed {
+            self.read_buf.extend_from_slice(&bytes[used..]);
+        }
+    }
+
+    /// Handles the complete frames at the start of `input`; returns how many bytes
+    /// they took. Stops at an incomplete frame, a connection error, or the end of
+    /// the connection.
+    fn read_frames(&mut self, input: &[u8], now: Instant) -> usize {
         let mut pos = 0;
         // A frame may finish the connection (a GOAWAY with no streams left, say): then
         // nothing after it is read.
         while self.error.is_none() && !self.closed {
-            match self.reader.read(&self.read_buf[pos..]) {
+            match self.reader.read(&input[pos..]) {
                 Ok(None) => break,
                 Ok(Some((frame, n))) => {
                     pos += n;
@@ -396,7 +426,7 @@ impl Connection {
                 }
                 // A stream error comes only with a complete frame: skip it and go on.
                 Err(err @ FrameError::Stream { .. }) => {
-                    pos += Head::parse(&self.read_buf[pos..]).map_or(0, |h| h.frame_len());
+                    pos += Head::parse(&input[pos..]).map_or(0, |h| h.frame_len());
                     self.handle_frame_error(err, now);
                 }
                 // A connection error may come from a frame header alone (a frame
@@ -407,7 +437,7 @@ impl Connection {
                 }
             }
         }
-        self.read_buf.drain(..pos);
+        pos
     }
 
     /// The peer closed its side of the byte stream.
