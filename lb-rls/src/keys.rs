@@ -15,9 +15,15 @@
 //!
 //! Every rule of grpc-go's `MakeBuilderMap` is checked when the map is built, plus
 //! the extra checks C++ and Java make (see [`KeyBuilderMap::new`]).
+//!
+//! A picker's cache hit builds no [`KeyMap`]: `KeyBuilderMap::build_borrowed_keys`
+//! fills a `BorrowedKeys` on the stack with the same pairs, borrowed from the
+//! config, the call and the channel (only multi-valued headers' joined values are
+//! allocated), which hashes and compares like the owned map.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use lb_core::config::{Fields, json_type};
@@ -238,10 +244,71 @@ struct KeyBuilder {
     constant_keys: BTreeMap<String, String>,
 }
 
+/// FxHash's hasher, for the maps of [`KeyBuilderMap`]: their keys (service and
+/// method names) come from the service config, not from calls, so they need no
+/// keyed hash against flooding, and every pick hashes a service name.
+#[derive(Clone, Copy, Default)]
+struct ConfigHasher(u64);
+
+impl ConfigHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for ConfigHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut buf = [0; 8];
+            buf.copy_from_slice(word);
+            self.add(u64::from_le_bytes(buf));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(buf));
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The multiply leaves the entropy in the high bits; hash tables index with
+        // the low ones.
+        self.0.rotate_left(26)
+    }
+}
+
+/// A map keyed by names from the service config.
+type ConfigMap<V> = HashMap<String, V, BuildHasherDefault<ConfigHasher>>;
+
+/// Up to how many entries [`config_get`] compares names rather than hashing.
+const LINEAR_CONFIG: usize = 4;
+
+/// The value of `key` in `map`. A few entries (a config usually names one or two
+/// services) are compared in turn, which costs less than hashing the name.
+fn config_get<'m, V>(map: &'m ConfigMap<V>, key: &str) -> Option<&'m V> {
+    if map.len() <= LINEAR_CONFIG {
+        map.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    } else {
+        map.get(key)
+    }
+}
+
 /// The builders of one service: per method, and the wildcard (empty method).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct ServiceBuilders {
-    methods: HashMap<String, Arc<KeyBuilder>>,
+    methods: ConfigMap<Arc<KeyBuilder>>,
     wildcard: Option<Arc<KeyBuilder>>,
 }
 
@@ -270,7 +337,7 @@ struct ServiceBuilders {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyBuilderMap {
-    services: HashMap<String, ServiceBuilders>,
+    services: ConfigMap<ServiceBuilders>,
 }
 
 impl KeyBuilderMap {
@@ -390,17 +457,19 @@ impl KeyBuilderMap {
         Ok(self.build_keys_for(MethodPath::parse(path)?, host, metadata))
     }
 
+    /// The builder for a call to `path`: the exact path's, else the service's
+    /// wildcard.
+    fn builder_for(&self, path: MethodPath<'_>) -> Option<&KeyBuilder> {
+        let service = config_get(&self.services, path.service)?;
+        config_get(&service.methods, path.method)
+            .or(service.wildcard.as_ref())
+            .map(|b| &**b)
+    }
+
     /// [`Self::build_keys`] for a path already checked. A path with no builder gives
     /// the empty key map.
     pub fn build_keys_for(&self, path: MethodPath<'_>, host: &str, metadata: &Metadata) -> KeyMap {
-        let Some(service) = self.services.get(path.service) else {
-            return KeyMap::new();
-        };
-        let Some(b) = service
-            .methods
-            .get(path.method)
-            .or(service.wildcard.as_ref())
-        else {
+        let Some(b) = self.builder_for(path) else {
             return KeyMap::new();
         };
         let mut keys = KeyMap::new();
@@ -434,6 +503,66 @@ impl KeyBuilderMap {
             keys.insert(k.clone(), v.clone());
         }
         keys
+    }
+
+    /// [`Self::build_keys_for`] without building the map: the same pairs, in the
+    /// same order, borrowed into `keys` (which must be empty). Returns `false`, with
+    /// `keys` unusable, if the call has more keys than a [`BorrowedKeys`] holds;
+    /// build the owned map then.
+    pub(crate) fn build_borrowed_keys<'a>(
+        &'a self,
+        path: MethodPath<'a>,
+        host: &'a str,
+        metadata: &'a Metadata,
+        keys: &mut BorrowedKeys<'a>,
+    ) -> bool {
+        let Some(b) = self.builder_for(path) else {
+            return true;
+        };
+        for (key, names) in &b.headers {
+            for name in names {
+                let mut values = metadata.get_all(name);
+                let Some(first) = values.next() else {
+                    continue;
+                };
+                let value = match values.next() {
+                    None => KeyValue::Borrowed(first),
+                    // Joined as `build_keys_for` joins them.
+                    Some(second) => {
+                        let start = keys.joined.len();
+                        keys.joined.push_str(first);
+                        for v in std::iter::once(second).chain(values) {
+                            keys.joined.push(',');
+                            keys.joined.push_str(v);
+                        }
+                        KeyValue::Joined(start, keys.joined.len())
+                    }
+                };
+                if !keys.insert(key, value) {
+                    return false;
+                }
+                break;
+            }
+        }
+        let extra = [
+            (&b.host_key, host),
+            (&b.service_key, path.service),
+            (&b.method_key, path.method),
+        ];
+        for (key, value) in extra
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.as_deref()?, v)))
+        {
+            if !keys.insert(key, KeyValue::Borrowed(value)) {
+                return false;
+            }
+        }
+        for (k, v) in &b.constant_keys {
+            if !keys.insert(k, KeyValue::Borrowed(v)) {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -671,6 +800,99 @@ impl From<BTreeMap<String, String>> for KeyMap {
 impl From<KeyMap> for BTreeMap<String, String> {
     fn from(map: KeyMap) -> Self {
         map.entries.into_iter().collect()
+    }
+}
+
+/// How many keys a [`BorrowedKeys`] holds.
+const BORROWED_KEYS: usize = 8;
+
+/// A value of a [`BorrowedKeys`].
+#[derive(Clone, Copy)]
+enum KeyValue<'a> {
+    /// Borrowed from the call, the channel or the config.
+    Borrowed(&'a str),
+    /// A multi-valued header's values, joined: this range of the map's `joined`.
+    Joined(usize, usize),
+}
+
+/// The pairs of a [`KeyMap`], borrowed where they can be, in a buffer on the stack:
+/// what a picker looks its cache up with, so that a hit allocates nothing (unless a
+/// header has several values, which are joined into one string).
+///
+/// Kept sorted by key like the owned map, so that it hashes as the owned map built
+/// from the same call does (the same bytes are written: see the `Hash` impl) and
+/// compares pair by pair with it.
+pub(crate) struct BorrowedKeys<'a> {
+    /// The first `len` are the pairs, sorted by key, keys unique; the rest `None`.
+    /// `Option` and `Copy` so that the buffer costs a word per pair to clear and
+    /// nothing to drop.
+    entries: [Option<(&'a str, KeyValue<'a>)>; BORROWED_KEYS],
+    len: usize,
+    /// The joined values of multi-valued headers, one after the other.
+    joined: String,
+}
+
+impl<'a> BorrowedKeys<'a> {
+    /// No keys.
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: [None; BORROWED_KEYS],
+            len: 0,
+            joined: String::new(),
+        }
+    }
+
+    /// Sets `key` to `value`, replacing any earlier value, as [`KeyMap::insert`]
+    /// does. Returns `false` if the buffer is full.
+    fn insert(&mut self, key: &'a str, value: KeyValue<'a>) -> bool {
+        let live = &self.entries[..self.len];
+        match live.binary_search_by(|e| e.map_or("", |(k, _)| k).cmp(key)) {
+            Ok(i) => self.entries[i] = Some((key, value)),
+            Err(_) if self.len == BORROWED_KEYS => return false,
+            Err(i) => {
+                self.entries[i..=self.len].rotate_right(1);
+                self.entries[i] = Some((key, value));
+                self.len += 1;
+            }
+        }
+        true
+    }
+
+    /// The pairs in key order.
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.entries[..self.len].iter().map(|e| {
+            let (k, v) = e.expect("the first `len` entries are set");
+            let v = match v {
+                KeyValue::Borrowed(v) => v,
+                KeyValue::Joined(start, end) => &self.joined[start..end],
+            };
+            (k, v)
+        })
+    }
+
+    /// Whether `map` holds exactly these pairs.
+    pub(crate) fn matches(&self, map: &KeyMap) -> bool {
+        map.len() == self.len && map.iter().zip(self.iter()).all(|(a, b)| a == b)
+    }
+}
+
+/// Writes what the owned map's derived `Hash` writes: its `Vec<(String, String)>`,
+/// that is the length, then each key and value as a `str`.
+impl Hash for BorrowedKeys<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // `[T]::hash` writes the length with `write_length_prefix`, which is
+        // `write_usize` unless the hasher says otherwise (std's do not).
+        state.write_usize(self.len);
+        for (k, v) in self.iter() {
+            k.hash(state);
+            v.hash(state);
+        }
+    }
+}
+
+impl fmt::Debug for BorrowedKeys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 

@@ -4,13 +4,13 @@
 //! ```text
 //!  pick(call)
 //!   │ method not /service/method ─────────────────────────────> Fail(UNAVAILABLE)
-//!   │ keys = key builders(path, authority, metadata); now = clock
+//!   │ keys = key builders(path, authority, metadata), borrowed; now = clock
 //!   v
-//!  fast path: this picker's own index snapshot, no lock
+//!  fast path: this picker's own index snapshot, no lock, no allocation
 //!   │ entry valid and (fresh, or refresh already asked for, or in backoff)
 //!   │                                  ──> delegate to the entry's children
 //!   │ entry expired and in backoff     ──> default target, or UNAVAILABLE
-//!   v otherwise
+//!   v otherwise: keys = the owned key map
 //!  slow path: the policy's latest index + pending requests, under one mutex
 //!   │ no entry,   no pending ── throttled ──> default target, or UNAVAILABLE
 //!   │                       └─ else ───────> record a MISS, ask the serializer, Queue
@@ -24,6 +24,11 @@
 //!   │ expired,    no pending ── throttled ──> default target, or UNAVAILABLE
 //!   │                        └─ else ──────> record a MISS, ask the serializer, Queue
 //! ```
+//!
+//! The fast path looks the index up with `BorrowedKeys`: the key map's pairs
+//! borrowed from the config, the call and the channel, hashed as the owned
+//! [`KeyMap`] is. Only a pick that leaves it (or whose call has more keys than the
+//! borrowed buffer holds) builds the owned map.
 //!
 //! Delegation goes to the first of the entry's targets whose child is not in
 //! TRANSIENT_FAILURE, else the last; the child's pick is returned as is, and a
@@ -58,7 +63,7 @@ use parking_lot::Mutex;
 
 use crate::cache::{CacheEntry, CacheKey};
 use crate::config::RlsConfig;
-use crate::keys::{KeyMap, MethodPath};
+use crate::keys::{BorrowedKeys, KeyMap, MethodPath};
 use crate::metrics::{PickOutcome, RlsMetrics};
 use crate::proto::Reason;
 use crate::throttler::RequestThrottler;
@@ -141,6 +146,11 @@ impl EntryView {
         self.hash == hash && self.key.path() == path && self.key.keys() == keys
     }
 
+    /// [`Self::matches`] for borrowed keys.
+    fn matches_borrowed(&self, hash: u64, path: &str, keys: &BorrowedKeys<'_>) -> bool {
+        self.hash == hash && self.key.path() == path && keys.matches(self.key.keys())
+    }
+
     /// The status of a pick failed because the entry is in backoff: always
     /// UNAVAILABLE, whatever code the RLS server sent.
     fn backoff_status(&self) -> Status {
@@ -213,6 +223,20 @@ impl Index {
         match self.shards[Self::shard(hash)].get(&hash)? {
             Bucket::One(v) => v.matches(hash, path, keys).then_some(v),
             Bucket::Many(vs) => vs.iter().find(|v| v.matches(hash, path, keys)),
+        }
+    }
+
+    /// [`Self::find`] with borrowed keys, whose `hash` is
+    /// [`PickerShared::hash_borrowed`]'s.
+    fn find_borrowed(
+        &self,
+        hash: u64,
+        path: &str,
+        keys: &BorrowedKeys<'_>,
+    ) -> Option<&Arc<EntryView>> {
+        match self.shards[Self::shard(hash)].get(&hash)? {
+            Bucket::One(v) => v.matches_borrowed(hash, path, keys).then_some(v),
+            Bucket::Many(vs) => vs.iter().find(|v| v.matches_borrowed(hash, path, keys)),
         }
     }
 
@@ -344,6 +368,12 @@ impl PickerShared {
         self.hasher.hash_one((path, keys))
     }
 
+    /// [`Self::hash`] of the owned key map `keys` stands for: the same bytes are
+    /// hashed (see [`BorrowedKeys`]), so the hashes are equal.
+    fn hash_borrowed(&self, path: &str, keys: &BorrowedKeys<'_>) -> u64 {
+        self.hasher.hash_one((path, keys))
+    }
+
     /// Notes that a pick used `view` (see the [module docs](self)).
     fn mark_used(&self, view: &Arc<EntryView>) {
         let epoch = self.epoch.load(Ordering::Relaxed);
@@ -379,6 +409,9 @@ pub(crate) struct ChildPick {
     pub(crate) picker: Arc<dyn Picker>,
 }
 
+/// Up to how many children [`RlsPicker::child`] finds by comparing names.
+const LINEAR_CHILDREN: usize = 4;
+
 /// The RLS picker. See the [module docs](self).
 pub(crate) struct RlsPicker {
     shared: Arc<PickerShared>,
@@ -406,6 +439,29 @@ impl RlsPicker {
             default_target,
             metrics,
         }
+    }
+
+    /// The fast half of the decision table, for the entry of the call's keys:
+    /// `None` when it needs the slow half.
+    fn pick_fast(
+        &self,
+        view: &Arc<EntryView>,
+        info: &PickInfo<'_>,
+        now: Instant,
+    ) -> Option<PickResult<'_>> {
+        if view.has_valid_data(now) {
+            if !view.is_stale(now)
+                || view.is_in_backoff(now)
+                || view.refresh_sent.load(Ordering::Relaxed)
+            {
+                self.shared.mark_used(view);
+                return Some(self.delegate(view, info));
+            }
+        } else if view.is_in_backoff(now) {
+            self.shared.mark_used(view);
+            return Some(self.fall_back(info, view.backoff_status()));
+        }
+        None
     }
 
     /// The decision table's slow half, under the shared mutex.
@@ -485,13 +541,26 @@ impl RlsPicker {
         PickResult::Queue
     }
 
+    /// The child of `target`. Few children are compared in turn rather than hashed:
+    /// hashing the name costs more than comparing a handful of them.
+    fn child(&self, target: &str) -> Option<&ChildPick> {
+        if self.children.len() <= LINEAR_CHILDREN {
+            self.children
+                .iter()
+                .find(|(t, _)| ***t == *target)
+                .map(|(_, child)| child)
+        } else {
+            self.children.get(target)
+        }
+    }
+
     /// RLS has no data to offer: the default target if there is one, else `status`.
     fn fall_back(&self, info: &PickInfo<'_>, status: Status) -> PickResult<'_> {
         let Some(target) = &self.default_target else {
             self.metrics.failed_pick();
             return PickResult::Fail(status);
         };
-        let Some(child) = self.children.get(target) else {
+        let Some(child) = self.child(target) else {
             return PickResult::Queue;
         };
         let result = child.picker.pick(info);
@@ -506,7 +575,7 @@ impl RlsPicker {
     fn delegate(&self, view: &EntryView, info: &PickInfo<'_>) -> PickResult<'_> {
         let mut chosen = None;
         for target in view.targets.iter() {
-            if let Some(child) = self.children.get(target) {
+            if let Some(child) = self.child(target) {
                 chosen = Some((target, child));
                 if child.state != ConnectivityState::TransientFailure {
                     break;
@@ -556,27 +625,45 @@ impl Picker for RlsPicker {
             Ok(path) => path,
             Err(e) => return PickResult::Fail(Status::unavailable(format!("rls: {e}"))),
         };
-        let keys = self.config.route_lookup().key_builders().build_keys_for(
+        let builders = self.config.route_lookup().key_builders();
+        let mut borrowed = BorrowedKeys::new();
+        // The hash and time of a fast path that missed.
+        let missed = if builders.build_borrowed_keys(
             path,
             &self.shared.authority,
             info.metadata,
-        );
-        let hash = self.shared.hash(info.method, &keys);
-        let now = self.shared.clock.now();
-        if let Some(view) = self.index.find(hash, info.method, &keys) {
-            if view.has_valid_data(now) {
-                if !view.is_stale(now)
-                    || view.is_in_backoff(now)
-                    || view.refresh_sent.load(Ordering::Relaxed)
-                {
-                    self.shared.mark_used(view);
-                    return self.delegate(view, info);
+            &mut borrowed,
+        ) {
+            let hash = self.shared.hash_borrowed(info.method, &borrowed);
+            let now = self.shared.clock.now();
+            if let Some(view) = self.index.find_borrowed(hash, info.method, &borrowed) {
+                if let Some(result) = self.pick_fast(view, info, now) {
+                    return result;
                 }
-            } else if view.is_in_backoff(now) {
-                self.shared.mark_used(view);
-                return self.fall_back(info, view.backoff_status());
             }
-        }
+            Some((hash, now))
+        } else {
+            None
+        };
+        drop(borrowed);
+        let keys = builders.build_keys_for(path, &self.shared.authority, info.metadata);
+        let (hash, now) = match missed {
+            Some((hash, now)) => {
+                debug_assert_eq!(hash, self.shared.hash(info.method, &keys));
+                (hash, now)
+            }
+            // Too many keys to borrow: today's path with the owned map.
+            None => {
+                let hash = self.shared.hash(info.method, &keys);
+                let now = self.shared.clock.now();
+                if let Some(view) = self.index.find(hash, info.method, &keys) {
+                    if let Some(result) = self.pick_fast(view, info, now) {
+                        return result;
+                    }
+                }
+                (hash, now)
+            }
+        };
         self.pick_slow(info, keys, hash, now)
     }
 }
@@ -673,6 +760,145 @@ mod tests {
         assert_eq!(&*index.find(42, "/s/m", b.keys()).unwrap().targets[0], "tb");
         index.remove(42, &b);
         assert_eq!(index.len(), 0);
+    }
+
+    struct Never;
+
+    impl RequestThrottler for Never {
+        fn should_throttle(&mut self, _: Instant) -> bool {
+            false
+        }
+
+        fn register_backend_response(&mut self, _: Instant, _: bool) {}
+    }
+
+    struct NoWork;
+
+    impl WorkScheduler for NoWork {
+        fn schedule_work(&self) {}
+    }
+
+    #[test]
+    fn borrowed_keys_hash_and_find_as_the_owned_key_map() {
+        use crate::keys::{GrpcKeyBuilder, KeyBuilderMap};
+        use lb_core::Metadata;
+        use serde_json::json;
+
+        let shared = PickerShared::new(
+            Arc::new(lb_core::channel::SystemClock),
+            "h.example.com".into(),
+            Arc::new(NoWork),
+            Box::new(Never),
+            "target",
+        );
+        let builders: Vec<GrpcKeyBuilder> = [
+            // Every kind of key, on a wildcard.
+            json!({
+                "names": [{"service": "all.Svc"}],
+                "headers": [
+                    {"key": "user", "names": ["x-user", "x-user-fallback"]},
+                    {"key": "a-tenant", "names": ["x-tenant"]},
+                ],
+                "extraKeys": {"host": "host", "service": "svc", "method": "m"},
+                "constantKeys": {"tier": "gold", "0-first": "c"},
+            }),
+            // Nothing but the name: the empty key map.
+            json!({"names": [{"service": "empty.Svc"}]}),
+            // More keys than a `BorrowedKeys` holds.
+            json!({
+                "names": [{"service": "many.Svc"}],
+                "constantKeys": {
+                    "c0": "0", "c1": "1", "c2": "2", "c3": "3", "c4": "4",
+                    "c5": "5", "c6": "6", "c7": "7", "c8": "8",
+                },
+            }),
+        ]
+        .iter()
+        .map(|j| GrpcKeyBuilder::from_json(j).unwrap())
+        .collect();
+        let map = KeyBuilderMap::new(&builders).unwrap();
+        let md = |pairs: &[(&str, &str)]| {
+            let mut md = Metadata::new();
+            for (k, v) in pairs {
+                md.insert(k, v).unwrap();
+            }
+            md
+        };
+        let cases = [
+            (
+                "/all.Svc/Get",
+                md(&[("x-user", "alice"), ("x-tenant", "t1")]),
+            ),
+            // A multi-valued header, and the fallback name.
+            (
+                "/all.Svc/Get",
+                md(&[("x-user", "a"), ("x-user", "b"), ("x-user", "c")]),
+            ),
+            ("/all.Svc/Put", md(&[("x-user-fallback", "bob")])),
+            // Two multi-valued headers, joined one after the other.
+            (
+                "/all.Svc/Put",
+                md(&[
+                    ("x-tenant", "t1"),
+                    ("x-user", "a"),
+                    ("x-tenant", "t2"),
+                    ("x-user", "b"),
+                ]),
+            ),
+            // Missing headers.
+            ("/all.Svc/Get", md(&[("other", "x")])),
+            ("/all.Svc/List", md(&[])),
+            ("/empty.Svc/Get", md(&[("x-user", "alice")])),
+            // No builder for the service.
+            ("/none.Svc/Get", md(&[("x-user", "alice")])),
+        ];
+        let t = Instant::now();
+        let mut cache = DataCache::new(1 << 20, CacheOptions::default(), SplitMix64::seeded(1));
+        let ages = (Duration::from_secs(10), Duration::from_secs(5));
+        let mut index = Index::new();
+        let mut owned_keys = Vec::new();
+        for (i, (method, metadata)) in cases.iter().enumerate() {
+            let path = MethodPath::parse(method).unwrap();
+            let owned = map.build_keys_for(path, &shared.authority, metadata);
+            let mut borrowed = BorrowedKeys::new();
+            assert!(map.build_borrowed_keys(path, &shared.authority, metadata, &mut borrowed));
+            assert!(borrowed.matches(&owned), "{method} {owned:?} {borrowed:?}");
+            let pairs: Vec<(&str, &str)> = borrowed.iter().collect();
+            assert_eq!(pairs, owned.iter().collect::<Vec<_>>());
+            let hash = shared.hash(method, &owned);
+            assert_eq!(
+                shared.hash_borrowed(method, &borrowed),
+                hash,
+                "{method} {owned:?}"
+            );
+            // Not yet in the index: neither finds it.
+            assert!(index.find(hash, method, &owned).is_none());
+            assert!(index.find_borrowed(hash, method, &borrowed).is_none());
+            let k = CacheKey::new(*method, owned.clone());
+            let _ = cache.on_success(k.clone(), t, vec![format!("t{i}")], String::new(), ages);
+            let view = EntryView::new(&k, hash, cache.peek(k.path(), k.keys()).unwrap());
+            index.upsert(Arc::new(view));
+            owned_keys.push(owned);
+        }
+        // Both find the same view for every call; a borrowed map of another call does
+        // not match it, even filed under the same hash.
+        for (i, (method, metadata)) in cases.iter().enumerate() {
+            let path = MethodPath::parse(method).unwrap();
+            let mut borrowed = BorrowedKeys::new();
+            assert!(map.build_borrowed_keys(path, &shared.authority, metadata, &mut borrowed));
+            let hash = shared.hash_borrowed(method, &borrowed);
+            let by_owned = index.find(hash, method, &owned_keys[i]).unwrap();
+            let by_borrowed = index.find_borrowed(hash, method, &borrowed).unwrap();
+            assert!(Arc::ptr_eq(by_owned, by_borrowed));
+            for (j, other) in owned_keys.iter().enumerate() {
+                assert_eq!(borrowed.matches(other), owned_keys[i] == *other, "{i} {j}");
+            }
+        }
+        // Too many keys: the caller builds the owned map instead.
+        let path = MethodPath::parse("/many.Svc/Get").unwrap();
+        let mut borrowed = BorrowedKeys::new();
+        assert!(!map.build_borrowed_keys(path, "h", &md(&[]), &mut borrowed));
+        assert_eq!(map.build_keys_for(path, "h", &md(&[])).len(), 9);
     }
 
     #[test]
