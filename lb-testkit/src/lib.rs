@@ -15,6 +15,7 @@
 //! - [`peers`]: real peers we did not write (grpcio server and client, nghttp2's
 //!   `nghttpd`, `nghttp`, `h2load`) for interop tests, installed by
 //!   `cargo xtask test`.
+//! - [`connect_ready`]: one connection of any transport, waited for until READY.
 //!
 //! # Examples
 //!
@@ -51,3 +52,46 @@ pub use memory::{
     DEFAULT_STREAM_WINDOW, InMemoryTransport, ServerHandler, ServerStream, StreamHandler,
 };
 pub use resolver::ManualResolver;
+
+/// Connects `transport` to `target` (`host:port`) and waits, at most `wait`, for the
+/// connection to be READY.
+///
+/// # Panics
+///
+/// The connection failed or was not READY in time (a test helper).
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use lb_transport::driver::{H2Transport, TransportConfig};
+///
+/// let transport = H2Transport::new(TransportConfig::default())?;
+/// let conn = lb_testkit::connect_ready(&transport, "127.0.0.1:50051", Duration::from_secs(5));
+/// conn.close();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn connect_ready(
+    transport: &dyn lb_core::Transport,
+    target: &str,
+    wait: std::time::Duration,
+) -> std::sync::Arc<dyn lb_core::Connection> {
+    use lb_core::transport::{ConnectOptions, ConnectionEvent};
+    let (tx, events) = crossbeam_channel::unbounded();
+    let options = ConnectOptions {
+        authority: target.into(),
+        connect_deadline: std::time::Instant::now() + wait,
+        user_agent: "lb-testkit".into(),
+        transport_options: Default::default(),
+    };
+    let sink = std::sync::Arc::new(move |e| {
+        let _ = tx.send(e);
+    });
+    let conn = transport
+        .connect(&lb_core::Address::new(target), &options, sink)
+        .expect("connect");
+    match events.recv_timeout(wait) {
+        Ok(ConnectionEvent::Ready) => conn,
+        other => panic!("connection to {target} not READY: {other:?}"),
+    }
+}

@@ -11,12 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, bounded, unbounded};
+use crossbeam_channel::{Sender, bounded};
 use lb_core::channel::{CallOptions, Channel};
-use lb_core::transport::{
-    CallHead, CallListener, CallOutcome, CallRequest, CallStream, ConnectOptions, ConnectionEvent,
-};
-use lb_core::{Address, Code, Connection, ConnectionExt, Metadata, Transport};
+use lb_core::transport::{CallHead, CallListener, CallOutcome, CallRequest, CallStream};
+use lb_core::{Code, Connection, ConnectionExt, Metadata};
 use lb_testkit::peers::{self, GrpcServer, GrpcServerOptions};
 use lb_transport::driver::{H2Transport, TransportConfig};
 
@@ -31,20 +29,7 @@ fn server() -> Option<GrpcServer> {
 /// One READY connection to `target` on a transport of its own.
 fn connect(target: &str) -> (H2Transport, Arc<dyn Connection>) {
     let transport = H2Transport::new(TransportConfig::default()).unwrap();
-    let (tx, events) = unbounded();
-    let opts = ConnectOptions {
-        authority: target.into(),
-        connect_deadline: Instant::now() + WAIT,
-        user_agent: "lb-transport-caller-driven-test".into(),
-        transport_options: Default::default(),
-    };
-    let sink = Arc::new(move |e| {
-        let _ = tx.send(e);
-    });
-    let conn = transport
-        .connect(&Address::new(target), &opts, sink)
-        .unwrap();
-    assert_eq!(events.recv_timeout(WAIT), Ok(ConnectionEvent::Ready));
+    let conn = lb_testkit::connect_ready(&transport, target, WAIT);
     (transport, conn)
 }
 
@@ -67,9 +52,11 @@ impl CallListener for Ending {
     }
 }
 
-/// Opens `/test.Echo/Echo` with one message; `caller_drives` as given.
-fn open_echo(
+/// Opens `method` with one request `message`; `caller_drives` as given.
+fn open_call(
     conn: &dyn Connection,
+    method: &str,
+    message: &[u8],
     caller_drives: bool,
 ) -> (Arc<dyn CallStream>, Arc<Ending>, Ended) {
     let (tx, rx) = bounded(1);
@@ -77,11 +64,19 @@ fn open_echo(
         closed: AtomicBool::new(false),
         tx,
     });
-    let mut head = CallHead::new("/test.Echo/Echo");
+    let mut head = CallHead::new(method);
     head.caller_drives = caller_drives;
     let stream = conn.open_stream(head, ending.clone());
-    stream.try_send(b"ping".to_vec(), true).unwrap();
+    stream.try_send(message.to_vec(), true).unwrap();
     (stream, ending, rx)
+}
+
+/// Opens `/test.Echo/Echo` with one message; `caller_drives` as given.
+fn open_echo(
+    conn: &dyn Connection,
+    caller_drives: bool,
+) -> (Arc<dyn CallStream>, Arc<Ending>, Ended) {
+    open_call(conn, "/test.Echo/Echo", b"ping", caller_drives)
 }
 
 /// Waits for the call to end, driving while it can; returns the thread its
@@ -158,15 +153,7 @@ fn a_caller_shut_out_by_another_driver_is_answered() {
                 if stop.load(Ordering::Acquire) {
                     break;
                 }
-                let (tx, rx) = bounded(1);
-                let ending = Arc::new(Ending {
-                    closed: AtomicBool::new(false),
-                    tx,
-                });
-                let mut head = CallHead::new("/test.Echo/Sleep");
-                head.caller_drives = true;
-                let stream = conn.open_stream(head, ending.clone());
-                stream.try_send(b"100".to_vec(), true).unwrap();
+                let (stream, ending, rx) = open_call(&*conn, "/test.Echo/Sleep", b"100", true);
                 let deadline = Instant::now() + WAIT;
                 while !ending.closed.load(Ordering::Acquire) && Instant::now() < deadline {
                     let mut until = || {

@@ -540,6 +540,19 @@ struct Figures {
 }
 
 impl Figures {
+    /// The table cells calls, secs, qps, p50_us, p99_us and cpu_us/call.
+    fn cells(&self) -> String {
+        format!(
+            "{:>9} {:>7.2} {:>9.0} {:>9.1} {:>9.1} {:>11}",
+            self.calls,
+            self.secs,
+            self.qps,
+            self.p50_us,
+            self.p99_us,
+            cpu_cell(self)
+        )
+    }
+
     /// CPU microseconds per call (or message).
     fn cpu_us_per_call(&self) -> Option<f64> {
         self.cpu_secs.map(|s| s * 1e6 / self.calls.max(1) as f64)
@@ -759,34 +772,51 @@ fn io_threads_scaling(
 ) -> Vec<(usize, Result<Figures, String>)> {
     let list = targets.join(",");
     let pilot_calls = if quick { 2_000 } else { 10_000 };
-    let mut runs: Vec<(usize, Result<Vec<Figures>, String>)> =
-        IO_THREADS.iter().map(|&t| (t, Ok(Vec::new()))).collect();
+    alternating_rounds(&IO_THREADS, rounds, |&threads, round| {
+        let mut result = Err("not run".to_string());
+        let _ = util::step(
+            &format!(
+                "I/O threads: {threads}, one channel over {} connections, \
+                 {IO_THREADS_CONCURRENCY} in flight (round {round}/{rounds})",
+                targets.len(),
+            ),
+            || {
+                result = measure(pilot_calls, run_secs, |calls| {
+                    let mut run = OursRun::new(ours, &list, IO_THREADS_CONCURRENCY, calls);
+                    run.io_threads = Some(threads);
+                    run.run()
+                });
+                result.as_ref().map(drop).map_err(Clone::clone)
+            },
+        );
+        result
+    })
+}
+
+/// Runs `run(key, round)` for every key in each of `rounds` rounds, the keys'
+/// order turning by one each round (so no key always runs first on a warming
+/// machine); each key's median figures, or its first error (after which it is not
+/// run again).
+fn alternating_rounds<K: Copy>(
+    keys: &[K],
+    rounds: usize,
+    mut run: impl FnMut(&K, usize) -> Result<Figures, String>,
+) -> Vec<(K, Result<Figures, String>)> {
+    let mut runs: Vec<(K, Result<Vec<Figures>, String>)> =
+        keys.iter().map(|&k| (k, Ok(Vec::new()))).collect();
     for round in 0..rounds {
-        for (threads, so_far) in &mut runs {
+        for i in 0..runs.len() {
+            let n = runs.len();
+            let (key, so_far) = &mut runs[(i + round) % n];
             let Ok(figures) = so_far else { continue };
-            let mut result = Err("not run".to_string());
-            let _ = util::step(
-                &format!(
-                    "I/O threads: {threads}, one channel over {} connections, \
-                     {IO_THREADS_CONCURRENCY} in flight (round {}/{rounds})",
-                    targets.len(),
-                    round + 1
-                ),
-                || {
-                    result = measure(pilot_calls, run_secs, |calls| {
-                        run_ours(ours, &list, IO_THREADS_CONCURRENCY, calls, Some(*threads))
-                    });
-                    result.as_ref().map(drop).map_err(Clone::clone)
-                },
-            );
-            match result {
+            match run(key, round + 1) {
                 Ok(f) => figures.push(f),
                 Err(e) => *so_far = Err(e),
             }
         }
     }
     runs.into_iter()
-        .map(|(threads, r)| (threads, r.map(median_figures)))
+        .map(|(key, r)| (key, r.map(median_figures)))
         .collect()
 }
 
@@ -813,14 +843,9 @@ fn print_io_threads(
     for (threads, r) in rows {
         match r {
             Ok(f) => println!(
-                "  {:<26} {:>9} {:>7.2} {:>9.0} {:>9.1} {:>9.1} {:>11} {:>10}",
+                "  {:<26} {} {:>10}",
                 threads,
-                f.calls,
-                f.secs,
-                f.qps,
-                f.p50_us,
-                f.p99_us,
-                cpu_cell(f),
+                f.cells(),
                 ratio(f.qps, one.map(|o| o.qps)),
             ),
             Err(e) => println!(
@@ -1254,22 +1279,11 @@ fn run_client(
     calls: u64,
 ) -> Result<Figures, String> {
     let program = match client {
-        Client::Ours => return run_ours(&programs.ours, target, concurrency, calls, None),
+        Client::Ours => return OursRun::new(&programs.ours, target, concurrency, calls).run(),
         Client::OursOneThread => {
-            let mut cmd = Command::new(&programs.ours);
-            cmd.args([
-                "--channel",
-                "--pipeline",
-                "--target",
-                target,
-                "--calls",
-                &calls.to_string(),
-                "--concurrency",
-                &concurrency.to_string(),
-                "--payload-bytes",
-                &PAYLOAD_BYTES.to_string(),
-            ]);
-            return run_measured(&mut cmd);
+            let mut run = OursRun::new(&programs.ours, target, concurrency, calls);
+            run.pipeline = true;
+            return run.run();
         }
         Client::CppSync => &programs.cpp_client,
         Client::Tonic => programs
@@ -1291,31 +1305,51 @@ fn run_client(
 }
 
 /// One run of our `unary_bench --channel` to `targets` (one address or several,
-/// comma-separated), with `io_threads` I/O threads (the transport's default when
-/// `None`).
-fn run_ours(
-    program: &Path,
-    targets: &str,
+/// comma-separated).
+struct OursRun<'a> {
+    program: &'a Path,
+    targets: &'a str,
     concurrency: usize,
     calls: u64,
+    /// I/O threads (the transport's default when `None`).
     io_threads: Option<usize>,
-) -> Result<Figures, String> {
-    let mut cmd = Command::new(program);
-    cmd.args([
-        "--channel",
-        "--target",
-        targets,
-        "--calls",
-        &calls.to_string(),
-        "--concurrency",
-        &concurrency.to_string(),
-        "--payload-bytes",
-        &PAYLOAD_BYTES.to_string(),
-    ]);
-    if let Some(n) = io_threads {
-        cmd.args(["--io-threads", &n.to_string()]);
+    /// One thread keeps every call in flight (`--pipeline`).
+    pipeline: bool,
+}
+
+impl<'a> OursRun<'a> {
+    fn new(program: &'a Path, targets: &'a str, concurrency: usize, calls: u64) -> Self {
+        Self {
+            program,
+            targets,
+            concurrency,
+            calls,
+            io_threads: None,
+            pipeline: false,
+        }
     }
-    run_measured(&mut cmd)
+
+    fn run(&self) -> Result<Figures, String> {
+        let mut cmd = Command::new(self.program);
+        cmd.args([
+            "--channel",
+            "--target",
+            self.targets,
+            "--calls",
+            &self.calls.to_string(),
+            "--concurrency",
+            &self.concurrency.to_string(),
+            "--payload-bytes",
+            &PAYLOAD_BYTES.to_string(),
+        ]);
+        if let Some(n) = self.io_threads {
+            cmd.args(["--io-threads", &n.to_string()]);
+        }
+        if self.pipeline {
+            cmd.arg("--pipeline");
+        }
+        run_measured(&mut cmd)
+    }
 }
 
 /// Parses `calls=N secs=S qps=Q p50_us=P p99_us=P99`.
@@ -1558,14 +1592,9 @@ fn print_transport_table(
             match r {
                 Ok(f) => {
                     println!(
-                        "  {:<28} {:>9} {:>7.2} {:>9.0} {:>9.1} {:>9.1} {:>11} {:>10} {:>10}",
+                        "  {:<28} {} {:>10} {:>10}",
                         client.name(),
-                        f.calls,
-                        f.secs,
-                        f.qps,
-                        f.p50_us,
-                        f.p99_us,
-                        cpu_cell(f),
+                        f.cells(),
                         ratio(f.qps, ours.map(|o| o.qps)),
                         ratio(f.p50_us, ours.map(|o| o.p50_us)),
                     );
@@ -1665,49 +1694,40 @@ fn print_targets(
             cpu(unary(0, Client::Tonic)),
             Bound::AtMost(TARGET_SEQ_CPU_VS_TONIC),
         ),
-        (
-            format!("{c32}: QPS >= {TARGET_32_QPS_VS_TONIC}x tonic's"),
-            "/s",
-            qps(unary(1, Client::Ours)),
-            qps(unary(1, Client::Tonic)),
-            Bound::AtLeast(TARGET_32_QPS_VS_TONIC),
-        ),
-        (
-            format!("{c32}: QPS >= h2load's"),
-            "/s",
-            qps(unary(1, Client::Ours)),
-            qps(unary(1, Client::H2load)),
-            Bound::AtLeast(TARGET_32_QPS_VS_H2LOAD),
-        ),
-        (
-            format!("{c32}: CPU per call <= {TARGET_32_CPU_VS_TONIC}x tonic's"),
-            "us",
-            cpu(unary(1, Client::Ours)),
-            cpu(unary(1, Client::Tonic)),
-            Bound::AtMost(TARGET_32_CPU_VS_TONIC),
-        ),
-        (
-            format!("{c32}, 1 thread: QPS >= {TARGET_32_QPS_VS_TONIC}x tonic's"),
-            "/s",
-            qps(unary(1, Client::OursOneThread)),
-            qps(unary(1, Client::Tonic)),
-            Bound::AtLeast(TARGET_32_QPS_VS_TONIC),
-        ),
-        (
-            format!("{c32}, 1 thread: QPS >= h2load's"),
-            "/s",
-            qps(unary(1, Client::OursOneThread)),
-            qps(unary(1, Client::H2load)),
-            Bound::AtLeast(TARGET_32_QPS_VS_H2LOAD),
-        ),
-        (
-            format!("{c32}, 1 thread: CPU per call <= {TARGET_32_CPU_VS_TONIC}x tonic's"),
-            "us",
-            cpu(unary(1, Client::OursOneThread)),
-            cpu(unary(1, Client::Tonic)),
-            Bound::AtMost(TARGET_32_CPU_VS_TONIC),
-        ),
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        [
+            (Client::Ours, c32.to_string()),
+            (Client::OursOneThread, format!("{c32}, 1 thread")),
+        ]
+        .into_iter()
+        .flat_map(|(client, label)| {
+            [
+                (
+                    format!("{label}: QPS >= {TARGET_32_QPS_VS_TONIC}x tonic's"),
+                    "/s",
+                    qps(unary(1, client)),
+                    qps(unary(1, Client::Tonic)),
+                    Bound::AtLeast(TARGET_32_QPS_VS_TONIC),
+                ),
+                (
+                    format!("{label}: QPS >= h2load's"),
+                    "/s",
+                    qps(unary(1, client)),
+                    qps(unary(1, Client::H2load)),
+                    Bound::AtLeast(TARGET_32_QPS_VS_H2LOAD),
+                ),
+                (
+                    format!("{label}: CPU per call <= {TARGET_32_CPU_VS_TONIC}x tonic's"),
+                    "us",
+                    cpu(unary(1, client)),
+                    cpu(unary(1, Client::Tonic)),
+                    Bound::AtMost(TARGET_32_CPU_VS_TONIC),
+                ),
+            ]
+        }),
+    ) {
         target_line(&mut lines, &what, unit, ours, theirs, bound);
     }
     for (scenario, rows) in streams.iter().zip(stream_results) {
@@ -1879,40 +1899,25 @@ fn measure_stream(
     scenario: &StreamScenario,
     rounds: usize,
 ) -> Vec<(Client, Result<Figures, String>)> {
-    let mut runs: Vec<(Client, Result<Vec<Figures>, String>)> = STREAM_CLIENTS
-        .iter()
-        .map(|&c| (c, Ok(Vec::new())))
-        .collect();
-    for round in 0..rounds {
-        for i in 0..runs.len() {
-            let (client, so_far) = &mut runs[(i + round) % STREAM_CLIENTS.len()];
-            let Ok(figures) = so_far else { continue };
-            let mut result = Err("not run".to_string());
-            let _ = util::step(
-                &format!(
-                    "{} x {}: {} (round {}/{rounds})",
-                    scenario.name(),
-                    scenario.messages,
-                    client.name(),
-                    round + 1
-                ),
-                || {
-                    result = run_stream_client(programs, *client, target, scenario);
-                    result
-                        .as_ref()
-                        .map(|f| println!("  {}", line_of(f)))
-                        .map_err(Clone::clone)
-                },
-            );
-            match result {
-                Ok(f) => figures.push(f),
-                Err(e) => *so_far = Err(e),
-            }
-        }
-    }
-    runs.into_iter()
-        .map(|(client, r)| (client, r.map(median_figures)))
-        .collect()
+    alternating_rounds(&STREAM_CLIENTS, rounds, |client, round| {
+        let mut result = Err("not run".to_string());
+        let _ = util::step(
+            &format!(
+                "{} x {}: {} (round {round}/{rounds})",
+                scenario.name(),
+                scenario.messages,
+                client.name(),
+            ),
+            || {
+                result = run_stream_client(programs, *client, target, scenario);
+                result
+                    .as_ref()
+                    .map(|f| println!("  {}", line_of(f)))
+                    .map_err(Clone::clone)
+            },
+        );
+        result
+    })
 }
 
 /// The median of each figure over runs of the same work.
