@@ -316,17 +316,23 @@ impl StreamHandle {
 
     /// Makes sure the I/O thread looks at the stream: sends a command unless one is
     /// already on its way. Call without holding the state lock.
-    fn schedule(&self) {
+    ///
+    /// `urgent`: the change is one the peer waits for (receive credit), so it is
+    /// never left for the caller's next drive.
+    fn schedule(&self, urgent: bool) {
         // A failed send means the I/O thread is gone; it ended every call it had,
         // and a dropped `Open` ends its own.
-        let _ = self
-            .handle
-            .send_for(Command::Stream(self.shared.clone()), &self.shared);
+        let command = Command::Stream(self.shared.clone());
+        let _ = if urgent {
+            self.handle.send(command)
+        } else {
+            self.handle.send_for(command, &self.shared)
+        };
     }
 
     /// Runs `change` on the state; schedules the I/O thread if `change` says so and
     /// no command is on its way yet.
-    fn update<R>(&self, change: impl FnOnce(&mut State) -> (R, bool)) -> R {
+    fn update<R>(&self, urgent: bool, change: impl FnOnce(&mut State) -> (R, bool)) -> R {
         let (result, schedule) = {
             let mut state = self.shared.state.lock();
             let (result, wants) = change(&mut state);
@@ -337,7 +343,7 @@ impl StreamHandle {
             (result, schedule)
         };
         if schedule {
-            self.schedule();
+            self.schedule(urgent);
         }
         result
     }
@@ -354,7 +360,7 @@ impl CallStream for StreamHandle {
         last: bool,
         flags: SendFlags,
     ) -> Result<(), TrySendError> {
-        self.update(|state| {
+        self.update(false, |state| {
             if state.send_closed {
                 return (Err(TrySendError::Closed(message)), false);
             }
@@ -381,7 +387,7 @@ impl CallStream for StreamHandle {
     }
 
     fn half_close(&self) {
-        self.update(|state| {
+        self.update(false, |state| {
             if state.send_closed {
                 return ((), false);
             }
@@ -392,7 +398,8 @@ impl CallStream for StreamHandle {
     }
 
     fn cancel(&self) {
-        self.update(|state| {
+        // A caller that cancels rarely waits for the call again: the reset goes now.
+        self.update(true, |state| {
             if state.closed || state.pending.cancel {
                 return ((), false);
             }
@@ -404,7 +411,7 @@ impl CallStream for StreamHandle {
 
     fn release(&self, bytes: usize) {
         let batch = self.shared.release_batch;
-        self.update(|state| {
+        self.update(true, |state| {
             if state.closed || bytes == 0 {
                 return ((), false);
             }
