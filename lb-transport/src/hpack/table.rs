@@ -198,14 +198,13 @@ impl DynamicTable {
     /// same name is returned, because it encodes in the fewest octets.
     pub(crate) fn find(&self, name: &[u8], value: &[u8]) -> Match {
         let mut name_index = None;
-        for (i, &(n, v)) in STATIC_TABLE.iter().enumerate() {
-            if n.as_bytes() != name {
-                continue;
+        if let Some((first, last)) = static_name(name) {
+            for index in first..=last {
+                if STATIC_TABLE[index - 1].1.as_bytes() == value {
+                    return Match::Full(index);
+                }
             }
-            if v.as_bytes() == value {
-                return Match::Full(i + 1);
-            }
-            name_index.get_or_insert(i + 1);
+            name_index = Some(first);
         }
         for (i, entry) in self.entries.iter().enumerate() {
             if entry.name != name {
@@ -222,6 +221,28 @@ impl DynamicTable {
             None => Match::None,
         }
     }
+}
+
+/// The 1-based indices of the static entries named `name` (the first and the
+/// last: entries of one name are consecutive in the table), found by a binary
+/// search of the table's names instead of a scan of all 61 entries (an encoder
+/// looks up every header it writes).
+fn static_name(name: &[u8]) -> Option<(usize, usize)> {
+    static NAMES: std::sync::OnceLock<Vec<(&'static [u8], usize, usize)>> =
+        std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        let mut names: Vec<(&'static [u8], usize, usize)> = Vec::new();
+        for (i, &(n, _)) in STATIC_TABLE.iter().enumerate() {
+            match names.last_mut() {
+                Some(last) if last.0 == n.as_bytes() => last.2 = i + 1,
+                _ => names.push((n.as_bytes(), i + 1, i + 1)),
+            }
+        }
+        names.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        names
+    });
+    let k = names.binary_search_by(|e| e.0.cmp(name)).ok()?;
+    Some((names[k].1, names[k].2))
 }
 
 /// The result of [`DynamicTable::find`].
@@ -264,6 +285,55 @@ mod tests {
             Some((&b"accept-encoding"[..], &b"gzip, deflate"[..]))
         );
         assert_eq!(table.get(61), Some((&b"www-authenticate"[..], &b""[..])));
+    }
+
+    /// `find` over the static table as a scan of every entry would answer.
+    fn scan(name: &[u8], value: &[u8]) -> Match {
+        let mut name_index = None;
+        for (i, &(n, v)) in STATIC_TABLE.iter().enumerate() {
+            if n.as_bytes() == name {
+                if v.as_bytes() == value {
+                    return Match::Full(i + 1);
+                }
+                name_index.get_or_insert(i + 1);
+            }
+        }
+        name_index.map_or(Match::None, Match::Name)
+    }
+
+    #[test]
+    fn static_lookups_answer_as_a_scan_of_the_table() {
+        let table = DynamicTable::new(4096);
+        let mut cases: Vec<(&[u8], &[u8])> = STATIC_TABLE
+            .iter()
+            .map(|&(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        // Known names with other values, and names the table lacks.
+        cases.extend(
+            STATIC_TABLE
+                .iter()
+                .map(|&(n, _)| (n.as_bytes(), &b"other"[..])),
+        );
+        cases.extend([
+            (&b""[..], &b""[..]),
+            (b":statu", b"200"),
+            (b":statuses", b"200"),
+            (b"te", b"trailers"),
+            (b"zzz", b""),
+            (b"\x00", b""),
+        ]);
+        for (name, value) in cases {
+            assert_eq!(
+                table.find(name, value),
+                scan(name, value),
+                "{name:?} {value:?}"
+            );
+        }
+        // Every name of several entries answers its lowest index for an unknown
+        // value: :method 2, :path 4, :scheme 6, :status 8.
+        for (name, first) in [(":method", 2), (":path", 4), (":scheme", 6), (":status", 8)] {
+            assert_eq!(table.find(name.as_bytes(), b"?"), Match::Name(first));
+        }
     }
 
     #[test]
