@@ -58,6 +58,11 @@ use crate::driver::client::{IoLoop, OwnCommandsGuard};
 /// peer's GOAWAY or a closed socket on an idle loop are seen at most this late.
 pub const GRACE: Duration = Duration::from_millis(2);
 
+/// The longest the I/O thread sleeps in `poll` before it looks at its queue
+/// again, whatever it expects: a backstop against a missed wake-up (one was seen
+/// once in CI, in `channel_leaks`, and is not explained yet).
+pub const IDLE_POLL: Duration = Duration::from_millis(50);
+
 /// How long a caller waits for the I/O thread to let go of a loop it polls only
 /// for parked callers (see `LoopShared::ask_io_thread`) before it parks itself.
 pub const HANDOFF_WAIT: Duration = Duration::from_millis(1);
@@ -248,7 +253,9 @@ impl LoopShared {
             let mut io = self.io.lock();
             self.begin_polling();
             loop {
-                io.pass(None);
+                // Never longer than IDLE_POLL: a backstop, so that a wake-up this
+                // loop failed to see delays a command instead of stranding it.
+                io.pass(Some(Instant::now() + IDLE_POLL));
                 if io.done() {
                     self.finished.store(true, Ordering::Release);
                     self.polling.store(false, Ordering::SeqCst);
