@@ -79,6 +79,21 @@ fn open_echo(
     open_call(conn, "/test.Echo/Echo", b"ping", caller_drives)
 }
 
+/// One `/test.Echo/Echo` of `cb` through the callback API (followed through its
+/// listener only), waited for at most `WAIT`.
+fn callback_echo(
+    conn: &dyn Connection,
+) -> Result<lb_core::transport::CallResponse, lb_core::transport::CallError> {
+    let (tx, rx) = bounded(1);
+    conn.start_call(
+        CallRequest::new("/test.Echo/Echo", b"cb".to_vec()),
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.recv_timeout(WAIT).expect("answered")
+}
+
 /// Waits for the call to end, driving while it can; returns the thread its
 /// `on_close` ran on and how it ended.
 fn drive_to_end(stream: &dyn CallStream, ending: &Ending, rx: &Ended) -> (ThreadId, CallOutcome) {
@@ -126,14 +141,7 @@ fn a_call_not_opened_for_driving_is_never_driven_and_still_ends() {
     }
     // The callback API follows its calls through their listeners only.
     for _ in 0..5 {
-        let (tx, rx) = bounded(1);
-        conn.start_call(
-            CallRequest::new("/test.Echo/Echo", b"cb".to_vec()),
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        let reply = rx.recv_timeout(WAIT).expect("answered").expect("ok");
+        let reply = callback_echo(&*conn).expect("ok");
         assert_eq!(reply.message, b"cb");
     }
 }
@@ -221,14 +229,7 @@ fn concurrent_channel_calls_all_end_while_callers_take_turns_driving() {
         // streaming call on the channel's.
         s.spawn(|| {
             for _ in 0..50 {
-                let (tx, rx) = bounded(1);
-                conn.start_call(
-                    CallRequest::new("/test.Echo/Echo", b"cb".to_vec()),
-                    Box::new(move |r| {
-                        let _ = tx.send(r);
-                    }),
-                );
-                assert!(rx.recv_timeout(WAIT).expect("answered").is_ok());
+                assert!(callback_echo(&*conn).is_ok());
             }
         });
         s.spawn(|| {
