@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use lb_core::config::{Fields, json_type};
@@ -244,53 +244,8 @@ struct KeyBuilder {
     constant_keys: BTreeMap<String, String>,
 }
 
-/// FxHash's hasher, for the maps of [`KeyBuilderMap`]: their keys (service and
-/// method names) come from the service config, not from calls, so they need no
-/// keyed hash against flooding, and every pick hashes a service name.
-#[derive(Clone, Copy, Default)]
-struct ConfigHasher(u64);
-
-impl ConfigHasher {
-    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
-    }
-}
-
-impl Hasher for ConfigHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut buf = [0; 8];
-            buf.copy_from_slice(word);
-            self.add(u64::from_le_bytes(buf));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut buf = [0; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(buf));
-        }
-    }
-
-    fn write_u8(&mut self, b: u8) {
-        self.add(u64::from(b));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        // The multiply leaves the entropy in the high bits; hash tables index with
-        // the low ones.
-        self.0.rotate_left(26)
-    }
-}
-
 /// A map keyed by names from the service config.
-type ConfigMap<V> = HashMap<String, V, BuildHasherDefault<ConfigHasher>>;
+type ConfigMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 /// Up to how many entries [`config_get`] compares names rather than hashing.
 const LINEAR_CONFIG: usize = 4;
@@ -659,12 +614,25 @@ impl<'a> MethodPath<'a> {
         let bad = || InvalidMethodPath {
             path: path.to_owned(),
         };
-        let rest = path.strip_prefix('/').ok_or_else(bad)?;
-        let (service, method) = rest.split_once('/').ok_or_else(bad)?;
-        if method.contains('/') {
+        // One pass over the bytes: paths are short, and every pick parses one.
+        let bytes = path.as_bytes();
+        if bytes.first() != Some(&b'/') {
             return Err(bad());
         }
-        Ok(Self { service, method })
+        let mut slash = None;
+        for (i, &b) in bytes.iter().enumerate().skip(1) {
+            if b == b'/' {
+                if slash.is_some() {
+                    return Err(bad());
+                }
+                slash = Some(i);
+            }
+        }
+        let i = slash.ok_or_else(bad)?;
+        Ok(Self {
+            service: &path[1..i],
+            method: &path[i + 1..],
+        })
     }
 }
 

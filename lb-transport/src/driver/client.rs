@@ -773,6 +773,14 @@ impl IoLoop {
         let polled = self.poll.poll(&mut self.events, timeout);
         if sleeps {
             self.sleeping.store(false, Ordering::Relaxed);
+            // A poll that timed out with commands queued may have missed its
+            // wake-up (see `poller::IDLE_POLL`), or the command came just then.
+            if self.events.is_empty() && !self.rx.is_empty() {
+                log::debug!(
+                    "I/O loop: {} commands waited out a poll of {timeout:?}",
+                    self.rx.len()
+                );
+            }
         }
         if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
