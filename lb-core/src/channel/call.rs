@@ -1205,6 +1205,12 @@ impl CallInner {
     /// for) ends with `status` instead; a call that succeeded or settled keeps its
     /// outcome.
     fn abort(&self, status: Status) {
+        self.abort_with(|| status);
+    }
+
+    /// [`Self::abort`] with the status made only if the call has not ended (a
+    /// dropped call that ended has nothing to abort, and makes no message).
+    fn abort_with(&self, status: impl FnOnce() -> Status) {
         let mut hedges = Vec::new();
         let stream = {
             let mut ev = self.state.events.lock();
@@ -1212,6 +1218,7 @@ impl CallInner {
                 Some(o) if ev.settled || o.status.is_ok() => return,
                 _ => {}
             }
+            let status = status();
             self.finish_metrics(&status);
             ev.outcome = Some(CallOutcome::processed(status));
             ev.settled = true;
@@ -1572,7 +1579,7 @@ impl CallInner {
 
 impl Drop for CallInner {
     fn drop(&mut self) {
-        self.abort(Status::cancelled("the call was dropped before it ended"));
+        self.abort_with(|| Status::cancelled("the call was dropped before it ended"));
         let bytes = self.sending.get_mut().replay_bytes;
         if bytes > 0 {
             self.shared().retries.unreserve(bytes);
