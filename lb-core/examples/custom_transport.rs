@@ -58,7 +58,7 @@ impl Connection for ClosureConnection {
         }
         listener.on_headers(Metadata::new());
         Arc::new(ClosureStream {
-            method: head.method,
+            method: head.method.to_string(),
             handler: self.handler.clone(),
             listener,
             ended: AtomicBool::new(false),

@@ -52,8 +52,9 @@ use crate::status::{Code, Status};
 /// What opens a call: everything sent in the request headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallHead {
-    /// The method path, `/package.Service/Method`.
-    pub method: String,
+    /// The method path, `/package.Service/Method`; shared, since a call's every
+    /// attempt sends the same one.
+    pub method: Arc<str>,
     /// Metadata to send with the request headers.
     pub metadata: Metadata,
     /// When the call must end; sent as `grpc-timeout`, and the transport ends the
@@ -76,7 +77,7 @@ pub struct CallHead {
 
 impl CallHead {
     /// A head for `method` with nothing else set.
-    pub fn new(method: impl Into<String>) -> Self {
+    pub fn new(method: impl Into<Arc<str>>) -> Self {
         Self {
             method: method.into(),
             metadata: Metadata::new(),
@@ -480,7 +481,7 @@ impl CallRequest {
     /// The call's head (everything but the message).
     pub fn head(&self) -> CallHead {
         CallHead {
-            method: self.method.clone(),
+            method: self.method.as_str().into(),
             metadata: self.metadata.clone(),
             deadline: self.deadline,
             authority: self.authority.clone(),
@@ -583,7 +584,7 @@ impl<C: Connection + ?Sized> ConnectionExt for C {
         });
         let stream = self.open_stream(
             CallHead {
-                method,
+                method: method.into(),
                 metadata,
                 deadline,
                 authority,

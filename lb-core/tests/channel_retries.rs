@@ -75,7 +75,7 @@ fn serve(t: &InMemoryTransport, address: &str, script: Arc<Script>) -> Arc<Seen>
             }
             Answer::Echo => {
                 // `/r.S/First` answers with the first message only (client streaming).
-                let only_first = call.head().method == "/r.S/First";
+                let only_first = &*call.head().method == "/r.S/First";
                 for m in messages
                     .into_iter()
                     .take(if only_first { 1 } else { usize::MAX })

@@ -32,7 +32,7 @@ impl Env {
 /// messages with trailers.
 fn serve(t: &InMemoryTransport, address: &'static str) {
     t.add_stream_server(address, move |call| {
-        match call.head().method.as_str() {
+        match &*call.head().method {
             "/test.S/Count" => {
                 let n = call.recv().map_or(0, |m| m[0]);
                 for i in 0..n {

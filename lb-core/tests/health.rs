@@ -64,7 +64,7 @@ impl Backend {
         let me = backend.clone();
         env.transport.add_stream_server(address, move |call| {
             let request = call.recv().unwrap_or_default();
-            if call.head().method == health::WATCH_METHOD {
+            if &*call.head().method == health::WATCH_METHOD {
                 return me.watch(call, &request);
             }
             me.edit(|s| s.calls += 1);

@@ -51,7 +51,7 @@ fn serve(env: &Env) -> Vec<Arc<Seen>> {
             let me = seen.clone();
             env.transport.add_stream_server(address, move |call| {
                 let request = call.recv().unwrap_or_default();
-                if call.head().method == orca::STREAM_CORE_METRICS_METHOD {
+                if &*call.head().method == orca::STREAM_CORE_METRICS_METHOD {
                     let asked = OrcaLoadReportRequest::decode(&request)
                         .map_err(|e| Status::internal(e.to_string()))?;
                     me.streams.lock().push(asked.report_interval);

@@ -650,7 +650,7 @@ impl MemConnection {
             )))));
         };
         let request = CallRequest {
-            method: call.head.method.clone(),
+            method: call.head.method.to_string(),
             metadata: call.head.metadata.clone(),
             message,
             deadline: call.head.deadline,

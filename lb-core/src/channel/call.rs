@@ -569,7 +569,7 @@ struct Cursor {
 /// What every handle of one call shares.
 struct CallInner {
     active: ActiveCall,
-    method: String,
+    method: Arc<str>,
     metadata: Metadata,
     /// The request messages' encoding, if the call or the channel chose one.
     compression: Option<String>,
@@ -1685,7 +1685,7 @@ impl Call {
         };
         let inner = Arc::new(CallInner {
             active: shared.begin_call(),
-            method: method.to_owned(),
+            method: method.into(),
             metadata: options.metadata.clone(),
             compression: options
                 .compression

@@ -91,9 +91,10 @@ fn md(key: &str, value: &str) -> Metadata {
 fn serve(transport: &InMemoryTransport, garbage_cancelled: Arc<AtomicBool>) {
     transport.add_stream_server("10.0.0.1:1", move |stream| {
         let method = stream.head().method.clone();
-        if method == "/t.S/Unary" {
+        if &*method == "/t.S/Unary" {
             // What the server does for a unary handler: one message in, one out.
-            let mut request = raw::Request::new(method, stream.recv().unwrap_or_default());
+            let mut request =
+                raw::Request::new(method.to_string(), stream.recv().unwrap_or_default());
             request.metadata = stream.head().metadata.clone();
             let response = typed::unary(request, |request: typed::Request<Word>| {
                 let mut response = Response::new(word(&request.message.text.to_uppercase()));
@@ -110,7 +111,7 @@ fn serve(transport: &InMemoryTransport, garbage_cancelled: Arc<AtomicBool>) {
             stream,
             trailers: Metadata::new(),
         };
-        match method.as_str() {
+        match &*method {
             "/t.S/Split" => {
                 let request = call.recv()?.unwrap_or_default();
                 typed::server_streaming(request, &mut call, |text: Word, sink| {
@@ -152,7 +153,7 @@ fn serve(transport: &InMemoryTransport, garbage_cancelled: Arc<AtomicBool>) {
                     thread::sleep(Duration::from_millis(1));
                 }
             }
-            _ => return Err(Status::unimplemented(method)),
+            _ => return Err(Status::unimplemented(&*method)),
         }
         Ok(call.trailers)
     });
