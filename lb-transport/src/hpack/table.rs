@@ -4,7 +4,7 @@
 //! Both tables share one index space (section 2.3.3): indices 1 to 61 name
 //! static entries, and index 62 onwards names dynamic entries, newest first.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// RFC 7541 section 4.1: "The size of an entry is the sum of its name's length
 /// in octets (as defined in Section 5.2), its value's length in octets, and
@@ -105,15 +105,26 @@ impl Entry {
 pub(crate) struct DynamicTable {
     /// Newest entry at the front, so that `entries[i]` has dynamic index `i`.
     entries: VecDeque<Entry>,
+    /// The hash of each entry's name, in step with `entries`: [`Self::find`]
+    /// compares these before any bytes (an encoder looks up every header it
+    /// writes, and the table holds dozens of entries).
+    name_hashes: VecDeque<u64>,
     /// The sum of the sizes of all entries.
     size: usize,
     max_size: usize,
+}
+
+/// The hash of a header name for [`DynamicTable::name_hashes`].
+fn name_hash(name: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0).hash_one(name)
 }
 
 impl DynamicTable {
     pub(crate) fn new(max_size: usize) -> Self {
         Self {
             entries: VecDeque::new(),
+            name_hashes: VecDeque::new(),
             size: 0,
             max_size,
         }
@@ -158,17 +169,20 @@ impl DynamicTable {
         let size = entry.size();
         if size > self.max_size {
             self.entries.clear();
+            self.name_hashes.clear();
             self.size = 0;
             return;
         }
         self.evict_until(self.max_size - size);
         self.size += size;
+        self.name_hashes.push_front(name_hash(&entry.name));
         self.entries.push_front(entry);
     }
 
     /// Evicts the oldest entries until the table size is at most `target`.
     fn evict_until(&mut self, target: usize) {
         while self.size > target {
+            self.name_hashes.pop_back();
             let Some(oldest) = self.entries.pop_back() else {
                 // Unreachable while `size` is kept in step with `entries`;
                 // resetting keeps the invariant even if it were not.
@@ -206,7 +220,16 @@ impl DynamicTable {
             }
             name_index = Some(first);
         }
-        for (i, entry) in self.entries.iter().enumerate() {
+        let hash = if self.entries.is_empty() {
+            0
+        } else {
+            name_hash(name)
+        };
+        for (i, &h) in self.name_hashes.iter().enumerate() {
+            if h != hash {
+                continue;
+            }
+            let entry = &self.entries[i];
             if entry.name != name {
                 continue;
             }
@@ -224,25 +247,23 @@ impl DynamicTable {
 }
 
 /// The 1-based indices of the static entries named `name` (the first and the
-/// last: entries of one name are consecutive in the table), found by a binary
-/// search of the table's names instead of a scan of all 61 entries (an encoder
-/// looks up every header it writes).
+/// last: entries of one name are consecutive in the table), from a hash map of
+/// the table's names instead of a scan of all 61 entries or a binary search's
+/// string comparisons (an encoder looks up every header it writes).
 fn static_name(name: &[u8]) -> Option<(usize, usize)> {
-    static NAMES: std::sync::OnceLock<Vec<(&'static [u8], usize, usize)>> =
-        std::sync::OnceLock::new();
+    type Names = HashMap<&'static [u8], (usize, usize), foldhash::fast::FixedState>;
+    static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
     let names = NAMES.get_or_init(|| {
-        let mut names: Vec<(&'static [u8], usize, usize)> = Vec::new();
+        let mut names = Names::default();
         for (i, &(n, _)) in STATIC_TABLE.iter().enumerate() {
-            match names.last_mut() {
-                Some(last) if last.0 == n.as_bytes() => last.2 = i + 1,
-                _ => names.push((n.as_bytes(), i + 1, i + 1)),
-            }
+            names
+                .entry(n.as_bytes())
+                .and_modify(|range| range.1 = i + 1)
+                .or_insert((i + 1, i + 1));
         }
-        names.sort_unstable_by(|a, b| a.0.cmp(b.0));
         names
     });
-    let k = names.binary_search_by(|e| e.0.cmp(name)).ok()?;
-    Some((names[k].1, names[k].2))
+    names.get(name).copied()
 }
 
 /// The result of [`DynamicTable::find`].
