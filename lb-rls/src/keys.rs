@@ -421,42 +421,69 @@ impl KeyBuilderMap {
             .map(|b| &**b)
     }
 
-    /// [`Self::build_keys`] for a path already checked. A path with no builder gives
-    /// the empty key map.
-    pub fn build_keys_for(&self, path: MethodPath<'_>, host: &str, metadata: &Metadata) -> KeyMap {
+    /// The pairs the builder for `path` makes of a call, in the order they go into
+    /// a map (a later pair replaces an earlier one of the same key): for each header
+    /// key, the values of the first of its names that the call has; then the host,
+    /// service and method keys; then the constant keys. `put` gets each key with its
+    /// first value and, for a header with more than one value, the header's name
+    /// (its values are joined with `,`: see [`join_values`]); it returns `false` to
+    /// stop, and so does this then. No builder: no pairs.
+    fn each_pair<'a>(
+        &'a self,
+        path: MethodPath<'a>,
+        host: &'a str,
+        metadata: &'a Metadata,
+        mut put: impl FnMut(&'a str, &'a str, Option<&'a str>) -> bool,
+    ) -> bool {
         let Some(b) = self.builder_for(path) else {
-            return KeyMap::new();
+            return true;
         };
-        let mut keys = KeyMap::new();
         for (key, names) in &b.headers {
             for name in names {
-                let mut values = metadata.get_all(name).peekable();
-                if values.peek().is_none() {
+                let mut values = metadata.get_all(name);
+                let Some(first) = values.next() else {
                     continue;
+                };
+                let more = values.next().is_some().then_some(name.as_str());
+                if !put(key, first, more) {
+                    return false;
                 }
-                let mut joined = String::new();
-                for (i, v) in values.enumerate() {
-                    if i > 0 {
-                        joined.push(',');
-                    }
-                    joined.push_str(v);
-                }
-                keys.insert(key.clone(), joined);
                 break;
             }
         }
-        if let Some(k) = &b.host_key {
-            keys.insert(k.clone(), host.to_owned());
+        let extra = [
+            (&b.host_key, host),
+            (&b.service_key, path.service),
+            (&b.method_key, path.method),
+        ];
+        for (key, value) in extra {
+            if let Some(key) = key {
+                if !put(key, value, None) {
+                    return false;
+                }
+            }
         }
-        if let Some(k) = &b.service_key {
-            keys.insert(k.clone(), path.service.to_owned());
+        for (key, value) in &b.constant_keys {
+            if !put(key, value, None) {
+                return false;
+            }
         }
-        if let Some(k) = &b.method_key {
-            keys.insert(k.clone(), path.method.to_owned());
-        }
-        for (k, v) in &b.constant_keys {
-            keys.insert(k.clone(), v.clone());
-        }
+        true
+    }
+
+    /// [`Self::build_keys`] for a path already checked. A path with no builder gives
+    /// the empty key map.
+    pub fn build_keys_for(&self, path: MethodPath<'_>, host: &str, metadata: &Metadata) -> KeyMap {
+        let mut keys = KeyMap::new();
+        self.each_pair(path, host, metadata, |key, first, more| {
+            let mut value = String::new();
+            match more {
+                None => value.push_str(first),
+                Some(name) => join_values(metadata.get_all(name), &mut value),
+            }
+            keys.insert(key, value);
+            true
+        });
         keys
     }
 
@@ -471,53 +498,28 @@ impl KeyBuilderMap {
         metadata: &'a Metadata,
         keys: &mut BorrowedKeys<'a>,
     ) -> bool {
-        let Some(b) = self.builder_for(path) else {
-            return true;
-        };
-        for (key, names) in &b.headers {
-            for name in names {
-                let mut values = metadata.get_all(name);
-                let Some(first) = values.next() else {
-                    continue;
-                };
-                let value = match values.next() {
-                    None => KeyValue::Borrowed(first),
-                    // Joined as `build_keys_for` joins them.
-                    Some(second) => {
-                        let start = keys.joined.len();
-                        keys.joined.push_str(first);
-                        for v in std::iter::once(second).chain(values) {
-                            keys.joined.push(',');
-                            keys.joined.push_str(v);
-                        }
-                        KeyValue::Joined(start, keys.joined.len())
-                    }
-                };
-                if !keys.insert(key, value) {
-                    return false;
+        self.each_pair(path, host, metadata, |key, first, more| {
+            let value = match more {
+                None => KeyValue::Borrowed(first),
+                Some(name) => {
+                    let start = keys.joined.len();
+                    join_values(metadata.get_all(name), &mut keys.joined);
+                    KeyValue::Joined(start, keys.joined.len())
                 }
-                break;
-            }
+            };
+            keys.insert(key, value)
+        })
+    }
+}
+
+/// Appends `values` to `out`, separated by commas: the one value of a key made of
+/// a multi-valued header.
+fn join_values<'a>(values: impl Iterator<Item = &'a str>, out: &mut String) {
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        let extra = [
-            (&b.host_key, host),
-            (&b.service_key, path.service),
-            (&b.method_key, path.method),
-        ];
-        for (key, value) in extra
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.as_deref()?, v)))
-        {
-            if !keys.insert(key, KeyValue::Borrowed(value)) {
-                return false;
-            }
-        }
-        for (k, v) in &b.constant_keys {
-            if !keys.insert(k, KeyValue::Borrowed(v)) {
-                return false;
-            }
-        }
-        true
+        out.push_str(v);
     }
 }
 
