@@ -846,6 +846,25 @@ impl<'a> BorrowedKeys<'a> {
     }
 }
 
+/// A call's keys as the cache index takes them: the owned [`KeyMap`], or the
+/// [`BorrowedKeys`] of a cache hit. Both hash the same pairs the same way.
+pub(crate) trait CallKeys: Hash {
+    /// Whether these are exactly the pairs of `map`.
+    fn same_as(&self, map: &KeyMap) -> bool;
+}
+
+impl CallKeys for KeyMap {
+    fn same_as(&self, map: &KeyMap) -> bool {
+        self == map
+    }
+}
+
+impl CallKeys for BorrowedKeys<'_> {
+    fn same_as(&self, map: &KeyMap) -> bool {
+        self.matches(map)
+    }
+}
+
 /// Writes what the owned map's derived `Hash` writes: its `Vec<(String, String)>`,
 /// that is the length, then each key and value as a `str`.
 impl Hash for BorrowedKeys<'_> {

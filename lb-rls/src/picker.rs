@@ -64,7 +64,7 @@ use parking_lot::Mutex;
 
 use crate::cache::{CacheEntry, CacheKey};
 use crate::config::RlsConfig;
-use crate::keys::{BorrowedKeys, KeyMap, MethodPath};
+use crate::keys::{BorrowedKeys, CallKeys, KeyMap, MethodPath};
 use crate::metrics::{PickOutcome, RlsMetrics};
 use crate::proto::Reason;
 use crate::throttler::RequestThrottler;
@@ -143,13 +143,8 @@ impl EntryView {
         self.backoff_until.is_some_and(|t| t > now)
     }
 
-    fn matches(&self, hash: u64, path: &str, keys: &KeyMap) -> bool {
-        self.hash == hash && self.key.path() == path && self.key.keys() == keys
-    }
-
-    /// [`Self::matches`] for borrowed keys.
-    fn matches_borrowed(&self, hash: u64, path: &str, keys: &BorrowedKeys<'_>) -> bool {
-        self.hash == hash && self.key.path() == path && keys.matches(self.key.keys())
+    fn matches(&self, hash: u64, path: &str, keys: &impl CallKeys) -> bool {
+        self.hash == hash && self.key.path() == path && keys.same_as(self.key.keys())
     }
 
     /// The status of a pick failed because the entry is in backoff: always
@@ -220,24 +215,11 @@ impl Index {
         (hash >> 59) as usize % SHARDS
     }
 
-    fn find(&self, hash: u64, path: &str, keys: &KeyMap) -> Option<&Arc<EntryView>> {
+    /// The view of `(path, keys)`, whose `hash` is [`PickerShared::hash`]'s.
+    fn find(&self, hash: u64, path: &str, keys: &impl CallKeys) -> Option<&Arc<EntryView>> {
         match self.shards[Self::shard(hash)].get(&hash)? {
             Bucket::One(v) => v.matches(hash, path, keys).then_some(v),
             Bucket::Many(vs) => vs.iter().find(|v| v.matches(hash, path, keys)),
-        }
-    }
-
-    /// [`Self::find`] with borrowed keys, whose `hash` is
-    /// [`PickerShared::hash_borrowed`]'s.
-    fn find_borrowed(
-        &self,
-        hash: u64,
-        path: &str,
-        keys: &BorrowedKeys<'_>,
-    ) -> Option<&Arc<EntryView>> {
-        match self.shards[Self::shard(hash)].get(&hash)? {
-            Bucket::One(v) => v.matches_borrowed(hash, path, keys).then_some(v),
-            Bucket::Many(vs) => vs.iter().find(|v| v.matches_borrowed(hash, path, keys)),
         }
     }
 
@@ -364,14 +346,9 @@ impl PickerShared {
         }
     }
 
-    /// The hash the index files `(path, keys)` under.
-    pub(crate) fn hash(&self, path: &str, keys: &KeyMap) -> u64 {
-        self.hasher.hash_one((path, keys))
-    }
-
-    /// [`Self::hash`] of the owned key map `keys` stands for: the same bytes are
-    /// hashed (see [`BorrowedKeys`]), so the hashes are equal.
-    fn hash_borrowed(&self, path: &str, keys: &BorrowedKeys<'_>) -> u64 {
+    /// The hash the index files `(path, keys)` under: the same for a call's owned
+    /// and borrowed keys (see [`CallKeys`]).
+    pub(crate) fn hash(&self, path: &str, keys: &impl CallKeys) -> u64 {
         self.hasher.hash_one((path, keys))
     }
 
@@ -442,27 +419,29 @@ impl RlsPicker {
         }
     }
 
-    /// The fast half of the decision table, for the entry of the call's keys:
-    /// `None` when it needs the slow half.
-    fn pick_fast(
-        &self,
-        view: &Arc<EntryView>,
-        info: &PickInfo<'_>,
-        now: Instant,
-    ) -> Option<PickResult<'_>> {
+    /// The fast half of the decision table, in this picker's own index with the
+    /// call's `keys`: the key hash when the call needs the slow half.
+    fn pick_fast(&self, info: &PickInfo<'_>, keys: &impl CallKeys) -> Result<PickResult<'_>, u64> {
+        let hash = self.shared.hash(info.method, keys);
+        let Some(view) = self.index.find(hash, info.method, keys) else {
+            return Err(hash);
+        };
+        // Expiry, staleness and backoff are seconds away: a clock a few
+        // milliseconds behind serves as well, at a third of the cost.
+        let now = self.shared.clock.now_coarse();
         if view.has_valid_data(now) {
             if !view.is_stale(now)
                 || view.is_in_backoff(now)
                 || view.refresh_sent.load(Ordering::Relaxed)
             {
                 self.shared.mark_used(view);
-                return Some(self.delegate(view, info));
+                return Ok(self.delegate(view, info));
             }
         } else if view.is_in_backoff(now) {
             self.shared.mark_used(view);
-            return Some(self.fall_back(info, view.backoff_status()));
+            return Ok(self.fall_back(info, view.backoff_status()));
         }
-        None
+        Err(hash)
     }
 
     /// The decision table's slow half, under the shared mutex.
@@ -635,15 +614,10 @@ impl Picker for RlsPicker {
             info.metadata,
             &mut borrowed,
         ) {
-            let hash = self.shared.hash_borrowed(info.method, &borrowed);
-            if let Some(view) = self.index.find_borrowed(hash, info.method, &borrowed) {
-                // Expiry, staleness and backoff are seconds away: a clock a few
-                // milliseconds behind serves as well, at a third of the cost.
-                if let Some(result) = self.pick_fast(view, info, self.shared.clock.now_coarse()) {
-                    return result;
-                }
+            match self.pick_fast(info, &borrowed) {
+                Ok(result) => return result,
+                Err(hash) => Some(hash),
             }
-            Some(hash)
         } else {
             None
         };
@@ -654,17 +628,11 @@ impl Picker for RlsPicker {
                 debug_assert_eq!(hash, self.shared.hash(info.method, &keys));
                 hash
             }
-            // Too many keys to borrow: today's path with the owned map.
-            None => {
-                let hash = self.shared.hash(info.method, &keys);
-                if let Some(view) = self.index.find(hash, info.method, &keys) {
-                    if let Some(result) = self.pick_fast(view, info, self.shared.clock.now_coarse())
-                    {
-                        return result;
-                    }
-                }
-                hash
-            }
+            // Too many keys to borrow: the same fast path with the owned map.
+            None => match self.pick_fast(info, &keys) {
+                Ok(result) => return result,
+                Err(hash) => hash,
+            },
         };
         let now = self.shared.clock.now();
         self.pick_slow(info, keys, hash, now)
@@ -869,14 +837,10 @@ mod tests {
             let pairs: Vec<(&str, &str)> = borrowed.iter().collect();
             assert_eq!(pairs, owned.iter().collect::<Vec<_>>());
             let hash = shared.hash(method, &owned);
-            assert_eq!(
-                shared.hash_borrowed(method, &borrowed),
-                hash,
-                "{method} {owned:?}"
-            );
+            assert_eq!(shared.hash(method, &borrowed), hash, "{method} {owned:?}");
             // Not yet in the index: neither finds it.
             assert!(index.find(hash, method, &owned).is_none());
-            assert!(index.find_borrowed(hash, method, &borrowed).is_none());
+            assert!(index.find(hash, method, &borrowed).is_none());
             let k = CacheKey::new(*method, owned.clone());
             let _ = cache.on_success(k.clone(), t, vec![format!("t{i}")], String::new(), ages);
             let view = EntryView::new(&k, hash, cache.peek(k.path(), k.keys()).unwrap());
@@ -889,9 +853,9 @@ mod tests {
             let path = MethodPath::parse(method).unwrap();
             let mut borrowed = BorrowedKeys::new();
             assert!(map.build_borrowed_keys(path, &shared.authority, metadata, &mut borrowed));
-            let hash = shared.hash_borrowed(method, &borrowed);
+            let hash = shared.hash(method, &borrowed);
             let by_owned = index.find(hash, method, &owned_keys[i]).unwrap();
-            let by_borrowed = index.find_borrowed(hash, method, &borrowed).unwrap();
+            let by_borrowed = index.find(hash, method, &borrowed).unwrap();
             assert!(Arc::ptr_eq(by_owned, by_borrowed));
             for (j, other) in owned_keys.iter().enumerate() {
                 assert_eq!(borrowed.matches(other), owned_keys[i] == *other, "{i} {j}");
