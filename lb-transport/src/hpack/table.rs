@@ -105,26 +105,15 @@ impl Entry {
 pub(crate) struct DynamicTable {
     /// Newest entry at the front, so that `entries[i]` has dynamic index `i`.
     entries: VecDeque<Entry>,
-    /// The hash of each entry's name, in step with `entries`: [`Self::find`]
-    /// compares these before any bytes (an encoder looks up every header it
-    /// writes, and the table holds dozens of entries).
-    name_hashes: VecDeque<u64>,
     /// The sum of the sizes of all entries.
     size: usize,
     max_size: usize,
-}
-
-/// The hash of a header name for [`DynamicTable::name_hashes`].
-fn name_hash(name: &[u8]) -> u64 {
-    use std::hash::BuildHasher;
-    foldhash::fast::FixedState::with_seed(0).hash_one(name)
 }
 
 impl DynamicTable {
     pub(crate) fn new(max_size: usize) -> Self {
         Self {
             entries: VecDeque::new(),
-            name_hashes: VecDeque::new(),
             size: 0,
             max_size,
         }
@@ -169,20 +158,17 @@ impl DynamicTable {
         let size = entry.size();
         if size > self.max_size {
             self.entries.clear();
-            self.name_hashes.clear();
             self.size = 0;
             return;
         }
         self.evict_until(self.max_size - size);
         self.size += size;
-        self.name_hashes.push_front(name_hash(&entry.name));
         self.entries.push_front(entry);
     }
 
     /// Evicts the oldest entries until the table size is at most `target`.
     fn evict_until(&mut self, target: usize) {
         while self.size > target {
-            self.name_hashes.pop_back();
             let Some(oldest) = self.entries.pop_back() else {
                 // Unreachable while `size` is kept in step with `entries`;
                 // resetting keeps the invariant even if it were not.
@@ -220,16 +206,7 @@ impl DynamicTable {
             }
             name_index = Some(first);
         }
-        let hash = if self.entries.is_empty() {
-            0
-        } else {
-            name_hash(name)
-        };
-        for (i, &h) in self.name_hashes.iter().enumerate() {
-            if h != hash {
-                continue;
-            }
-            let entry = &self.entries[i];
+        for (i, entry) in self.entries.iter().enumerate() {
             if entry.name != name {
                 continue;
             }
