@@ -214,10 +214,10 @@ impl RawClient {
     fn request_block(&mut self, path: &str, extra: Vec<Header>) -> Vec<u8> {
         let mut headers = request_headers(&RequestHead {
             scheme: "http",
-            authority: "localhost",
+            authority: "localhost".into(),
             path,
             timeout: None,
-            user_agent: "hostile",
+            user_agent: "hostile".into(),
             metadata: &Metadata::new(),
             encoding: Encoding::Identity,
         });
@@ -247,10 +247,10 @@ fn normal_call(addr: SocketAddr, body: &[u8]) -> Result<CallResponse, CallError>
     let mut conn = Connection::client(ConnectionConfig::default(), Instant::now());
     let headers = request_headers(&RequestHead {
         scheme: "http",
-        authority: "localhost",
+        authority: "localhost".into(),
         path: "/bench.Echo/Unary",
         timeout: None,
-        user_agent: "hostile-check",
+        user_agent: "hostile-check".into(),
         metadata: &Metadata::new(),
         encoding: Encoding::Identity,
     });

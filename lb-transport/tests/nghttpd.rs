@@ -24,7 +24,7 @@ fn fetch_all(addr: std::net::SocketAddr, paths: &[String]) -> Vec<(String, Vec<u
         let headers = vec![
             Header::new(":method", "GET"),
             Header::new(":scheme", "http"),
-            Header::new(":path", path.as_str()),
+            Header::new(":path", path.clone()),
             Header::new(":authority", addr.to_string()),
         ];
         ids.push(conn.open_stream(headers, true, now).unwrap());
@@ -55,7 +55,7 @@ fn fetch_all(addr: std::net::SocketAddr, paths: &[String]) -> Vec<(String, Vec<u
                     end_stream,
                 } => {
                     let entry = results.entry(stream).or_default();
-                    if let Some(s) = headers.iter().find(|h| h.name == b":status") {
+                    if let Some(s) = headers.iter().find(|h| h.name == b":status"[..]) {
                         entry.0 = String::from_utf8_lossy(&s.value).into_owned();
                     }
                     entry.2 |= end_stream;

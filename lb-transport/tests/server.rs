@@ -114,10 +114,10 @@ impl TestClient {
     fn open(&mut self, path: &str, metadata: &Metadata, timeout: Option<Duration>) -> StreamId {
         let headers = request_headers(&RequestHead {
             scheme: "http",
-            authority: "localhost",
+            authority: "localhost".into(),
             path,
             timeout,
-            user_agent: "lb-transport-test",
+            user_agent: "lb-transport-test".into(),
             metadata,
             encoding: Encoding::Identity,
         });
@@ -175,10 +175,10 @@ impl TestClient {
     ) -> StreamId {
         let headers = request_headers(&RequestHead {
             scheme: "http",
-            authority: "localhost",
+            authority: "localhost".into(),
             path,
             timeout,
-            user_agent: "lb-transport-test",
+            user_agent: "lb-transport-test".into(),
             metadata,
             encoding: Encoding::Identity,
         });
@@ -213,10 +213,10 @@ impl TestClient {
     fn start_partial(&mut self, path: &str, declared: usize, first: usize) -> StreamId {
         let headers = request_headers(&RequestHead {
             scheme: "http",
-            authority: "localhost",
+            authority: "localhost".into(),
             path,
             timeout: None,
-            user_agent: "lb-transport-test",
+            user_agent: "lb-transport-test".into(),
             metadata: &Metadata::new(),
             encoding: Encoding::Identity,
         });
@@ -666,10 +666,10 @@ fn zero_or_two_request_messages_break_unary_cardinality() {
     let head = |path: &str| {
         request_headers(&RequestHead {
             scheme: "http",
-            authority: "localhost",
+            authority: "localhost".into(),
             path,
             timeout: None,
-            user_agent: "t",
+            user_agent: "t".into(),
             metadata: &Metadata::new(),
             encoding: Encoding::Identity,
         })
@@ -677,7 +677,7 @@ fn zero_or_two_request_messages_break_unary_cardinality() {
     let grpc_status = |raw: &RawStream| {
         raw.headers
             .last()
-            .and_then(|h| h.iter().find(|h| h.name == b"grpc-status"))
+            .and_then(|h| h.iter().find(|h| h.name == b"grpc-status"[..]))
             .map(|h| String::from_utf8_lossy(&h.value).into_owned())
     };
     let none = client.start_raw(head("/bench.Echo/Unary"), None);
@@ -731,9 +731,9 @@ fn plain_http_get_gets_text_and_other_requests_get_an_http_status() {
     let raw = client.wait_raw(id);
     let status = raw.headers[0]
         .iter()
-        .find(|h| h.name == b":status")
+        .find(|h| h.name == b":status"[..])
         .unwrap();
-    assert_eq!(status.value, b"415");
+    assert_eq!(status.value, &b"415"[..]);
 }
 
 #[test]
@@ -1032,10 +1032,10 @@ fn shutdown_ends_a_connection_whose_last_call_was_answered_early() {
     // DEADLINE_EXCEEDED and resets the stream while it is draining.
     let headers = request_headers(&RequestHead {
         scheme: "http",
-        authority: "localhost",
+        authority: "localhost".into(),
         path: "/bench.Echo/Unary",
         timeout: Some(Duration::from_millis(300)),
-        user_agent: "t",
+        user_agent: "t".into(),
         metadata: &Metadata::new(),
         encoding: Encoding::Identity,
     });
@@ -1058,12 +1058,8 @@ fn shutdown_ends_a_connection_whose_last_call_was_answered_early() {
         stopped_tx.send(()).unwrap();
     });
     let raw = client.wait_raw(id);
-    let status = raw.headers[0].iter().find(|h| h.name == b"grpc-status");
-    assert_eq!(
-        status.map(|h| h.value.as_slice()),
-        Some(&b"4"[..]),
-        "{raw:?}"
-    );
+    let status = raw.headers[0].iter().find(|h| h.name == b"grpc-status"[..]);
+    assert_eq!(status.map(|h| h.value.as_ref()), Some(&b"4"[..]), "{raw:?}");
     // The client keeps its socket open: the server must end the connection itself.
     client.pump_until("the server closes", |c| c.eof);
     drop(client);

@@ -106,6 +106,7 @@ use crate::frame::{Reason, StreamId};
 use crate::grpc::call::{self, ClientStream, RequestHead, ResponseEvent};
 use crate::grpc::compression::{ACCEPT_ENCODING, Encoding};
 use crate::grpc::message::{self, DEFAULT_MAX_MESSAGE_LEN, PREFIX_LEN};
+use crate::hpack::Bytes;
 use crate::proto::{self, ConnectionConfig, Event, OpenError};
 
 const WAKER: Token = Token(usize::MAX);
@@ -641,8 +642,9 @@ struct Conn {
     keepalive: Arc<KeepaliveTime>,
     h2: proto::Connection,
     events: ConnectionEvents,
-    authority: String,
-    user_agent: String,
+    /// Shared by the request headers of every call that does not set its own.
+    authority: Bytes,
+    user_agent: Bytes,
     phase: Phase,
     /// Give up if not READY by then.
     connect_deadline: Option<Instant>,
@@ -1000,8 +1002,8 @@ impl IoLoop {
                 keepalive: self.keepalive.clone(),
                 h2,
                 events: spec.events,
-                authority: spec.authority,
-                user_agent: spec.user_agent,
+                authority: Bytes::from(spec.authority),
+                user_agent: Bytes::from(spec.user_agent),
                 phase: Phase::Tcp {
                     tunnel_to: spec.tunnel_to,
                 },
@@ -1055,10 +1057,13 @@ impl IoLoop {
             } else {
                 "http"
             },
-            authority: head.authority.as_deref().unwrap_or(&conn.authority),
+            authority: match &head.authority {
+                Some(own) => Bytes::copy_from_slice(own.as_bytes()),
+                None => conn.authority.clone(),
+            },
             path: &head.method,
             timeout,
-            user_agent: &conn.user_agent,
+            user_agent: conn.user_agent.clone(),
             metadata: &head.metadata,
             encoding,
         });

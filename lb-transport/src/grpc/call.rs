@@ -11,7 +11,7 @@ use lb_core::{Code, Metadata, Status, is_binary_key};
 use crate::grpc::compression::{ACCEPT_ENCODING, Encoding};
 use crate::grpc::message::{self, MessageDecoder};
 use crate::grpc::{base64, percent, timeout};
-use crate::hpack::Header;
+use crate::hpack::{Bytes, Header};
 use crate::proto::{ConnectionError, ResetCause};
 
 /// The `content-type` of gRPC with protobuf messages.
@@ -52,18 +52,19 @@ fn is_reserved(name: &[u8]) -> bool {
 }
 
 /// What a client puts in a request's header block.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RequestHead<'a> {
     /// `http` or `https`.
-    pub scheme: &'a str,
-    /// The `:authority`.
-    pub authority: &'a str,
+    pub scheme: &'static str,
+    /// The `:authority`: shared, since a connection sends the same one on most
+    /// of its calls.
+    pub authority: Bytes,
     /// The method path.
     pub path: &'a str,
     /// Time left until the deadline, sent as `grpc-timeout`.
     pub timeout: Option<Duration>,
-    /// The `user-agent`.
-    pub user_agent: &'a str,
+    /// The `user-agent`: shared, as the authority is.
+    pub user_agent: Bytes,
     /// Custom metadata.
     pub metadata: &'a Metadata,
     /// How the request messages are compressed, sent as `grpc-encoding` (nothing is
@@ -80,29 +81,30 @@ pub struct RequestHead<'a> {
 /// use lb_core::Metadata;
 /// use lb_transport::grpc::call::{request_headers, RequestHead};
 /// use lb_transport::grpc::compression::Encoding;
+/// use lb_transport::hpack::Bytes;
 /// let md = Metadata::new();
 /// let h = request_headers(&RequestHead {
-///     scheme: "http", authority: "svc:50051", path: "/pkg.Svc/Do",
-///     timeout: None, user_agent: "lb/0.1", metadata: &md,
+///     scheme: "http", authority: Bytes::from_static(b"svc:50051"), path: "/pkg.Svc/Do",
+///     timeout: None, user_agent: Bytes::from_static(b"lb/0.1"), metadata: &md,
 ///     encoding: Encoding::Gzip,
 /// });
-/// assert_eq!(h[0].name, b":method");
-/// assert!(h.iter().any(|h| h.name == b"grpc-encoding" && h.value == b"gzip"));
-/// assert!(h.iter().any(|h| h.name == b"te" && h.value == b"trailers"));
+/// assert_eq!(h[0].name, ":method");
+/// assert!(h.iter().any(|h| h.name == "grpc-encoding" && h.value == "gzip"));
+/// assert!(h.iter().any(|h| h.name == "te" && h.value == "trailers"));
 /// ```
 pub fn request_headers(head: &RequestHead<'_>) -> Vec<Header> {
     let mut headers = vec![
         Header::new(":method", "POST"),
         Header::new(":scheme", head.scheme),
-        Header::new(":path", head.path),
-        Header::new(":authority", head.authority),
+        Header::new(":path", Bytes::copy_from_slice(head.path.as_bytes())),
+        Header::new(":authority", head.authority.clone()),
         Header::new("te", "trailers"),
     ];
     if let Some(t) = head.timeout {
         headers.push(Header::new("grpc-timeout", timeout::encode(t)));
     }
     headers.push(Header::new("content-type", CONTENT_TYPE));
-    headers.push(Header::new("user-agent", head.user_agent));
+    headers.push(Header::new("user-agent", head.user_agent.clone()));
     if head.encoding.is_compressed() {
         headers.push(Header::new("grpc-encoding", head.encoding.name()));
     }
@@ -117,10 +119,11 @@ pub fn push_metadata(metadata: &Metadata, headers: &mut Vec<Header>) {
         if is_reserved(key.as_bytes()) {
             continue;
         }
+        let name = Bytes::copy_from_slice(key.as_bytes());
         if is_binary_key(key) {
-            headers.push(Header::new(key, base64::encode(value)));
+            headers.push(Header::new(name, base64::encode(value)));
         } else {
-            headers.push(Header::new(key, value));
+            headers.push(Header::new(name, Bytes::copy_from_slice(value)));
         }
     }
 }
@@ -159,7 +162,7 @@ fn find<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
     headers
         .iter()
         .find(|h| h.name == name.as_bytes())
-        .map(|h| h.value.as_slice())
+        .map(|h| &h.value[..])
 }
 
 /// The status a header block carries: `grpc-status` and `grpc-message`, or a status
@@ -594,8 +597,8 @@ impl ServerRequestHead {
     /// use lb_transport::grpc::compression::Encoding;
     /// let md = lb_core::Metadata::new();
     /// let headers = request_headers(&RequestHead {
-    ///     scheme: "http", authority: "a", path: "/p.S/M", timeout: None,
-    ///     user_agent: "ua", metadata: &md, encoding: Encoding::Identity,
+    ///     scheme: "http", authority: "a".into(), path: "/p.S/M", timeout: None,
+    ///     user_agent: "ua".into(), metadata: &md, encoding: Encoding::Identity,
     /// });
     /// let head = parse_request_head(&headers).unwrap();
     /// assert_eq!(head.response_encoding(Some(Encoding::Gzip)), Encoding::Gzip);
@@ -737,14 +740,14 @@ mod tests {
         md.insert_bin("x-trace-bin", &[0, 1, 0xff]).unwrap();
         let h = request_headers(&RequestHead {
             scheme: "http",
-            authority: "a:1",
+            authority: "a:1".into(),
             path: "/s/m",
             timeout: Some(Duration::from_millis(250)),
-            user_agent: "ua",
+            user_agent: "ua".into(),
             metadata: &md,
             encoding: Encoding::Identity,
         });
-        let names: Vec<&[u8]> = h.iter().map(|h| h.name.as_slice()).collect();
+        let names: Vec<&[u8]> = h.iter().map(|h| h.name.as_ref()).collect();
         assert_eq!(
             names,
             [
@@ -761,9 +764,9 @@ mod tests {
                 b"x-trace-bin"
             ]
         );
-        assert_eq!(h[5].value, b"250000u");
+        assert_eq!(h[5].value, &b"250000u"[..]);
         assert_eq!(h[8].value, ACCEPT_ENCODING.as_bytes());
-        assert_eq!(h[10].value, b"AAH/");
+        assert_eq!(h[10].value, &b"AAH/"[..]);
         assert_eq!(metadata_from_headers(&h), md, "metadata round-trips");
     }
 
@@ -1030,10 +1033,10 @@ mod tests {
     fn server_request_parsing_and_responses() {
         let mut h = request_headers(&RequestHead {
             scheme: "http",
-            authority: "a",
+            authority: "a".into(),
             path: "/s/m",
             timeout: Some(Duration::from_secs(2)),
-            user_agent: "ua",
+            user_agent: "ua".into(),
             metadata: &Metadata::new(),
             encoding: Encoding::Gzip,
         });
@@ -1052,7 +1055,7 @@ mod tests {
         ] {
             let mut h = h.clone();
             for header in &mut h {
-                if header.name == b"content-type" {
+                if header.name == b"content-type"[..] {
                     *header = Header::new("content-type", content_type);
                 }
             }
@@ -1080,10 +1083,10 @@ mod tests {
     fn unsupported_request_encoding_is_unimplemented_listing_ours() {
         let mut h = request_headers(&RequestHead {
             scheme: "http",
-            authority: "a",
+            authority: "a".into(),
             path: "/s/m",
             timeout: None,
-            user_agent: "ua",
+            user_agent: "ua".into(),
             metadata: &Metadata::new(),
             encoding: Encoding::Identity,
         });

@@ -1,6 +1,6 @@
 //! Header block decoding, RFC 7541 sections 3, 5 and 6.
 
-use std::borrow::Cow;
+use bytes::Bytes;
 
 use super::table::{self, DynamicTable};
 use super::{DEFAULT_TABLE_SIZE, Header, huffman, integer};
@@ -236,9 +236,10 @@ impl Decoder {
     ) -> Result<(), DecoderError> {
         let index = integer::decode(input, 7)?;
         let (name, value) = self.entry(index)?;
-        // Check the size before copying: this is what keeps a block of
-        // one-byte references to a large entry from using much memory.
-        if budget.admit(table::entry_size(name, value)) {
+        // The entry is shared, not copied, and counted at its full size: this is
+        // what keeps a block of one-byte references to a large entry from
+        // passing the list limit.
+        if budget.admit(table::entry_size(&name, &value)) {
             emit(Header::new(name, value));
         }
         Ok(())
@@ -253,25 +254,23 @@ impl Decoder {
         emit: &mut impl FnMut(Header),
     ) -> Result<(), DecoderError> {
         let index = integer::decode(input, kind.prefix_bits())?;
-        // A name from the table is only copied if it is needed, so literals
-        // past the list limit cost no more than their own bytes.
+        // A name from the table is shared, not copied. RFC 7541 section 4.4
+        // warns that it may come from an entry the insertion below evicts;
+        // holding its own reference makes that harmless.
         let name = match index {
-            0 => Cow::Owned(read_string(input)?),
-            _ => Cow::Borrowed(self.entry(index)?.0),
+            0 => read_string(input)?,
+            _ => self.entry(index)?.0,
         };
         let value = read_string(input)?;
         let admitted = budget.admit(table::entry_size(&name, &value));
         if kind == Literal::Indexed {
-            // RFC 7541 section 4.4 warns that the name may come from an entry
-            // the insertion evicts; owning it first makes that harmless.
-            let name = name.into_owned();
             if admitted {
                 emit(Header::new(name.clone(), value.clone()));
             }
             self.table.insert(name, value);
         } else if admitted {
             emit(Header {
-                name: name.into_owned(),
+                name,
                 value,
                 sensitive: kind == Literal::NeverIndexed,
             });
@@ -279,7 +278,7 @@ impl Decoder {
         Ok(())
     }
 
-    fn entry(&self, index: usize) -> Result<(&[u8], &[u8]), DecoderError> {
+    fn entry(&self, index: usize) -> Result<(Bytes, Bytes), DecoderError> {
         // RFC 7541 section 6.1: "The index value of 0 is not used. It MUST be
         // treated as a decoding error if found in an indexed header field
         // representation." Section 2.3.3: "Indices strictly greater than the
@@ -338,7 +337,7 @@ impl Budget {
 }
 
 /// Reads a string literal, RFC 7541 section 5.2.
-fn read_string(input: &mut &[u8]) -> Result<Vec<u8>, DecoderError> {
+fn read_string(input: &mut &[u8]) -> Result<Bytes, DecoderError> {
     let huffman = input.first().is_some_and(|&b| b & 0x80 != 0);
     let len = integer::decode(input, 7)?;
     // Check the claimed length against what is there before allocating.
@@ -347,11 +346,11 @@ fn read_string(input: &mut &[u8]) -> Result<Vec<u8>, DecoderError> {
         .ok_or(DecoderError::StringTooLong)?;
     *input = rest;
     if !huffman {
-        return Ok(raw.to_vec());
+        return Ok(Bytes::copy_from_slice(raw));
     }
     let mut decoded = Vec::new();
     huffman::decode(raw, &mut decoded)?;
-    Ok(decoded)
+    Ok(Bytes::from(decoded))
 }
 
 #[cfg(test)]

@@ -165,7 +165,7 @@ impl Encoder {
     fn worth_indexing(&self, header: &Header) -> bool {
         // An entry larger than the table would only empty it (RFC 7541
         // section 4.4).
-        header.size() <= self.table.max_size() && !UNINDEXED_NAMES.contains(&header.name.as_slice())
+        header.size() <= self.table.max_size() && !UNINDEXED_NAMES.contains(&&header.name[..])
     }
 }
 

@@ -27,6 +27,7 @@ mod prop_tests;
 #[cfg(test)]
 mod rfc_vectors;
 
+pub use bytes::Bytes;
 pub use decoder::{Decoder, DecoderError};
 pub use encoder::Encoder;
 
@@ -41,13 +42,16 @@ pub const DEFAULT_TABLE_SIZE: usize = 4096;
 /// One header field: a name, a value and whether it must never be indexed.
 ///
 /// Names and values are opaque bytes here; checking that they are valid HTTP
-/// field names and values is the caller's job.
+/// field names and values is the caller's job. They are [`Bytes`]: a static
+/// string is used in place, and the decoder shares a dynamic-table entry with
+/// every header decoded from it. Make one from borrowed bytes with
+/// [`Bytes::copy_from_slice`].
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Header {
     /// The field name, for example `content-type` or `:path`.
-    pub name: Vec<u8>,
+    pub name: Bytes,
     /// The field value.
-    pub value: Vec<u8>,
+    pub value: Bytes,
     /// Whether the field is sensitive.
     ///
     /// The encoder sends a sensitive field as a "literal header field never
@@ -60,7 +64,7 @@ pub struct Header {
 
 impl Header {
     /// Makes an ordinary (not sensitive) header field.
-    pub fn new(name: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+    pub fn new(name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
         Self {
             name: name.into(),
             value: value.into(),
@@ -69,7 +73,7 @@ impl Header {
     }
 
     /// Makes a sensitive header field, which will never be indexed.
-    pub fn new_sensitive(name: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+    pub fn new_sensitive(name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
         Self {
             sensitive: true,
             ..Self::new(name, value)

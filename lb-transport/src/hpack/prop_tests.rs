@@ -66,8 +66,8 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
 
 fn header() -> impl Strategy<Value = Header> {
     (name(), value(), prop::bool::weighted(0.15)).prop_map(|(name, value, sensitive)| Header {
-        name,
-        value,
+        name: name.into(),
+        value: value.into(),
         sensitive,
     })
 }

@@ -55,7 +55,7 @@ fn table_pairs(decoder: &Decoder) -> Vec<(Vec<u8>, Vec<u8>)> {
     decoder
         .table()
         .entries()
-        .map(|e| (e.name.clone(), e.value.clone()))
+        .map(|e| (e.name.to_vec(), e.value.to_vec()))
         .collect()
 }
 

@@ -6,6 +6,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use bytes::Bytes;
+
 /// RFC 7541 section 4.1: "The size of an entry is the sum of its name's length
 /// in octets (as defined in Section 5.2), its value's length in octets, and
 /// 32."
@@ -89,8 +91,8 @@ pub(crate) fn entry_size(name: &[u8], value: &[u8]) -> usize {
 /// One dynamic table entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
-    pub(crate) name: Vec<u8>,
-    pub(crate) value: Vec<u8>,
+    pub(crate) name: Bytes,
+    pub(crate) value: Bytes,
 }
 
 impl Entry {
@@ -153,8 +155,11 @@ impl DynamicTable {
     /// that is larger than the maximum size; an attempt to add an entry larger
     /// than the maximum size causes the table to be emptied of all existing
     /// entries and results in an empty table."
-    pub(crate) fn insert(&mut self, name: Vec<u8>, value: Vec<u8>) {
-        let entry = Entry { name, value };
+    pub(crate) fn insert(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
+        let entry = Entry {
+            name: name.into(),
+            value: value.into(),
+        };
         let size = entry.size();
         if size > self.max_size {
             self.entries.clear();
@@ -180,16 +185,21 @@ impl DynamicTable {
     }
 
     /// Looks up an entry by its index in the combined index space (RFC 7541
-    /// section 2.3.3). Index 0 and indices beyond both tables give `None`.
-    pub(crate) fn get(&self, index: usize) -> Option<(&[u8], &[u8])> {
+    /// section 2.3.3). Index 0 and indices beyond both tables give `None`. The
+    /// name and value are shared with the table, not copied: a static entry's
+    /// are static, a dynamic entry's are reference-counted.
+    pub(crate) fn get(&self, index: usize) -> Option<(Bytes, Bytes)> {
         if index == 0 {
             return None;
         }
         if let Some(&(name, value)) = STATIC_TABLE.get(index - 1) {
-            return Some((name.as_bytes(), value.as_bytes()));
+            return Some((
+                Bytes::from_static(name.as_bytes()),
+                Bytes::from_static(value.as_bytes()),
+            ));
         }
         let entry = self.entries.get(index - 1 - STATIC_LEN)?;
-        Some((&entry.name, &entry.value))
+        Some((entry.name.clone(), entry.value.clone()))
     }
 
     /// Finds the best index for a field in the combined index space.
@@ -268,6 +278,11 @@ impl Match {
 mod tests {
     use super::*;
 
+    /// Entry `index` as owned bytes, to compare with literals.
+    fn at(table: &DynamicTable, index: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+        table.get(index).map(|(n, v)| (n.to_vec(), v.to_vec()))
+    }
+
     fn names(table: &DynamicTable) -> Vec<&[u8]> {
         table.entries().map(|e| &e.name[..]).collect()
     }
@@ -276,13 +291,16 @@ mod tests {
     fn static_table_matches_appendix_a_ends() {
         let table = DynamicTable::new(4096);
         assert_eq!(STATIC_LEN, 61);
-        assert_eq!(table.get(1), Some((&b":authority"[..], &b""[..])));
-        assert_eq!(table.get(2), Some((&b":method"[..], &b"GET"[..])));
+        assert_eq!(at(&table, 1), Some((b":authority".to_vec(), b"".to_vec())));
+        assert_eq!(at(&table, 2), Some((b":method".to_vec(), b"GET".to_vec())));
         assert_eq!(
-            table.get(16),
-            Some((&b"accept-encoding"[..], &b"gzip, deflate"[..]))
+            at(&table, 16),
+            Some((b"accept-encoding".to_vec(), b"gzip, deflate".to_vec()))
         );
-        assert_eq!(table.get(61), Some((&b"www-authenticate"[..], &b""[..])));
+        assert_eq!(
+            at(&table, 61),
+            Some((b"www-authenticate".to_vec(), b"".to_vec()))
+        );
     }
 
     /// `find` over the static table as a scan of every entry would answer.
@@ -337,12 +355,12 @@ mod tests {
     #[test]
     fn index_zero_and_past_the_end_are_absent() {
         let mut table = DynamicTable::new(4096);
-        assert_eq!(table.get(0), None);
-        assert_eq!(table.get(62), None);
+        assert_eq!(at(&table, 0), None);
+        assert_eq!(at(&table, 62), None);
         table.insert(b"a".to_vec(), b"b".to_vec());
-        assert_eq!(table.get(62), Some((&b"a"[..], &b"b"[..])));
-        assert_eq!(table.get(63), None);
-        assert_eq!(table.get(usize::MAX), None);
+        assert_eq!(at(&table, 62), Some((b"a".to_vec(), b"b".to_vec())));
+        assert_eq!(at(&table, 63), None);
+        assert_eq!(at(&table, usize::MAX), None);
     }
 
     #[test]
@@ -350,8 +368,8 @@ mod tests {
         let mut table = DynamicTable::new(4096);
         table.insert(b"first".to_vec(), Vec::new());
         table.insert(b"second".to_vec(), Vec::new());
-        assert_eq!(table.get(62).map(|e| e.0), Some(&b"second"[..]));
-        assert_eq!(table.get(63).map(|e| e.0), Some(&b"first"[..]));
+        assert_eq!(at(&table, 62).map(|e| e.0), Some(b"second".to_vec()));
+        assert_eq!(at(&table, 63).map(|e| e.0), Some(b"first".to_vec()));
     }
 
     #[test]

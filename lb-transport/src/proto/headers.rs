@@ -53,7 +53,7 @@ pub(crate) fn validate(headers: &[Header], kind: Kind) -> Result<(), &'static st
     let mut regular_seen = false;
     let mut has = [false; 4]; // :method, :scheme, :path, :status
     for h in headers {
-        let name = h.name.as_slice();
+        let name = &h.name[..];
         let Some((&first, rest)) = name.split_first() else {
             return Err("empty header name");
         };
@@ -99,7 +99,7 @@ pub(crate) fn validate(headers: &[Header], kind: Kind) -> Result<(), &'static st
         ) {
             return Err("connection-specific header");
         }
-        if name == b"te" && h.value != b"trailers" {
+        if name == b"te" && h.value != b"trailers"[..] {
             return Err("te header other than \"trailers\"");
         }
     }
@@ -120,7 +120,7 @@ pub(crate) fn validate(headers: &[Header], kind: Kind) -> Result<(), &'static st
 /// A value that is not a decimal number, or two values that differ.
 pub(crate) fn content_length(headers: &[Header]) -> Result<Option<u64>, &'static str> {
     let mut declared = None;
-    for h in headers.iter().filter(|h| h.name == b"content-length") {
+    for h in headers.iter().filter(|h| h.name == b"content-length"[..]) {
         let value = std::str::from_utf8(&h.value)
             .ok()
             .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
@@ -139,7 +139,9 @@ mod tests {
     use super::*;
 
     fn h(list: &[(&str, &str)]) -> Vec<Header> {
-        list.iter().map(|(n, v)| Header::new(*n, *v)).collect()
+        list.iter()
+            .map(|(n, v)| Header::new(n.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

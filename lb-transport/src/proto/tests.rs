@@ -15,7 +15,7 @@ fn request(path: &str) -> Vec<Header> {
     vec![
         Header::new(":method", "POST"),
         Header::new(":scheme", "http"),
-        Header::new(":path", path),
+        Header::new(":path", path.to_string()),
         Header::new(":authority", "test"),
         Header::new("te", "trailers"),
     ]
@@ -959,7 +959,7 @@ fn informational_responses_are_skipped() {
     client.handle_read(&bytes, now);
     let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert!(matches!(&events[0], Event::Headers { headers, .. } if headers[0].value == b"200"));
+    assert!(matches!(&events[0], Event::Headers { headers, .. } if headers[0].value == b"200"[..]));
 }
 
 /// A response on `id` as a server would send it: headers, DATA frames of many

@@ -1106,7 +1106,7 @@ impl Conn {
     fn plain_http(&mut self, stream: StreamId, headers: &[Header], code: u16, end_stream: bool) {
         let is_get = headers
             .iter()
-            .any(|h| h.name == b":method" && h.value == b"GET");
+            .any(|h| h.name == b":method"[..] && h.value == b"GET"[..]);
         let sent = if is_get {
             let head = vec![
                 Header::new(":status", "200"),

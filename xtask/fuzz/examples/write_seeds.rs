@@ -63,7 +63,7 @@ fn request(path: &str) -> Vec<Header> {
     vec![
         Header::new(":method", "POST"),
         Header::new(":scheme", "http"),
-        Header::new(":path", path),
+        Header::new(":path", path.to_string()),
         Header::new(":authority", "fuzz.example"),
         Header::new("content-type", "application/grpc"),
         Header::new("te", "trailers"),

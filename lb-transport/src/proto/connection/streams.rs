@@ -426,6 +426,6 @@ impl Connection {
 fn is_informational(headers: &[Header]) -> bool {
     headers
         .iter()
-        .find(|h| h.name == b":status")
+        .find(|h| h.name == b":status"[..])
         .is_some_and(|h| h.value.first() == Some(&b'1'))
 }
