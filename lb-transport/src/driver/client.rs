@@ -741,6 +741,25 @@ impl IoLoop {
         self.own_pending.extend(take_own_commands());
     }
 
+    /// Carries out the commands waiting (a caller's new request, say) and writes
+    /// what they produced, without polling. A driving caller does this before it
+    /// looks at its call and sleeps in [`IoLoop::pass`]: its request then goes out
+    /// and its answer is awaited in one poll, instead of a poll that must not wait
+    /// (work is queued) followed by one that does.
+    pub(crate) fn flush_commands(&mut self) {
+        if self.own_pending.is_empty() && !has_own_commands() && self.rx.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut touched = self.drain_commands(now);
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            self.service(id, now);
+            self.note_quiet(id);
+        }
+    }
+
     /// One turn: waits for sockets (until the next timer or `limit`, not at all
     /// when work is waiting), then handles readiness, commands and timers, and
     /// services every connection they touched.
@@ -1117,7 +1136,14 @@ impl IoLoop {
             }
         }
         if readable && matches!(conn.phase, Phase::Open) {
-            match socket::read_into(&mut conn.stream, &mut conn.h2, &mut self.scratch, now) {
+            let drains = conn.stream.short_read_drains();
+            match socket::read_into(
+                &mut conn.stream,
+                &mut conn.h2,
+                &mut self.scratch,
+                drains,
+                now,
+            ) {
                 Ok(ReadOutcome::Eof) => conn.h2.handle_eof(),
                 Ok(ReadOutcome::Budget) => self.read_again.push(id),
                 Ok(ReadOutcome::WouldBlock) => {}

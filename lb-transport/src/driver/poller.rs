@@ -237,7 +237,12 @@ impl LoopShared {
         let io = driving.io.as_mut().expect("held until dropped");
         let slice_end = Instant::now() + DRIVE_SLICE;
         let end = deadline.map_or(slice_end, |d| d.min(slice_end));
-        while !until() && !io.done() && Instant::now() < end {
+        loop {
+            // What the caller just queued goes out before it looks at its call.
+            io.flush_commands();
+            if until() || io.done() || Instant::now() >= end {
+                break;
+            }
             io.pass(Some(end));
         }
         // Hands this thread's own commands to the loop before it stops being one.

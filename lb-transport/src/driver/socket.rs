@@ -22,6 +22,12 @@ pub enum ReadOutcome {
 /// Reads until the socket would block, the peer closes, or [`READ_BUDGET`] bytes,
 /// feeding everything to `conn`.
 ///
+/// `short_read_drains`: `socket` reads straight from a stream socket registered
+/// edge-triggered, so a read that fills less than `scratch` has emptied it (epoll(7)
+/// says as much), and bytes that come later raise a new edge: the pass stops there
+/// instead of paying one more system call to hear `WouldBlock`. Not for a TLS
+/// stream, whose short read of plaintext says nothing about the socket under it.
+///
 /// # Errors
 ///
 /// The socket failed.
@@ -29,6 +35,7 @@ pub fn read_into<S: Read>(
     socket: &mut S,
     conn: &mut Connection,
     scratch: &mut [u8],
+    short_read_drains: bool,
     now: Instant,
 ) -> io::Result<ReadOutcome> {
     let mut total = 0;
@@ -40,6 +47,9 @@ pub fn read_into<S: Read>(
                 total += n;
                 if total >= READ_BUDGET {
                     return Ok(ReadOutcome::Budget);
+                }
+                if short_read_drains && n < scratch.len() {
+                    return Ok(ReadOutcome::WouldBlock);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::WouldBlock),
@@ -164,13 +174,49 @@ mod tests {
             Err(io::ErrorKind::WouldBlock.into()),
         ]);
         assert_eq!(
-            read_into(&mut s, &mut conn, &mut scratch, now).unwrap(),
+            read_into(&mut s, &mut conn, &mut scratch, false, now).unwrap(),
             ReadOutcome::WouldBlock
         );
         let mut s = Script(vec![Ok(Vec::new())]);
         assert_eq!(
-            read_into(&mut s, &mut conn, &mut scratch, now).unwrap(),
+            read_into(&mut s, &mut conn, &mut scratch, false, now).unwrap(),
             ReadOutcome::Eof
         );
+    }
+
+    #[test]
+    fn a_short_read_ends_the_pass_only_where_it_drains_the_socket() {
+        /// Hands out `chunks` in reads of at most `buf.len()`, then would block;
+        /// counts the reads.
+        struct Chunks(Vec<u8>, usize);
+        impl Read for Chunks {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.1 += 1;
+                if self.0.is_empty() {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = buf.len().min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0.drain(..n);
+                Ok(n)
+            }
+        }
+        let now = Instant::now();
+        let mut scratch = [0u8; 16];
+        // The client preface and an empty SETTINGS frame, 33 bytes: two full
+        // reads and a short one, which ends the pass where it drains the socket.
+        let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(preface.len(), 33);
+        for (drains, reads) in [(true, 3), (false, 4)] {
+            let mut conn = Connection::server(Default::default(), now);
+            let mut s = Chunks(preface.clone(), 0);
+            assert_eq!(
+                read_into(&mut s, &mut conn, &mut scratch, drains, now).unwrap(),
+                ReadOutcome::WouldBlock
+            );
+            assert_eq!(s.1, reads, "short_read_drains = {drains}");
+            assert!(s.0.is_empty(), "every byte was read");
+        }
     }
 }

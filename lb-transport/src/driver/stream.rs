@@ -83,6 +83,13 @@ impl Stream {
         None
     }
 
+    /// Whether a short read from this stream means its socket has no more bytes
+    /// (see [`read_into`](crate::driver::socket::read_into)): true of plain TCP,
+    /// not of TLS.
+    pub(crate) fn short_read_drains(&self) -> bool {
+        !self.is_tls()
+    }
+
     /// Whether this stream is TLS.
     pub(crate) fn is_tls(&self) -> bool {
         #[cfg(feature = "tls")]

@@ -264,7 +264,8 @@ impl Conn {
         if self.broken || self.peer_eof {
             return;
         }
-        match socket::read_into(&mut self.stream, &mut self.proto, scratch, now) {
+        let drains = self.stream.short_read_drains();
+        match socket::read_into(&mut self.stream, &mut self.proto, scratch, drains, now) {
             Ok(ReadOutcome::WouldBlock) => {}
             Ok(ReadOutcome::Budget) => self.read_again = true,
             Ok(ReadOutcome::Eof) => {
