@@ -1,5 +1,6 @@
 //! The balancer group: many child policies as one, with a timed close cache; and the
-//! policies built on it, `weighted_target`, `priority` and `outlier_detection`.
+//! policies built on it, `weighted_target`, `priority` and `outlier_detection`. The
+//! [`xds`] module holds the start of the xDS client: its bootstrap configuration.
 //!
 //! Everything here is a state machine driven by the channel's serializer: it takes
 //! `now` as an argument, asks for wake-ups with
@@ -90,6 +91,7 @@ pub mod hierarchy;
 pub mod outlier_detection;
 pub mod priority;
 pub mod weighted_target;
+pub mod xds;
 
 pub use aggregator::WeightedAggregator;
 pub use group::{AddError, BalancerGroup, ChildStateUpdate};
