@@ -1,11 +1,17 @@
 //! xDS: load balancing configured by a control plane (gRFC A27 and its successors).
 //!
-//! So far this holds the first piece an xDS client reads: the [`bootstrap`]
-//! configuration, which says which management servers to ask, how this client
-//! identifies itself to them, and how a channel's target names the Listener
-//! resource it subscribes to.
+//! So far this holds the client's foundations, each without I/O:
+//!
+//! - [`bootstrap`]: which management servers to ask, how this client identifies
+//!   itself to them, and how a channel's target names the Listener resource it
+//!   subscribes to;
+//! - [`wire`]: the ADS request and response messages;
+//! - [`ads`]: the protocol of one ADS stream per resource type: requests,
+//!   ACK and NACK, the resource cache, deletions and does-not-exist timers.
 
+pub mod ads;
 pub mod bootstrap;
+pub mod wire;
 
 pub use bootstrap::{
     Authority, Bootstrap, BootstrapError, CertificateProvider, ChannelCreds, Locality, Node,
