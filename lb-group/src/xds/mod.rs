@@ -8,10 +8,12 @@
 //! - [`wire`]: the ADS request and response messages;
 //! - [`ads`]: the protocol of one ADS stream per resource type: requests,
 //!   ACK and NACK, the resource cache, deletions and does-not-exist timers;
-//! - [`eds`]: endpoint resources, decoded and validated.
+//! - [`cds`] and [`eds`]: cluster and endpoint resources, decoded and
+//!   validated.
 
 pub mod ads;
 pub mod bootstrap;
+pub mod cds;
 pub mod eds;
 pub mod wire;
 

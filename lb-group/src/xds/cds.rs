@@ -1,0 +1,736 @@
+//! Cluster (CDS) resources, read from `envoy.config.cluster.v3.Cluster` and
+//! checked as gRFCs A27 (EDS clusters), A37 (aggregate and logical DNS
+//! clusters), A32 (circuit breaking), A42 (ring hash) and A48 (least request)
+//! ask.
+//!
+//! A cluster is invalid (and NACKed) when its discovery type is none of EDS,
+//! LOGICAL_DNS and the aggregate custom type; when an EDS cluster's config
+//! source is neither `ads` nor `self`; when a logical DNS cluster has other
+//! than exactly one endpoint; when its `lb_policy` is none of ROUND_ROBIN,
+//! RING_HASH and LEAST_REQUEST, or their settings are out of range. The newer
+//! `load_balancing_policy` field is refused for now (it is gRFC A52's, not yet
+//! here), rather than silently ignored.
+
+use lb_core::DecodeError;
+use lb_core::protowire::{Reader, wire};
+
+use super::ads::{CLUSTER_TYPE, ResourceType};
+
+/// The aggregate cluster's custom type name (gRFC A37).
+pub const AGGREGATE_CLUSTER: &str = "envoy.clusters.aggregate";
+
+/// The largest ring a cluster may ask for (gRFC A42).
+pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+
+/// Calls in flight to a cluster when its circuit breaker says nothing (A32).
+pub const DEFAULT_MAX_REQUESTS: u32 = 1024;
+
+/// A cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// Where its endpoints come from.
+    pub kind: ClusterKind,
+    /// How calls are spread over its endpoints.
+    pub lb_policy: ClusterLbPolicy,
+    /// Calls in flight at most (the DEFAULT priority's `max_requests`).
+    pub max_requests: u32,
+    /// Load reports go to the management server this cluster came from.
+    pub lrs_to_self: bool,
+}
+
+/// Where a cluster's endpoints come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterKind {
+    /// EDS: the endpoint resource named `service_name`, or the cluster's own
+    /// name when it is `None`.
+    Eds {
+        /// The endpoint resource's name, if not the cluster's.
+        service_name: Option<String>,
+    },
+    /// One DNS name, resolved as a whole.
+    LogicalDns {
+        /// `host:port`.
+        target: String,
+    },
+    /// Other clusters, in priority order (gRFC A37).
+    Aggregate {
+        /// Their names.
+        clusters: Vec<String>,
+    },
+}
+
+/// A cluster's endpoint-picking policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterLbPolicy {
+    /// `round_robin`.
+    RoundRobin,
+    /// `ring_hash_experimental` with its ring sizes.
+    RingHash {
+        /// The smallest ring.
+        min_ring_size: u64,
+        /// The largest ring.
+        max_ring_size: u64,
+    },
+    /// `least_request_experimental` with its choice count.
+    LeastRequest {
+        /// How many endpoints each pick compares.
+        choice_count: u32,
+    },
+}
+
+impl ClusterLbPolicy {
+    /// The policy as a service-config `loadBalancingConfig` entry, for the
+    /// channel's policy registry.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::RoundRobin => serde_json::json!({"round_robin": {}}),
+            Self::RingHash {
+                min_ring_size,
+                max_ring_size,
+            } => serde_json::json!({"ring_hash_experimental": {
+                "minRingSize": min_ring_size, "maxRingSize": max_ring_size}}),
+            Self::LeastRequest { choice_count } => {
+                serde_json::json!({"least_request_experimental": {"choiceCount": choice_count}})
+            }
+        }
+    }
+}
+
+/// The [`ResourceType`] of cluster resources.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterType;
+
+impl ResourceType for ClusterType {
+    type Resource = Cluster;
+
+    fn type_url(&self) -> &'static str {
+        CLUSTER_TYPE
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<(String, Cluster), (Option<String>, String)> {
+        let raw = RawCluster::decode(bytes).map_err(|e| (None, e.to_string()))?;
+        if raw.name.is_empty() {
+            return Err((None, "name is empty".to_owned()));
+        }
+        let name = raw.name.clone();
+        validate(raw)
+            .map(|c| (name.clone(), c))
+            .map_err(|e| (Some(name), e))
+    }
+}
+
+#[derive(Default)]
+struct RawCluster {
+    name: String,
+    discovery_type: Option<u64>,
+    custom: Option<(String, Vec<u8>)>,
+    eds_source_ok: Option<bool>,
+    service_name: String,
+    lb_policy: u64,
+    ring_hash: Option<(Option<u64>, Option<u64>, u64)>,
+    choice_count: Option<u32>,
+    max_requests: Option<u32>,
+    lrs_to_self: bool,
+    load_balancing_policy: bool,
+    /// The logical DNS endpoints as (host, port).
+    dns_endpoints: Vec<(String, u32)>,
+}
+
+fn validate(raw: RawCluster) -> Result<Cluster, String> {
+    let kind = match (raw.discovery_type, raw.custom) {
+        (_, Some((name, config))) if name == AGGREGATE_CLUSTER => {
+            let clusters = aggregate_clusters(&config)
+                .map_err(|e| format!("aggregate cluster config: {e}"))?;
+            if clusters.is_empty() {
+                return Err("an aggregate cluster lists no clusters".to_owned());
+            }
+            ClusterKind::Aggregate { clusters }
+        }
+        (_, Some((name, _))) => return Err(format!("cluster type {name:?} is not supported")),
+        (Some(3), None) => {
+            if raw.eds_source_ok != Some(true) {
+                return Err("an EDS cluster's eds_config must be ads or self".to_owned());
+            }
+            if raw.name.starts_with("xdstp:") && raw.service_name.is_empty() {
+                return Err("an xdstp: EDS cluster needs a service_name".to_owned());
+            }
+            ClusterKind::Eds {
+                service_name: (!raw.service_name.is_empty()).then_some(raw.service_name),
+            }
+        }
+        (Some(2), None) => match raw.dns_endpoints.as_slice() {
+            [(host, port)] => {
+                let port = u16::try_from(*port)
+                    .map_err(|_| format!("logical DNS port {port} is out of range"))?;
+                ClusterKind::LogicalDns {
+                    target: format!("{host}:{port}"),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "a logical DNS cluster needs exactly one endpoint, not {}",
+                    other.len()
+                ));
+            }
+        },
+        (t, None) => {
+            let t = t.unwrap_or(0);
+            let name = ["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST"]
+                .get(t as usize)
+                .copied()
+                .unwrap_or("unknown");
+            return Err(format!(
+                "cluster discovery type {name} ({t}) is not supported"
+            ));
+        }
+    };
+    if raw.load_balancing_policy {
+        return Err("load_balancing_policy (gRFC A52) is not supported yet".to_owned());
+    }
+    let lb_policy = match raw.lb_policy {
+        0 => ClusterLbPolicy::RoundRobin,
+        2 => {
+            let (min, max, hash) = raw.ring_hash.unwrap_or((None, None, 0));
+            if hash != 0 {
+                return Err("ring hash needs hash_function XX_HASH".to_owned());
+            }
+            let min_ring_size = min.unwrap_or(1024);
+            let max_ring_size = max.unwrap_or(MAX_RING_SIZE);
+            if max_ring_size > MAX_RING_SIZE || min_ring_size > max_ring_size || min_ring_size == 0
+            {
+                return Err(format!(
+                    "ring sizes {min_ring_size}..{max_ring_size} are out of range (1 <= min <= max <= {MAX_RING_SIZE})"
+                ));
+            }
+            ClusterLbPolicy::RingHash {
+                min_ring_size,
+                max_ring_size,
+            }
+        }
+        1 => {
+            let choice_count = raw.choice_count.unwrap_or(2);
+            if choice_count < 2 {
+                return Err(format!(
+                    "least request choice_count {choice_count} is below 2"
+                ));
+            }
+            ClusterLbPolicy::LeastRequest { choice_count }
+        }
+        other => {
+            let name = match other {
+                3 => "RANDOM",
+                5 => "MAGLEV",
+                6 => "CLUSTER_PROVIDED",
+                7 => "LOAD_BALANCING_POLICY_CONFIG",
+                _ => "unknown",
+            };
+            return Err(format!("lb_policy {name} ({other}) is not supported"));
+        }
+    };
+    Ok(Cluster {
+        kind,
+        lb_policy,
+        max_requests: raw.max_requests.unwrap_or(DEFAULT_MAX_REQUESTS),
+        lrs_to_self: raw.lrs_to_self,
+    })
+}
+
+/// `envoy.extensions.clusters.aggregate.v3.ClusterConfig.clusters`, from the
+/// custom type's `typed_config` Any.
+fn aggregate_clusters(any: &[u8]) -> Result<Vec<String>, DecodeError> {
+    let mut value: &[u8] = &[];
+    let mut base = 0;
+    let mut r = Reader::new(any, 0);
+    while let Some((field, wt)) = r.tag()? {
+        match (field, wt) {
+            (2, wire::LEN) => (base, value) = r.len_delimited(field)?,
+            _ => r.skip(field, wt)?,
+        }
+    }
+    let mut clusters = Vec::new();
+    let mut r = Reader::new(value, base);
+    while let Some((field, wt)) = r.tag()? {
+        match (field, wt) {
+            (1, wire::LEN) => clusters.push(r.string(field)?),
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(clusters)
+}
+
+impl RawCluster {
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut out = Self::default();
+        let mut r = Reader::new(bytes, 0);
+        while let Some((field, wt)) = r.tag()? {
+            let within = |e: DecodeError| e.within(field);
+            match (field, wt) {
+                (1, wire::LEN) => out.name = r.string(field)?,
+                (2, wire::VARINT) => out.discovery_type = Some(r.varint(field)?),
+                (38, wire::LEN) => {
+                    let (base, b) = r.len_delimited(field)?;
+                    out.custom = Some(custom_type(b, base).map_err(within)?);
+                }
+                (3, wire::LEN) => {
+                    let (base, b) = r.len_delimited(field)?;
+                    let (ok, service) = eds_config(b, base).map_err(within)?;
+                    out.eds_source_ok = Some(ok);
+                    out.service_name = service;
+                }
+                (6, wire::VARINT) => out.lb_policy = r.varint(field)?,
+                (23, wire::LEN) => {
+                    let (base, b) = r.len_delimited(field)?;
+                    out.ring_hash = Some(ring_hash(b, base).map_err(within)?);
+                }
+                (37, wire::LEN) => {
+                    // LeastRequestLbConfig { choice_count: UInt32Value = 1 }
+                    let (base, b) = r.len_delimited(field)?;
+                    for (base, count) in messages(b, base, 1).map_err(within)? {
+                        let v = wrapped(count, base, 1).map_err(|e| e.within(1).within(field))?;
+                        out.choice_count = v.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+                    }
+                }
+                (10, wire::LEN) => {
+                    let (base, b) = r.len_delimited(field)?;
+                    out.max_requests = max_requests(b, base).map_err(within)?;
+                }
+                (33, wire::LEN) => {
+                    let (base, b) = r.len_delimited(field)?;
+                    out.dns_endpoints = dns_endpoints(b, base).map_err(within)?;
+                }
+                (41, wire::LEN) => {
+                    r.len_delimited(field)?;
+                    out.load_balancing_policy = true;
+                }
+                (42, wire::LEN) => {
+                    let (base, b) = r.len_delimited(field)?;
+                    out.lrs_to_self = config_source_is_self(b, base).map_err(within)?;
+                }
+                _ => r.skip(field, wt)?,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `CustomClusterType`: its name and the encoded `typed_config` Any.
+fn custom_type(bytes: &[u8], base: usize) -> Result<(String, Vec<u8>), DecodeError> {
+    let (mut name, mut config) = (String::new(), Vec::new());
+    let mut r = Reader::new(bytes, base);
+    while let Some((field, wt)) = r.tag()? {
+        match (field, wt) {
+            (1, wire::LEN) => name = r.string(field)?,
+            (2, wire::LEN) => config = r.len_delimited(field)?.1.to_vec(),
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok((name, config))
+}
+
+/// `EdsClusterConfig`: whether its `eds_config` is `ads` or `self`, and its
+/// service name.
+fn eds_config(bytes: &[u8], base: usize) -> Result<(bool, String), DecodeError> {
+    let (mut ok, mut service) = (false, String::new());
+    let mut r = Reader::new(bytes, base);
+    while let Some((field, wt)) = r.tag()? {
+        match (field, wt) {
+            (1, wire::LEN) => {
+                let (base, b) = r.len_delimited(field)?;
+                ok = config_source_is_ads_or_self(b, base).map_err(|e| e.within(field))?;
+            }
+            (2, wire::LEN) => service = r.string(field)?,
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok((ok, service))
+}
+
+/// Which `ConfigSource` variant is set: 3 (`ads`), 5 (`self`) or another.
+fn config_source_kind(bytes: &[u8], base: usize) -> Result<Option<u32>, DecodeError> {
+    let mut kind = None;
+    let mut r = Reader::new(bytes, base);
+    while let Some((field, wt)) = r.tag()? {
+        if matches!(field, 1..=5 | 8) && wt == wire::LEN {
+            r.len_delimited(field)?;
+            kind = Some(field);
+        } else {
+            r.skip(field, wt)?;
+        }
+    }
+    Ok(kind)
+}
+
+fn config_source_is_ads_or_self(bytes: &[u8], base: usize) -> Result<bool, DecodeError> {
+    Ok(matches!(config_source_kind(bytes, base)?, Some(3 | 5)))
+}
+
+fn config_source_is_self(bytes: &[u8], base: usize) -> Result<bool, DecodeError> {
+    Ok(config_source_kind(bytes, base)? == Some(5))
+}
+
+/// `RingHashLbConfig`: minimum and maximum ring sizes and the hash function.
+fn ring_hash(bytes: &[u8], base: usize) -> Result<(Option<u64>, Option<u64>, u64), DecodeError> {
+    let (mut min, mut max, mut hash) = (None, None, 0);
+    let mut r = Reader::new(bytes, base);
+    while let Some((field, wt)) = r.tag()? {
+        match (field, wt) {
+            (1, wire::LEN) => {
+                let (base, b) = r.len_delimited(field)?;
+                min = wrapped(b, base, 1).map_err(|e| e.within(field))?;
+            }
+            (3, wire::VARINT) => hash = r.varint(field)?,
+            (4, wire::LEN) => {
+                let (base, b) = r.len_delimited(field)?;
+                max = wrapped(b, base, 1).map_err(|e| e.within(field))?;
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok((min, max, hash))
+}
+
+/// A wrapper message's (`UInt32Value`, `UInt64Value`) varint `field`; `Some(0)`
+/// for a wrapper without it.
+fn wrapped(bytes: &[u8], base: usize, field_number: u32) -> Result<Option<u64>, DecodeError> {
+    let mut v = 0;
+    let mut r = Reader::new(bytes, base);
+    while let Some((field, wt)) = r.tag()? {
+        match (field, wt) {
+            (f, wire::VARINT) if f == field_number => v = r.varint(field)?,
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(Some(v))
+}
+
+/// `CircuitBreakers`: the DEFAULT priority's `max_requests`, if set.
+fn max_requests(bytes: &[u8], base: usize) -> Result<Option<u32>, DecodeError> {
+    let mut found = None;
+    let mut r = Reader::new(bytes, base);
+    while let Some((field, wt)) = r.tag()? {
+        match (field, wt) {
+            (1, wire::LEN) => {
+                let (base, b) = r.len_delimited(field)?;
+                let mut t = Reader::new(b, base);
+                let (mut priority, mut max) = (0, None);
+                while let Some((f, w)) = t.tag().map_err(|e| e.within(field))? {
+                    match (f, w) {
+                        (1, wire::VARINT) => priority = t.varint(f).map_err(|e| e.within(field))?,
+                        (4, wire::LEN) => {
+                            let (base, v) = t.len_delimited(f).map_err(|e| e.within(field))?;
+                            max = wrapped(v, base, 1)
+                                .map_err(|e| e.within(f).within(field))?
+                                .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+                        }
+                        _ => t.skip(f, w).map_err(|e| e.within(field))?,
+                    }
+                }
+                if priority == 0 && max.is_some() {
+                    found = max;
+                }
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(found)
+}
+
+/// A logical DNS cluster's `load_assignment` endpoints as (host, port).
+fn dns_endpoints(bytes: &[u8], base: usize) -> Result<Vec<(String, u32)>, DecodeError> {
+    // ClusterLoadAssignment.endpoints[].lb_endpoints[].endpoint.address.socket_address
+    let mut out = Vec::new();
+    for (base, locality) in messages(bytes, base, 2)? {
+        for (base, lb_endpoint) in messages(locality, base, 2)? {
+            for (base, endpoint) in messages(lb_endpoint, base, 1)? {
+                for (base, address) in messages(endpoint, base, 1)? {
+                    for (base, socket) in messages(address, base, 1)? {
+                        let (mut host, mut port) = (String::new(), 0);
+                        let mut r = Reader::new(socket, base);
+                        while let Some((field, wt)) = r.tag()? {
+                            match (field, wt) {
+                                (2, wire::LEN) => host = r.string(field)?,
+                                (3, wire::VARINT) => port = r.varint(field)? as u32,
+                                _ => r.skip(field, wt)?,
+                            }
+                        }
+                        out.push((host, port));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every occurrence of the message field `number` in `bytes`, with its offset.
+fn messages(bytes: &[u8], base: usize, number: u32) -> Result<Vec<(usize, &[u8])>, DecodeError> {
+    let mut out = Vec::new();
+    let mut r = Reader::new(bytes, base);
+    while let Some((field, wt)) = r.tag()? {
+        if field == number && wt == wire::LEN {
+            out.push(r.len_delimited(field)?);
+        } else {
+            r.skip(field, wt)?;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_core::protowire::{put_bytes, put_string, put_tag, put_varint};
+
+    fn msg(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut b = Vec::new();
+        build(&mut b);
+        b
+    }
+
+    fn varint(b: &mut Vec<u8>, field: u32, v: u64) {
+        put_tag(b, field, wire::VARINT);
+        put_varint(b, v);
+    }
+
+    fn wrapper(v: u64) -> Vec<u8> {
+        msg(|b| varint(b, 1, v))
+    }
+
+    /// A ConfigSource with variant `field` set (3: ads, 5: self, 2: api).
+    fn source(field: u32) -> Vec<u8> {
+        msg(|b| put_bytes(b, field, &[]))
+    }
+
+    fn eds_cluster(name: &str, service: &str, config_source: u32) -> Vec<u8> {
+        msg(|b| {
+            put_string(b, 1, name);
+            varint(b, 2, 3);
+            let eds = msg(|e| {
+                put_bytes(e, 1, &source(config_source));
+                if !service.is_empty() {
+                    put_string(e, 2, service);
+                }
+            });
+            put_bytes(b, 3, &eds);
+        })
+    }
+
+    fn with(mut cluster: Vec<u8>, extra: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        extra(&mut cluster);
+        cluster
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Cluster, String> {
+        ClusterType
+            .decode(bytes)
+            .map(|(_, c)| c)
+            .map_err(|(_, e)| e)
+    }
+
+    #[test]
+    fn an_eds_cluster_gets_round_robin_and_the_default_limit() {
+        let (name, c) = ClusterType.decode(&eds_cluster("c1", "", 3)).unwrap();
+        assert_eq!(name, "c1");
+        assert_eq!(
+            c,
+            Cluster {
+                kind: ClusterKind::Eds { service_name: None },
+                lb_policy: ClusterLbPolicy::RoundRobin,
+                max_requests: DEFAULT_MAX_REQUESTS,
+                lrs_to_self: false,
+            }
+        );
+        assert_eq!(
+            c.lb_policy.to_json(),
+            serde_json::json!({"round_robin": {}})
+        );
+        let c = decode(&eds_cluster("c1", "svc-eds", 5)).unwrap();
+        assert_eq!(
+            c.kind,
+            ClusterKind::Eds {
+                service_name: Some("svc-eds".into())
+            }
+        );
+    }
+
+    #[test]
+    fn policies_limits_and_load_reporting_are_read() {
+        let ring = with(eds_cluster("c", "", 3), |b| {
+            varint(b, 6, 2);
+            let cfg = msg(|r| {
+                put_bytes(r, 1, &wrapper(64));
+                put_bytes(r, 4, &wrapper(4096));
+            });
+            put_bytes(b, 23, &cfg);
+            let thresholds = [(1u64, 7u64), (0, 99)];
+            let breakers = msg(|cb| {
+                for (priority, max) in thresholds {
+                    let t = msg(|t| {
+                        varint(t, 1, priority);
+                        put_bytes(t, 4, &wrapper(max));
+                    });
+                    put_bytes(cb, 1, &t);
+                }
+            });
+            put_bytes(b, 10, &breakers);
+            put_bytes(b, 42, &source(5));
+        });
+        let c = decode(&ring).unwrap();
+        assert_eq!(
+            c.lb_policy,
+            ClusterLbPolicy::RingHash {
+                min_ring_size: 64,
+                max_ring_size: 4096
+            }
+        );
+        assert_eq!(c.max_requests, 99, "the DEFAULT priority's threshold");
+        assert!(c.lrs_to_self);
+        assert_eq!(
+            c.lb_policy.to_json(),
+            serde_json::json!({"ring_hash_experimental": {"minRingSize": 64, "maxRingSize": 4096}})
+        );
+        let least = with(eds_cluster("c", "", 3), |b| {
+            varint(b, 6, 1);
+            put_bytes(b, 37, &msg(|l| put_bytes(l, 1, &wrapper(3))));
+        });
+        assert_eq!(
+            decode(&least).unwrap().lb_policy,
+            ClusterLbPolicy::LeastRequest { choice_count: 3 }
+        );
+    }
+
+    #[test]
+    fn aggregate_and_logical_dns_clusters_are_read() {
+        let config = msg(|c| {
+            put_string(c, 1, "primary");
+            put_string(c, 1, "secondary");
+        });
+        let any = msg(|a| {
+            put_string(
+                a,
+                1,
+                "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+            );
+            put_bytes(a, 2, &config);
+        });
+        let aggregate = msg(|b| {
+            put_string(b, 1, "agg");
+            put_bytes(
+                b,
+                38,
+                &msg(|t| {
+                    put_string(t, 1, AGGREGATE_CLUSTER);
+                    put_bytes(t, 2, &any);
+                }),
+            );
+        });
+        assert_eq!(
+            decode(&aggregate).unwrap().kind,
+            ClusterKind::Aggregate {
+                clusters: vec!["primary".into(), "secondary".into()]
+            }
+        );
+        let dns = |endpoints: &[(&str, u64)]| {
+            let locality = msg(|l| {
+                for (host, port) in endpoints {
+                    let socket = msg(|s| {
+                        put_string(s, 2, host);
+                        varint(s, 3, *port);
+                    });
+                    let address = msg(|a| put_bytes(a, 1, &socket));
+                    let endpoint = msg(|e| put_bytes(e, 1, &address));
+                    put_bytes(l, 2, &msg(|lb| put_bytes(lb, 1, &endpoint)));
+                }
+            });
+            msg(|b| {
+                put_string(b, 1, "dns");
+                varint(b, 2, 2);
+                put_bytes(b, 33, &msg(|la| put_bytes(la, 2, &locality)));
+            })
+        };
+        assert_eq!(
+            decode(&dns(&[("backend.example", 8443)])).unwrap().kind,
+            ClusterKind::LogicalDns {
+                target: "backend.example:8443".into()
+            }
+        );
+        assert_eq!(
+            decode(&dns(&[("a", 1), ("b", 2)])).unwrap_err(),
+            "a logical DNS cluster needs exactly one endpoint, not 2"
+        );
+    }
+
+    #[test]
+    fn unsupported_or_invalid_clusters_are_rejected_with_their_reason() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                msg(|b| put_string(b, 1, "c")),
+                "cluster discovery type STATIC (0) is not supported",
+            ),
+            (
+                msg(|b| {
+                    put_string(b, 1, "c");
+                    varint(b, 2, 1);
+                }),
+                "cluster discovery type STRICT_DNS (1) is not supported",
+            ),
+            (
+                eds_cluster("c", "", 2),
+                "an EDS cluster's eds_config must be ads or self",
+            ),
+            (
+                eds_cluster("xdstp://a/c", "", 3),
+                "an xdstp: EDS cluster needs a service_name",
+            ),
+            (
+                with(eds_cluster("c", "", 3), |b| varint(b, 6, 5)),
+                "lb_policy MAGLEV (5) is not supported",
+            ),
+            (
+                with(eds_cluster("c", "", 3), |b| {
+                    varint(b, 6, 2);
+                    put_bytes(
+                        b,
+                        23,
+                        &msg(|r| put_bytes(r, 4, &wrapper(MAX_RING_SIZE + 1))),
+                    );
+                }),
+                "ring sizes 1024..8388609 are out of range",
+            ),
+            (
+                with(eds_cluster("c", "", 3), |b| {
+                    varint(b, 6, 2);
+                    put_bytes(b, 23, &msg(|r| varint(r, 3, 1)));
+                }),
+                "ring hash needs hash_function XX_HASH",
+            ),
+            (
+                with(eds_cluster("c", "", 3), |b| {
+                    varint(b, 6, 1);
+                    put_bytes(b, 37, &msg(|l| put_bytes(l, 1, &wrapper(1))));
+                }),
+                "least request choice_count 1 is below 2",
+            ),
+            (
+                with(eds_cluster("c", "", 3), |b| put_bytes(b, 41, &[])),
+                "load_balancing_policy (gRFC A52) is not supported yet",
+            ),
+            (
+                msg(|b| {
+                    put_string(b, 1, "c");
+                    put_bytes(b, 38, &msg(|t| put_string(t, 1, "envoy.clusters.redis")));
+                }),
+                "cluster type \"envoy.clusters.redis\" is not supported",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let got = decode(&bytes).unwrap_err();
+            assert!(got.starts_with(want), "got {got:?}, want {want:?}");
+        }
+        assert_eq!(
+            ClusterType.decode(&[]).unwrap_err(),
+            (None, "name is empty".to_owned())
+        );
+        assert!(ClusterType.decode(&[0x0a, 0x09]).unwrap_err().0.is_none());
+    }
+}
