@@ -9,12 +9,14 @@
 //! - [`ads`]: the protocol of one ADS stream per resource type: requests,
 //!   ACK and NACK, the resource cache, deletions and does-not-exist timers;
 //! - [`cds`] and [`eds`]: cluster and endpoint resources, decoded and
-//!   validated.
+//!   validated;
+//! - [`routing`]: choosing a call's virtual host and route.
 
 pub mod ads;
 pub mod bootstrap;
 pub mod cds;
 pub mod eds;
+pub mod routing;
 pub mod wire;
 
 pub use bootstrap::{
