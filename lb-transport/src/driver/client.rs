@@ -741,25 +741,6 @@ impl IoLoop {
         self.own_pending.extend(take_own_commands());
     }
 
-    /// Carries out the commands waiting (a caller's new request, say) and writes
-    /// what they produced, without polling. A driving caller does this before it
-    /// looks at its call and sleeps in [`IoLoop::pass`]: its request then goes out
-    /// and its answer is awaited in one poll, instead of a poll that must not wait
-    /// (work is queued) followed by one that does.
-    pub(crate) fn flush_commands(&mut self) {
-        if self.own_pending.is_empty() && !has_own_commands() && self.rx.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        let mut touched = self.drain_commands(now);
-        touched.sort_unstable();
-        touched.dedup();
-        for id in touched {
-            self.service(id, now);
-            self.note_quiet(id);
-        }
-    }
-
     /// One turn: waits for sockets (until the next timer or `limit`, not at all
     /// when work is waiting), then handles readiness, commands and timers, and
     /// services every connection they touched.
@@ -815,7 +796,7 @@ impl IoLoop {
         let now = Instant::now();
         let mut touched: Vec<u64> = std::mem::take(&mut self.read_again);
         for &id in &touched {
-            self.on_socket_event(id, true, false, now);
+            self.on_socket_event(id, true, false, false, now);
         }
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
@@ -823,7 +804,10 @@ impl IoLoop {
                 continue;
             }
             let id = event.token().0 as u64;
-            self.on_socket_event(id, event.is_readable(), event.is_writable(), now);
+            // A short read ends the pass only if this edge brought no close or
+            // error to see: it will not come again.
+            let clean = !(event.is_read_closed() || event.is_error());
+            self.on_socket_event(id, event.is_readable(), event.is_writable(), clean, now);
             touched.push(id);
         }
         self.events = events;
@@ -1118,7 +1102,14 @@ impl IoLoop {
         Some(shared.conn)
     }
 
-    fn on_socket_event(&mut self, id: u64, readable: bool, writable: bool, now: Instant) {
+    fn on_socket_event(
+        &mut self,
+        id: u64,
+        readable: bool,
+        writable: bool,
+        short_read_drains: bool,
+        now: Instant,
+    ) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -1136,7 +1127,7 @@ impl IoLoop {
             }
         }
         if readable && matches!(conn.phase, Phase::Open) {
-            let drains = conn.stream.short_read_drains();
+            let drains = short_read_drains && conn.stream.short_read_drains();
             match socket::read_into(
                 &mut conn.stream,
                 &mut conn.h2,

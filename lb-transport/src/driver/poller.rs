@@ -237,12 +237,7 @@ impl LoopShared {
         let io = driving.io.as_mut().expect("held until dropped");
         let slice_end = Instant::now() + DRIVE_SLICE;
         let end = deadline.map_or(slice_end, |d| d.min(slice_end));
-        loop {
-            // What the caller just queued goes out before it looks at its call.
-            io.flush_commands();
-            if until() || io.done() || Instant::now() >= end {
-                break;
-            }
+        while !until() && !io.done() && Instant::now() < end {
             io.pass(Some(end));
         }
         // Hands this thread's own commands to the loop before it stops being one.

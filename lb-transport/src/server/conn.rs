@@ -258,13 +258,16 @@ impl Conn {
 
     // ----- Input -----
 
-    /// Reads what the socket has, up to the per-pass budget.
-    pub(crate) fn read(&mut self, scratch: &mut [u8], now: Instant) {
+    /// Reads what the socket has, up to the per-pass budget. `short_read_drains`:
+    /// the readiness edge that brought us here reported no close or error, so a
+    /// short read of a plain TCP socket may end the pass (see
+    /// [`read_into`](crate::driver::socket::read_into)).
+    pub(crate) fn read(&mut self, scratch: &mut [u8], short_read_drains: bool, now: Instant) {
         self.read_again = false;
         if self.broken || self.peer_eof {
             return;
         }
-        let drains = self.stream.short_read_drains();
+        let drains = short_read_drains && self.stream.short_read_drains();
         match socket::read_into(&mut self.stream, &mut self.proto, scratch, drains, now) {
             Ok(ReadOutcome::WouldBlock) => {}
             Ok(ReadOutcome::Budget) => self.read_again = true,

@@ -106,15 +106,18 @@ impl IoLoop {
             let now = Instant::now();
             touched.clear();
             for token in read_again.drain(..) {
-                self.read(token, now, &mut touched);
+                self.read(token, false, now, &mut touched);
             }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now, &mut touched),
                     WAKER => {}
                     token => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(token, now, &mut touched);
+                        let closed = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closed {
+                            // A short read ends the pass only if this edge brought
+                            // no close or error to see: it will not come again.
+                            self.read(token, !closed, now, &mut touched);
                         } else {
                             touched.push(token);
                         }
@@ -224,14 +227,20 @@ impl IoLoop {
             // read at once too.
             touched.push(token);
             if let Some(conn) = self.conns.get_mut(&token) {
-                conn.read(&mut self.scratch, now);
+                conn.read(&mut self.scratch, false, now);
             }
         }
     }
 
-    fn read(&mut self, token: Token, now: Instant, touched: &mut Vec<Token>) {
+    fn read(
+        &mut self,
+        token: Token,
+        short_read_drains: bool,
+        now: Instant,
+        touched: &mut Vec<Token>,
+    ) {
         if let Some(conn) = self.conns.get_mut(&token) {
-            conn.read(&mut self.scratch, now);
+            conn.read(&mut self.scratch, short_read_drains, now);
             touched.push(token);
         }
     }
