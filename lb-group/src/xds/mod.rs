@@ -10,12 +10,14 @@
 //!   ACK and NACK, the resource cache, deletions and does-not-exist timers;
 //! - [`cds`] and [`eds`]: cluster and endpoint resources, decoded and
 //!   validated;
+//! - [`rds`]: route configurations, decoded into [`routing`]'s types;
 //! - [`routing`]: choosing a call's virtual host and route.
 
 pub mod ads;
 pub mod bootstrap;
 pub mod cds;
 pub mod eds;
+pub mod rds;
 pub mod routing;
 pub mod wire;
 

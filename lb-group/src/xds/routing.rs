@@ -10,10 +10,10 @@
 //! let hosts = vec![VirtualHost {
 //!     name: "vh".into(),
 //!     domains: vec!["*.example.com".into()],
-//!     routes: vec![Route {
-//!         matcher: RouteMatch::path(PathMatcher::Prefix("/pkg.Svc/".into()), true),
-//!         action: RouteAction::Cluster("svc".into()),
-//!     }],
+//!     routes: vec![Route::new(
+//!         RouteMatch::path(PathMatcher::Prefix("/pkg.Svc/".into()), true),
+//!         RouteAction::Cluster("svc".into()),
+//!     )],
 //! }];
 //! let host = pick_virtual_host(&hosts, "api.example.com").expect("a host matches");
 //! let route = host.route_for("/pkg.Svc/Do", &|_| None, 0).expect("a route matches");
@@ -23,7 +23,7 @@
 use regex::Regex;
 
 /// A virtual host: the routes for a set of domains.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct VirtualHost {
     /// Its name, for logs.
     pub name: String,
@@ -34,12 +34,63 @@ pub struct VirtualHost {
 }
 
 /// One route: when it applies and what it does.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Route {
     /// When it applies.
     pub matcher: RouteMatch,
     /// What it does.
     pub action: RouteAction,
+    /// The longest a call may last (`grpc_timeout_header_max`, else
+    /// `max_stream_duration`; gRFC A31).
+    pub max_stream_duration: Option<std::time::Duration>,
+    /// How ring hash hashes a call (gRFC A42), in order.
+    pub hash_policies: Vec<HashPolicy>,
+    /// Retries (gRFC A44): the route's own, else its virtual host's.
+    pub retry: Option<RetryConfig>,
+}
+
+impl Route {
+    /// A route with no timeout, hash policy or retry policy.
+    pub fn new(matcher: RouteMatch, action: RouteAction) -> Self {
+        Self {
+            matcher,
+            action,
+            max_stream_duration: None,
+            hash_policies: Vec::new(),
+            retry: None,
+        }
+    }
+}
+
+/// A ring hash policy's source of a call's hash (gRFC A42).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashPolicy {
+    /// A request header's value.
+    Header {
+        /// The header.
+        name: String,
+        /// Stop at this policy if it produced a hash.
+        terminal: bool,
+    },
+    /// The channel's id (`filter_state` key `io.grpc.channel_id`): every call of
+    /// a channel to one endpoint.
+    ChannelId {
+        /// Stop at this policy if it produced a hash.
+        terminal: bool,
+    },
+}
+
+/// A route's retry policy (gRFC A44).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// The gRPC status codes retried (`retry_on`, e.g. `unavailable`).
+    pub retry_on: Vec<lb_core::Code>,
+    /// Attempts in all (`num_retries` + 1).
+    pub max_attempts: u32,
+    /// The first backoff.
+    pub base_interval: std::time::Duration,
+    /// The longest backoff.
+    pub max_interval: std::time::Duration,
 }
 
 /// What a route does with the calls it matches.
@@ -57,7 +108,7 @@ pub enum RouteAction {
 }
 
 /// When a route applies: every part must match.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RouteMatch {
     /// The path.
     pub path: PathMatcher,
@@ -94,7 +145,7 @@ pub enum PathMatcher {
 }
 
 /// A header matcher.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HeaderMatcher {
     /// The header's name, lower case.
     pub name: String,
@@ -102,6 +153,8 @@ pub struct HeaderMatcher {
     pub test: HeaderTest,
     /// Match when the test fails instead.
     pub invert: bool,
+    /// String tests ignore ASCII case (`StringMatcher.ignore_case`).
+    pub ignore_case: bool,
 }
 
 /// The test a [`HeaderMatcher`] applies to a header's value.
@@ -127,19 +180,53 @@ impl HeaderMatcher {
     /// Whether a call whose header `name` has `value` (values of a repeated
     /// header joined with commas; `None`: absent) matches.
     pub fn matches(&self, value: Option<&str>) -> bool {
+        let fold = |t: &str| {
+            if self.ignore_case {
+                t.to_ascii_lowercase()
+            } else {
+                t.to_owned()
+            }
+        };
         let result = match (&self.test, value) {
             (HeaderTest::Present(want), v) => v.is_some() == *want,
             (_, None) => return false,
-            (HeaderTest::Exact(s), Some(v)) => v == s,
+            (HeaderTest::Exact(s), Some(v)) => fold(v) == fold(s),
             (HeaderTest::Regex(re), Some(v)) => full_match(re, v),
             (HeaderTest::Range(start, end), Some(v)) => {
                 v.parse::<i64>().is_ok_and(|n| *start <= n && n < *end)
             }
-            (HeaderTest::Prefix(s), Some(v)) => v.starts_with(s.as_str()),
-            (HeaderTest::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
-            (HeaderTest::Contains(s), Some(v)) => v.contains(s.as_str()),
+            (HeaderTest::Prefix(s), Some(v)) => fold(v).starts_with(&fold(s)),
+            (HeaderTest::Suffix(s), Some(v)) => fold(v).ends_with(&fold(s)),
+            (HeaderTest::Contains(s), Some(v)) => fold(v).contains(&fold(s)),
         };
         result != self.invert
+    }
+}
+
+impl PartialEq for PathMatcher {
+    /// Regexes compare by their source text.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Prefix(a), Self::Prefix(b)) | (Self::Exact(a), Self::Exact(b)) => a == b,
+            (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl PartialEq for HeaderTest {
+    /// Regexes compare by their source text.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Exact(a), Self::Exact(b))
+            | (Self::Prefix(a), Self::Prefix(b))
+            | (Self::Suffix(a), Self::Suffix(b))
+            | (Self::Contains(a), Self::Contains(b)) => a == b,
+            (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
+            (Self::Range(a, b), Self::Range(c, d)) => (a, b) == (c, d),
+            (Self::Present(a), Self::Present(b)) => a == b,
+            _ => false,
+        }
     }
 }
 
@@ -333,6 +420,7 @@ mod tests {
                 name: name.into(),
                 test,
                 invert,
+                ignore_case: false,
             });
             m.matches("/s/m", &header, 0)
         };
@@ -378,14 +466,14 @@ mod tests {
     fn the_first_matching_route_wins_and_weights_split_in_order() {
         let mut vh = host("vh", &["*"]);
         vh.routes = vec![
-            Route {
-                matcher: RouteMatch::path(PathMatcher::Exact("/s/special".into()), true),
-                action: RouteAction::Cluster("special".into()),
-            },
-            Route {
-                matcher: RouteMatch::path(PathMatcher::Prefix("/s/".into()), true),
-                action: RouteAction::Weighted(vec![("a".into(), 70), ("b".into(), 30)]),
-            },
+            Route::new(
+                RouteMatch::path(PathMatcher::Exact("/s/special".into()), true),
+                RouteAction::Cluster("special".into()),
+            ),
+            Route::new(
+                RouteMatch::path(PathMatcher::Prefix("/s/".into()), true),
+                RouteAction::Weighted(vec![("a".into(), 70), ("b".into(), 30)]),
+            ),
         ];
         let none = |_: &str| None;
         assert_eq!(
