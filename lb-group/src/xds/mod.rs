@@ -10,6 +10,7 @@
 //!   ACK and NACK, the resource cache, deletions and does-not-exist timers;
 //! - [`cds`] and [`eds`]: cluster and endpoint resources, decoded and
 //!   validated;
+//! - [`lds`]: client listeners, naming their routes;
 //! - [`rds`]: route configurations, decoded into [`routing`]'s types;
 //! - [`routing`]: choosing a call's virtual host and route.
 
@@ -17,6 +18,7 @@ pub mod ads;
 pub mod bootstrap;
 pub mod cds;
 pub mod eds;
+pub mod lds;
 pub mod rds;
 pub mod routing;
 pub mod wire;
