@@ -12,7 +12,9 @@
 //!   validated;
 //! - [`lds`]: client listeners, naming their routes;
 //! - [`rds`]: route configurations, decoded into [`routing`]'s types;
-//! - [`routing`]: choosing a call's virtual host and route.
+//! - [`routing`]: choosing a call's virtual host and route;
+//! - [`tree`]: a cluster's priority and locality policy tree from its
+//!   resources.
 
 pub mod ads;
 pub mod bootstrap;
@@ -21,6 +23,7 @@ pub mod eds;
 pub mod lds;
 pub mod rds;
 pub mod routing;
+pub mod tree;
 pub mod wire;
 
 pub use bootstrap::{

@@ -1,0 +1,314 @@
+//! One cluster's policy tree from its [`Cluster`] and [`ClusterEndpoints`]
+//! (gRFC A27's EDS balancing, A42's ring hash): a `priority_experimental`
+//! config with one child per priority, and the endpoints with the hierarchy
+//! paths that route them to their child.
+//!
+//! ```text
+//!   priority_experimental  (children named by PriorityNames, stable across updates)
+//!     └─ priority-N: weighted_target_experimental (one target per locality,
+//!          │          weighted by the locality's weight)
+//!          └─ <locality>: the cluster's policy (round_robin / least_request)
+//!     or, for ring hash, priority-N: ring_hash_experimental over all the
+//!        priority's endpoints, each weighted by locality weight x endpoint weight
+//! ```
+//!
+//! Only endpoints whose health is UNKNOWN or HEALTHY are given to the tree.
+//! Drops and `max_requests` are not applied here (they belong to the cluster
+//! impl policy, still to come).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lb_core::Endpoint;
+use serde_json::{Map, Value, json};
+
+use super::bootstrap::Locality;
+use super::cds::{Cluster, ClusterLbPolicy};
+use super::eds::ClusterEndpoints;
+use crate::hierarchy;
+
+/// A cluster's policy config (a `loadBalancingConfig` entry) and endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterTree {
+    /// `{"priority_experimental": {...}}`.
+    pub config: Value,
+    /// The endpoints, each with its hierarchy path.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Names for a cluster's priorities that stay with their localities across
+/// updates (gRFC A27): a priority keeps the name of an earlier priority that
+/// had one of its localities, so a locality moving between priorities, or a
+/// priority inserted above, does not restart every child.
+#[derive(Clone, Debug, Default)]
+pub struct PriorityNames {
+    by_locality: BTreeMap<LocalityKey, String>,
+    next: u64,
+}
+
+type LocalityKey = (String, String, String);
+
+fn key(l: &Locality) -> LocalityKey {
+    (l.region.clone(), l.zone.clone(), l.sub_zone.clone())
+}
+
+impl PriorityNames {
+    /// The names of `endpoints`' priorities, in priority order.
+    pub fn assign(&mut self, endpoints: &ClusterEndpoints) -> Vec<String> {
+        let mut by_priority: BTreeMap<u32, Vec<LocalityKey>> = BTreeMap::new();
+        for l in &endpoints.localities {
+            by_priority
+                .entry(l.priority)
+                .or_default()
+                .push(key(&l.locality));
+        }
+        let mut taken = BTreeSet::new();
+        let mut names = Vec::with_capacity(by_priority.len());
+        let mut next_map = BTreeMap::new();
+        for localities in by_priority.values() {
+            let reused = localities
+                .iter()
+                .filter_map(|k| self.by_locality.get(k))
+                .find(|name| !taken.contains(*name))
+                .cloned();
+            let name = reused.unwrap_or_else(|| {
+                self.next += 1;
+                format!("priority-{}", self.next - 1)
+            });
+            taken.insert(name.clone());
+            for k in localities {
+                next_map.insert(k.clone(), name.clone());
+            }
+            names.push(name);
+        }
+        self.by_locality = next_map;
+        names
+    }
+}
+
+/// The name of a locality's target: its parts joined, readable in logs.
+pub fn locality_name(l: &Locality) -> String {
+    format!(
+        "{{region={}, zone={}, sub_zone={}}}",
+        l.region, l.zone, l.sub_zone
+    )
+}
+
+/// Builds `cluster`'s tree from its `endpoints`, naming priorities with
+/// `names`.
+///
+/// ```
+/// use lb_group::xds::cds::{Cluster, ClusterKind, ClusterLbPolicy};
+/// use lb_group::xds::eds::{ClusterEndpoints, Endpoint, HealthStatus, LocalityEndpoints};
+/// use lb_group::xds::tree::{PriorityNames, cluster_tree};
+/// let cluster = Cluster {
+///     kind: ClusterKind::Eds { service_name: None },
+///     lb_policy: ClusterLbPolicy::RoundRobin,
+///     max_requests: 1024,
+///     lrs_to_self: false,
+/// };
+/// let endpoints = ClusterEndpoints {
+///     localities: vec![LocalityEndpoints {
+///         locality: Default::default(),
+///         priority: 0,
+///         weight: 1,
+///         endpoints: vec![Endpoint {
+///             address: "10.0.0.1:80".parse().unwrap(),
+///             health: HealthStatus::Healthy,
+///             weight: 1,
+///         }],
+///     }],
+///     drops: vec![],
+/// };
+/// let tree = cluster_tree(&cluster, &endpoints, &mut PriorityNames::default());
+/// assert_eq!(tree.config["priority_experimental"]["priorities"][0], "priority-0");
+/// assert_eq!(tree.endpoints.len(), 1);
+/// ```
+pub fn cluster_tree(
+    cluster: &Cluster,
+    endpoints: &ClusterEndpoints,
+    names: &mut PriorityNames,
+) -> ClusterTree {
+    let priority_names = names.assign(endpoints);
+    let endpoint_policy = cluster.lb_policy.to_json();
+    let ring_hash = matches!(cluster.lb_policy, ClusterLbPolicy::RingHash { .. });
+    let mut children = Map::new();
+    let mut out = Vec::new();
+    let priorities: BTreeSet<u32> = endpoints.localities.iter().map(|l| l.priority).collect();
+    for (index, priority) in priorities.iter().enumerate() {
+        let name = &priority_names[index];
+        let mut targets = Map::new();
+        for l in endpoints
+            .localities
+            .iter()
+            .filter(|l| l.priority == *priority)
+        {
+            let target = locality_name(&l.locality);
+            targets.insert(
+                target.clone(),
+                json!({"weight": l.weight, "childPolicy": [endpoint_policy.clone()]}),
+            );
+            for e in l.endpoints.iter().filter(|e| e.health.usable()) {
+                let endpoint = Endpoint::new([lb_core::Address::new(e.address.to_string())]);
+                let endpoint = if ring_hash {
+                    let weight = u64::from(l.weight) * u64::from(e.weight);
+                    hierarchy::with_path(endpoint, &[name]).with_attribute(
+                        lb_core::policies::ring_hash::WEIGHT_ATTRIBUTE,
+                        weight.min(u64::from(u32::MAX)).to_string(),
+                    )
+                } else {
+                    hierarchy::with_path(endpoint, &[name, &target])
+                };
+                out.push(endpoint);
+            }
+        }
+        let child = if ring_hash {
+            json!([endpoint_policy.clone()])
+        } else {
+            json!([{"weighted_target_experimental": {"targets": targets}}])
+        };
+        children.insert(
+            name.clone(),
+            json!({"config": child, "ignoreReresolutionRequests": true}),
+        );
+    }
+    ClusterTree {
+        config: json!({"priority_experimental": {"children": children, "priorities": priority_names}}),
+        endpoints: out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xds::cds::ClusterKind;
+    use crate::xds::eds::{Endpoint as XdsEndpoint, HealthStatus, LocalityEndpoints};
+
+    fn locality(
+        zone: &str,
+        priority: u32,
+        weight: u32,
+        addrs: &[(&str, HealthStatus)],
+    ) -> LocalityEndpoints {
+        LocalityEndpoints {
+            locality: Locality {
+                region: "r".into(),
+                zone: zone.into(),
+                sub_zone: String::new(),
+            },
+            priority,
+            weight,
+            endpoints: addrs
+                .iter()
+                .map(|(a, h)| XdsEndpoint {
+                    address: a.parse().unwrap(),
+                    health: *h,
+                    weight: 2,
+                })
+                .collect(),
+        }
+    }
+
+    fn cluster(lb_policy: ClusterLbPolicy) -> Cluster {
+        Cluster {
+            kind: ClusterKind::Eds { service_name: None },
+            lb_policy,
+            max_requests: 1024,
+            lrs_to_self: false,
+        }
+    }
+
+    fn eps(localities: Vec<LocalityEndpoints>) -> ClusterEndpoints {
+        ClusterEndpoints {
+            localities,
+            drops: Vec::new(),
+        }
+    }
+
+    use HealthStatus::{Draining, Healthy, Unknown};
+
+    #[test]
+    fn round_robin_gets_a_weighted_target_per_locality_under_each_priority() {
+        let e = eps(vec![
+            locality(
+                "a",
+                0,
+                7,
+                &[("10.0.0.1:80", Healthy), ("10.0.0.2:80", Draining)],
+            ),
+            locality("b", 0, 3, &[("10.0.0.3:80", Unknown)]),
+            locality("c", 1, 1, &[("10.0.1.1:80", Healthy)]),
+        ]);
+        let tree = cluster_tree(
+            &cluster(ClusterLbPolicy::RoundRobin),
+            &e,
+            &mut PriorityNames::default(),
+        );
+        let p = &tree.config["priority_experimental"];
+        assert_eq!(p["priorities"], json!(["priority-0", "priority-1"]));
+        let targets =
+            &p["children"]["priority-0"]["config"][0]["weighted_target_experimental"]["targets"];
+        let a = locality_name(&e.localities[0].locality);
+        assert_eq!(
+            targets[&a],
+            json!({"weight": 7, "childPolicy": [{"round_robin": {}}]})
+        );
+        assert_eq!(targets.as_object().unwrap().len(), 2);
+        let paths: Vec<(String, Vec<String>)> = tree
+            .endpoints
+            .iter()
+            .map(|ep| (ep.addresses[0].address.clone(), hierarchy::path(ep)))
+            .collect();
+        assert_eq!(
+            paths.len(),
+            3,
+            "the draining endpoint is left out: {paths:?}"
+        );
+        assert_eq!(
+            paths[0],
+            ("10.0.0.1:80".to_owned(), vec!["priority-0".to_owned(), a])
+        );
+        assert_eq!(paths[2].1[0], "priority-1");
+    }
+
+    #[test]
+    fn ring_hash_weighs_each_endpoint_by_its_locality_and_itself() {
+        let e = eps(vec![locality("a", 0, 3, &[("10.0.0.1:80", Healthy)])]);
+        let policy = ClusterLbPolicy::RingHash {
+            min_ring_size: 16,
+            max_ring_size: 64,
+        };
+        let tree = cluster_tree(&cluster(policy.clone()), &e, &mut PriorityNames::default());
+        let child = &tree.config["priority_experimental"]["children"]["priority-0"]["config"][0];
+        assert_eq!(child, &policy.to_json());
+        let ep = &tree.endpoints[0];
+        assert_eq!(hierarchy::path(ep), ["priority-0"]);
+        assert_eq!(
+            ep.attributes
+                .get(lb_core::policies::ring_hash::WEIGHT_ATTRIBUTE),
+            Some("6")
+        );
+    }
+
+    #[test]
+    fn priority_names_follow_their_localities() {
+        let mut names = PriorityNames::default();
+        let first = names.assign(&eps(vec![
+            locality("a", 0, 1, &[]),
+            locality("b", 1, 1, &[]),
+        ]));
+        assert_eq!(first, ["priority-0", "priority-1"]);
+        // A new top priority: a and b keep their names, the newcomer gets a new one.
+        let second = names.assign(&eps(vec![
+            locality("new", 0, 1, &[]),
+            locality("a", 1, 1, &[]),
+            locality("b", 2, 1, &[]),
+        ]));
+        assert_eq!(second, ["priority-2", "priority-0", "priority-1"]);
+        // a and b merged into one priority: it keeps the first free name.
+        let third = names.assign(&eps(vec![
+            locality("a", 0, 1, &[]),
+            locality("b", 0, 1, &[]),
+        ]));
+        assert_eq!(third, ["priority-0"]);
+    }
+}
