@@ -15,6 +15,7 @@ use lb_core::DecodeError;
 use lb_core::protowire::{Reader, wire};
 
 use super::ads::{CLUSTER_TYPE, ResourceType};
+use super::pb;
 
 /// The aggregate cluster's custom type name (gRFC A37).
 pub const AGGREGATE_CLUSTER: &str = "envoy.clusters.aggregate";
@@ -109,13 +110,7 @@ impl ResourceType for ClusterType {
 
     fn decode(&self, bytes: &[u8]) -> Result<(String, Cluster), (Option<String>, String)> {
         let raw = RawCluster::decode(bytes).map_err(|e| (None, e.to_string()))?;
-        if raw.name.is_empty() {
-            return Err((None, "name is empty".to_owned()));
-        }
-        let name = raw.name.clone();
-        validate(raw)
-            .map(|c| (name.clone(), c))
-            .map_err(|e| (Some(name), e))
+        pb::named(raw.name.clone(), || validate(raw))
     }
 }
 
@@ -285,9 +280,10 @@ impl RawCluster {
                 (37, wire::LEN) => {
                     // LeastRequestLbConfig { choice_count: UInt32Value = 1 }
                     let (base, b) = r.len_delimited(field)?;
-                    for (base, count) in messages(b, base, 1).map_err(within)? {
-                        let v = wrapped(count, base, 1).map_err(|e| e.within(1).within(field))?;
-                        out.choice_count = v.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+                    for (base, count) in pb::messages(b, base, 1).map_err(within)? {
+                        let v =
+                            pb::wrapped_u32(count, base).map_err(|e| e.within(1).within(field))?;
+                        out.choice_count = Some(v);
                     }
                 }
                 (10, wire::LEN) => {
@@ -345,27 +341,12 @@ fn eds_config(bytes: &[u8], base: usize) -> Result<(bool, String), DecodeError> 
     Ok((ok, service))
 }
 
-/// Which `ConfigSource` variant is set: 3 (`ads`), 5 (`self`) or another.
-fn config_source_kind(bytes: &[u8], base: usize) -> Result<Option<u32>, DecodeError> {
-    let mut kind = None;
-    let mut r = Reader::new(bytes, base);
-    while let Some((field, wt)) = r.tag()? {
-        if matches!(field, 1..=5 | 8) && wt == wire::LEN {
-            r.len_delimited(field)?;
-            kind = Some(field);
-        } else {
-            r.skip(field, wt)?;
-        }
-    }
-    Ok(kind)
-}
-
 fn config_source_is_ads_or_self(bytes: &[u8], base: usize) -> Result<bool, DecodeError> {
-    Ok(matches!(config_source_kind(bytes, base)?, Some(3 | 5)))
+    Ok(matches!(pb::config_source_kind(bytes, base)?, Some(3 | 5)))
 }
 
 fn config_source_is_self(bytes: &[u8], base: usize) -> Result<bool, DecodeError> {
-    Ok(config_source_kind(bytes, base)? == Some(5))
+    Ok(pb::config_source_kind(bytes, base)? == Some(5))
 }
 
 /// `RingHashLbConfig`: minimum and maximum ring sizes and the hash function.
@@ -376,31 +357,17 @@ fn ring_hash(bytes: &[u8], base: usize) -> Result<(Option<u64>, Option<u64>, u64
         match (field, wt) {
             (1, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
-                min = wrapped(b, base, 1).map_err(|e| e.within(field))?;
+                min = Some(pb::wrapped(b, base).map_err(|e| e.within(field))?);
             }
             (3, wire::VARINT) => hash = r.varint(field)?,
             (4, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
-                max = wrapped(b, base, 1).map_err(|e| e.within(field))?;
+                max = Some(pb::wrapped(b, base).map_err(|e| e.within(field))?);
             }
             _ => r.skip(field, wt)?,
         }
     }
     Ok((min, max, hash))
-}
-
-/// A wrapper message's (`UInt32Value`, `UInt64Value`) varint `field`; `Some(0)`
-/// for a wrapper without it.
-fn wrapped(bytes: &[u8], base: usize, field_number: u32) -> Result<Option<u64>, DecodeError> {
-    let mut v = 0;
-    let mut r = Reader::new(bytes, base);
-    while let Some((field, wt)) = r.tag()? {
-        match (field, wt) {
-            (f, wire::VARINT) if f == field_number => v = r.varint(field)?,
-            _ => r.skip(field, wt)?,
-        }
-    }
-    Ok(Some(v))
 }
 
 /// `CircuitBreakers`: the DEFAULT priority's `max_requests`, if set.
@@ -418,9 +385,9 @@ fn max_requests(bytes: &[u8], base: usize) -> Result<Option<u32>, DecodeError> {
                         (1, wire::VARINT) => priority = t.varint(f).map_err(|e| e.within(field))?,
                         (4, wire::LEN) => {
                             let (base, v) = t.len_delimited(f).map_err(|e| e.within(field))?;
-                            max = wrapped(v, base, 1)
-                                .map_err(|e| e.within(f).within(field))?
-                                .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+                            max = Some(
+                                pb::wrapped_u32(v, base).map_err(|e| e.within(f).within(field))?,
+                            );
                         }
                         _ => t.skip(f, w).map_err(|e| e.within(field))?,
                     }
@@ -439,11 +406,11 @@ fn max_requests(bytes: &[u8], base: usize) -> Result<Option<u32>, DecodeError> {
 fn dns_endpoints(bytes: &[u8], base: usize) -> Result<Vec<(String, u32)>, DecodeError> {
     // ClusterLoadAssignment.endpoints[].lb_endpoints[].endpoint.address.socket_address
     let mut out = Vec::new();
-    for (base, locality) in messages(bytes, base, 2)? {
-        for (base, lb_endpoint) in messages(locality, base, 2)? {
-            for (base, endpoint) in messages(lb_endpoint, base, 1)? {
-                for (base, address) in messages(endpoint, base, 1)? {
-                    for (base, socket) in messages(address, base, 1)? {
+    for (base, locality) in pb::messages(bytes, base, 2)? {
+        for (base, lb_endpoint) in pb::messages(locality, base, 2)? {
+            for (base, endpoint) in pb::messages(lb_endpoint, base, 1)? {
+                for (base, address) in pb::messages(endpoint, base, 1)? {
+                    for (base, socket) in pb::messages(address, base, 1)? {
                         let (mut host, mut port) = (String::new(), 0);
                         let mut r = Reader::new(socket, base);
                         while let Some((field, wt)) = r.tag()? {
@@ -462,39 +429,12 @@ fn dns_endpoints(bytes: &[u8], base: usize) -> Result<Vec<(String, u32)>, Decode
     Ok(out)
 }
 
-/// Every occurrence of the message field `number` in `bytes`, with its offset.
-fn messages(bytes: &[u8], base: usize, number: u32) -> Result<Vec<(usize, &[u8])>, DecodeError> {
-    let mut out = Vec::new();
-    let mut r = Reader::new(bytes, base);
-    while let Some((field, wt)) = r.tag()? {
-        if field == number && wt == wire::LEN {
-            out.push(r.len_delimited(field)?);
-        } else {
-            r.skip(field, wt)?;
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_core::protowire::{put_bytes, put_string, put_tag, put_varint};
+    use lb_core::protowire::{put_bytes, put_string};
 
-    fn msg(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut b = Vec::new();
-        build(&mut b);
-        b
-    }
-
-    fn varint(b: &mut Vec<u8>, field: u32, v: u64) {
-        put_tag(b, field, wire::VARINT);
-        put_varint(b, v);
-    }
-
-    fn wrapper(v: u64) -> Vec<u8> {
-        msg(|b| varint(b, 1, v))
-    }
+    use crate::xds::pb::build::{msg, varint, wrapped};
 
     /// A ConfigSource with variant `field` set (3: ads, 5: self, 2: api).
     fn source(field: u32) -> Vec<u8> {
@@ -558,8 +498,8 @@ mod tests {
         let ring = with(eds_cluster("c", "", 3), |b| {
             varint(b, 6, 2);
             let cfg = msg(|r| {
-                put_bytes(r, 1, &wrapper(64));
-                put_bytes(r, 4, &wrapper(4096));
+                put_bytes(r, 1, &wrapped(64));
+                put_bytes(r, 4, &wrapped(4096));
             });
             put_bytes(b, 23, &cfg);
             let thresholds = [(1u64, 7u64), (0, 99)];
@@ -567,7 +507,7 @@ mod tests {
                 for (priority, max) in thresholds {
                     let t = msg(|t| {
                         varint(t, 1, priority);
-                        put_bytes(t, 4, &wrapper(max));
+                        put_bytes(t, 4, &wrapped(max));
                     });
                     put_bytes(cb, 1, &t);
                 }
@@ -591,7 +531,7 @@ mod tests {
         );
         let least = with(eds_cluster("c", "", 3), |b| {
             varint(b, 6, 1);
-            put_bytes(b, 37, &msg(|l| put_bytes(l, 1, &wrapper(3))));
+            put_bytes(b, 37, &msg(|l| put_bytes(l, 1, &wrapped(3))));
         });
         assert_eq!(
             decode(&least).unwrap().lb_policy,
@@ -692,7 +632,7 @@ mod tests {
                     put_bytes(
                         b,
                         23,
-                        &msg(|r| put_bytes(r, 4, &wrapper(MAX_RING_SIZE + 1))),
+                        &msg(|r| put_bytes(r, 4, &wrapped(MAX_RING_SIZE + 1))),
                     );
                 }),
                 "ring sizes 1024..8388609 are out of range",
@@ -707,7 +647,7 @@ mod tests {
             (
                 with(eds_cluster("c", "", 3), |b| {
                     varint(b, 6, 1);
-                    put_bytes(b, 37, &msg(|l| put_bytes(l, 1, &wrapper(1))));
+                    put_bytes(b, 37, &msg(|l| put_bytes(l, 1, &wrapped(1))));
                 }),
                 "least request choice_count 1 is below 2",
             ),

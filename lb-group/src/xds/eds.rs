@@ -15,6 +15,7 @@ use lb_core::protowire::{Reader, wire};
 
 use super::ads::{ENDPOINT_TYPE, ResourceType};
 use super::bootstrap::Locality;
+use super::pb;
 
 /// A cluster's endpoints: what the priority and locality policies are built from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -107,13 +108,7 @@ impl ResourceType for EndpointType {
 
     fn decode(&self, bytes: &[u8]) -> Result<(String, ClusterEndpoints), (Option<String>, String)> {
         let raw = RawAssignment::decode(bytes).map_err(|e| (None, e.to_string()))?;
-        if raw.cluster_name.is_empty() {
-            return Err((None, "cluster_name is empty".to_owned()));
-        }
-        let name = raw.cluster_name.clone();
-        validate(raw)
-            .map(|r| (name.clone(), r))
-            .map_err(|e| (Some(name), e))
+        pb::named(raw.cluster_name.clone(), || validate(raw))
     }
 }
 
@@ -287,7 +282,7 @@ impl RawLocality {
                 }
                 (3, wire::LEN) => {
                     let (base, b) = r.len_delimited(field)?;
-                    out.weight = Some(read_u32_value(b, base).map_err(|e| e.within(field))?);
+                    out.weight = Some(pb::wrapped_u32(b, base).map_err(|e| e.within(field))?);
                 }
                 (5, wire::VARINT) => out.priority = r.varint(field)? as u32,
                 _ => r.skip(field, wt)?,
@@ -315,7 +310,7 @@ impl RawEndpoint {
                 (2, wire::VARINT) => out.health = r.varint(field)?,
                 (4, wire::LEN) => {
                     let (base, b) = r.len_delimited(field)?;
-                    out.weight = Some(read_u32_value(b, base).map_err(|e| e.within(field))?);
+                    out.weight = Some(pb::wrapped_u32(b, base).map_err(|e| e.within(field))?);
                 }
                 _ => r.skip(field, wt)?,
             }
@@ -379,19 +374,6 @@ fn read_locality(bytes: &[u8], base: usize) -> Result<Locality, DecodeError> {
     Ok(l)
 }
 
-/// A `google.protobuf.UInt32Value`.
-fn read_u32_value(bytes: &[u8], base: usize) -> Result<u32, DecodeError> {
-    let mut v = 0;
-    let mut r = Reader::new(bytes, base);
-    while let Some((field, wt)) = r.tag()? {
-        match (field, wt) {
-            (1, wire::VARINT) => v = r.varint(field)? as u32,
-            _ => r.skip(field, wt)?,
-        }
-    }
-    Ok(v)
-}
-
 /// `ClusterLoadAssignment.Policy`: its drop overloads as (category, numerator,
 /// denominator).
 fn read_policy(
@@ -443,23 +425,9 @@ fn read_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_core::protowire::{put_bytes, put_string, put_tag, put_varint};
+    use lb_core::protowire::{put_bytes, put_string};
 
-    /// Test encoders for the messages read above.
-    fn msg(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut b = Vec::new();
-        build(&mut b);
-        b
-    }
-
-    fn varint(b: &mut Vec<u8>, field: u32, v: u64) {
-        put_tag(b, field, wire::VARINT);
-        put_varint(b, v);
-    }
-
-    fn u32_value(v: u32) -> Vec<u8> {
-        msg(|b| varint(b, 1, u64::from(v)))
-    }
+    use crate::xds::pb::build::{msg, varint, wrapped};
 
     fn endpoint(host: &str, port: u32, health: u64, weight: Option<u32>) -> Vec<u8> {
         let socket = msg(|b| {
@@ -472,7 +440,7 @@ mod tests {
             put_bytes(b, 1, &ep);
             varint(b, 2, health);
             if let Some(w) = weight {
-                put_bytes(b, 4, &u32_value(w));
+                put_bytes(b, 4, &wrapped(u64::from(w)));
             }
         })
     }
@@ -488,7 +456,7 @@ mod tests {
                 put_bytes(b, 2, e);
             }
             if let Some(w) = weight {
-                put_bytes(b, 3, &u32_value(w));
+                put_bytes(b, 3, &wrapped(u64::from(w)));
             }
             varint(b, 5, u64::from(priority));
         })
@@ -649,7 +617,7 @@ mod tests {
             assert!(reason.starts_with(want), "got {reason:?}, want {want:?}");
         }
         let (name, reason) = decode(&assignment("", &[], &[])).unwrap_err();
-        assert_eq!((name, reason.as_str()), (None, "cluster_name is empty"));
+        assert_eq!((name, reason.as_str()), (None, "name is empty"));
         // Garbage: a reason, no name, no panic.
         let (name, reason) = decode(&[0x0a, 0x7f, b'x']).unwrap_err();
         assert!(name.is_none() && !reason.is_empty());

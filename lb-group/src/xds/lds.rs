@@ -15,6 +15,7 @@ use lb_core::DecodeError;
 use lb_core::protowire::{Reader, wire};
 
 use super::ads::{LISTENER_TYPE, ResourceType};
+use super::pb;
 use super::rds::{RouteConfig, decode_route_config};
 
 /// The `HttpConnectionManager` type, the only `api_listener` a client reads.
@@ -159,11 +160,8 @@ struct RawFilter {
     optional: bool,
 }
 
-/// An `Any` as (type URL, encoded value).
-type RawAny = (String, Vec<u8>);
-
 /// The listener's name and its `api_listener` Any.
-fn read_listener(bytes: &[u8]) -> Result<(String, Option<RawAny>), DecodeError> {
+fn read_listener(bytes: &[u8]) -> Result<(String, Option<pb::RawAny>), DecodeError> {
     let (mut name, mut api) = (String::new(), None);
     let mut r = Reader::new(bytes, 0);
     while let Some((field, wt)) = r.tag()? {
@@ -176,7 +174,7 @@ fn read_listener(bytes: &[u8]) -> Result<(String, Option<RawAny>), DecodeError> 
                     match (f, w) {
                         (1, wire::LEN) => {
                             let (base, any) = a.len_delimited(f).map_err(|e| e.within(field))?;
-                            api = Some(read_any(any, base).map_err(|e| e.within(f).within(field))?);
+                            api = Some(pb::any(any, base).map_err(|e| e.within(f).within(field))?);
                         }
                         _ => a.skip(f, w).map_err(|e| e.within(field))?,
                     }
@@ -186,19 +184,6 @@ fn read_listener(bytes: &[u8]) -> Result<(String, Option<RawAny>), DecodeError> 
         }
     }
     Ok((name, api))
-}
-
-fn read_any(bytes: &[u8], base: usize) -> Result<RawAny, DecodeError> {
-    let (mut type_url, mut value) = (String::new(), Vec::new());
-    let mut r = Reader::new(bytes, base);
-    while let Some((field, wt)) = r.tag()? {
-        match (field, wt) {
-            (1, wire::LEN) => type_url = r.string(field)?,
-            (2, wire::LEN) => value = r.len_delimited(field)?.1.to_vec(),
-            _ => r.skip(field, wt)?,
-        }
-    }
-    Ok((type_url, value))
 }
 
 fn read_hcm(bytes: &[u8]) -> Result<RawHcm, DecodeError> {
@@ -232,9 +217,8 @@ fn read_hcm(bytes: &[u8]) -> Result<RawHcm, DecodeError> {
                     match (f, w) {
                         (4, wire::LEN) => {
                             let (base, d) = o.len_delimited(f).map_err(within)?;
-                            hcm.max_stream_duration = Some(
-                                read_duration(d, base).map_err(|e| e.within(f).within(field))?,
-                            );
+                            hcm.max_stream_duration =
+                                Some(pb::duration(d, base).map_err(|e| e.within(f).within(field))?);
                         }
                         _ => o.skip(f, w).map_err(within)?,
                     }
@@ -281,7 +265,7 @@ fn read_filter(bytes: &[u8], base: usize) -> Result<RawFilter, DecodeError> {
             (1, wire::LEN) => f.name = r.string(field)?,
             (4, wire::LEN) => {
                 let (base, any) = r.len_delimited(field)?;
-                f.type_url = read_any(any, base).map_err(|e| e.within(field))?.0;
+                f.type_url = pb::any(any, base).map_err(|e| e.within(field))?.0;
             }
             (6, wire::VARINT) => f.optional = r.varint(field)? != 0,
             _ => r.skip(field, wt)?,
@@ -290,45 +274,13 @@ fn read_filter(bytes: &[u8], base: usize) -> Result<RawFilter, DecodeError> {
     Ok(f)
 }
 
-fn read_duration(bytes: &[u8], base: usize) -> Result<Duration, DecodeError> {
-    let (mut secs, mut nanos) = (0i64, 0i64);
-    let mut r = Reader::new(bytes, base);
-    while let Some((f, w)) = r.tag()? {
-        match (f, w) {
-            (1, wire::VARINT) => secs = r.varint(f)? as i64,
-            (2, wire::VARINT) => nanos = i64::from(r.varint(f)? as i32),
-            _ => r.skip(f, w)?,
-        }
-    }
-    Ok(Duration::new(
-        secs.max(0) as u64,
-        nanos.clamp(0, 999_999_999) as u32,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::xds::routing::RouteAction;
-    use lb_core::protowire::{put_bytes, put_string, put_tag, put_varint};
+    use lb_core::protowire::{put_bytes, put_string};
 
-    fn msg(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut b = Vec::new();
-        build(&mut b);
-        b
-    }
-
-    fn varint(b: &mut Vec<u8>, field: u32, v: u64) {
-        put_tag(b, field, wire::VARINT);
-        put_varint(b, v);
-    }
-
-    fn any(type_url: &str, value: &[u8]) -> Vec<u8> {
-        msg(|a| {
-            put_string(a, 1, type_url);
-            put_bytes(a, 2, value);
-        })
-    }
+    use crate::xds::pb::build::{any, msg, varint};
 
     fn filter(name: &str, type_url: &str, optional: bool) -> Vec<u8> {
         msg(|f| {

@@ -21,6 +21,7 @@ pub mod bootstrap;
 pub mod cds;
 pub mod eds;
 pub mod lds;
+mod pb;
 pub mod rds;
 pub mod routing;
 pub mod tree;

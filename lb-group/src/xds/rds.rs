@@ -17,11 +17,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lb_core::protowire::{Reader, wire};
+use lb_core::protowire::wire;
 use lb_core::{Code, DecodeError};
 use regex::Regex;
 
 use super::ads::{ROUTE_TYPE, ResourceType};
+use super::pb;
 use super::routing::{
     HashPolicy, HeaderMatcher, HeaderTest, PathMatcher, RetryConfig, Route, RouteAction,
     RouteMatch, VirtualHost,
@@ -333,23 +334,9 @@ struct RawRetry {
     max_interval: Option<Duration>,
 }
 
-/// Reads every field of `bytes` with `each(field, wire_type, reader)`, which
-/// must consume the field's value; errors are placed within `within`.
-fn fields<'a>(
-    bytes: &'a [u8],
-    base: usize,
-    mut each: impl FnMut(u32, u8, &mut Reader<'a>) -> Result<(), DecodeError>,
-) -> Result<(), DecodeError> {
-    let mut r = Reader::new(bytes, base);
-    while let Some((field, wt)) = r.tag()? {
-        each(field, wt, &mut r).map_err(|e| e.within(field))?;
-    }
-    Ok(())
-}
-
 fn read_route_config(bytes: &[u8]) -> Result<RawRouteConfig, DecodeError> {
     let mut out = RawRouteConfig::default();
-    fields(bytes, 0, |field, wt, r| {
+    pb::fields(bytes, 0, |field, wt, r| {
         match (field, wt) {
             (1, wire::LEN) => out.name = r.string(field)?,
             (2, wire::LEN) => {
@@ -374,23 +361,23 @@ fn read_plugin(bytes: &[u8], base: usize) -> Result<RawPlugin, DecodeError> {
         config: Vec::new(),
         optional: false,
     };
-    fields(bytes, base, |field, wt, r| {
+    pb::fields(bytes, base, |field, wt, r| {
         match (field, wt) {
             // extension: TypedExtensionConfig { name = 1, typed_config = 2 (Any) }
             (1, wire::LEN) => {
                 let (base, ext) = r.len_delimited(field)?;
-                fields(ext, base, |f, w, e| {
+                pb::fields(ext, base, |f, w, e| {
                     match (f, w) {
                         (1, wire::LEN) => p.name = e.string(f)?,
                         (2, wire::LEN) => {
                             let (base, any) = e.len_delimited(f)?;
-                            fields(any, base, |af, aw, a| {
+                            pb::fields(any, base, |af, aw, a| {
                                 match (af, aw) {
                                     (1, wire::LEN) => p.type_url = a.string(af)?,
                                     // RouteLookupClusterSpecifier { route_lookup_config = 1 }
                                     (2, wire::LEN) => {
                                         let (base, v) = a.len_delimited(af)?;
-                                        fields(v, base, |vf, vw, vr| {
+                                        pb::fields(v, base, |vf, vw, vr| {
                                             match (vf, vw) {
                                                 (1, wire::LEN) => {
                                                     p.config = vr.len_delimited(vf)?.1.to_vec()
@@ -420,7 +407,7 @@ fn read_plugin(bytes: &[u8], base: usize) -> Result<RawPlugin, DecodeError> {
 
 fn read_virtual_host(bytes: &[u8], base: usize) -> Result<RawVirtualHost, DecodeError> {
     let mut vh = RawVirtualHost::default();
-    fields(bytes, base, |field, wt, r| {
+    pb::fields(bytes, base, |field, wt, r| {
         match (field, wt) {
             (1, wire::LEN) => vh.name = r.string(field)?,
             (2, wire::LEN) => vh.domains.push(r.string(field)?),
@@ -441,7 +428,7 @@ fn read_virtual_host(bytes: &[u8], base: usize) -> Result<RawVirtualHost, Decode
 
 fn read_route(bytes: &[u8], base: usize) -> Result<RawRoute, DecodeError> {
     let mut route = RawRoute::default();
-    fields(bytes, base, |field, wt, r| {
+    pb::fields(bytes, base, |field, wt, r| {
         match (field, wt) {
             (1, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
@@ -460,7 +447,7 @@ fn read_route(bytes: &[u8], base: usize) -> Result<RawRoute, DecodeError> {
 
 fn read_match(bytes: &[u8], base: usize) -> Result<RawMatch, DecodeError> {
     let mut m = RawMatch::default();
-    fields(bytes, base, |field, wt, r| {
+    pb::fields(bytes, base, |field, wt, r| {
         match (field, wt) {
             (1, wire::LEN) => m.path = Some(RawPath::Prefix(r.string(field)?)),
             (2, wire::LEN) => m.path = Some(RawPath::Exact(r.string(field)?)),
@@ -474,13 +461,13 @@ fn read_match(bytes: &[u8], base: usize) -> Result<RawMatch, DecodeError> {
             }
             (4, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
-                m.case_sensitive = Some(read_wrapped(b, base)? != 0);
+                m.case_sensitive = Some(pb::wrapped(b, base)? != 0);
             }
             (9, wire::LEN) => {
                 // RuntimeFractionalPercent { default_value = 1: FractionalPercent }
                 let (base, b) = r.len_delimited(field)?;
                 let mut fraction = (0, 0);
-                fields(b, base, |f, w, fr| {
+                pb::fields(b, base, |f, w, fr| {
                     match (f, w) {
                         (1, wire::LEN) => {
                             let (base, pct) = fr.len_delimited(f)?;
@@ -509,7 +496,7 @@ fn read_match(bytes: &[u8], base: usize) -> Result<RawMatch, DecodeError> {
 
 fn read_fraction(bytes: &[u8], base: usize) -> Result<(u32, u64), DecodeError> {
     let (mut n, mut d) = (0u32, 0u64);
-    fields(bytes, base, |f, w, r| {
+    pb::fields(bytes, base, |f, w, r| {
         match (f, w) {
             (1, wire::VARINT) => n = r.varint(f)? as u32,
             (2, wire::VARINT) => d = r.varint(f)?,
@@ -523,7 +510,7 @@ fn read_fraction(bytes: &[u8], base: usize) -> Result<(u32, u64), DecodeError> {
 /// `RegexMatcher.regex`.
 fn read_regex(bytes: &[u8], base: usize) -> Result<String, DecodeError> {
     let mut re = String::new();
-    fields(bytes, base, |f, w, r| {
+    pb::fields(bytes, base, |f, w, r| {
         match (f, w) {
             (2, wire::LEN) => re = r.string(f)?,
             _ => r.skip(f, w)?,
@@ -533,19 +520,6 @@ fn read_regex(bytes: &[u8], base: usize) -> Result<String, DecodeError> {
     Ok(re)
 }
 
-/// A wrapper message's value (`BoolValue`, `UInt32Value`).
-fn read_wrapped(bytes: &[u8], base: usize) -> Result<u64, DecodeError> {
-    let mut v = 0;
-    fields(bytes, base, |f, w, r| {
-        match (f, w) {
-            (1, wire::VARINT) => v = r.varint(f)?,
-            _ => r.skip(f, w)?,
-        }
-        Ok(())
-    })?;
-    Ok(v)
-}
-
 fn read_header(bytes: &[u8], base: usize) -> Result<RawHeader, DecodeError> {
     let mut h = RawHeader {
         name: String::new(),
@@ -553,7 +527,7 @@ fn read_header(bytes: &[u8], base: usize) -> Result<RawHeader, DecodeError> {
         invert: false,
         ignore_case: false,
     };
-    fields(bytes, base, |field, wt, r| {
+    pb::fields(bytes, base, |field, wt, r| {
         match (field, wt) {
             (1, wire::LEN) => h.name = r.string(field)?,
             (4, wire::LEN) => h.test = RawHeaderTest::Exact(r.string(field)?),
@@ -564,7 +538,7 @@ fn read_header(bytes: &[u8], base: usize) -> Result<RawHeader, DecodeError> {
             (6, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
                 let (mut start, mut end) = (0i64, 0i64);
-                fields(b, base, |f, w, rr| {
+                pb::fields(b, base, |f, w, rr| {
                     match (f, w) {
                         (1, wire::VARINT) => start = rr.varint(f)? as i64,
                         (2, wire::VARINT) => end = rr.varint(f)? as i64,
@@ -581,7 +555,7 @@ fn read_header(bytes: &[u8], base: usize) -> Result<RawHeader, DecodeError> {
             (13, wire::LEN) => {
                 // StringMatcher
                 let (base, b) = r.len_delimited(field)?;
-                fields(b, base, |f, w, s| {
+                pb::fields(b, base, |f, w, s| {
                     match (f, w) {
                         (1, wire::LEN) => h.test = RawHeaderTest::Exact(s.string(f)?),
                         (2, wire::LEN) => h.test = RawHeaderTest::Prefix(s.string(f)?),
@@ -613,7 +587,7 @@ fn read_action(bytes: &[u8], base: usize) -> Result<RawAction, DecodeError> {
         retry: None,
     };
     let mut header_max = None;
-    fields(bytes, base, |field, wt, r| {
+    pb::fields(bytes, base, |field, wt, r| {
         match (field, wt) {
             (1, wire::LEN) => a.target = RawTarget::Cluster(r.string(field)?),
             (2 | 39, wire::LEN) => {
@@ -623,17 +597,17 @@ fn read_action(bytes: &[u8], base: usize) -> Result<RawAction, DecodeError> {
             (3, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
                 let mut clusters = Vec::new();
-                fields(b, base, |f, w, wr| {
+                pb::fields(b, base, |f, w, wr| {
                     match (f, w) {
                         (1, wire::LEN) => {
                             let (base, cw) = wr.len_delimited(f)?;
                             let (mut name, mut weight) = (String::new(), 0u32);
-                            fields(cw, base, |cf, cwt, c| {
+                            pb::fields(cw, base, |cf, cwt, c| {
                                 match (cf, cwt) {
                                     (1, wire::LEN) => name = c.string(cf)?,
                                     (2, wire::LEN) => {
                                         let (base, v) = c.len_delimited(cf)?;
-                                        weight = u32::try_from(read_wrapped(v, base)?)
+                                        weight = u32::try_from(pb::wrapped(v, base)?)
                                             .unwrap_or(u32::MAX);
                                     }
                                     _ => c.skip(cf, cwt)?,
@@ -651,15 +625,15 @@ fn read_action(bytes: &[u8], base: usize) -> Result<RawAction, DecodeError> {
             (37, wire::LEN) => a.target = RawTarget::Plugin(r.string(field)?),
             (36, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
-                fields(b, base, |f, w, d| {
+                pb::fields(b, base, |f, w, d| {
                     match (f, w) {
                         (1, wire::LEN) => {
                             let (base, v) = d.len_delimited(f)?;
-                            a.max_stream_duration = Some(read_duration(v, base)?);
+                            a.max_stream_duration = Some(pb::duration(v, base)?);
                         }
                         (2, wire::LEN) => {
                             let (base, v) = d.len_delimited(f)?;
-                            header_max = Some(read_duration(v, base)?);
+                            header_max = Some(pb::duration(v, base)?);
                         }
                         _ => d.skip(f, w)?,
                     }
@@ -689,11 +663,11 @@ fn read_action(bytes: &[u8], base: usize) -> Result<RawAction, DecodeError> {
 /// A hash policy gRPC supports (header, or the channel id), else `None`.
 fn read_hash_policy(bytes: &[u8], base: usize) -> Result<Option<HashPolicy>, DecodeError> {
     let (mut header, mut channel_id, mut terminal) = (None, false, false);
-    fields(bytes, base, |field, wt, r| {
+    pb::fields(bytes, base, |field, wt, r| {
         match (field, wt) {
             (1, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
-                fields(b, base, |f, w, h| {
+                pb::fields(b, base, |f, w, h| {
                     match (f, w) {
                         (1, wire::LEN) => header = Some(h.string(f)?.to_ascii_lowercase()),
                         _ => h.skip(f, w)?,
@@ -703,7 +677,7 @@ fn read_hash_policy(bytes: &[u8], base: usize) -> Result<Option<HashPolicy>, Dec
             }
             (6, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
-                fields(b, base, |f, w, s| {
+                pb::fields(b, base, |f, w, s| {
                     match (f, w) {
                         (1, wire::LEN) => channel_id = s.string(f)? == "io.grpc.channel_id",
                         _ => s.skip(f, w)?,
@@ -725,24 +699,24 @@ fn read_hash_policy(bytes: &[u8], base: usize) -> Result<Option<HashPolicy>, Dec
 
 fn read_retry(bytes: &[u8], base: usize) -> Result<RawRetry, DecodeError> {
     let mut retry = RawRetry::default();
-    fields(bytes, base, |field, wt, r| {
+    pb::fields(bytes, base, |field, wt, r| {
         match (field, wt) {
             (1, wire::LEN) => retry.retry_on = r.string(field)?,
             (2, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
-                retry.num_retries = Some(u32::try_from(read_wrapped(b, base)?).unwrap_or(u32::MAX));
+                retry.num_retries = Some(u32::try_from(pb::wrapped(b, base)?).unwrap_or(u32::MAX));
             }
             (8, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
-                fields(b, base, |f, w, bo| {
+                pb::fields(b, base, |f, w, bo| {
                     match (f, w) {
                         (1, wire::LEN) => {
                             let (base, d) = bo.len_delimited(f)?;
-                            retry.base_interval = Some(read_duration(d, base)?);
+                            retry.base_interval = Some(pb::duration(d, base)?);
                         }
                         (2, wire::LEN) => {
                             let (base, d) = bo.len_delimited(f)?;
-                            retry.max_interval = Some(read_duration(d, base)?);
+                            retry.max_interval = Some(pb::duration(d, base)?);
                         }
                         _ => bo.skip(f, w)?,
                     }
@@ -754,23 +728,6 @@ fn read_retry(bytes: &[u8], base: usize) -> Result<RawRetry, DecodeError> {
         Ok(())
     })?;
     Ok(retry)
-}
-
-/// A `google.protobuf.Duration`; negative parts count as zero.
-fn read_duration(bytes: &[u8], base: usize) -> Result<Duration, DecodeError> {
-    let (mut secs, mut nanos) = (0i64, 0i64);
-    fields(bytes, base, |f, w, r| {
-        match (f, w) {
-            (1, wire::VARINT) => secs = r.varint(f)? as i64,
-            (2, wire::VARINT) => nanos = i64::from(r.varint(f)? as i32),
-            _ => r.skip(f, w)?,
-        }
-        Ok(())
-    })?;
-    Ok(Duration::new(
-        secs.max(0) as u64,
-        nanos.clamp(0, 999_999_999) as u32,
-    ))
 }
 
 #[cfg(test)]

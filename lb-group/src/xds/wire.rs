@@ -19,10 +19,11 @@
 //! [`protowire`]: lb_core::protowire
 
 use lb_core::DecodeError;
-use lb_core::protowire::{Reader, put_bytes, put_double, put_string, put_tag, put_varint, wire};
+use lb_core::protowire::{put_bytes, put_double, put_string, put_tag, put_varint, wire};
 use serde_json::{Map, Value};
 
 use super::bootstrap::Node;
+use super::pb;
 
 /// The type URL that wraps a resource with its name (`envoy.service.discovery.v3.Resource`).
 pub const RESOURCE_WRAPPER_TYPE: &str = "type.googleapis.com/envoy.service.discovery.v3.Resource";
@@ -123,25 +124,24 @@ impl DiscoveryRequest {
     /// The bytes are not a valid message.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut out = Self::default();
-        let mut r = Reader::new(bytes, 0);
-        while let Some((field, wt)) = r.tag()? {
+        pb::fields(bytes, 0, |field, wt, r| {
             match (field, wt) {
                 (1, wire::LEN) => out.version_info = r.string(field)?,
                 (2, wire::LEN) => {
                     let (base, node) = r.len_delimited(field)?;
-                    out.node = Some(NodeInfo::decode(node, base).map_err(|e| e.within(field))?);
+                    out.node = Some(NodeInfo::decode(node, base)?);
                 }
                 (3, wire::LEN) => out.resource_names.push(r.string(field)?),
                 (4, wire::LEN) => out.type_url = r.string(field)?,
                 (5, wire::LEN) => out.response_nonce = r.string(field)?,
                 (6, wire::LEN) => {
                     let (base, s) = r.len_delimited(field)?;
-                    out.error_detail =
-                        Some(RpcStatus::decode(s, base).map_err(|e| e.within(field))?);
+                    out.error_detail = Some(RpcStatus::decode(s, base)?);
                 }
                 _ => r.skip(field, wt)?,
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 }
@@ -154,20 +154,20 @@ impl DiscoveryResponse {
     /// The bytes are not a valid message.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut out = Self::default();
-        let mut r = Reader::new(bytes, 0);
-        while let Some((field, wt)) = r.tag()? {
+        pb::fields(bytes, 0, |field, wt, r| {
             match (field, wt) {
                 (1, wire::LEN) => out.version_info = r.string(field)?,
                 (2, wire::LEN) => {
                     let (base, any) = r.len_delimited(field)?;
-                    out.resources
-                        .push(AnyResource::decode(any, base).map_err(|e| e.within(field))?);
+                    let (type_url, value) = pb::any(any, base)?;
+                    out.resources.push(AnyResource { type_url, value });
                 }
                 (4, wire::LEN) => out.type_url = r.string(field)?,
                 (5, wire::LEN) => out.nonce = r.string(field)?,
                 _ => r.skip(field, wt)?,
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -190,19 +190,6 @@ impl DiscoveryResponse {
 }
 
 impl AnyResource {
-    fn decode(bytes: &[u8], base: usize) -> Result<Self, DecodeError> {
-        let mut out = Self::default();
-        let mut r = Reader::new(bytes, base);
-        while let Some((field, wt)) = r.tag()? {
-            match (field, wt) {
-                (1, wire::LEN) => out.type_url = r.string(field)?,
-                (2, wire::LEN) => out.value = r.len_delimited(field)?.1.to_vec(),
-                _ => r.skip(field, wt)?,
-            }
-        }
-        Ok(out)
-    }
-
     /// The resource inside an `envoy.service.discovery.v3.Resource` wrapper, with
     /// the wrapper's name; an unwrapped resource as it is, with no name.
     ///
@@ -215,17 +202,18 @@ impl AnyResource {
         }
         let mut name = None;
         let mut inner = Self::default();
-        let mut r = Reader::new(&self.value, 0);
-        while let Some((field, wt)) = r.tag()? {
+        pb::fields(&self.value, 0, |field, wt, r| {
             match (field, wt) {
                 (2, wire::LEN) => {
                     let (base, any) = r.len_delimited(field)?;
-                    inner = Self::decode(any, base).map_err(|e| e.within(field))?;
+                    let (type_url, value) = pb::any(any, base)?;
+                    inner = Self { type_url, value };
                 }
                 (3, wire::LEN) => name = Some(r.string(field)?),
                 _ => r.skip(field, wt)?,
             }
-        }
+            Ok(())
+        })?;
         Ok((name, inner))
     }
 }
@@ -233,15 +221,15 @@ impl AnyResource {
 impl RpcStatus {
     fn decode(bytes: &[u8], base: usize) -> Result<Self, DecodeError> {
         let mut out = Self::default();
-        let mut r = Reader::new(bytes, base);
-        while let Some((field, wt)) = r.tag()? {
+        pb::fields(bytes, base, |field, wt, r| {
             match (field, wt) {
                 // int32: the low 32 bits of the varint.
                 (1, wire::VARINT) => out.code = r.varint(field)? as i32,
                 (2, wire::LEN) => out.message = r.string(field)?,
                 _ => r.skip(field, wt)?,
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 }
@@ -275,8 +263,7 @@ impl NodeInfo {
     /// test's management server to check who asked).
     fn decode(bytes: &[u8], base: usize) -> Result<Self, DecodeError> {
         let mut out = Self::default();
-        let mut r = Reader::new(bytes, base);
-        while let Some((field, wt)) = r.tag()? {
+        pb::fields(bytes, base, |field, wt, r| {
             match (field, wt) {
                 (1, wire::LEN) => out.node.id = r.string(field)?,
                 (2, wire::LEN) => out.node.cluster = r.string(field)?,
@@ -285,7 +272,8 @@ impl NodeInfo {
                 (10, wire::LEN) => out.client_features.push(r.string(field)?),
                 _ => r.skip(field, wt)?,
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 }

@@ -1,29 +1,8 @@
 //! Route configurations built with protowire's writers, read back.
 
 use super::*;
-use lb_core::protowire::{put_bytes, put_string, put_tag, put_varint};
-
-fn msg(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let mut b = Vec::new();
-    build(&mut b);
-    b
-}
-
-fn varint(b: &mut Vec<u8>, field: u32, v: u64) {
-    put_tag(b, field, wire::VARINT);
-    put_varint(b, v);
-}
-
-fn wrapped(v: u64) -> Vec<u8> {
-    msg(|b| varint(b, 1, v))
-}
-
-fn duration(secs: u64, nanos: u64) -> Vec<u8> {
-    msg(|b| {
-        varint(b, 1, secs);
-        varint(b, 2, nanos);
-    })
-}
+use crate::xds::pb::build::{duration, msg, varint, wrapped};
+use lb_core::protowire::{put_bytes, put_string};
 
 fn regex(re: &str) -> Vec<u8> {
     msg(|b| put_string(b, 2, re))
