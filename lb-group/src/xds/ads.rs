@@ -322,6 +322,11 @@ impl<T: ResourceType> AdsState<T> {
         self.resources.get(name)?.cached.as_ref()
     }
 
+    /// The resource type's URL.
+    pub fn type_url(&self) -> &'static str {
+        self.kind.type_url()
+    }
+
     /// The version last accepted (empty before any).
     pub fn version(&self) -> &str {
         &self.version

@@ -14,11 +14,13 @@
 //! - [`rds`]: route configurations, decoded into [`routing`]'s types;
 //! - [`routing`]: choosing a call's virtual host and route;
 //! - [`tree`]: a cluster's priority and locality policy tree from its
-//!   resources.
+//!   resources;
+//! - [`client`]: the ADS stream over a channel, shared by every watcher.
 
 pub mod ads;
 pub mod bootstrap;
 pub mod cds;
+pub mod client;
 pub mod eds;
 pub mod lds;
 mod pb;

@@ -1,0 +1,538 @@
+//! The xDS client: one ADS stream to a management server, over a channel the
+//! caller builds (so any transport: lb-transport's HTTP/2, TLS, or an in-memory
+//! one in tests), shared by every watcher of every resource type.
+//!
+//! ```text
+//!   watch(kind, name) ──commands (bounded 1024)──> worker thread ──> AdsState per type
+//!        │                                           │   ^ responses (bounded 16) from
+//!        v                                           │   │ the reader thread of the stream
+//!   Watch: latest event (one slot) + bell  <─────────┘   │
+//!                                            requests ──> bidi call StreamAggregatedResources
+//! ```
+//!
+//! - The worker owns the four [`AdsState`]s (Listener, Route, Cluster,
+//!   Endpoint), sends what they queue, feeds them responses by type URL and
+//!   fires their resource timers.
+//! - A watcher sees its resource's state ([`WatchState`]: the value, the last
+//!   rejection, whether it exists), updated in place, so a slow watcher never
+//!   grows a queue or stalls the stream and never misses the latest value.
+//! - When the stream fails the states keep their resources (gRFC A57), and the
+//!   worker opens a new stream after a backoff, reset once a stream has
+//!   delivered a response.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, after, bounded, never, select};
+use lb_core::channel::{CallOptions, Channel};
+use lb_core::{Backoff, BackoffConfig, SplitMix64, Status};
+use parking_lot::Mutex;
+
+use super::ads::{AdsEvent, AdsState, ResourceType};
+use super::cds::{Cluster, ClusterType};
+use super::eds::{ClusterEndpoints, EndpointType};
+use super::lds::{Listener, ListenerType};
+use super::rds::{RouteConfig, RouteConfigType};
+use super::wire::{DiscoveryResponse, NodeInfo};
+
+/// The ADS method.
+pub const ADS_METHOD: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+
+/// Commands waiting for the worker, at most.
+const COMMAND_QUEUE: usize = 1024;
+
+/// Responses read ahead of the worker, at most (the reader then waits, and the
+/// stream's flow control holds the server).
+const RESPONSE_QUEUE: usize = 16;
+
+/// A resource kind a watcher can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// Listener (LDS).
+    Listener,
+    /// RouteConfiguration (RDS).
+    Route,
+    /// Cluster (CDS).
+    Cluster,
+    /// ClusterLoadAssignment (EDS).
+    Endpoints,
+}
+
+/// A resource's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum XdsResource {
+    /// A Listener.
+    Listener(Listener),
+    /// A RouteConfiguration.
+    Route(RouteConfig),
+    /// A Cluster.
+    Cluster(Cluster),
+    /// A ClusterLoadAssignment.
+    Endpoints(ClusterEndpoints),
+}
+
+/// What a watcher knows of its resource.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WatchState {
+    /// Its value: `None` before it arrives, and once it does not exist.
+    pub resource: Option<XdsResource>,
+    /// Why the server's last version of it was rejected; cleared by a valid one
+    /// (the value above stays in use meanwhile, gRFC A46).
+    pub error: Option<String>,
+    /// It does not exist: deleted, or not sent in time after it was requested.
+    pub does_not_exist: bool,
+}
+
+/// Options of an [`XdsClient`].
+#[derive(Clone, Debug, Default)]
+pub struct XdsClientOptions {
+    /// Who this client is, sent on each stream's first request.
+    pub node: NodeInfo,
+    /// The server's `ignore_resource_deletion` feature (gRFC A53).
+    pub ignore_resource_deletion: bool,
+    /// The delay before a new stream after a failed one.
+    pub backoff: BackoffConfig,
+}
+
+/// A watch of one resource: its state, and whether it changed since last read.
+pub struct Watch {
+    slot: Arc<WatchSlot>,
+    kind: Kind,
+    name: String,
+    commands: Sender<Command>,
+}
+
+struct WatchSlot {
+    /// The state, and whether it changed since the watcher last read it.
+    state: Mutex<(WatchState, bool)>,
+    bell: (Sender<()>, Receiver<()>),
+}
+
+impl WatchSlot {
+    fn put<R>(&self, event: AdsEvent<R>, wrap: fn(R) -> XdsResource) {
+        {
+            let mut guard = self.state.lock();
+            let (state, changed) = &mut *guard;
+            match event {
+                AdsEvent::Changed { resource, .. } => {
+                    state.resource = Some(wrap(resource));
+                    state.error = None;
+                    state.does_not_exist = false;
+                }
+                AdsEvent::Invalid { reason, .. } => state.error = Some(reason),
+                AdsEvent::DoesNotExist { .. } => {
+                    state.resource = None;
+                    state.does_not_exist = true;
+                }
+            }
+            *changed = true;
+        }
+        let _ = self.bell.0.try_send(());
+    }
+}
+
+impl Watch {
+    /// The state if it changed since the last call, waiting up to `timeout`
+    /// for a change.
+    pub fn next(&self, timeout: Duration) -> Option<WatchState> {
+        let take = || {
+            let mut guard = self.slot.state.lock();
+            std::mem::take(&mut guard.1).then(|| guard.0.clone())
+        };
+        if let Some(s) = take() {
+            return Some(s);
+        }
+        let _ = self.slot.bell.1.recv_timeout(timeout);
+        take()
+    }
+
+    /// The state now, changed or not.
+    pub fn state(&self) -> WatchState {
+        self.slot.state.lock().0.clone()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.commands.try_send(Command::Unwatch {
+            kind: self.kind,
+            name: std::mem::take(&mut self.name),
+            slot: Arc::clone(&self.slot),
+        });
+    }
+}
+
+enum Command {
+    /// The client is dropped: end the worker.
+    Shutdown,
+    Watch {
+        kind: Kind,
+        name: String,
+        slot: Arc<WatchSlot>,
+    },
+    Unwatch {
+        kind: Kind,
+        name: String,
+        slot: Arc<WatchSlot>,
+    },
+}
+
+/// The xDS client: see the [module docs](self). Dropping it closes the stream
+/// and joins its threads; watches still held then hear nothing more.
+pub struct XdsClient {
+    commands: Sender<Command>,
+    channel: Channel,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl XdsClient {
+    /// Starts a client streaming from `channel` (a channel to the management
+    /// server).
+    pub fn start(channel: Channel, options: XdsClientOptions) -> Self {
+        let (commands, rx) = bounded(COMMAND_QUEUE);
+        let worker_channel = channel.clone();
+        let thread = std::thread::Builder::new()
+            .name("lb-xds".into())
+            .spawn(move || Worker::new(worker_channel, options, rx).run())
+            .expect("spawn the xDS client thread");
+        Self {
+            commands,
+            channel,
+            thread: Some(thread),
+        }
+    }
+
+    /// Watches the resource `name` of `kind`.
+    ///
+    /// # Errors
+    ///
+    /// The client is shutting down, or more than 1024 commands wait.
+    pub fn watch(&self, kind: Kind, name: &str) -> Result<Watch, Status> {
+        let commands = self.commands.clone();
+        let slot = Arc::new(WatchSlot {
+            state: Mutex::new((WatchState::default(), false)),
+            bell: bounded(1),
+        });
+        commands
+            .try_send(Command::Watch {
+                kind,
+                name: name.to_owned(),
+                slot: Arc::clone(&slot),
+            })
+            .map_err(|_| Status::unavailable("the xDS client is busy or shut down"))?;
+        Ok(Watch {
+            slot,
+            kind,
+            name: name.to_owned(),
+            commands,
+        })
+    }
+}
+
+impl Drop for XdsClient {
+    fn drop(&mut self) {
+        // A full queue still lets the worker end: closing the channel fails the
+        // stream, and the worker then finds the shutdown behind the backlog.
+        let _ = self.commands.send(Command::Shutdown);
+        self.channel.close();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("the xDS client thread panicked");
+            }
+        }
+    }
+}
+
+/// One resource type's state and watchers, behind a common face.
+trait Slot: Send {
+    fn type_url(&self) -> &'static str;
+    fn watch(&mut self, name: &str, slot: Arc<WatchSlot>, now: Instant);
+    fn unwatch(&mut self, name: &str, slot: &Arc<WatchSlot>);
+    fn stream_started(&mut self, now: Instant);
+    fn stream_failed(&mut self);
+    fn handle_response(&mut self, response: &DiscoveryResponse);
+    fn handle_timeout(&mut self, now: Instant);
+    fn next_timeout(&self) -> Option<Instant>;
+    fn poll_request(&mut self) -> Option<Vec<u8>>;
+    fn deliver(&mut self);
+}
+
+struct TypeSlot<T: ResourceType> {
+    state: AdsState<T>,
+    watchers: BTreeMap<String, Vec<Arc<WatchSlot>>>,
+    wrap: fn(T::Resource) -> XdsResource,
+}
+
+impl<T: ResourceType> Slot for TypeSlot<T> {
+    fn type_url(&self) -> &'static str {
+        self.state.type_url()
+    }
+    fn watch(&mut self, name: &str, slot: Arc<WatchSlot>, now: Instant) {
+        self.watchers.entry(name.to_owned()).or_default().push(slot);
+        self.state.subscribe(name, now);
+    }
+    fn unwatch(&mut self, name: &str, slot: &Arc<WatchSlot>) {
+        if let Some(list) = self.watchers.get_mut(name) {
+            list.retain(|s| !Arc::ptr_eq(s, slot));
+            if list.is_empty() {
+                self.watchers.remove(name);
+                self.state.unsubscribe(name);
+            }
+        }
+    }
+    fn stream_started(&mut self, now: Instant) {
+        self.state.stream_started(now);
+    }
+    fn stream_failed(&mut self) {
+        self.state.stream_failed();
+    }
+    fn handle_response(&mut self, response: &DiscoveryResponse) {
+        self.state.handle_response(response);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.state.handle_timeout(now);
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        self.state.next_timeout()
+    }
+    fn poll_request(&mut self) -> Option<Vec<u8>> {
+        self.state.poll_request().map(|r| r.encode())
+    }
+    fn deliver(&mut self) {
+        while let Some(event) = self.state.poll_event() {
+            let name = match &event {
+                AdsEvent::Changed { name, .. }
+                | AdsEvent::Invalid { name, .. }
+                | AdsEvent::DoesNotExist { name } => name.clone(),
+            };
+            for w in self.watchers.get(&name).into_iter().flatten() {
+                w.put(event.clone(), self.wrap);
+            }
+        }
+    }
+}
+
+fn slot<T: ResourceType + Default>(
+    options: &XdsClientOptions,
+    wrap: fn(T::Resource) -> XdsResource,
+) -> Box<dyn Slot> {
+    Box::new(TypeSlot {
+        state: AdsState::new(
+            T::default(),
+            options.node.clone(),
+            options.ignore_resource_deletion,
+        ),
+        watchers: BTreeMap::new(),
+        wrap,
+    })
+}
+
+struct Worker {
+    channel: Channel,
+    commands: Receiver<Command>,
+    slots: BTreeMap<Kind, Box<dyn Slot>>,
+    backoff: Backoff,
+}
+
+/// How a stream ended.
+enum StreamEnd {
+    /// The client is shutting down.
+    Closed,
+    /// The stream failed; `heard` says whether it delivered a response.
+    Failed { heard: bool, status: Status },
+}
+
+impl Worker {
+    fn new(channel: Channel, options: XdsClientOptions, commands: Receiver<Command>) -> Self {
+        let mut slots: BTreeMap<Kind, Box<dyn Slot>> = BTreeMap::new();
+        slots.insert(
+            Kind::Listener,
+            slot::<ListenerType>(&options, XdsResource::Listener),
+        );
+        slots.insert(
+            Kind::Route,
+            slot::<RouteConfigType>(&options, XdsResource::Route),
+        );
+        slots.insert(
+            Kind::Cluster,
+            slot::<ClusterType>(&options, XdsResource::Cluster),
+        );
+        slots.insert(
+            Kind::Endpoints,
+            slot::<EndpointType>(&options, XdsResource::Endpoints),
+        );
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Self {
+            channel,
+            commands,
+            slots,
+            backoff: Backoff::new(options.backoff, SplitMix64::seeded(seed)),
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            match self.stream() {
+                StreamEnd::Closed => break,
+                StreamEnd::Failed { heard, status } => {
+                    log::info!("xDS stream ended: {status}");
+                    for s in self.slots.values_mut() {
+                        s.stream_failed();
+                    }
+                    if heard {
+                        self.backoff.reset();
+                    }
+                    let until = self.backoff.next_attempt_after_failure(Instant::now());
+                    // Watches still come and go while the stream is down.
+                    loop {
+                        let wait = until.saturating_duration_since(Instant::now());
+                        select! {
+                            recv(self.commands) -> c => {
+                                if !c.is_ok_and(|c| self.command(c, Instant::now())) {
+                                    return;
+                                }
+                            },
+                            recv(after(wait)) -> _ => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out `command`; `false` for a shutdown.
+    fn command(&mut self, command: Command, now: Instant) -> bool {
+        match command {
+            Command::Shutdown => return false,
+            Command::Watch { kind, name, slot } => {
+                if let Some(s) = self.slots.get_mut(&kind) {
+                    s.watch(&name, slot, now);
+                }
+            }
+            Command::Unwatch { kind, name, slot } => {
+                if let Some(s) = self.slots.get_mut(&kind) {
+                    s.unwatch(&name, &slot);
+                }
+            }
+        }
+        for s in self.slots.values_mut() {
+            s.deliver();
+        }
+        true
+    }
+
+    /// Runs one ADS stream until it fails or the client closes.
+    fn stream(&mut self) -> StreamEnd {
+        let call = match self
+            .channel
+            .bidi_streaming(ADS_METHOD, CallOptions::default().with_wait_for_ready(true))
+        {
+            Ok(call) => call,
+            Err(status) => {
+                return StreamEnd::Failed {
+                    heard: false,
+                    status,
+                };
+            }
+        };
+        let (sender, receiver) = call.split();
+        let (responses_tx, responses) = bounded::<Result<Vec<u8>, Status>>(RESPONSE_QUEUE);
+        let reader = std::thread::Builder::new()
+            .name("lb-xds-read".into())
+            .spawn(move || {
+                loop {
+                    let item = match receiver.recv() {
+                        Ok(Some(bytes)) => Ok(bytes),
+                        Ok(None) => Err(Status::unavailable(
+                            "the management server ended the stream",
+                        )),
+                        Err(status) => Err(status),
+                    };
+                    let end = item.is_err();
+                    if responses_tx.send(item).is_err() || end {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn the xDS reader thread");
+        let now = Instant::now();
+        for s in self.slots.values_mut() {
+            s.stream_started(now);
+        }
+        let mut heard = false;
+        let end = loop {
+            // Send what the states queued; hand their events to watchers.
+            let mut failed = None;
+            for s in self.slots.values_mut() {
+                while let Some(request) = s.poll_request() {
+                    if let Err(e) = sender.send(request) {
+                        failed = Some(Status::unavailable(format!(
+                            "sending on the xDS stream: {e:?}"
+                        )));
+                        break;
+                    }
+                }
+                s.deliver();
+            }
+            if let Some(status) = failed {
+                break StreamEnd::Failed { heard, status };
+            }
+            let timer = self
+                .slots
+                .values()
+                .filter_map(|s| s.next_timeout())
+                .min()
+                .map_or_else(never, |t| {
+                    after(t.saturating_duration_since(Instant::now()))
+                });
+            select! {
+                recv(self.commands) -> c => {
+                    if !c.is_ok_and(|c| self.command(c, Instant::now())) {
+                        break StreamEnd::Closed;
+                    }
+                },
+                recv(responses) -> r => match r {
+                    Ok(Ok(bytes)) => match DiscoveryResponse::decode(&bytes) {
+                        Ok(response) => {
+                            heard = true;
+                            match self.slots.values_mut().find(|s| s.type_url() == response.type_url) {
+                                Some(s) => s.handle_response(&response),
+                                None => log::warn!("xDS response of unknown type {}", response.type_url),
+                            }
+                        }
+                        Err(e) => {
+                            break StreamEnd::Failed {
+                                heard,
+                                status: Status::internal(format!("undecodable DiscoveryResponse: {e}")),
+                            };
+                        }
+                    },
+                    Ok(Err(status)) => break StreamEnd::Failed { heard, status },
+                    Err(_) => break StreamEnd::Failed {
+                        heard,
+                        status: Status::internal("the xDS reader thread ended"),
+                    },
+                },
+                recv(timer) -> _ => {
+                    let now = Instant::now();
+                    for s in self.slots.values_mut() {
+                        s.handle_timeout(now);
+                    }
+                }
+            }
+        };
+        sender.cancel();
+        drop(sender);
+        drop(responses);
+        let _ = reader.join();
+        end
+    }
+}
+
+#[cfg(test)]
+mod tests;
