@@ -234,10 +234,10 @@ impl XdsClient {
 
 impl Drop for XdsClient {
     fn drop(&mut self) {
-        // A full queue still lets the worker end: closing the channel fails the
-        // stream, and the worker then finds the shutdown behind the backlog.
-        let _ = self.commands.send(Command::Shutdown);
+        // Closing the channel first ends the stream, so a worker blocked in a
+        // send returns and drains its queue; the shutdown then always arrives.
         self.channel.close();
+        let _ = self.commands.send(Command::Shutdown);
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 log::error!("the xDS client thread panicked");

@@ -158,3 +158,34 @@ fn watch_ack_nack_and_a_new_stream_after_the_server_ends_one() {
     drop(client);
     assert!(watch.next(Duration::from_millis(10)).is_none());
 }
+
+#[test]
+fn dropping_a_client_whose_server_cannot_be_reached_returns() {
+    let transport = InMemoryTransport::new();
+    transport.serve_address("cp:1");
+    transport.refuse_connections("cp:1", true);
+    let resolver = ManualResolver::default();
+    let channel = Channel::builder("test:///cp")
+        .transport(Arc::new(transport.clone()))
+        .resolver_registry(resolver.registry())
+        .build()
+        .unwrap();
+    resolver.push_addresses(&["cp:1"]);
+    let client = XdsClient::start(channel, XdsClientOptions::default());
+    let watch = client.watch(Kind::Listener, "svc").unwrap();
+    // The stream cannot open; the client must still shut down (bounded wait).
+    let (done_tx, done) = bounded(1);
+    std::thread::spawn(move || {
+        drop(client);
+        let _ = done_tx.send(());
+    });
+    assert!(
+        done.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "dropping the client returned"
+    );
+    assert_eq!(
+        watch.state(),
+        WatchState::default(),
+        "nothing was ever heard"
+    );
+}
