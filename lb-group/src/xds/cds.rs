@@ -292,7 +292,7 @@ impl RawCluster {
                 }
                 (33, wire::LEN) => {
                     let (base, b) = r.len_delimited(field)?;
-                    out.dns_endpoints = dns_endpoints(b, base).map_err(within)?;
+                    out.dns_endpoints = super::eds::socket_addresses(b, base).map_err(within)?;
                 }
                 (41, wire::LEN) => {
                     r.len_delimited(field)?;
@@ -332,17 +332,13 @@ fn eds_config(bytes: &[u8], base: usize) -> Result<(bool, String), DecodeError> 
         match (field, wt) {
             (1, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
-                ok = config_source_is_ads_or_self(b, base).map_err(|e| e.within(field))?;
+                ok = pb::ads_or_self(b, base).map_err(|e| e.within(field))?;
             }
             (2, wire::LEN) => service = r.string(field)?,
             _ => r.skip(field, wt)?,
         }
     }
     Ok((ok, service))
-}
-
-fn config_source_is_ads_or_self(bytes: &[u8], base: usize) -> Result<bool, DecodeError> {
-    Ok(matches!(pb::config_source_kind(bytes, base)?, Some(3 | 5)))
 }
 
 fn config_source_is_self(bytes: &[u8], base: usize) -> Result<bool, DecodeError> {
@@ -400,33 +396,6 @@ fn max_requests(bytes: &[u8], base: usize) -> Result<Option<u32>, DecodeError> {
         }
     }
     Ok(found)
-}
-
-/// A logical DNS cluster's `load_assignment` endpoints as (host, port).
-fn dns_endpoints(bytes: &[u8], base: usize) -> Result<Vec<(String, u32)>, DecodeError> {
-    // ClusterLoadAssignment.endpoints[].lb_endpoints[].endpoint.address.socket_address
-    let mut out = Vec::new();
-    for (base, locality) in pb::messages(bytes, base, 2)? {
-        for (base, lb_endpoint) in pb::messages(locality, base, 2)? {
-            for (base, endpoint) in pb::messages(lb_endpoint, base, 1)? {
-                for (base, address) in pb::messages(endpoint, base, 1)? {
-                    for (base, socket) in pb::messages(address, base, 1)? {
-                        let (mut host, mut port) = (String::new(), 0);
-                        let mut r = Reader::new(socket, base);
-                        while let Some((field, wt)) = r.tag()? {
-                            match (field, wt) {
-                                (2, wire::LEN) => host = r.string(field)?,
-                                (3, wire::VARINT) => port = r.varint(field)? as u32,
-                                _ => r.skip(field, wt)?,
-                            }
-                        }
-                        out.push((host, port));
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

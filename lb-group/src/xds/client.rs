@@ -364,14 +364,11 @@ impl Worker {
             Kind::Endpoints,
             slot::<EndpointType>(&options, XdsResource::Endpoints),
         );
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
         Self {
             channel,
             commands,
             slots,
-            backoff: Backoff::new(options.backoff, SplitMix64::seeded(seed)),
+            backoff: Backoff::new(options.backoff, SplitMix64::from_entropy()),
         }
     }
 

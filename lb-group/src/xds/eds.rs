@@ -107,7 +107,7 @@ impl ResourceType for EndpointType {
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<(String, ClusterEndpoints), (Option<String>, String)> {
-        let raw = RawAssignment::decode(bytes).map_err(|e| (None, e.to_string()))?;
+        let raw = RawAssignment::decode(bytes, 0).map_err(|e| (None, e.to_string()))?;
         pb::named(raw.cluster_name.clone(), || validate(raw))
     }
 }
@@ -222,13 +222,8 @@ fn validate(raw: RawAssignment) -> Result<ClusterEndpoints, String> {
     localities.sort_by_key(|l| l.priority);
     let mut drops = Vec::with_capacity(raw.drops.len());
     for (category, numerator, denominator) in raw.drops {
-        let scale = match denominator {
-            0 => 10_000, // HUNDRED
-            1 => 100,    // TEN_THOUSAND
-            2 => 1,      // MILLION
-            other => return Err(format!("drop {category:?} has unknown denominator {other}")),
-        };
-        let per_million = u64::from(numerator).saturating_mul(scale).min(1_000_000) as u32;
+        let per_million = pb::per_million(numerator, denominator)
+            .map_err(|d| format!("drop {category:?} has unknown denominator {d}"))?;
         drops.push(DropOverload {
             category,
             per_million,
@@ -237,10 +232,25 @@ fn validate(raw: RawAssignment) -> Result<ClusterEndpoints, String> {
     Ok(ClusterEndpoints { localities, drops })
 }
 
+/// The socket addresses of a `ClusterLoadAssignment`'s endpoints as (host,
+/// port), unchecked: a logical DNS cluster's one endpoint is a host name.
+pub(super) fn socket_addresses(
+    bytes: &[u8],
+    base: usize,
+) -> Result<Vec<(String, u32)>, DecodeError> {
+    let raw = RawAssignment::decode(bytes, base)?;
+    Ok(raw
+        .localities
+        .into_iter()
+        .flat_map(|l| l.endpoints)
+        .filter_map(|e| e.address)
+        .collect())
+}
+
 impl RawAssignment {
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn decode(bytes: &[u8], base: usize) -> Result<Self, DecodeError> {
         let mut out = Self::default();
-        let mut r = Reader::new(bytes, 0);
+        let mut r = Reader::new(bytes, base);
         while let Some((field, wt)) = r.tag()? {
             match (field, wt) {
                 (1, wire::LEN) => out.cluster_name = r.string(field)?,
@@ -381,45 +391,29 @@ fn read_policy(
     base: usize,
     drops: &mut Vec<(String, u32, u64)>,
 ) -> Result<(), DecodeError> {
-    let mut r = Reader::new(bytes, base);
-    while let Some((field, wt)) = r.tag()? {
+    pb::fields(bytes, base, |field, wt, r| {
         match (field, wt) {
+            // drop_overloads: DropOverload { category = 1, drop_percentage = 2 }
             (2, wire::LEN) => {
                 let (base, b) = r.len_delimited(field)?;
-                let mut d = Reader::new(b, base);
-                let (mut category, mut numerator, mut denominator) = (String::new(), 0u32, 0u64);
-                while let Some((f, w)) = d.tag().map_err(|e| e.within(field))? {
+                let (mut category, mut fraction) = (String::new(), (0, 0));
+                pb::fields(b, base, |f, w, d| {
                     match (f, w) {
-                        (1, wire::LEN) => category = d.string(f).map_err(|e| e.within(field))?,
+                        (1, wire::LEN) => category = d.string(f)?,
                         (2, wire::LEN) => {
-                            let (base, p) = d.len_delimited(f).map_err(|e| e.within(field))?;
-                            let mut pr = Reader::new(p, base);
-                            while let Some((pf, pw)) =
-                                pr.tag().map_err(|e| e.within(f).within(field))?
-                            {
-                                match (pf, pw) {
-                                    (1, wire::VARINT) => {
-                                        numerator =
-                                            pr.varint(pf).map_err(|e| e.within(f).within(field))?
-                                                as u32
-                                    }
-                                    (2, wire::VARINT) => {
-                                        denominator =
-                                            pr.varint(pf).map_err(|e| e.within(f).within(field))?
-                                    }
-                                    _ => pr.skip(pf, pw).map_err(|e| e.within(f).within(field))?,
-                                }
-                            }
+                            let (base, p) = d.len_delimited(f)?;
+                            fraction = pb::fraction(p, base)?;
                         }
-                        _ => d.skip(f, w).map_err(|e| e.within(field))?,
+                        _ => d.skip(f, w)?,
                     }
-                }
-                drops.push((category, numerator, denominator));
+                    Ok(())
+                })?;
+                drops.push((category, fraction.0, fraction.1));
             }
             _ => r.skip(field, wt)?,
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -232,24 +232,17 @@ fn read_hcm(bytes: &[u8]) -> Result<RawHcm, DecodeError> {
 
 fn read_rds(bytes: &[u8], base: usize) -> Result<RawRoutes, DecodeError> {
     let (mut name, mut ads_or_self) = (String::new(), false);
-    let mut r = Reader::new(bytes, base);
-    while let Some((field, wt)) = r.tag()? {
+    pb::fields(bytes, base, |field, wt, r| {
         match (field, wt) {
             (1, wire::LEN) => {
-                // ConfigSource: ads = 3, self = 5.
                 let (base, b) = r.len_delimited(field)?;
-                let mut c = Reader::new(b, base);
-                while let Some((f, w)) = c.tag().map_err(|e| e.within(field))? {
-                    if matches!(f, 3 | 5) && w == wire::LEN {
-                        ads_or_self = true;
-                    }
-                    c.skip(f, w).map_err(|e| e.within(field))?;
-                }
+                ads_or_self = pb::ads_or_self(b, base)?;
             }
             (2, wire::LEN) => name = r.string(field)?,
             _ => r.skip(field, wt)?,
         }
-    }
+        Ok(())
+    })?;
     Ok(RawRoutes::Rds { name, ads_or_self })
 }
 

@@ -105,6 +105,33 @@ pub(crate) fn any(bytes: &[u8], base: usize) -> Result<RawAny, DecodeError> {
     Ok((type_url, value))
 }
 
+/// A `FractionalPercent` as (numerator, denominator enum value).
+pub(crate) fn fraction(bytes: &[u8], base: usize) -> Result<(u32, u64), DecodeError> {
+    let (mut n, mut d) = (0u32, 0u64);
+    fields(bytes, base, |f, w, r| {
+        match (f, w) {
+            (1, wire::VARINT) => n = r.varint(f)? as u32,
+            (2, wire::VARINT) => d = r.varint(f)?,
+            _ => r.skip(f, w)?,
+        }
+        Ok(())
+    })?;
+    Ok((n, d))
+}
+
+/// A `FractionalPercent` in parts per million (HUNDRED, TEN_THOUSAND and
+/// MILLION denominators), capped at a million; `Err` gives back an unknown
+/// denominator.
+pub(crate) fn per_million(numerator: u32, denominator: u64) -> Result<u32, u64> {
+    let scale: u64 = match denominator {
+        0 => 10_000,
+        1 => 100,
+        2 => 1,
+        other => return Err(other),
+    };
+    Ok(u64::from(numerator).saturating_mul(scale).min(1_000_000) as u32)
+}
+
 /// Which member of a `ConfigSource`'s oneof is set (3: `ads`, 5: `self`).
 pub(crate) fn config_source_kind(bytes: &[u8], base: usize) -> Result<Option<u32>, DecodeError> {
     let mut kind = None;
@@ -118,6 +145,11 @@ pub(crate) fn config_source_kind(bytes: &[u8], base: usize) -> Result<Option<u32
         Ok(())
     })?;
     Ok(kind)
+}
+
+/// Whether a `ConfigSource` is `ads` or `self`, the only sources gRPC reads.
+pub(crate) fn ads_or_self(bytes: &[u8], base: usize) -> Result<bool, DecodeError> {
+    Ok(matches!(config_source_kind(bytes, base)?, Some(3 | 5)))
 }
 
 /// A decoder's result for a resource named `name` (empty: unnamed, an error):

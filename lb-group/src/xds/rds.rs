@@ -155,7 +155,11 @@ fn route(
         path,
         case_sensitive: m.case_sensitive.unwrap_or(true),
         headers,
-        fraction_per_million: m.fraction.map(|(n, d)| per_million(n, d)).transpose()?,
+        fraction_per_million: m
+            .fraction
+            .map(|(n, d)| pb::per_million(n, d))
+            .transpose()
+            .map_err(|d| format!("fraction denominator {d} is unknown"))?,
     };
     let Some(action) = r.action else {
         return Ok(Some(Route::new(matcher, RouteAction::NonForwarding)));
@@ -199,17 +203,6 @@ fn route(
 
 fn compile(re: &str) -> Result<Regex, String> {
     Regex::new(re).map_err(|e| format!("regex {re:?} does not compile: {e}"))
-}
-
-/// A `FractionalPercent` as parts per million.
-fn per_million(numerator: u32, denominator: u64) -> Result<u32, String> {
-    let scale: u64 = match denominator {
-        0 => 10_000,
-        1 => 100,
-        2 => 1,
-        other => return Err(format!("fraction denominator {other} is unknown")),
-    };
-    Ok(u64::from(numerator).saturating_mul(scale).min(1_000_000) as u32)
 }
 
 fn retry_config(raw: RawRetry) -> Result<RetryConfig, String> {
@@ -471,7 +464,7 @@ fn read_match(bytes: &[u8], base: usize) -> Result<RawMatch, DecodeError> {
                     match (f, w) {
                         (1, wire::LEN) => {
                             let (base, pct) = fr.len_delimited(f)?;
-                            fraction = read_fraction(pct, base)?;
+                            fraction = pb::fraction(pct, base)?;
                         }
                         _ => fr.skip(f, w)?,
                     }
@@ -492,19 +485,6 @@ fn read_match(bytes: &[u8], base: usize) -> Result<RawMatch, DecodeError> {
         Ok(())
     })?;
     Ok(m)
-}
-
-fn read_fraction(bytes: &[u8], base: usize) -> Result<(u32, u64), DecodeError> {
-    let (mut n, mut d) = (0u32, 0u64);
-    pb::fields(bytes, base, |f, w, r| {
-        match (f, w) {
-            (1, wire::VARINT) => n = r.varint(f)? as u32,
-            (2, wire::VARINT) => d = r.varint(f)?,
-            _ => r.skip(f, w)?,
-        }
-        Ok(())
-    })?;
-    Ok((n, d))
 }
 
 /// `RegexMatcher.regex`.

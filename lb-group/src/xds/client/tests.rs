@@ -39,6 +39,18 @@ fn response(version: &str, nonce: &str, resources: Vec<AnyResource>) -> Vec<u8> 
     .encode()
 }
 
+/// A channel to the management server at `cp:1` on `transport`.
+fn channel_to_cp(transport: &InMemoryTransport) -> Channel {
+    let resolver = ManualResolver::default();
+    let channel = Channel::builder("test:///cp")
+        .transport(Arc::new(transport.clone()))
+        .resolver_registry(resolver.registry())
+        .build()
+        .unwrap();
+    resolver.push_addresses(&["cp:1"]);
+    channel
+}
+
 #[test]
 fn watch_ack_nack_and_a_new_stream_after_the_server_ends_one() {
     let transport = InMemoryTransport::new();
@@ -64,13 +76,7 @@ fn watch_ack_nack_and_a_new_stream_after_the_server_ends_one() {
         }
         Ok(lb_core::Metadata::new())
     });
-    let resolver = ManualResolver::default();
-    let channel = Channel::builder("test:///cp")
-        .transport(Arc::new(transport.clone()))
-        .resolver_registry(resolver.registry())
-        .build()
-        .unwrap();
-    resolver.push_addresses(&["cp:1"]);
+    let channel = channel_to_cp(&transport);
     let mut options = XdsClientOptions::default();
     options.node.node.id = "client-1".into();
     options.backoff.initial = Duration::from_millis(10);
@@ -164,13 +170,7 @@ fn dropping_a_client_whose_server_cannot_be_reached_returns() {
     let transport = InMemoryTransport::new();
     transport.serve_address("cp:1");
     transport.refuse_connections("cp:1", true);
-    let resolver = ManualResolver::default();
-    let channel = Channel::builder("test:///cp")
-        .transport(Arc::new(transport.clone()))
-        .resolver_registry(resolver.registry())
-        .build()
-        .unwrap();
-    resolver.push_addresses(&["cp:1"]);
+    let channel = channel_to_cp(&transport);
     let client = XdsClient::start(channel, XdsClientOptions::default());
     let watch = client.watch(Kind::Listener, "svc").unwrap();
     // The stream cannot open; the client must still shut down (bounded wait).
