@@ -22,7 +22,7 @@ pub struct Attributes(Option<Arc<BTreeMap<String, String>>>);
 
 impl Attributes {
     /// No attributes.
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Self(None)
     }
 

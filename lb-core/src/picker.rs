@@ -6,18 +6,65 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::address::Attributes;
 use crate::metadata::Metadata;
 use crate::policy::WorkScheduler;
 use crate::status::Status;
 use crate::subchannel::Subchannel;
 
 /// What a picker knows about the call it routes.
+///
+/// # Examples
+///
+/// ```
+/// use lb_core::{Attributes, Metadata, PickInfo};
+/// let md = Metadata::new();
+/// let plain = PickInfo::new("/s/m", &md);
+/// assert!(plain.attributes.is_empty());
+/// // A config selector's choice (xDS: the route's cluster and request hash).
+/// let attrs = Attributes::new().with("cluster", "c1");
+/// let routed = plain.with_call(&attrs, Some(7));
+/// assert_eq!(routed.attributes.get("cluster"), Some("c1"));
+/// assert_eq!(routed.request_hash, Some(7));
+/// ```
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct PickInfo<'a> {
     /// The full method path, `/package.Service/Method`.
     pub method: &'a str,
     /// The call's metadata.
     pub metadata: &'a Metadata,
+    /// What the channel's config selector chose for the call (empty without
+    /// one): xDS puts the route's cluster here for `xds_cluster_manager`.
+    pub attributes: &'a Attributes,
+    /// The call's hash from the selector's hash policies (gRFC A42), which
+    /// `ring_hash` uses before anything else.
+    pub request_hash: Option<u64>,
+}
+
+/// The attributes of a call without a config selector.
+static NO_ATTRIBUTES: Attributes = Attributes::new();
+
+impl<'a> PickInfo<'a> {
+    /// A call to `method` with `metadata`, with no selector's attributes.
+    pub fn new(method: &'a str, metadata: &'a Metadata) -> Self {
+        Self {
+            method,
+            metadata,
+            attributes: &NO_ATTRIBUTES,
+            request_hash: None,
+        }
+    }
+
+    /// This call with a config selector's attributes and request hash.
+    #[must_use]
+    pub fn with_call(self, attributes: &'a Attributes, request_hash: Option<u64>) -> Self {
+        Self {
+            attributes,
+            request_hash,
+            ..self
+        }
+    }
 }
 
 /// A callback told how a picked call ended: its final status (OK included), its
@@ -145,7 +192,7 @@ impl fmt::Debug for dyn Picker {
 /// ```
 /// use lb_core::{Metadata, PickInfo, PickResult, Picker, QueuePicker};
 /// let md = Metadata::new();
-/// let info = PickInfo { method: "/s/m", metadata: &md };
+/// let info = PickInfo::new("/s/m", &md);
 /// assert!(matches!(QueuePicker.pick(&info), PickResult::Queue));
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
@@ -377,10 +424,7 @@ mod tests {
         let sched = Arc::new(CountingScheduler(AtomicUsize::new(0)));
         let p = ExitIdlePicker::new(sched.clone());
         let md = Metadata::new();
-        let info = PickInfo {
-            method: "/a/b",
-            metadata: &md,
-        };
+        let info = PickInfo::new("/a/b", &md);
         for _ in 0..3 {
             assert!(matches!(p.pick(&info), PickResult::Queue));
         }

@@ -1,6 +1,7 @@
 //! What a resolver tells the channel: endpoints, a service config, or an error.
 
 use crate::address::{Attributes, Endpoint};
+use crate::channel::SelectorRef;
 use crate::config::ConfigError;
 use crate::status::Status;
 
@@ -27,6 +28,9 @@ pub struct ResolverUpdate {
     pub attributes: Attributes,
     /// A note for error messages (for example which DNS name was looked up).
     pub resolution_note: Option<String>,
+    /// The per-call config selector (gRFC A31), for the channel only: a policy
+    /// never sees one (the channel takes it before the update goes down).
+    pub config_selector: Option<SelectorRef>,
 }
 
 impl ResolverUpdate {
@@ -37,6 +41,7 @@ impl ResolverUpdate {
             service_config: None,
             attributes: Attributes::new(),
             resolution_note: None,
+            config_selector: None,
         }
     }
 

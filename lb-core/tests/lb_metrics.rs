@@ -121,10 +121,7 @@ impl Wrr {
         let picker = picker.unwrap_or_else(|| self.ctrl.latest_state().picker);
         let utilization: HashMap<&str, f64> = ADDRS.into_iter().zip([0.2, 0.4, 0.8]).collect();
         let md = Metadata::new();
-        let info = PickInfo {
-            method: "/s/m",
-            metadata: &md,
-        };
+        let info = PickInfo::new("/s/m", &md);
         for _ in 0..n {
             let PickResult::Pick(pick) = picker.pick(&info) else {
                 panic!("not a pick");

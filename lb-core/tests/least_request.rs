@@ -72,10 +72,7 @@ impl Fixture {
 }
 
 fn info(md: &Metadata) -> PickInfo<'_> {
-    PickInfo {
-        method: "/test.Service/Method",
-        metadata: md,
-    }
+    PickInfo::new("/test.Service/Method", md)
 }
 
 /// Picks once and keeps the pick (the call stays in flight until it is dropped or

@@ -429,10 +429,7 @@ fn aggregate_state_follows_grpc_a42() {
     let state = f.ctrl.latest_state();
     assert_eq!(state.connectivity_state, S::TransientFailure);
     let md = key("k");
-    match state.picker.pick(&PickInfo {
-        method: "/s/m",
-        metadata: &md,
-    }) {
+    match state.picker.pick(&PickInfo::new("/s/m", &md)) {
         PickResult::Fail(s) => {
             assert_eq!(s.code(), lb_core::Code::Unavailable);
             assert!(s.message().contains("refused the connection"), "{s}");

@@ -150,10 +150,7 @@ fn failure_picker_carries_the_latest_connection_error() {
     }
     let state = f.ctrl.latest_state();
     let md = lb_core::Metadata::new();
-    let info = lb_core::PickInfo {
-        method: "/s/m",
-        metadata: &md,
-    };
+    let info = lb_core::PickInfo::new("/s/m", &md);
     match state.picker.pick(&info) {
         lb_core::PickResult::Fail(s) => assert!(s.message().contains("second"), "{s}"),
         other => panic!("expected a failure, got {other:?}"),
@@ -217,10 +214,7 @@ fn resolver_error_before_any_address_fails_calls_with_it() {
     let state = f.ctrl.latest_state();
     assert_eq!(state.connectivity_state, S::TransientFailure);
     let md = lb_core::Metadata::new();
-    let info = lb_core::PickInfo {
-        method: "/s/m",
-        metadata: &md,
-    };
+    let info = lb_core::PickInfo::new("/s/m", &md);
     match state.picker.pick(&info) {
         lb_core::PickResult::Fail(s) => assert!(s.message().contains("dns down"), "{s}"),
         other => panic!("{other:?}"),

@@ -97,10 +97,7 @@ impl Fixture {
     fn calls(&mut self, calls: usize, reports: &HashMap<&str, OrcaLoadReport>) {
         let picker = self.picker();
         let md = Metadata::new();
-        let info = PickInfo {
-            method: "/s/m",
-            metadata: &md,
-        };
+        let info = PickInfo::new("/s/m", &md);
         for _ in 0..calls {
             let PickResult::Pick(pick) = picker.pick(&info) else {
                 panic!("not a pick");
@@ -361,10 +358,7 @@ fn out_of_band_reports_replace_per_call_ones() {
     // Per-call trailers are ignored: the picker sets no completion callback.
     let picker = f.picker();
     let md = Metadata::new();
-    let info = PickInfo {
-        method: "/s/m",
-        metadata: &md,
-    };
+    let info = PickInfo::new("/s/m", &md);
     let PickResult::Pick(pick) = picker.pick(&info) else {
         panic!()
     };

@@ -300,10 +300,7 @@ mod tests {
 
     fn chosen(picker: &dyn Picker, n: usize) -> Vec<String> {
         let md = Metadata::new();
-        let info = PickInfo {
-            method: "/s/m",
-            metadata: &md,
-        };
+        let info = PickInfo::new("/s/m", &md);
         (0..n)
             .map(|_| match picker.pick(&info) {
                 PickResult::Fail(s) => s.message().to_owned(),

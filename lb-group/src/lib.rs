@@ -85,6 +85,7 @@
 
 mod aggregator;
 mod cache;
+pub mod cluster_manager;
 mod graceful_switch;
 mod group;
 pub mod hierarchy;
@@ -103,7 +104,7 @@ use lb_core::{LbPolicyBuilder, LbPolicyRegistry};
 /// Registers `weighted_target`, `priority` and `outlier_detection` in `registry`,
 /// each under grpc's name (`weighted_target_experimental`, `priority_experimental`,
 /// `outlier_detection_experimental`) and a short alias (`weighted_target`,
-/// `priority`, `outlier_detection`).
+/// `priority`, `outlier_detection`), and `xds_cluster_manager_experimental`.
 ///
 /// # Examples
 ///
@@ -147,4 +148,5 @@ fn register_all(registry: &mut LbPolicyRegistry) {
         Arc::new(outlier_detection::OutlierDetectionBuilder);
     registry.register_arc(outlier_detection.clone());
     registry.register_as(outlier_detection::ALIAS, outlier_detection);
+    registry.register(cluster_manager::ClusterManagerBuilder);
 }

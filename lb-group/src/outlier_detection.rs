@@ -546,7 +546,7 @@ impl Picker for CountingPicker {
 /// let picker = ctrl.latest_state().picker;
 /// let md = Metadata::new();
 /// for _ in 0..8 {
-///     let PickResult::Pick(mut pick) = picker.pick(&PickInfo { method: "/s/m", metadata: &md })
+///     let PickResult::Pick(mut pick) = picker.pick(&PickInfo::new("/s/m", &md))
 ///     else { unreachable!() };
 ///     let bad = pick.subchannel.address().address == "bad:1";
 ///     let status = if bad { Status::unavailable("down") } else { Status::ok() };

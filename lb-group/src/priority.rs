@@ -420,6 +420,7 @@ impl Priority {
                 service_config: update.service_config.clone(),
                 attributes: update.attributes.clone(),
                 resolution_note: update.resolution_note.clone(),
+                config_selector: None,
             };
             match self.children.get_mut(name) {
                 None => {

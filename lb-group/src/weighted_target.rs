@@ -228,6 +228,7 @@ impl LbPolicy for WeightedTarget {
                 service_config: update.service_config.clone(),
                 attributes: update.attributes.clone(),
                 resolution_note: update.resolution_note.clone(),
+                config_selector: None,
             };
             // A child that cannot use its share (no endpoints, say) has published
             // TRANSIENT_FAILURE, which the aggregate reflects; like grpc-go, the

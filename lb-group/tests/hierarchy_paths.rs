@@ -32,10 +32,7 @@ fn check(builder: &dyn LbPolicyBuilder, config: serde_json::Value) {
         ConnectivityState::TransientFailure
     );
     let md = Metadata::new();
-    let info = PickInfo {
-        method: "/s/m",
-        metadata: &md,
-    };
+    let info = PickInfo::new("/s/m", &md);
     match state.picker.pick(&info) {
         PickResult::Fail(status) => {
             assert!(status.message().contains("hierarchy path"), "{status}")

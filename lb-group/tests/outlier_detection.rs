@@ -201,10 +201,7 @@ impl Harness {
     fn calls(&self, n: usize, fails: impl Fn(&str, usize) -> bool) -> BTreeMap<String, usize> {
         let picker = self.picker();
         let md = Metadata::new();
-        let info = PickInfo {
-            method: "/test.Service/Method",
-            metadata: &md,
-        };
+        let info = PickInfo::new("/test.Service/Method", &md);
         let mut per: BTreeMap<String, usize> = BTreeMap::new();
         for _ in 0..n {
             let PickResult::Pick(mut pick) = picker.pick(&info) else {
@@ -445,10 +442,7 @@ fn a_first_resolver_error_reaches_the_child_which_fails_calls() {
     let state = ctrl.latest_state();
     assert_eq!(state.connectivity_state, S::TransientFailure);
     let md = Metadata::new();
-    let PickResult::Fail(status) = state.picker.pick(&PickInfo {
-        method: "/m",
-        metadata: &md,
-    }) else {
+    let PickResult::Fail(status) = state.picker.pick(&PickInfo::new("/m", &md)) else {
         panic!("calls fail");
     };
     assert!(status.message().contains("no such name"), "{status}");
@@ -758,10 +752,7 @@ fn without_an_algorithm_the_policy_is_a_pass_through() {
     assert!(h.wakes.is_empty(), "no interval timer");
     let picker = h.picker();
     let md = Metadata::new();
-    let PickResult::Pick(pick) = picker.pick(&PickInfo {
-        method: "/m",
-        metadata: &md,
-    }) else {
+    let PickResult::Pick(pick) = picker.pick(&PickInfo::new("/m", &md)) else {
         panic!("no pick");
     };
     let done = pick.on_complete.expect("the child's callback");

@@ -400,10 +400,7 @@ fn no_priorities_fails_calls() {
         ConnectivityState::TransientFailure
     );
     let md = Metadata::new();
-    match state.picker.pick(&PickInfo {
-        method: "/a/b",
-        metadata: &md,
-    }) {
+    match state.picker.pick(&PickInfo::new("/a/b", &md)) {
         PickResult::Fail(s) => assert_eq!(s.message(), NO_PRIORITIES),
         other => panic!("{other:?}"),
     }

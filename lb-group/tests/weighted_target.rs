@@ -135,10 +135,7 @@ fn no_targets_fails_calls() {
         picks::describe_pick(&*state.picker, &md),
         "fail:UNAVAILABLE"
     );
-    match state.picker.pick(&lb_core::PickInfo {
-        method: "/a/b",
-        metadata: &md,
-    }) {
+    match state.picker.pick(&lb_core::PickInfo::new("/a/b", &md)) {
         lb_core::PickResult::Fail(s) => {
             assert_eq!(s.message(), "weighted-target: no targets to pick from")
         }
@@ -226,10 +223,7 @@ fn all_targets_failed_fails_with_a_childs_error() {
         ConnectivityState::TransientFailure
     );
     let md = Metadata::new();
-    match state.picker.pick(&lb_core::PickInfo {
-        method: "/a/b",
-        metadata: &md,
-    }) {
+    match state.picker.pick(&lb_core::PickInfo::new("/a/b", &md)) {
         lb_core::PickResult::Fail(s) => assert!(s.message().contains("round_robin"), "{s}"),
         other => panic!("{other:?}"),
     }

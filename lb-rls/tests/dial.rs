@@ -208,10 +208,7 @@ fn a_scheme_the_channel_does_not_know_fails_the_policy_not_the_parse() {
         ConnectivityState::TransientFailure
     );
     let md = lb_core::Metadata::new();
-    let info = lb_core::PickInfo {
-        method: picks::TEST_METHOD,
-        metadata: &md,
-    };
+    let info = lb_core::PickInfo::new(picks::TEST_METHOD, &md);
     let lb_core::PickResult::Fail(err) = state.picker.pick(&info) else {
         panic!("picks fail");
     };

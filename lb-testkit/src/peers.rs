@@ -311,23 +311,7 @@ impl GrpcServer {
     /// before it are consumed.
     pub fn wait_for_line(&self, prefix: &str, timeout: Duration) -> Result<String, String> {
         let process = self.process.as_ref().ok_or("the server is not running")?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match process.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return Ok(line),
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(format!("no `{prefix}` line from the server in {timeout:?}"));
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(format!(
-                        "the server exited before printing `{prefix}`; stderr: {}",
-                        process.stderr()
-                    ));
-                }
-            }
-        }
+        process.wait_for_line("the server", prefix, timeout)
     }
 
     /// Sets `service`'s status in grpc's health service (the server was started
@@ -336,14 +320,8 @@ impl GrpcServer {
     /// such as `NOT_SERVING`; `service` "" is the server as a whole. Lines the
     /// server printed before the answer are consumed.
     pub fn set_health(&self, status: &str, service: &str) -> Result<(), String> {
-        use std::io::Write;
         let process = self.process.as_ref().ok_or("the server is not running")?;
-        let stdin = process.stdin.as_ref().ok_or("no stdin")?;
-        let mut writer: &ChildStdin = stdin;
-        writer
-            .write_all(format!("HEALTH {status} {service}\n").as_bytes())
-            .and_then(|()| writer.flush())
-            .map_err(|e| format!("cannot write to the server: {e}"))?;
+        process.send_line("the server", &format!("HEALTH {status} {service}"))?;
         let want = format!("HEALTH {status} {service}");
         let line = self.wait_for_line("HEALTH ", START_TIMEOUT)?;
         if line.trim_end() == want.trim_end() {
@@ -429,6 +407,88 @@ impl ServerProcess {
     fn stderr(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
+
+    /// Runs `cmd` with piped stdin, stdout and stderr; stdout's lines go to
+    /// `lines` from a thread.
+    fn spawn(mut cmd: Command, name: &str) -> Result<Self, String> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {name}: {e}"))?;
+        let stdin = child.stdin.take();
+        let stderr = collect_stderr(&mut child);
+        let (tx, lines) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Self {
+            child,
+            stdin,
+            lines,
+            stderr,
+        })
+    }
+
+    /// Waits (bounded by [`START_TIMEOUT`]) for the first line, which must
+    /// start with `ready` (`LISTENING `, `READY`); returns the rest of it.
+    fn wait_ready(&self, name: &str, ready: &str) -> Result<String, String> {
+        let failed = |what: String| format!("{name} {what}; stderr: {}", self.stderr().trim());
+        match self.lines.recv_timeout(START_TIMEOUT) {
+            Ok(line) => match line.strip_prefix(ready) {
+                Some(rest) => Ok(rest.to_owned()),
+                None => Err(failed(format!("printed {line:?}, not {ready:?}"))),
+            },
+            Err(RecvTimeoutError::Timeout) => Err(failed(format!(
+                "did not print {ready:?} within {START_TIMEOUT:?}"
+            ))),
+            Err(RecvTimeoutError::Disconnected) => {
+                // Give the stderr reader a moment to take the script's last words.
+                thread::sleep(Duration::from_millis(50));
+                Err(failed(format!("exited before printing {ready:?}")))
+            }
+        }
+    }
+
+    /// Waits (bounded) for the next line starting with `prefix`; lines before
+    /// it are consumed.
+    fn wait_for_line(&self, name: &str, prefix: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return Ok(line),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!("no `{prefix}` line from {name} in {timeout:?}"));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!(
+                        "{name} exited before printing `{prefix}`; stderr: {}",
+                        self.stderr()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Writes `line` and a newline to the process's standard input.
+    fn send_line(&self, name: &str, line: &str) -> Result<(), String> {
+        let stdin = self.stdin.as_ref().ok_or("no stdin")?;
+        let mut writer: &ChildStdin = stdin;
+        writer
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| writer.flush())
+            .map_err(|e| format!("cannot write to {name}: {e}"))
+    }
 }
 
 /// Runs the server script and waits for its `LISTENING <port>` line.
@@ -449,52 +509,16 @@ fn spawn_server(
     if options.health {
         cmd.arg("--health");
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run grpc_server.py: {e}"))?;
-    let stdin = child.stdin.take();
-    let stderr = collect_stderr(&mut child);
-    let (tx, lines) = mpsc::channel();
-    if let Some(out) = child.stdout.take() {
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    let process = ServerProcess {
-        child,
-        stdin,
-        lines,
-        stderr,
-    };
-    let failed = |process: &ServerProcess, what: String| {
-        format!("grpc_server.py {what}; stderr: {}", process.stderr().trim())
-    };
-    match process.lines.recv_timeout(START_TIMEOUT) {
-        Ok(line) => match line.strip_prefix("LISTENING ").map(str::parse::<u16>) {
-            Some(Ok(port)) => Ok((process, port)),
-            _ => Err(failed(
-                &process,
-                format!("printed {line:?}, not LISTENING <port>"),
-            )),
-        },
-        Err(RecvTimeoutError::Timeout) => Err(failed(
-            &process,
-            format!("was not listening within {START_TIMEOUT:?}"),
-        )),
-        Err(RecvTimeoutError::Disconnected) => {
-            // Give the stderr reader a moment to take the script's last words.
-            thread::sleep(Duration::from_millis(50));
-            Err(failed(&process, "exited before listening".into()))
-        }
-    }
+    let process = ServerProcess::spawn(cmd, "grpc_server.py")?;
+    let port = listening_port(&process, "grpc_server.py")?;
+    Ok((process, port))
+}
+
+/// Waits for a server script's `LISTENING <port>` line.
+fn listening_port(process: &ServerProcess, name: &str) -> Result<u16, String> {
+    let rest = process.wait_ready(name, "LISTENING ")?;
+    rest.parse()
+        .map_err(|_| format!("{name} printed LISTENING {rest:?}, not a port"))
 }
 
 /// A command running one of the peer scripts with the venv's Python.
@@ -574,56 +598,8 @@ impl ScriptServer {
     {
         let mut cmd = python(env, script);
         cmd.args(args);
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {script}: {e}"))?;
-        let stdin = child.stdin.take();
-        let stderr = collect_stderr(&mut child);
-        let (tx, lines) = mpsc::channel();
-        if let Some(out) = child.stdout.take() {
-            thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let process = ServerProcess {
-            child,
-            stdin,
-            lines,
-            stderr,
-        };
-        let failed = |process: &ServerProcess, what: String| {
-            format!("{script} {what}; stderr: {}", process.stderr().trim())
-        };
-        let port = match process.lines.recv_timeout(START_TIMEOUT) {
-            Ok(line) => match line.strip_prefix("LISTENING ").map(str::parse::<u16>) {
-                Some(Ok(port)) => port,
-                _ => {
-                    return Err(failed(
-                        &process,
-                        format!("printed {line:?}, not LISTENING <port>"),
-                    ));
-                }
-            },
-            Err(RecvTimeoutError::Timeout) => {
-                return Err(failed(
-                    &process,
-                    format!("was not listening within {START_TIMEOUT:?}"),
-                ));
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                // Give the stderr reader a moment to take the script's last words.
-                thread::sleep(Duration::from_millis(50));
-                return Err(failed(&process, "exited before listening".into()));
-            }
-        };
+        let process = ServerProcess::spawn(cmd, script)?;
+        let port = listening_port(&process, script)?;
         Ok(Self {
             script: script.to_string(),
             addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
@@ -644,33 +620,68 @@ impl ScriptServer {
     /// Waits (bounded) for the next line of the script's output starting with
     /// `prefix`; lines before it are consumed.
     pub fn wait_for_line(&self, prefix: &str, timeout: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.process.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return Ok(line),
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(format!(
-                        "no `{prefix}` line from {} in {timeout:?}",
-                        self.script
-                    ));
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(format!(
-                        "{} exited before printing `{prefix}`; stderr: {}",
-                        self.script,
-                        self.process.stderr()
-                    ));
-                }
-            }
-        }
+        self.process.wait_for_line(&self.script, prefix, timeout)
+    }
+
+    /// Writes `line` (and a newline) to the script's standard input, for a
+    /// script that takes commands there (`xds_control.py`'s `SCENARIO`).
+    pub fn send_line(&self, line: &str) -> Result<(), String> {
+        self.process.send_line(&self.script, line)
     }
 
     /// The lines the script printed that have not been consumed yet, without
     /// waiting.
     pub fn lines_now(&self) -> Vec<String> {
         self.process.lines.try_iter().collect()
+    }
+
+    /// What the script wrote to standard error so far (the last 64 KiB).
+    pub fn stderr(&self) -> String {
+        self.process.stderr()
+    }
+}
+
+/// A running peer client script that prints `READY` once it can take
+/// commands on its standard input (such as `xtask/peers/xds_client.py`), killed
+/// on drop; the pipe to its standard input stays open for its lifetime.
+#[derive(Debug)]
+pub struct ScriptClient {
+    script: String,
+    process: ServerProcess,
+}
+
+impl ScriptClient {
+    /// Runs `script` with `args` and waits (bounded) for its `READY` line.
+    pub fn start<I, S>(env: &PeerEnv, script: &str, args: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = python(env, script);
+        cmd.args(args);
+        let process = ServerProcess::spawn(cmd, script)?;
+        process.wait_ready(script, "READY")?;
+        Ok(Self {
+            script: script.to_owned(),
+            process,
+        })
+    }
+
+    /// Sends one command line and waits (bounded) for the next output line
+    /// starting with `answer`, which it returns.
+    pub fn command(&self, line: &str, answer: &str, timeout: Duration) -> Result<String, String> {
+        self.process.send_line(&self.script, line)?;
+        self.process.wait_for_line(&self.script, answer, timeout)
+    }
+
+    /// Sends one command line without waiting.
+    pub fn send_line(&self, line: &str) -> Result<(), String> {
+        self.process.send_line(&self.script, line)
+    }
+
+    /// Waits (bounded) for the next output line starting with `prefix`.
+    pub fn wait_for_line(&self, prefix: &str, timeout: Duration) -> Result<String, String> {
+        self.process.wait_for_line(&self.script, prefix, timeout)
     }
 
     /// What the script wrote to standard error so far (the last 64 KiB).

@@ -9,10 +9,7 @@ pub const TEST_METHOD: &str = "/test.Service/Method";
 /// `None` if the picker did not pick a subchannel.
 pub fn pick_address(picker: &dyn Picker) -> Option<String> {
     let md = Metadata::new();
-    let info = PickInfo {
-        method: TEST_METHOD,
-        metadata: &md,
-    };
+    let info = PickInfo::new(TEST_METHOD, &md);
     match picker.pick(&info) {
         PickResult::Pick(p) => Some(p.subchannel.address().address.clone()),
         _ => None,
@@ -35,10 +32,7 @@ pub fn take_addresses(picker: &dyn Picker, n: usize) -> Vec<String> {
 /// Picks once and says what kind of result it was: `"pick:<addr>"`, `"queue"`,
 /// `"fail:<CODE>"` or `"drop:<CODE>"`.
 pub fn describe_pick(picker: &dyn Picker, md: &Metadata) -> String {
-    let info = PickInfo {
-        method: TEST_METHOD,
-        metadata: md,
-    };
+    let info = PickInfo::new(TEST_METHOD, md);
     match picker.pick(&info) {
         PickResult::Pick(p) => format!("pick:{}", p.subchannel.address()),
         PickResult::Queue => "queue".into(),
@@ -91,10 +85,7 @@ pub fn check_round_robin(picker: &dyn Picker, want: &[&str]) -> Result<(), Strin
 /// pick benchmarks.
 pub fn pick_loop(picker: &dyn Picker, iters: u64) {
     let md = Metadata::new();
-    let info = PickInfo {
-        method: TEST_METHOD,
-        metadata: &md,
-    };
+    let info = PickInfo::new(TEST_METHOD, &md);
     for _ in 0..iters {
         std::hint::black_box(
             picker

@@ -67,7 +67,8 @@ use super::retry::{
     CodeSet, Decision, HedgingPolicy, PREVIOUS_ATTEMPTS_HEADER, Pushback, RetryPolicy, RetryState,
     Throttler, pushback,
 };
-use super::service_config::{MethodConfig, MethodConfigs};
+use super::selector::CallConfig;
+use super::service_config::MethodConfig;
 use crate::metadata::Metadata;
 use crate::picker::{CallCompletion, CompletionCallback, PickInfo, PickResult};
 use crate::status::{Code, Status};
@@ -195,12 +196,7 @@ struct PlanInput {
 
 impl PlanInput {
     /// The deadline and wait-for-ready mode under the current method configs.
-    fn effective(&self, methods: &MethodConfigs, method: &str) -> (Option<Instant>, bool) {
-        let config = if methods.is_empty() {
-            None
-        } else {
-            methods.lookup(method)
-        };
+    fn effective(&self, config: Option<&MethodConfig>) -> (Option<Instant>, bool) {
         let mut deadline = self.own_deadline;
         if let Some(timeout) = config.and_then(|c| c.timeout) {
             deadline = earlier(deadline, Some(self.start + timeout));
@@ -230,6 +226,9 @@ struct Plan {
     fixed_deadline: std::sync::OnceLock<Option<Instant>>,
     /// What the method config says, also fixed by the first attempt's snapshot.
     fixed: std::sync::OnceLock<Fixed>,
+    /// What the channel's config selector chose, asked once, at the first look
+    /// at a snapshot that has one; kept (with its hold) until the call ends.
+    selected: std::sync::OnceLock<CallConfig>,
 }
 
 /// The method config's part in a call, read once, at its first attempt.
@@ -633,21 +632,37 @@ impl CallInner {
         self.plan.fixed_deadline.get().copied().flatten()
     }
 
+    /// What the config selector chose for the call: asked on the first snapshot
+    /// that has a selector, then kept. `None` while there is no selector.
+    fn select(&self, snapshot: &Snapshot) -> Result<Option<&CallConfig>, Status> {
+        if let Some(selected) = self.plan.selected.get() {
+            return Ok(Some(selected));
+        }
+        let Some(selector) = &snapshot.selector else {
+            return Ok(None);
+        };
+        let chosen = selector.0.select(&self.method, &self.metadata)?;
+        Ok(Some(self.plan.selected.get_or_init(|| chosen)))
+    }
+
     /// Picks and opens a stream (the first attempt, or a transparent retry).
     /// Called with `sending` locked.
     fn open_attempt(self: &Arc<Self>, sending: &mut Sending) -> Result<(), Status> {
         let shared = self.shared();
-        let info = PickInfo {
-            method: &self.method,
-            metadata: &self.metadata,
-        };
+        let plain = PickInfo::new(&self.method, &self.metadata);
         loop {
             let snapshot = shared.cell.load();
             if shared.is_closed() {
                 return Err(closed_status());
             }
-            let (mut deadline, wait_for_ready) =
-                self.plan.input.effective(&snapshot.methods, &self.method);
+            let (config, info) = match self.select(&snapshot)? {
+                Some(selected) => (
+                    selected.method_config.as_deref(),
+                    plain.with_call(&selected.attributes, selected.request_hash),
+                ),
+                None => (snapshot.methods.lookup(&self.method), plain),
+            };
+            let (mut deadline, wait_for_ready) = self.plan.input.effective(config);
             if let Some(fixed) = self.plan.fixed_deadline.get() {
                 deadline = *fixed;
             }
@@ -720,7 +735,6 @@ impl CallInner {
             }
             let deadline = *self.plan.fixed_deadline.get_or_init(|| deadline);
             let fixed = self.plan.fixed.get_or_init(|| {
-                let config = snapshot.methods.lookup(&self.method);
                 let defaults = &shared.defaults;
                 let limit = |channel: usize, method: Option<usize>| {
                     method.map_or(channel, |m| m.min(channel))
@@ -1696,6 +1710,7 @@ impl Call {
                 start,
                 fixed_deadline: std::sync::OnceLock::new(),
                 fixed: std::sync::OnceLock::new(),
+                selected: std::sync::OnceLock::new(),
             },
             state: Arc::new(CallState {
                 events: Mutex::new(Events {
@@ -2292,17 +2307,17 @@ mod tests {
             default_timeout: Some(Duration::from_secs(60)),
         };
         let secs = |d: Option<Instant>| d.map(|d| (d - t0).as_secs());
-        let (d, w) = plan(None, None).effective(&methods, "/s/m");
+        let (d, w) = plan(None, None).effective(methods.lookup("/s/m"));
         assert_eq!((secs(d), w), (Some(5), true));
-        let (d, w) = plan(Some(2), Some(false)).effective(&methods, "/s/m");
+        let (d, w) = plan(Some(2), Some(false)).effective(methods.lookup("/s/m"));
         assert_eq!((secs(d), w), (Some(2), false));
-        let (d, _) = plan(Some(9), None).effective(&methods, "/s/m");
+        let (d, _) = plan(Some(9), None).effective(methods.lookup("/s/m"));
         assert_eq!(
             secs(d),
             Some(5),
             "the config's timeout caps a later deadline"
         );
-        let (d, w) = plan(None, None).effective(&methods, "/other/m");
+        let (d, w) = plan(None, None).effective(methods.lookup("/other/m"));
         assert_eq!((secs(d), w), (Some(60), false), "default timeout");
     }
 }

@@ -22,6 +22,7 @@ use arc_swap::{ArcSwap, Guard};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
+use super::selector::SelectorRef;
 use super::service_config::MethodConfigs;
 use crate::picker::Picker;
 use crate::state::ConnectivityState;
@@ -31,6 +32,9 @@ pub(crate) struct Snapshot {
     pub(crate) picker: Arc<dyn Picker>,
     pub(crate) state: ConnectivityState,
     pub(crate) methods: Arc<MethodConfigs>,
+    /// The resolver's config selector, published with the picker made from the
+    /// same update.
+    pub(crate) selector: Option<SelectorRef>,
     replaced: Receiver<()>,
 }
 
@@ -72,6 +76,7 @@ impl PickerCell {
                 picker,
                 state,
                 methods: Arc::default(),
+                selector: None,
                 replaced: rx,
             }),
             replaced_tx: Mutex::new(tx),
@@ -91,34 +96,70 @@ impl PickerCell {
 
     /// Publishes a new picker and state.
     pub(crate) fn publish(&self, state: ConnectivityState, picker: Arc<dyn Picker>) {
-        self.replace(|cur| (state, picker, cur.methods.clone()));
+        self.replace(|cur| Parts {
+            state,
+            picker,
+            ..Parts::of(cur)
+        });
     }
 
     /// Publishes new method configs with the current picker.
     pub(crate) fn set_methods(&self, methods: Arc<MethodConfigs>) {
-        self.replace(|cur| (cur.state, cur.picker.clone(), methods));
+        self.replace(|cur| Parts {
+            methods,
+            ..Parts::of(cur)
+        });
+    }
+
+    /// Publishes a new config selector with the current picker, unless it is
+    /// the current one already.
+    pub(crate) fn set_selector(&self, selector: Option<SelectorRef>) {
+        if self.current.load().selector == selector {
+            return;
+        }
+        self.replace(|cur| Parts {
+            selector,
+            ..Parts::of(cur)
+        });
     }
 
     /// Wakes every waiter without changing anything (the clock jumped).
     pub(crate) fn touch(&self) {
-        self.replace(|cur| (cur.state, cur.picker.clone(), cur.methods.clone()));
+        self.replace(Parts::of);
     }
 
-    fn replace(
-        &self,
-        next: impl FnOnce(&Snapshot) -> (ConnectivityState, Arc<dyn Picker>, Arc<MethodConfigs>),
-    ) {
+    fn replace(&self, next: impl FnOnce(&Snapshot) -> Parts) {
         let mut replaced_tx = self.replaced_tx.lock();
-        let (state, picker, methods) = next(&self.current.load());
+        let parts = next(&self.current.load());
         let (tx, rx) = crossbeam_channel::bounded(0);
         self.current.store(Arc::new(Snapshot {
-            picker,
-            state,
-            methods,
+            picker: parts.picker,
+            state: parts.state,
+            methods: parts.methods,
+            selector: parts.selector,
             replaced: rx,
         }));
         // Dropping the old sender wakes everyone waiting on the old snapshot.
         drop(std::mem::replace(&mut *replaced_tx, tx));
+    }
+}
+
+/// A snapshot's contents, without its wake-up channel.
+struct Parts {
+    state: ConnectivityState,
+    picker: Arc<dyn Picker>,
+    methods: Arc<MethodConfigs>,
+    selector: Option<SelectorRef>,
+}
+
+impl Parts {
+    fn of(snapshot: &Snapshot) -> Self {
+        Self {
+            state: snapshot.state,
+            picker: snapshot.picker.clone(),
+            methods: snapshot.methods.clone(),
+            selector: snapshot.selector.clone(),
+        }
     }
 }
 

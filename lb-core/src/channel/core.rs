@@ -727,7 +727,7 @@ impl ChannelCore {
         }
     }
 
-    fn apply_update(&mut self, update: ResolverUpdate, now: Instant) {
+    fn apply_update(&mut self, mut update: ResolverUpdate, now: Instant) {
         let service_config = match self.service_config_for(&update) {
             Ok(sc) => sc,
             Err(error) => match self.service_config.clone() {
@@ -816,9 +816,13 @@ impl ChannelCore {
             self.switch_policy(&builder);
         }
         let endpoints_ok = update.endpoints.is_ok();
+        let selector = update.config_selector.take();
         let result = self.call_policy(now, |p, c, now| {
             p.resolver_update(update, lb_config.as_ref(), c, now)
         });
+        // After the policy has made its picker from the same update: a call that
+        // selects with this selector finds what it selected in that picker.
+        self.shared.cell.set_selector(selector);
         match result {
             Some(Ok(())) if endpoints_ok => {
                 self.resolution_backoff.reset();

@@ -140,6 +140,7 @@ mod pool;
 mod pool_metrics;
 mod resolver;
 mod retry;
+mod selector;
 mod serializer;
 mod service_config;
 mod target;
@@ -172,6 +173,7 @@ pub use retry::{
     CHANNEL_RETRY_BUFFER_LIMIT, CodeSet, HedgingPolicy, MAX_ATTEMPTS, PREVIOUS_ATTEMPTS_HEADER,
     PUSHBACK_TRAILER, RETRY_BUFFER_LIMIT, RetryPolicy, RetryStats, RetryThrottling,
 };
+pub use selector::{CallConfig, ConfigSelector, SelectorRef};
 pub use service_config::{MethodConfig, ServiceConfig};
 pub use target::{DEFAULT_SCHEME, Target};
 

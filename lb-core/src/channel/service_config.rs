@@ -116,10 +116,6 @@ impl MethodConfigs {
             .map(|c| &**c)
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.by_method.is_empty() && self.by_service.is_empty() && self.fallback.is_none()
-    }
-
     /// These configs with a full bucket of retry tokens of their own, for one
     /// channel.
     pub(crate) fn with_fresh_throttler(&self) -> Self {

@@ -295,10 +295,7 @@ impl Harness {
     /// Picks once and says what happened: an address, "queue", or the status.
     fn pick(&self) -> String {
         let md = Metadata::new();
-        let info = PickInfo {
-            method: "/s/m",
-            metadata: &md,
-        };
+        let info = PickInfo::new("/s/m", &md);
         let snapshot = self.shared.cell.load();
         match snapshot.picker.pick(&info) {
             PickResult::Pick(p) => {
@@ -431,10 +428,7 @@ fn a_draining_connection_closes_when_its_last_call_ends() {
     h.send(Input::ExitIdle);
     let attempt = {
         let md = Metadata::new();
-        let info = PickInfo {
-            method: "/s/m",
-            metadata: &md,
-        };
+        let info = PickInfo::new("/s/m", &md);
         let snapshot = h.shared.cell.load();
         let PickResult::Pick(p) = snapshot.picker.pick(&info) else {
             panic!("ready");

@@ -126,7 +126,7 @@ impl LbPolicyBuilder for LeastRequestBuilder {
 /// }
 /// let picker = ctrl.latest_state().picker;
 /// let md = lb_core::Metadata::new();
-/// let info = lb_core::PickInfo { method: "/s/m", metadata: &md };
+/// let info = lb_core::PickInfo::new("/s/m", &md);
 /// let lb_core::PickResult::Pick(held) = picker.pick(&info) else { unreachable!() };
 /// let busy = held.subchannel.address().clone();
 /// let others = (0..20)

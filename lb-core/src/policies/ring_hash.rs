@@ -643,7 +643,18 @@ struct RingHashPicker {
 
 /// The hash of a request's `header` values joined with `","`, or `None` when the
 /// request has no such header.
-fn request_hash(metadata: &Metadata, header: &str) -> Option<u64> {
+/// A call's hash from a header (gRFC A76, and xDS hash policies, A42): xxh64
+/// (seed 0) of its values joined with commas; `None` without the header.
+///
+/// ```
+/// use lb_core::Metadata;
+/// use lb_core::policies::ring_hash::header_hash;
+/// let mut md = Metadata::new();
+/// assert_eq!(header_hash(&md, "x-key"), None);
+/// md.insert("x-key", "a").unwrap();
+/// assert!(header_hash(&md, "x-key").is_some());
+/// ```
+pub fn header_hash(metadata: &Metadata, header: &str) -> Option<u64> {
     let mut values = metadata.get_all(header);
     let first = values.next()?;
     let Some(second) = values.next() else {
@@ -697,8 +708,24 @@ impl RingHashPicker {
     }
 }
 
+impl RingHashPicker {
+    /// The endpoint for a request hash: failing endpoints are passed over
+    /// (gRFC A61), the first endpoint that is not failing answers.
+    fn pick_by_hash(&self, hash: u64) -> PickResult<'_> {
+        let n = self.ring.hashes.len();
+        let start = self.start(hash);
+        (start..start + n)
+            .map(|i| self.endpoint_at(i))
+            .find(|e| e.state != ConnectivityState::TransientFailure)
+            .map_or_else(|| self.answer(self.endpoint_at(start)), |e| self.answer(e))
+    }
+}
+
 impl Picker for RingHashPicker {
     fn pick(&self, info: &PickInfo<'_>) -> PickResult<'_> {
+        if let Some(hash) = info.request_hash {
+            return self.pick_by_hash(hash);
+        }
         let Some(header) = &self.header else {
             return PickResult::Fail(Status::unavailable(format!(
                 "{NAME}: no request hash: requestHashHeader is not set and there is no \
@@ -706,16 +733,8 @@ impl Picker for RingHashPicker {
             )));
         };
         let n = self.ring.hashes.len();
-        match request_hash(info.metadata, header) {
-            Some(hash) => {
-                let start = self.start(hash);
-                // Failing endpoints are passed over (gRFC A61): the first endpoint
-                // that is not failing answers.
-                (start..start + n)
-                    .map(|i| self.endpoint_at(i))
-                    .find(|e| e.state != ConnectivityState::TransientFailure)
-                    .map_or_else(|| self.answer(self.endpoint_at(start)), |e| self.answer(e))
-            }
+        match header_hash(info.metadata, header) {
+            Some(hash) => self.pick_by_hash(hash),
             None => {
                 // A random hash: the first READY endpoint from there, starting at most
                 // one connection on the way unless one is under way (gRFC A76).
@@ -811,11 +830,11 @@ mod tests {
     #[test]
     fn request_hash_joins_repeated_values_with_commas() {
         let mut md = Metadata::new();
-        assert_eq!(request_hash(&md, "x-key"), None);
+        assert_eq!(header_hash(&md, "x-key"), None);
         md.insert("x-key", "a").unwrap();
-        assert_eq!(request_hash(&md, "x-key"), Some(xxh64(b"a", 0)));
+        assert_eq!(header_hash(&md, "x-key"), Some(xxh64(b"a", 0)));
         md.insert("x-key", "b").unwrap();
         md.insert("x-key", "c").unwrap();
-        assert_eq!(request_hash(&md, "x-key"), Some(xxh64(b"a,b,c", 0)));
+        assert_eq!(header_hash(&md, "x-key"), Some(xxh64(b"a,b,c", 0)));
     }
 }

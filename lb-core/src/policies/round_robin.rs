@@ -116,7 +116,7 @@ impl Picker for RoundRobinPicker {
 ///     .collect();
 /// let picker = lb_core::policies::round_robin::picker(scs, 1);
 /// let md = Metadata::new();
-/// let info = PickInfo { method: "/s/m", metadata: &md };
+/// let info = PickInfo::new("/s/m", &md);
 /// let ids: Vec<u64> = (0..4).map(|_| picker.pick(&info).subchannel().unwrap().id().0).collect();
 /// assert_eq!(ids, [1, 2, 0, 1]);
 /// ```

@@ -703,7 +703,7 @@ impl Picker for WrrPicker {
 ///     .collect();
 /// let picker = lb_core::policies::weighted_round_robin::picker(scs, &[3.0, 1.0], false);
 /// let md = Metadata::new();
-/// let info = PickInfo { method: "/s/m", metadata: &md };
+/// let info = PickInfo::new("/s/m", &md);
 /// let first = (0..4000).filter(|_| picker.pick(&info).subchannel().unwrap().id().0 == 0).count();
 /// assert!((2900..3100).contains(&first), "{first}");
 /// ```

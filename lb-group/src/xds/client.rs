@@ -31,6 +31,7 @@ use lb_core::{Backoff, BackoffConfig, SplitMix64, Status};
 use parking_lot::Mutex;
 
 use super::ads::{AdsEvent, AdsState, ResourceType};
+use super::bootstrap::Bootstrap;
 use super::cds::{Cluster, ClusterType};
 use super::eds::{ClusterEndpoints, EndpointType};
 use super::lds::{Listener, ListenerType};
@@ -97,9 +98,48 @@ pub struct XdsClientOptions {
     pub backoff: BackoffConfig,
 }
 
+impl XdsClientOptions {
+    /// Options for a client of `bootstrap`'s first server: its node, its
+    /// `ignore_resource_deletion` feature, and this crate as the user agent,
+    /// with the client features gRPC clients send (gRFC A27).
+    ///
+    /// ```
+    /// use lb_group::xds::Bootstrap;
+    /// use lb_group::xds::client::XdsClientOptions;
+    /// let b = Bootstrap::parse(r#"{"xds_servers": [{"server_uri": "cp:443",
+    ///     "channel_creds": [{"type": "insecure"}],
+    ///     "server_features": ["ignore_resource_deletion"]}],
+    ///     "node": {"id": "n1"}}"#)?;
+    /// let options = XdsClientOptions::from_bootstrap(&b);
+    /// assert_eq!(options.node.node.id, "n1");
+    /// assert!(options.ignore_resource_deletion);
+    /// # Ok::<(), lb_core::ConfigError>(())
+    /// ```
+    pub fn from_bootstrap(bootstrap: &Bootstrap) -> Self {
+        Self {
+            node: NodeInfo {
+                node: bootstrap.node.clone(),
+                user_agent_name: env!("CARGO_PKG_NAME").into(),
+                user_agent_version: env!("CARGO_PKG_VERSION").into(),
+                client_features: vec![
+                    "envoy.lb.does_not_support_overprovisioning".into(),
+                    "xds.config.resource-in-sotw".into(),
+                ],
+            },
+            ignore_resource_deletion: bootstrap
+                .servers
+                .first()
+                .is_some_and(|s| s.ignore_resource_deletion),
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
 /// A watch of one resource: its state, and whether it changed since last read.
 pub struct Watch {
     slot: Arc<WatchSlot>,
+    /// The bell's receiving end, unless the watcher shares a bell of its own.
+    bell: Option<Receiver<()>>,
     kind: Kind,
     name: String,
     commands: Sender<Command>,
@@ -108,7 +148,9 @@ pub struct Watch {
 struct WatchSlot {
     /// The state, and whether it changed since the watcher last read it.
     state: Mutex<(WatchState, bool)>,
-    bell: (Sender<()>, Receiver<()>),
+    /// Rung (without blocking) after each change; bounded 1, so rings
+    /// coalesce.
+    bell: Sender<()>,
 }
 
 impl WatchSlot {
@@ -130,7 +172,7 @@ impl WatchSlot {
             }
             *changed = true;
         }
-        let _ = self.bell.0.try_send(());
+        let _ = self.bell.try_send(());
     }
 }
 
@@ -145,7 +187,12 @@ impl Watch {
         if let Some(s) = take() {
             return Some(s);
         }
-        let _ = self.slot.bell.1.recv_timeout(timeout);
+        match &self.bell {
+            Some(bell) => {
+                let _ = bell.recv_timeout(timeout);
+            }
+            None => std::thread::sleep(timeout),
+        }
         take()
     }
 
@@ -205,16 +252,37 @@ impl XdsClient {
         }
     }
 
-    /// Watches the resource `name` of `kind`.
+    /// Watches the resource `name` of `kind`; [`Watch::next`] waits for its
+    /// changes.
     ///
     /// # Errors
     ///
     /// The client is shutting down, or more than 1024 commands wait.
     pub fn watch(&self, kind: Kind, name: &str) -> Result<Watch, Status> {
+        let (bell, rx) = bounded(1);
+        let mut watch = self.watch_with_bell(kind, name, bell)?;
+        watch.bell = Some(rx);
+        Ok(watch)
+    }
+
+    /// Watches the resource `name` of `kind`, ringing `bell` (with
+    /// `try_send`, so give it a bounded(1) channel) after each change: one
+    /// thread can wait on many watches, as the xDS resolver does. Read the
+    /// state with [`Watch::state`].
+    ///
+    /// # Errors
+    ///
+    /// The client is shutting down, or more than 1024 commands wait.
+    pub fn watch_with_bell(
+        &self,
+        kind: Kind,
+        name: &str,
+        bell: Sender<()>,
+    ) -> Result<Watch, Status> {
         let commands = self.commands.clone();
         let slot = Arc::new(WatchSlot {
             state: Mutex::new((WatchState::default(), false)),
-            bell: bounded(1),
+            bell,
         });
         commands
             .try_send(Command::Watch {
@@ -225,6 +293,7 @@ impl XdsClient {
             .map_err(|_| Status::unavailable("the xDS client is busy or shut down"))?;
         Ok(Watch {
             slot,
+            bell: None,
             kind,
             name: name.to_owned(),
             commands,

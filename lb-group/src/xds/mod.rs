@@ -15,7 +15,10 @@
 //! - [`routing`]: choosing a call's virtual host and route;
 //! - [`tree`]: a cluster's priority and locality policy tree from its
 //!   resources;
-//! - [`client`]: the ADS stream over a channel, shared by every watcher.
+//! - [`client`]: the ADS stream over a channel, shared by every watcher;
+//! - [`resolver`]: the `xds:` resolver and its per-call config selector, which
+//!   give a channel its whole config (`xds_cluster_manager` over each
+//!   cluster's tree) and route each call.
 
 pub mod ads;
 pub mod bootstrap;
@@ -25,6 +28,7 @@ pub mod eds;
 pub mod lds;
 mod pb;
 pub mod rds;
+pub mod resolver;
 pub mod routing;
 pub mod tree;
 pub mod wire;

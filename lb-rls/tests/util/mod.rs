@@ -656,10 +656,7 @@ impl Picked {
 }
 
 pub fn pick(picker: &dyn Picker, method: &str, md: &Metadata) -> Picked {
-    let info = PickInfo {
-        method,
-        metadata: md,
-    };
+    let info = PickInfo::new(method, md);
     match picker.pick(&info) {
         PickResult::Pick(p) => Picked::Pick {
             address: p.subchannel.address().address.clone(),

@@ -1,0 +1,644 @@
+//! gRPC C-core's own xDS client (grpcio with an `xds:///svc` target,
+//! `xtask/peers/xds_client.py`) and ours (a channel to `xds:///svc` with
+//! lb-group's resolver over our HTTP/2 transport), side by side: the same
+//! management server (`xtask/peers/xds_control.py`, grpcio with Envoy's own
+//! generated protos) gives both the same resources and the same changes, the
+//! same grpcio backends answer both, and each case compares where each
+//! client's calls went and what each sent back (ACK or NACK).
+//!
+//! Each case prints a line of the table `| case | client | answers | failed |`;
+//! run with `--nocapture` to see it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lb_core::channel::{CallOptions, Channel, ResolverRegistry};
+use lb_core::{Metadata, SharedRandom, SplitMix64};
+use lb_group::xds::Bootstrap;
+use lb_group::xds::client::{XdsClient, XdsClientOptions};
+use lb_group::xds::resolver::XdsResolverBuilder;
+use lb_testkit::peers::{
+    self, GrpcServer, GrpcServerOptions, PeerEnv, ScriptClient, ScriptServer, TempDir,
+};
+use lb_transport::driver::{H2Transport, TransportConfig};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+const OURS: &str = "lb-sync";
+const GRPCIO: &str = "grpcio";
+
+/// Where one client's calls went: answers by backend id, failures by status.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Tally {
+    ok: BTreeMap<String, u64>,
+    failed: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn from_result(line: &str) -> Self {
+        let v: Value = serde_json::from_str(line.trim_start_matches("RESULT ")).unwrap();
+        let counts = |key: &str| {
+            v[key]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+                .collect()
+        };
+        Self {
+            ok: counts("ok"),
+            failed: counts("failed"),
+        }
+    }
+
+    fn to(&self, id: &str) -> u64 {
+        self.ok.get(id).copied().unwrap_or(0)
+    }
+
+    fn total(&self) -> u64 {
+        self.ok.values().sum::<u64>() + self.failed.values().sum::<u64>()
+    }
+
+    fn failures(&self) -> u64 {
+        self.failed.values().sum()
+    }
+}
+
+/// The backends' addresses by id.
+struct Addrs(BTreeMap<&'static str, String>);
+
+impl Addrs {
+    fn get(&self, id: &str) -> String {
+        self.0[id].clone()
+    }
+}
+
+/// The backends, the management server and both clients.
+struct Rig {
+    env: PeerEnv,
+    dir: TempDir,
+    backends: BTreeMap<&'static str, GrpcServer>,
+    control: Option<ScriptServer>,
+    control_port: u16,
+    /// Every line the management server printed, in order.
+    log: Vec<String>,
+    /// The scenario last applied (a restarted server starts from it).
+    scenario: Value,
+    addrs: Addrs,
+    grpcio: ScriptClient,
+    ours: Channel,
+    _client: Arc<XdsClient>,
+}
+
+fn bootstrap(port: u16, node: &str) -> String {
+    json!({
+        "xds_servers": [{
+            "server_uri": format!("127.0.0.1:{port}"),
+            "channel_creds": [{"type": "insecure"}],
+            "server_features": ["xds_v3"]
+        }],
+        "node": {"id": node, "locality": {"zone": "test"}}
+    })
+    .to_string()
+}
+
+impl Rig {
+    fn start(env: PeerEnv, ids: &[&'static str], scenario: impl Fn(&Addrs) -> Value) -> Self {
+        let dir = env.temp_dir("xds-side-by-side").unwrap();
+        let backends: BTreeMap<&'static str, GrpcServer> = ids
+            .iter()
+            .map(|id| {
+                let options = GrpcServerOptions {
+                    id: (*id).into(),
+                    ..GrpcServerOptions::default()
+                };
+                (*id, GrpcServer::start(&env, options).unwrap())
+            })
+            .collect();
+        let addrs = Addrs(backends.iter().map(|(id, b)| (*id, b.target())).collect());
+        let first = scenario(&addrs);
+        let scenario_file = dir.path().join("scenario.json");
+        std::fs::write(&scenario_file, first.to_string()).unwrap();
+        let control = ScriptServer::start(
+            &env,
+            "xds_control.py",
+            [
+                "--port",
+                "0",
+                "--scenario",
+                scenario_file.to_str().unwrap(),
+                "--watch-stdin",
+            ],
+        )
+        .expect("xds_control.py starts");
+        let control_port = control.addr().port();
+
+        let grpcio_bootstrap = dir.path().join("grpcio-bootstrap.json");
+        std::fs::write(&grpcio_bootstrap, bootstrap(control_port, GRPCIO)).unwrap();
+        let grpcio = ScriptClient::start(
+            &env,
+            "xds_client.py",
+            [
+                "--bootstrap",
+                grpcio_bootstrap.to_str().unwrap(),
+                "--target",
+                "xds:///svc",
+            ],
+        )
+        .expect("xds_client.py starts");
+
+        let ours_bootstrap = Bootstrap::parse(&bootstrap(control_port, OURS)).unwrap();
+        let transport = Arc::new(H2Transport::new(TransportConfig::default()).unwrap());
+        let ads = Channel::builder(format!("ipv4:{}", control.target()))
+            .transport(transport.clone())
+            .build()
+            .unwrap();
+        let mut options = XdsClientOptions::from_bootstrap(&ours_bootstrap);
+        options.backoff.initial = Duration::from_millis(100);
+        options.backoff.max = Duration::from_millis(500);
+        let client = Arc::new(XdsClient::start(ads, options));
+        let mut resolvers = ResolverRegistry::with_builtins();
+        resolvers.register(
+            XdsResolverBuilder::new(Arc::clone(&client), ours_bootstrap)
+                .with_random(SharedRandom::new(SplitMix64::seeded(7))),
+        );
+        let ours = Channel::builder("xds:///svc")
+            .transport(transport)
+            .resolver_registry(resolvers)
+            .lb_policy_registry(lb_group::registry())
+            .build()
+            .unwrap();
+        let mut rig = Self {
+            env,
+            dir,
+            backends,
+            control: Some(control),
+            control_port,
+            log: Vec::new(),
+            scenario: first,
+            addrs,
+            grpcio,
+            ours,
+            _client: client,
+        };
+        // Both clients subscribe with their first call, and ACK everything.
+        rig.ours_calls(1, &[]);
+        rig.grpcio_calls(1, &[]);
+        let types: &[&str] = if rig.scenario["routes"].is_null() {
+            &["Listener", "Cluster", "ClusterLoadAssignment"]
+        } else {
+            &[
+                "Listener",
+                "RouteConfiguration",
+                "Cluster",
+                "ClusterLoadAssignment",
+            ]
+        };
+        rig.wait_both(0, types, "ACK of the first scenario", |r| {
+            r["error"].is_null() && r["version"] != ""
+        });
+        rig
+    }
+
+    /// Reads what the management server printed so far into `log`.
+    fn pump(&mut self) {
+        if let Some(c) = &self.control {
+            self.log.extend(c.lines_now());
+        }
+    }
+
+    /// The requests the management server saw from index `from` of `log` on.
+    fn requests_since(&self, from: usize) -> Vec<Value> {
+        self.log[from..]
+            .iter()
+            .filter_map(|l| l.strip_prefix("REQUEST "))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits (bounded) until both clients sent a request since `from` that
+    /// `ok` accepts for each type in `types`; returns those requests by node.
+    fn wait_both(
+        &mut self,
+        from: usize,
+        types: &[&str],
+        what: &str,
+        ok: impl Fn(&Value) -> bool,
+    ) -> BTreeMap<String, Vec<Value>> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.pump();
+            let requests = self.requests_since(from);
+            let mut found: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            for r in requests.iter().filter(|r| ok(r)) {
+                found
+                    .entry(r["node"].as_str().unwrap_or("").to_owned())
+                    .or_default()
+                    .push(r.clone());
+            }
+            let done = [OURS, GRPCIO].iter().all(|node| {
+                types.iter().all(|t| {
+                    found
+                        .get(*node)
+                        .is_some_and(|rs| rs.iter().any(|r| r["type"] == *t))
+                })
+            });
+            if done {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not from both clients; requests since: {requests:#?}; \
+                 management server stderr: {}",
+                self.control
+                    .as_ref()
+                    .map(ScriptServer::stderr)
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Gives the management server a new scenario and waits until both
+    /// clients ACKed the new version of each of `types`.
+    fn apply(&mut self, scenario: &Value, types: &[&str]) {
+        self.pump();
+        let from = self.log.len();
+        let control = self.control.as_ref().unwrap();
+        control.send_line(&format!("SCENARIO {scenario}")).unwrap();
+        self.scenario = scenario.clone();
+        let versions: BTreeMap<String, u64> = self
+            .requests_since(0)
+            .iter()
+            .filter(|r| r["error"].is_null())
+            .filter_map(|r| {
+                Some((
+                    r["type"].as_str()?.to_owned(),
+                    r["version"].as_str()?.parse().ok()?,
+                ))
+            })
+            .fold(BTreeMap::new(), |mut m, (t, v)| {
+                let e = m.entry(t).or_insert(0);
+                *e = (*e).max(v);
+                m
+            });
+        self.wait_both(from, types, "ACK of the new scenario", |r| {
+            let t = r["type"].as_str().unwrap_or("");
+            let v: u64 = r["version"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            r["error"].is_null() && v > versions.get(t).copied().unwrap_or(0)
+        });
+    }
+
+    /// `n` calls from our client, one after another.
+    fn ours_calls(&self, n: u64, metadata: &[(&str, &str)]) -> Tally {
+        let mut tally = Tally::default();
+        for _ in 0..n {
+            self.our_call(metadata, &mut tally);
+        }
+        tally
+    }
+
+    fn our_call(&self, metadata: &[(&str, &str)], tally: &mut Tally) {
+        let mut md = Metadata::new();
+        for (k, v) in metadata {
+            md.insert(k, v).unwrap();
+        }
+        let options = CallOptions::default()
+            .with_timeout(Duration::from_secs(5))
+            .with_metadata(md);
+        match self.ours.unary("/test.Echo/Who", Vec::new(), options) {
+            Ok(r) => {
+                *tally
+                    .ok
+                    .entry(String::from_utf8_lossy(&r.message).into_owned())
+                    .or_default() += 1;
+            }
+            Err(s) => *tally.failed.entry(format!("{s}")).or_default() += 1,
+        }
+    }
+
+    /// `n` calls from gRPC C-core's client, one after another.
+    fn grpcio_calls(&self, n: u64, metadata: &[(&str, &str)]) -> Tally {
+        let pairs: Vec<String> = metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let line = self
+            .grpcio
+            .command(
+                &format!("CALL {n} {}", pairs.join(" ")),
+                "RESULT ",
+                WAIT * 3,
+            )
+            .unwrap();
+        Tally::from_result(&line)
+    }
+
+    /// Both clients make calls for `ms` milliseconds while `during` runs
+    /// (changes to the config, a server restart).
+    fn both_run(&mut self, ms: u64, during: impl FnOnce(&mut Self)) -> (Tally, Tally) {
+        self.grpcio.send_line(&format!("RUN {ms}")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ours = self.ours.clone();
+        let flag = Arc::clone(&stop);
+        let runner = std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_millis(ms);
+            let mut tally = Tally::default();
+            while Instant::now() < end && !flag.load(Ordering::Relaxed) {
+                let options = CallOptions::default().with_timeout(Duration::from_secs(5));
+                match ours.unary("/test.Echo/Who", Vec::new(), options) {
+                    Ok(r) => {
+                        *tally
+                            .ok
+                            .entry(String::from_utf8_lossy(&r.message).into_owned())
+                            .or_default() += 1;
+                    }
+                    Err(s) => *tally.failed.entry(format!("{s}")).or_default() += 1,
+                }
+            }
+            tally
+        });
+        during(self);
+        let ours = runner.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let line = self.grpcio.wait_for_line("RESULT ", WAIT * 3).unwrap();
+        (ours, Tally::from_result(&line))
+    }
+
+    /// Calls from both until `ok` accepts a tally of 10 calls from each
+    /// (bounded): the clients have taken a change the ACK announced.
+    fn settle(&self, metadata: &[(&str, &str)], what: &str, ok: impl Fn(&Tally) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ours = self.ours_calls(10, metadata);
+            let theirs = self.grpcio_calls(10, metadata);
+            if ok(&ours) && ok(&theirs) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: ours {ours:?}, grpcio {theirs:?}"
+            );
+        }
+    }
+}
+
+fn row(case: &str, client: &str, tally: &Tally) {
+    let answers: Vec<String> = tally.ok.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    eprintln!(
+        "| {case} | {client} | {} | {} |",
+        answers.join(", "),
+        tally.failures()
+    );
+}
+
+fn rows(case: &str, ours: &Tally, theirs: &Tally) {
+    row(case, "lb-sync", ours);
+    row(case, "grpcio (C-core)", theirs);
+}
+
+fn one_cluster(addrs: &Addrs, ids: &[&str]) -> Value {
+    let addrs: Vec<String> = ids.iter().map(|id| addrs.get(id)).collect();
+    json!({
+        "listeners": {"svc": {"rds": "r1"}},
+        "routes": {"r1": {"virtual_hosts": [{"domains": ["*"], "routes": [
+            {"prefix": "/", "cluster": "c1"}
+        ]}]}},
+        "clusters": {"c1": {}},
+        "endpoints": {"c1": [{"zone": "a", "addresses": addrs}]}
+    })
+}
+
+fn two_clusters(addrs: &Addrs, routes: Value) -> Value {
+    json!({
+        "listeners": {"svc": {"rds": "r1"}},
+        "routes": {"r1": {"virtual_hosts": [{"domains": ["*"], "routes": routes}]}},
+        "clusters": {"c1": {}, "c2": {}},
+        "endpoints": {
+            "c1": [{"zone": "a", "addresses": [addrs.get("A")]}],
+            "c2": [{"zone": "b", "addresses": [addrs.get("B")]}]
+        }
+    })
+}
+
+#[test]
+fn routes_weights_headers_eds_updates_and_a_nack_side_by_side() {
+    let Some(env) = peers::require_peers() else {
+        return;
+    };
+    let mut rig = Rig::start(env, &["A", "B", "C"], |a| one_cluster(a, &["A"]));
+
+    // 1. A simple route to one cluster.
+    let ours = rig.ours_calls(50, &[]);
+    let theirs = rig.grpcio_calls(50, &[]);
+    rows("simple route", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(t.to("A"), 50, "every call goes to c1's endpoint: {t:?}");
+    }
+
+    // 2. Weighted clusters 70/30, switched to while calls go on.
+    let weighted = two_clusters(
+        &rig.addrs,
+        json!([{"prefix": "/", "weighted": [["c1", 70], ["c2", 30]]}]),
+    );
+    let (ours, theirs) = rig.both_run(1500, |rig| {
+        rig.apply(&weighted, &["RouteConfiguration"]);
+    });
+    rows("switch to weighted, calls during", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(t.failures(), 0, "no call fails during the change: {t:?}");
+    }
+    rig.settle(&[], "both clusters in use", |t| t.to("B") > 0);
+    let ours = rig.ours_calls(1000, &[]);
+    let theirs = rig.grpcio_calls(1000, &[]);
+    rows("weighted 70/30", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert!(
+            (620..=780).contains(&t.to("A")) && t.to("A") + t.to("B") == 1000,
+            "70/30 over 1000 calls: {t:?}"
+        );
+    }
+
+    // 3. Header-based routing: x-user: alice goes to c2, the rest to c1.
+    let by_header = two_clusters(
+        &rig.addrs,
+        json!([
+            {"prefix": "/test.Echo/", "headers": {"x-user": "alice"}, "cluster": "c2"},
+            {"prefix": "/", "cluster": "c1"}
+        ]),
+    );
+    rig.apply(&by_header, &["RouteConfiguration"]);
+    rig.settle(&[], "header routes in use", |t| t.to("A") == 10);
+    let alice = [("x-user", "alice")];
+    let bob = [("x-user", "bob")];
+    let (ours_a, theirs_a) = (rig.ours_calls(20, &alice), rig.grpcio_calls(20, &alice));
+    let (ours_b, theirs_b) = (rig.ours_calls(20, &bob), rig.grpcio_calls(20, &bob));
+    rows("header x-user: alice", &ours_a, &theirs_a);
+    rows("header x-user: bob", &ours_b, &theirs_b);
+    for t in [&ours_a, &theirs_a] {
+        assert_eq!(t.to("B"), 20, "alice goes to c2: {t:?}");
+    }
+    for t in [&ours_b, &theirs_b] {
+        assert_eq!(t.to("A"), 20, "bob goes to c1: {t:?}");
+    }
+
+    // 4. EDS updates while calls go on: add B and C to c1, then remove A.
+    let back = one_cluster(&rig.addrs, &["A"]);
+    rig.apply(&back, &["RouteConfiguration"]);
+    rig.settle(&[], "one cluster again", |t| t.to("A") == 10);
+    let grown = one_cluster(&rig.addrs, &["A", "B", "C"]);
+    let shrunk = one_cluster(&rig.addrs, &["B", "C"]);
+    let (ours, theirs) = rig.both_run(3000, |rig| {
+        rig.apply(&grown, &["ClusterLoadAssignment"]);
+        std::thread::sleep(Duration::from_millis(800));
+        rig.apply(&shrunk, &["ClusterLoadAssignment"]);
+    });
+    rows("EDS add B, C then remove A, calls during", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(t.failures(), 0, "no call fails during EDS updates: {t:?}");
+        assert!(
+            t.to("B") > 0 && t.to("C") > 0,
+            "the new endpoints serve: {t:?}"
+        );
+    }
+    rig.settle(&[], "A removed", |t| t.to("A") == 0);
+    let ours = rig.ours_calls(100, &[]);
+    let theirs = rig.grpcio_calls(100, &[]);
+    rows("after EDS update", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!((t.to("A"), t.to("B") + t.to("C")), (0, 100), "{t:?}");
+        assert!(t.to("B") >= 30 && t.to("C") >= 30, "round robin: {t:?}");
+    }
+
+    // 5. A bad resource (a cluster with MAGLEV, which gRPC refuses) is NACKed
+    //    by both, and both keep the config they had.
+    rig.pump();
+    let from = rig.log.len();
+    let mut bad = shrunk.clone();
+    bad["clusters"]["c1"]["lb"] = json!("MAGLEV");
+    rig.control
+        .as_ref()
+        .unwrap()
+        .send_line(&format!("SCENARIO {bad}"))
+        .unwrap();
+    let nacks = rig.wait_both(from, &["Cluster"], "NACK of the MAGLEV cluster", |r| {
+        !r["error"].is_null()
+    });
+    for (node, requests) in &nacks {
+        let nack = &requests[0];
+        eprintln!(
+            "| NACK | {node} | version {} | {} |",
+            nack["version"],
+            nack["error"].as_str().unwrap_or("").replace('\n', " ")
+        );
+        assert!(
+            nack["error"].as_str().unwrap().contains("c1"),
+            "{node}'s NACK names the resource: {nack}"
+        );
+    }
+    let ours_version = &nacks[OURS][0]["version"];
+    assert_eq!(
+        ours_version, &nacks[GRPCIO][0]["version"],
+        "both NACK with the version they last accepted"
+    );
+    let ours = rig.ours_calls(40, &[]);
+    let theirs = rig.grpcio_calls(40, &[]);
+    rows("after the NACK", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(
+            (t.to("B") + t.to("C"), t.failures()),
+            (40, 0),
+            "the old cluster stays in use: {t:?}"
+        );
+    }
+}
+
+#[test]
+fn priority_failover_and_a_management_server_restart_side_by_side() {
+    let Some(env) = peers::require_peers() else {
+        return;
+    };
+    let failover = |addrs: &Addrs| {
+        json!({
+            "listeners": {"svc": {"route_config": {"virtual_hosts": [{"domains": ["*"], "routes": [
+                {"prefix": "/", "cluster": "c1"}
+            ]}]}}},
+            "clusters": {"c1": {}},
+            "endpoints": {"c1": [
+                {"zone": "a", "priority": 0, "addresses": [addrs.get("A")]},
+                {"zone": "b", "priority": 1, "addresses": [addrs.get("B")]}
+            ]}
+        })
+    };
+    let mut rig = Rig::start(env, &["A", "B"], failover);
+
+    // 1. Priority 0 serves; when its endpoint goes down, priority 1 takes over.
+    let ours = rig.ours_calls(20, &[]);
+    let theirs = rig.grpcio_calls(20, &[]);
+    rows("priority 0 up", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(t.to("A"), 20, "{t:?}");
+    }
+    rig.backends.get_mut("A").unwrap().kill();
+    let ours = rig.ours_calls(40, &[]);
+    let theirs = rig.grpcio_calls(40, &[]);
+    rows("priority 0 down (40 calls at once after)", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(t.total(), 40);
+        assert!(t.to("B") >= 35, "priority 1 serves: {t:?}");
+    }
+    rig.backends.get_mut("A").unwrap().restart().unwrap();
+    rig.settle(&[], "priority 0 back", |t| t.to("A") == 10);
+
+    // 2. The management server restarts while calls go on: both clients keep
+    //    their config (gRFC A57), reconnect, and re-subscribe.
+    let port = rig.control_port;
+    let scenario_file = rig.dir.path().join("scenario.json");
+    std::fs::write(&scenario_file, rig.scenario.to_string()).unwrap();
+    let (ours, theirs) = rig.both_run(3000, |rig| {
+        rig.control = None; // killed
+        rig.log.clear();
+        std::thread::sleep(Duration::from_millis(500));
+        let deadline = Instant::now() + WAIT;
+        let control = loop {
+            let started = ScriptServer::start(
+                &rig.env,
+                "xds_control.py",
+                [
+                    "--port",
+                    &port.to_string(),
+                    "--scenario",
+                    scenario_file.to_str().unwrap(),
+                    "--watch-stdin",
+                ],
+            );
+            match started {
+                Ok(c) => break c,
+                Err(e) if Instant::now() > deadline => panic!("restart: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        rig.control = Some(control);
+        rig.wait_both(0, &["Listener", "Cluster"], "re-subscription", |r| {
+            r["nonce"] == "" && r["version"] != ""
+        });
+    });
+    rows("management server restart, calls during", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(
+            t.failures(),
+            0,
+            "no call fails while the server is gone: {t:?}"
+        );
+        assert_eq!(t.to("A"), t.total(), "{t:?}");
+    }
+    // After the restart both ACK the restarted server's versions.
+    let ours = rig.ours_calls(20, &[]);
+    let theirs = rig.grpcio_calls(20, &[]);
+    rows("after the restart", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(t.to("A"), 20, "{t:?}");
+    }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""gRPC C-core's own xDS client (grpcio with an `xds:///` target), driven by
+commands on stdin, for side-by-side tests with lb-group's xDS resolver.
+
+Usage:
+    xds_client.py --bootstrap FILE --target xds:///svc
+
+The bootstrap file is given to C-core through GRPC_XDS_BOOTSTRAP. The client
+prints `READY` once its channel exists, then reads one command per line:
+
+    CALL <n> [key=value ...]   n calls, one after another
+    RUN <ms> [key=value ...]   calls one after another for ms milliseconds
+
+Each call is a unary `/test.Echo/Who` (the backend answers its `--id`) with
+the key=value pairs as request metadata and a 5 s deadline. After each command
+it prints one line `RESULT {...}` (JSON, keys sorted): "ok" counts the answers
+by backend id, "failed" counts the failures by "CODE: details". End of stdin
+ends the client.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def main():
+    parser = argparse.ArgumentParser(description="grpcio xDS client")
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--target", required=True)
+    args = parser.parse_args()
+    os.environ["GRPC_XDS_BOOTSTRAP"] = args.bootstrap
+    import grpc  # after the environment is set: C-core reads it when it starts
+
+    channel = grpc.insecure_channel(args.target)
+    who = channel.unary_unary("/test.Echo/Who")
+    print("READY", flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        command, amount, pairs = words[0], int(words[1]), words[2:]
+        metadata = tuple(tuple(p.split("=", 1)) for p in pairs)
+        ok, failed = {}, {}
+        end = time.monotonic() + amount / 1000.0
+        count = 0
+        while (count < amount) if command == "CALL" else (time.monotonic() < end):
+            count += 1
+            try:
+                server = who(b"", metadata=metadata, timeout=5).decode("utf-8")
+                ok[server] = ok.get(server, 0) + 1
+            except grpc.RpcError as e:
+                key = "%s: %s" % (e.code().name, e.details())
+                failed[key] = failed.get(key, 0) + 1
+        print("RESULT " + json.dumps({"ok": ok, "failed": failed}, sort_keys=True), flush=True)
+    channel.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""A scenario-driven xDS management server for side-by-side tests: grpcio
+(gRPC C-core) serving the Aggregated Discovery Service with every message built
+by the xds-protos package (Envoy's and gRPC's own generated protos), so that
+gRPC C-core's xDS client and lb-group's can be given the same resources and
+changes, and what each one sends back compared.
+
+Usage:
+    xds_control.py --port 0 [--scenario FILE] [--watch-stdin]
+
+Binds 127.0.0.1 only (port 0 picks a free port), prints `LISTENING <port>`
+once serving, and serves until SIGTERM or SIGINT (or, with `--watch-stdin`, the
+end of its stdin).
+
+The scenario is JSON (the starting one from --scenario, none otherwise):
+
+    {"listeners": {"svc": {"rds": "r1"} or {"route_config": ROUTES},
+                   ... optional "max_stream_duration_ms": N},
+     "routes":    {"r1": ROUTES},
+     "clusters":  {"c1": {"lb": "ROUND_ROBIN" | "RING_HASH" | "LEAST_REQUEST"
+                           | "MAGLEV" (which gRPC refuses), "eds": "name"?}},
+     "endpoints": {"c1": [{"zone": "a", "priority": 0, "weight": 1,
+                           "addresses": ["127.0.0.1:port", ...],
+                           "health": "HEALTHY"?}]}}
+    ROUTES = {"virtual_hosts": [{"domains": ["*"], "routes": [
+                {"prefix": "/" | "path": "/s/m",
+                 "headers": {"x-user": "alice"}?,
+                 "cluster": "c1" | "weighted": [["c1", 70], ["c2", 30]],
+                 "max_stream_duration_ms": N?,
+                 "retry": {"on": "unavailable", "num_retries": 2}?}]}]}
+
+With --watch-stdin, a line `SCENARIO {json}` replaces the whole scenario: every
+resource type whose resources changed gets a new version, sent at once to each
+stream that subscribed to one of them; the server answers `APPLIED <n>` (n
+counts the scenarios applied) once the responses are queued.
+
+Each DiscoveryRequest is printed, before it is answered, as one line
+`REQUEST {...}` (JSON, keys sorted): node (the node id from the stream's first
+request), type (the type URL's last part), version, nonce, names, and error
+(the NACK's error_detail message, or null).
+
+The server answers state-of-the-world: a request that subscribes to names it
+was not sent yet (or opens a stream) gets the current version with every
+subscribed resource that exists; a request that only acknowledges or rejects
+gets no answer.
+"""
+
+import argparse
+import itertools
+import json
+import queue
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+
+import peer_serve
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import config_source_pb2, health_check_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+PREFIX = "type.googleapis.com/"
+LISTENER = PREFIX + "envoy.config.listener.v3.Listener"
+ROUTE = PREFIX + "envoy.config.route.v3.RouteConfiguration"
+CLUSTER = PREFIX + "envoy.config.cluster.v3.Cluster"
+ENDPOINT = PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+TYPES = (LISTENER, ROUTE, CLUSTER, ENDPOINT)
+
+_print_lock = threading.Lock()
+
+
+def say(line):
+    with _print_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def packed(message):
+    a = any_pb2.Any()
+    a.Pack(message)
+    return a
+
+
+def millis(ms):
+    return duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def ads_source():
+    return config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())
+
+
+def route_config(name, spec):
+    rc = route_pb2.RouteConfiguration(name=name)
+    for i, host in enumerate(spec["virtual_hosts"]):
+        vh = rc.virtual_hosts.add(name="vh%d" % i, domains=host["domains"])
+        for r in host["routes"]:
+            match = route_components_pb2.RouteMatch()
+            if "path" in r:
+                match.path = r["path"]
+            else:
+                match.prefix = r.get("prefix", "/")
+            for header, value in sorted(r.get("headers", {}).items()):
+                match.headers.add(name=header, exact_match=value)
+            action = route_components_pb2.RouteAction()
+            if "weighted" in r:
+                for cluster, weight in r["weighted"]:
+                    action.weighted_clusters.clusters.add(
+                        name=cluster, weight=wrappers_pb2.UInt32Value(value=weight)
+                    )
+            else:
+                action.cluster = r["cluster"]
+            if "max_stream_duration_ms" in r:
+                action.max_stream_duration.max_stream_duration.CopyFrom(
+                    millis(r["max_stream_duration_ms"])
+                )
+            if "retry" in r:
+                action.retry_policy.retry_on = r["retry"]["on"]
+                action.retry_policy.num_retries.value = r["retry"]["num_retries"]
+            vh.routes.add(match=match, route=action)
+    return rc
+
+
+def listener(name, spec):
+    hcm = hcm_pb2.HttpConnectionManager(
+        http_filters=[hcm_pb2.HttpFilter(name="router", typed_config=packed(router_pb2.Router()))]
+    )
+    if "rds" in spec:
+        hcm.rds.route_config_name = spec["rds"]
+        hcm.rds.config_source.CopyFrom(ads_source())
+    else:
+        hcm.route_config.CopyFrom(route_config("inline", spec["route_config"]))
+    if "max_stream_duration_ms" in spec:
+        hcm.common_http_protocol_options.CopyFrom(
+            protocol_pb2.HttpProtocolOptions(
+                max_stream_duration=millis(spec["max_stream_duration_ms"])
+            )
+        )
+    return listener_pb2.Listener(
+        name=name, api_listener=api_listener_pb2.ApiListener(api_listener=packed(hcm))
+    )
+
+
+def cluster(name, spec):
+    c = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        lb_policy=getattr(cluster_pb2.Cluster, spec.get("lb", "ROUND_ROBIN")),
+    )
+    c.eds_cluster_config.eds_config.CopyFrom(ads_source())
+    if "eds" in spec:
+        c.eds_cluster_config.service_name = spec["eds"]
+    return c
+
+
+def endpoints(name, localities):
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    for loc_spec in localities:
+        loc = cla.endpoints.add(priority=loc_spec.get("priority", 0))
+        loc.locality.region = "r"
+        loc.locality.zone = loc_spec["zone"]
+        loc.load_balancing_weight.value = loc_spec.get("weight", 1)
+        health = getattr(health_check_pb2, loc_spec.get("health", "HEALTHY"))
+        for address in loc_spec["addresses"]:
+            host, port = address.rsplit(":", 1)
+            lb = loc.lb_endpoints.add(health_status=health)
+            lb.endpoint.address.socket_address.address = host
+            lb.endpoint.address.socket_address.port_value = int(port)
+    return cla
+
+
+def resources(scenario):
+    """The scenario's resources: type URL -> name -> serialized Any."""
+    builders = {
+        LISTENER: ("listeners", listener),
+        ROUTE: ("routes", route_config),
+        CLUSTER: ("clusters", cluster),
+        ENDPOINT: ("endpoints", endpoints),
+    }
+    out = {}
+    for type_url, (key, build) in builders.items():
+        out[type_url] = {
+            name: packed(build(name, spec)) for name, spec in scenario.get(key, {}).items()
+        }
+    return out
+
+
+class Control:
+    """The scenario, its versions per type, and the open streams."""
+
+    def __init__(self, scenario):
+        self.lock = threading.Lock()
+        self.resources = resources(scenario)
+        self.versions = {t: 1 for t in TYPES}
+        self.streams = []
+        self.applied = 0
+        self.nonces = itertools.count(1)
+
+    def response(self, stream, type_url):
+        """The current response for `type_url` on `stream` (lock held)."""
+        names = stream.subscribed[type_url]
+        current = self.resources[type_url]
+        nonce = "%d" % next(self.nonces)
+        stream.sent[type_url] = nonce
+        return discovery_pb2.DiscoveryResponse(
+            version_info="%d" % self.versions[type_url],
+            type_url=type_url,
+            nonce=nonce,
+            resources=[current[n] for n in sorted(names) if n in current],
+        )
+
+    def apply(self, scenario):
+        fresh = resources(scenario)
+        with self.lock:
+            changed = [t for t in TYPES if fresh[t] != self.resources[t]]
+            self.resources = fresh
+            for t in changed:
+                self.versions[t] += 1
+                for stream in self.streams:
+                    if stream.subscribed[t]:
+                        stream.out.put(self.response(stream, t))
+            self.applied += 1
+            return self.applied
+
+
+class Stream:
+    def __init__(self):
+        self.subscribed = {t: set() for t in TYPES}
+        self.sent = {}
+        self.out = queue.Queue()
+        self.node = None
+
+
+class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self, control):
+        self.control = control
+
+    def StreamAggregatedResources(self, request_iterator, context):
+        control = self.control
+        stream = Stream()
+        with control.lock:
+            control.streams.append(stream)
+
+        def read():
+            try:
+                for req in request_iterator:
+                    self.handle(stream, req)
+            except grpc.RpcError:
+                pass
+            finally:
+                stream.out.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            while True:
+                item = stream.out.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            with control.lock:
+                control.streams.remove(stream)
+
+    def handle(self, stream, req):
+        if req.HasField("node"):
+            stream.node = req.node.id
+        say(
+            "REQUEST "
+            + json.dumps(
+                {
+                    "node": stream.node,
+                    "type": req.type_url.rsplit(".", 1)[-1],
+                    "version": req.version_info,
+                    "nonce": req.response_nonce,
+                    "names": sorted(req.resource_names),
+                    "error": req.error_detail.message if req.HasField("error_detail") else None,
+                },
+                sort_keys=True,
+            )
+        )
+        if req.type_url not in TYPES:
+            return
+        control = self.control
+        with control.lock:
+            names = set(req.resource_names)
+            new_names = names - stream.subscribed[req.type_url]
+            stream.subscribed[req.type_url] = names
+            # A first request, or one naming more: send what it now wants.
+            if names and (new_names or req.type_url not in stream.sent):
+                stream.out.put(control.response(stream, req.type_url))
+
+
+def main():
+    parser = argparse.ArgumentParser(description="scenario-driven xDS management server")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--scenario")
+    parser.add_argument("--watch-stdin", action="store_true")
+    args = parser.parse_args()
+    scenario = {}
+    if args.scenario:
+        with open(args.scenario) as f:
+            scenario = json.load(f)
+    control = Control(scenario)
+
+    def on_line(line):
+        if line.startswith("SCENARIO "):
+            try:
+                n = control.apply(json.loads(line[len("SCENARIO ") :]))
+            except (ValueError, KeyError, AttributeError) as e:
+                say("BAD %s" % e)
+                return
+            say("APPLIED %d" % n)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(Ads(control), server)
+    port = peer_serve.bind(server, args.port, "xds_control.py")
+    if port is None:
+        return 2
+    peer_serve.serve_until_stopped(server, port, say, args.watch_stdin, grace=0.5, on_line=on_line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
