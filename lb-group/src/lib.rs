@@ -85,6 +85,7 @@
 
 mod aggregator;
 mod cache;
+pub mod cluster_impl;
 pub mod cluster_manager;
 mod graceful_switch;
 mod group;
@@ -104,7 +105,8 @@ use lb_core::{LbPolicyBuilder, LbPolicyRegistry};
 /// Registers `weighted_target`, `priority` and `outlier_detection` in `registry`,
 /// each under grpc's name (`weighted_target_experimental`, `priority_experimental`,
 /// `outlier_detection_experimental`) and a short alias (`weighted_target`,
-/// `priority`, `outlier_detection`), and `xds_cluster_manager_experimental`.
+/// `priority`, `outlier_detection`), and xDS's `xds_cluster_manager_experimental` and
+/// `xds_cluster_impl_experimental`.
 ///
 /// # Examples
 ///
@@ -149,4 +151,5 @@ fn register_all(registry: &mut LbPolicyRegistry) {
     registry.register_arc(outlier_detection.clone());
     registry.register_as(outlier_detection::ALIAS, outlier_detection);
     registry.register(cluster_manager::ClusterManagerBuilder);
+    registry.register(cluster_impl::ClusterImplBuilder);
 }

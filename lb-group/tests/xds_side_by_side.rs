@@ -250,8 +250,9 @@ impl Rig {
             }
             assert!(
                 Instant::now() < deadline,
-                "{what}: not from both clients; requests since: {requests:#?}; \
-                 management server stderr: {}",
+                "{what}: not from both clients; the management server printed {:#?}; \
+                 its stderr: {}",
+                &self.log[from..],
                 self.control
                     .as_ref()
                     .map(ScriptServer::stderr)
@@ -641,4 +642,92 @@ fn priority_failover_and_a_management_server_restart_side_by_side() {
     for t in [&ours, &theirs] {
         assert_eq!(t.to("A"), 20, "{t:?}");
     }
+}
+
+impl Rig {
+    /// `n` calls at once from each client, each `/test.Echo/Sleep` for `ms`.
+    fn both_sleep(&self, n: usize, ms: u64) -> (Tally, Tally) {
+        let ours: Vec<_> = (0..n)
+            .map(|_| {
+                let channel = self.ours.clone();
+                std::thread::spawn(move || {
+                    let options = CallOptions::default().with_timeout(Duration::from_secs(10));
+                    channel.unary("/test.Echo/Sleep", ms.to_string(), options)
+                })
+            })
+            .collect();
+        let mut tally = Tally::default();
+        for t in ours {
+            match t.join().unwrap() {
+                Ok(_) => *tally.ok.entry("slept".into()).or_default() += 1,
+                Err(s) => *tally.failed.entry(format!("{s}")).or_default() += 1,
+            }
+        }
+        let line = self
+            .grpcio
+            .command(&format!("SLEEP {n} {ms}"), "RESULT ", WAIT)
+            .unwrap();
+        (tally, Tally::from_result(&line))
+    }
+}
+
+#[test]
+fn drops_and_circuit_breaking_side_by_side() {
+    let Some(env) = peers::require_peers() else {
+        return;
+    };
+    let mut rig = Rig::start(env, &["A"], |a| one_cluster(a, &["A"]));
+
+    // 1. A drop category of 50 %: about half the calls fail, never sent.
+    let mut dropping = rig.scenario.clone();
+    dropping["drops"] = json!({"c1": [["lb", 50]]});
+    rig.apply(&dropping, &["ClusterLoadAssignment"]);
+    rig.settle(&[], "drops in force", |t| t.failures() > 0);
+    let ours = rig.ours_calls(400, &[]);
+    let theirs = rig.grpcio_calls(400, &[]);
+    rows("drop category lb 50 %", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert!(
+            (140..=260).contains(&t.failures()) && t.to("A") + t.failures() == 400,
+            "about half dropped: {t:?}"
+        );
+        assert!(
+            t.failed
+                .keys()
+                .all(|k| k.contains("UNAVAILABLE") || k.contains("Unavailable")),
+            "drops fail UNAVAILABLE: {t:?}"
+        );
+    }
+    eprintln!(
+        "| drop message | lb-sync | {:?} |",
+        ours.failed.keys().next()
+    );
+    eprintln!(
+        "| drop message | grpcio (C-core) | {:?} |",
+        theirs.failed.keys().next()
+    );
+
+    // 2. Circuit breaking: max_requests 2, six calls at once: two go through.
+    let mut breaking = rig.scenario.clone();
+    breaking.as_object_mut().unwrap().remove("drops");
+    breaking["clusters"]["c1"]["max_requests"] = json!(2);
+    rig.apply(&breaking, &["Cluster", "ClusterLoadAssignment"]);
+    rig.settle(&[], "drops gone", |t| t.failures() == 0);
+    let (ours, theirs) = rig.both_sleep(6, 600);
+    rows("max_requests 2, six calls at once", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(
+            (t.to("slept"), t.failures()),
+            (2, 4),
+            "two calls in flight at most: {t:?}"
+        );
+    }
+    eprintln!(
+        "| breaker message | lb-sync | {:?} |",
+        ours.failed.keys().next()
+    );
+    eprintln!(
+        "| breaker message | grpcio (C-core) | {:?} |",
+        theirs.failed.keys().next()
+    );
 }

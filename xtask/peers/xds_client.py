@@ -10,9 +10,11 @@ prints `READY` once its channel exists, then reads one command per line:
 
     CALL <n> [key=value ...]   n calls, one after another
     RUN <ms> [key=value ...]   calls one after another for ms milliseconds
+    SLEEP <n> <ms>             n calls at once, each `/test.Echo/Sleep` for ms
 
-Each call is a unary `/test.Echo/Who` (the backend answers its `--id`) with
-the key=value pairs as request metadata and a 5 s deadline. After each command
+Each CALL or RUN call is a unary `/test.Echo/Who` (the backend answers its
+`--id`) with the key=value pairs as request metadata and a 5 s deadline; a
+SLEEP call that succeeds counts as "slept". After each command
 it prints one line `RESULT {...}` (JSON, keys sorted): "ok" counts the answers
 by backend id, "failed" counts the failures by "CODE: details". End of stdin
 ends the client.
@@ -35,14 +37,26 @@ def main():
 
     channel = grpc.insecure_channel(args.target)
     who = channel.unary_unary("/test.Echo/Who")
+    sleep = channel.unary_unary("/test.Echo/Sleep")
     print("READY", flush=True)
     for line in sys.stdin:
         words = line.split()
         if not words:
             continue
         command, amount, pairs = words[0], int(words[1]), words[2:]
-        metadata = tuple(tuple(p.split("=", 1)) for p in pairs)
         ok, failed = {}, {}
+        if command == "SLEEP":
+            calls = [sleep.future(pairs[0].encode(), timeout=10) for _ in range(amount)]
+            for call in calls:
+                try:
+                    call.result()
+                    ok["slept"] = ok.get("slept", 0) + 1
+                except grpc.RpcError as e:
+                    key = "%s: %s" % (e.code().name, e.details())
+                    failed[key] = failed.get(key, 0) + 1
+            print("RESULT " + json.dumps({"ok": ok, "failed": failed}, sort_keys=True), flush=True)
+            continue
+        metadata = tuple(tuple(p.split("=", 1)) for p in pairs)
         end = time.monotonic() + amount / 1000.0
         count = 0
         while (count < amount) if command == "CALL" else (time.monotonic() < end):

@@ -18,10 +18,12 @@ The scenario is JSON (the starting one from --scenario, none otherwise):
                    ... optional "max_stream_duration_ms": N},
      "routes":    {"r1": ROUTES},
      "clusters":  {"c1": {"lb": "ROUND_ROBIN" | "RING_HASH" | "LEAST_REQUEST"
-                           | "MAGLEV" (which gRPC refuses), "eds": "name"?}},
+                           | "MAGLEV" (which gRPC refuses), "eds": "name"?,
+                           "max_requests": N?}},
      "endpoints": {"c1": [{"zone": "a", "priority": 0, "weight": 1,
                            "addresses": ["127.0.0.1:port", ...],
-                           "health": "HEALTHY"?}]}}
+                           "health": "HEALTHY"?}]},
+     "drops":     {"c1": [["category", percent], ...]}}
     ROUTES = {"virtual_hosts": [{"domains": ["*"], "routes": [
                 {"prefix": "/" | "path": "/s/m",
                  "headers": {"x-user": "alice"}?,
@@ -66,6 +68,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 PREFIX = "type.googleapis.com/"
@@ -158,11 +161,18 @@ def cluster(name, spec):
     c.eds_cluster_config.eds_config.CopyFrom(ads_source())
     if "eds" in spec:
         c.eds_cluster_config.service_name = spec["eds"]
+    if "max_requests" in spec:
+        t = c.circuit_breakers.thresholds.add()
+        t.max_requests.value = spec["max_requests"]
     return c
 
 
-def endpoints(name, localities):
+def endpoints(name, localities, drops=()):
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    for category, percent in drops:
+        drop = cla.policy.drop_overloads.add(category=category)
+        drop.drop_percentage.numerator = percent
+        drop.drop_percentage.denominator = percent_pb2.FractionalPercent.HUNDRED
     for loc_spec in localities:
         loc = cla.endpoints.add(priority=loc_spec.get("priority", 0))
         loc.locality.region = "r"
@@ -190,6 +200,9 @@ def resources(scenario):
         out[type_url] = {
             name: packed(build(name, spec)) for name, spec in scenario.get(key, {}).items()
         }
+    for name, drops in (scenario.get("drops") or {}).items():
+        localities = scenario.get("endpoints", {}).get(name, [])
+        out[ENDPOINT][name] = packed(endpoints(name, localities, drops))
     return out
 
 

@@ -63,9 +63,16 @@ impl fmt::Debug for Snapshot {
 /// The current snapshot, swapped atomically.
 pub(crate) struct PickerCell {
     current: ArcSwap<Snapshot>,
-    /// The sender of the current snapshot's `replaced` channel. Only publishers take
-    /// this lock, never calls.
-    replaced_tx: Mutex<Sender<()>>,
+    /// Only publishers take this lock, never calls.
+    publisher: Mutex<Publisher>,
+}
+
+/// What publishers share.
+struct Publisher {
+    /// The sender of the current snapshot's `replaced` channel.
+    replaced_tx: Sender<()>,
+    /// A selector staged to go out with the next picker.
+    staged: Option<Option<SelectorRef>>,
 }
 
 impl PickerCell {
@@ -79,7 +86,10 @@ impl PickerCell {
                 selector: None,
                 replaced: rx,
             }),
-            replaced_tx: Mutex::new(tx),
+            publisher: Mutex::new(Publisher {
+                replaced_tx: tx,
+                staged: None,
+            }),
         }
     }
 
@@ -94,43 +104,65 @@ impl PickerCell {
         self.current.load_full()
     }
 
-    /// Publishes a new picker and state.
+    /// Publishes a new picker and state (with the staged selector, if one is).
     pub(crate) fn publish(&self, state: ConnectivityState, picker: Arc<dyn Picker>) {
-        self.replace(|cur| Parts {
+        let mut publisher = self.publisher.lock();
+        let mut parts = Parts {
             state,
             picker,
-            ..Parts::of(cur)
-        });
+            ..Parts::of(&self.current.load())
+        };
+        if let Some(selector) = publisher.staged.take() {
+            parts.selector = selector;
+        }
+        self.store(&mut publisher, parts);
     }
 
     /// Publishes new method configs with the current picker.
     pub(crate) fn set_methods(&self, methods: Arc<MethodConfigs>) {
-        self.replace(|cur| Parts {
+        let mut publisher = self.publisher.lock();
+        let parts = Parts {
             methods,
-            ..Parts::of(cur)
-        });
+            ..Parts::of(&self.current.load())
+        };
+        self.store(&mut publisher, parts);
     }
 
-    /// Publishes a new config selector with the current picker, unless it is
-    /// the current one already.
-    pub(crate) fn set_selector(&self, selector: Option<SelectorRef>) {
-        if self.current.load().selector == selector {
+    /// Stages a config selector to go out with the next picker
+    /// [`publish`](Self::publish)es, so that no call sees it with a picker made
+    /// before it (the policy publishes the picker made from the same update).
+    pub(crate) fn stage_selector(&self, selector: Option<SelectorRef>) {
+        self.publisher.lock().staged = Some(selector);
+    }
+
+    /// Publishes the staged selector with the current picker, if no picker took
+    /// it (the policy published nothing new) and it differs from the current one.
+    pub(crate) fn commit_selector(&self) {
+        let mut publisher = self.publisher.lock();
+        let Some(selector) = publisher.staged.take() else {
+            return;
+        };
+        let current = self.current.load();
+        if current.selector == selector {
             return;
         }
-        self.replace(|cur| Parts {
+        let parts = Parts {
             selector,
-            ..Parts::of(cur)
-        });
+            ..Parts::of(&current)
+        };
+        drop(current);
+        self.store(&mut publisher, parts);
     }
 
     /// Wakes every waiter without changing anything (the clock jumped).
     pub(crate) fn touch(&self) {
-        self.replace(Parts::of);
+        let mut publisher = self.publisher.lock();
+        let parts = Parts::of(&self.current.load());
+        self.store(&mut publisher, parts);
     }
 
-    fn replace(&self, next: impl FnOnce(&Snapshot) -> Parts) {
-        let mut replaced_tx = self.replaced_tx.lock();
-        let parts = next(&self.current.load());
+    /// Stores a new snapshot; the lock is held, so publishers go one at a time.
+    fn store(&self, publisher: &mut Publisher, parts: Parts) {
         let (tx, rx) = crossbeam_channel::bounded(0);
         self.current.store(Arc::new(Snapshot {
             picker: parts.picker,
@@ -140,7 +172,7 @@ impl PickerCell {
             replaced: rx,
         }));
         // Dropping the old sender wakes everyone waiting on the old snapshot.
-        drop(std::mem::replace(&mut *replaced_tx, tx));
+        drop(std::mem::replace(&mut publisher.replaced_tx, tx));
     }
 }
 

@@ -816,13 +816,16 @@ impl ChannelCore {
             self.switch_policy(&builder);
         }
         let endpoints_ok = update.endpoints.is_ok();
-        let selector = update.config_selector.take();
+        // The selector goes out with the first picker the policy publishes from
+        // this update (or alone after it, if it publishes none): a call that
+        // selects with it finds what it selected in the picker beside it.
+        self.shared
+            .cell
+            .stage_selector(update.config_selector.take());
         let result = self.call_policy(now, |p, c, now| {
             p.resolver_update(update, lb_config.as_ref(), c, now)
         });
-        // After the policy has made its picker from the same update: a call that
-        // selects with this selector finds what it selected in that picker.
-        self.shared.cell.set_selector(selector);
+        self.shared.cell.commit_selector();
         match result {
             Some(Ok(())) if endpoints_ok => {
                 self.resolution_backoff.reset();

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!   xds_cluster_manager_experimental            (the service config)
-//!     └─ <cluster>: the cluster's tree (tree.rs: priority → weighted_target → policy)
+//!     └─ <cluster>: xds_cluster_impl_experimental (drops, max_requests)
+//!          └─ the cluster's tree (tree.rs: priority → weighted_target → policy)
 //!   endpoints, each with the path [cluster, priority, locality]
 //!   XdsSelector: each call → route (path, headers, fraction) → cluster,
 //!                timeout and retry policy from the route, request hash
@@ -27,9 +28,8 @@
 //!   watch and every cluster reference rings (bounded 1: rings coalesce, and
 //!   each wake reads every state).
 //!
-//! Not yet: logical DNS and aggregate clusters, drops and `max_requests` (the
-//! cluster impl policy), cluster specifier plugins; calls routed to them fail
-//! UNAVAILABLE saying so.
+//! Not yet: logical DNS and aggregate clusters, cluster specifier plugins;
+//! calls routed to them fail UNAVAILABLE saying so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -56,6 +56,7 @@ use super::routing::{
     HashPolicy, Route, RouteAction, VirtualHost, pick_virtual_host, pick_weighted,
 };
 use super::tree::{PriorityNames, cluster_tree};
+use crate::cluster_impl;
 use crate::cluster_manager::{self, CLUSTER_ATTRIBUTE};
 use crate::hierarchy;
 
@@ -467,7 +468,18 @@ impl Worker {
             return Some(Err(format!("xDS cluster {name} has no endpoints")));
         }
         let tree = cluster_tree(&cluster, &endpoints, &mut watch.names);
-        Some(Ok((tree.config, tree.endpoints)))
+        let drops: Vec<Value> = endpoints
+            .drops
+            .iter()
+            .map(|d| json!({"category": d.category, "requestsPerMillion": d.per_million}))
+            .collect();
+        let config = json!({cluster_impl::NAME: {
+            "cluster": name,
+            "maxConcurrentRequests": cluster.max_requests,
+            "dropCategories": drops,
+            "childPolicy": [tree.config],
+        }});
+        Some(Ok((config, tree.endpoints)))
     }
 
     fn selector(

@@ -13,8 +13,8 @@
 //! ```
 //!
 //! Only endpoints whose health is UNKNOWN or HEALTHY are given to the tree.
-//! Drops and `max_requests` are not applied here (they belong to the cluster
-//! impl policy, still to come).
+//! Drops and `max_requests` are not applied here: the resolver puts the
+//! tree under `xds_cluster_impl_experimental` ([`crate::cluster_impl`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
