@@ -4,7 +4,8 @@
 //!   dependency check).
 //! - `demo`: the end-to-end demos: RLS routing real calls (lb-rls's `demo`), then
 //!   backends going bad mid-run while calls keep succeeding (lb-transport's
-//!   `resilience`: retries, health checks, outlier detection).
+//!   `resilience`: retries, health checks, outlier detection); `demo xds` a
+//!   channel an xDS management server configures (lb-group's `xds_demo`).
 //! - `bench`: the benchmarks, with their targets and ratios (never part of `test`).
 //! - `peers`: install the real peers for interop tests (grpcio, nghttp2); `test`
 //!   does this too.
@@ -26,7 +27,8 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <test | demo | bench | peers | fuzz | soak>
 
   test    format, clippy, the whole test suite, docs, dependency check (what CI runs)
-  demo    run the end-to-end demos: demo [rls | resilience] (default both)
+  demo    run the end-to-end demos: demo [rls | resilience] (default both),
+          or demo xds [seconds to keep the admin page up]
   bench   run the benchmarks and print figures against their targets
   peers   install the interop peers (grpcio venv, nghttp2 tools) if missing
   fuzz    run the fuzz targets: fuzz [--secs N (default 60)] [--target NAME]
@@ -120,6 +122,32 @@ fn run_example(
     util::cargo(root, &args)
 }
 
+/// The xDS demo: it runs the tests' management server (grpcio with Envoy's
+/// protos), so the Python peers come first.
+fn demo_xds(root: &std::path::Path, args: &[String]) -> Result<(), String> {
+    peers::ensure_python(root)?;
+    println!(
+        "== demo: a channel configured by an xDS control plane\n\
+         A management server (grpcio serving ADS with Envoy's own protos) tells a \n\
+         channel to xds:///demo how to route: all calls to one cluster, then 70/30, \n\
+         30/70, a new endpoint, and a header route, while four threads call without \n\
+         pause. Add a number of seconds to keep the admin page up at the end.\n"
+    );
+    let env = peers::test_env(root);
+    let mut cargo_args = vec![
+        "run",
+        "--release",
+        "-p",
+        "lb-group",
+        "--example",
+        "xds_demo",
+        "--",
+    ];
+    cargo_args.extend(args.iter().map(String::as_str));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    util::cargo_env(root, &cargo_args, &env)
+}
+
 fn demo(args: &[String]) -> Result<(), String> {
     let root = util::project_root();
     let which = args.first().map(String::as_str);
@@ -127,7 +155,10 @@ fn demo(args: &[String]) -> Result<(), String> {
         None => (true, true),
         Some("rls") => (true, false),
         Some("resilience") => (false, true),
-        Some(other) => return Err(format!("unknown demo {other:?}: rls or resilience")),
+        Some("xds" | "--xds") => return demo_xds(&root, &args[1..]),
+        Some(other) => {
+            return Err(format!("unknown demo {other:?}: rls, resilience or xds"));
+        }
     };
     if rls {
         println!(

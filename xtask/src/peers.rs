@@ -73,6 +73,11 @@ pub(crate) fn ensure(root: &Path) -> Result<(), String> {
     ensure_tools()
 }
 
+/// Installs the Python peers if missing (not the nghttp2 tools).
+pub(crate) fn ensure_python(root: &Path) -> Result<(), String> {
+    ensure_venv(root)
+}
+
 /// Makes sure the venv exists and matches `requirements.txt`.
 fn ensure_venv(root: &Path) -> Result<(), String> {
     let requirements = scripts_dir(root).join("requirements.txt");
