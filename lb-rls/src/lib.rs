@@ -244,6 +244,7 @@ pub mod picker;
 pub mod proto;
 pub mod server;
 pub mod throttler;
+pub mod xds;
 
 use lb_core::LbPolicyRegistry;
 

@@ -23,11 +23,16 @@ The scenario is JSON (the starting one from --scenario, none otherwise):
      "endpoints": {"c1": [{"zone": "a", "priority": 0, "weight": 1,
                            "addresses": ["127.0.0.1:port", ...],
                            "health": "HEALTHY"?}]},
-     "drops":     {"c1": [["category", percent], ...]}}
+     "drops":     {"c1": [["category", percent], ...]},
+     "rls_plugins": {"rls1": {"lookup_service": "127.0.0.1:port",
+                              "service": "test.Echo",
+                              "headers": {"user": "x-user"}?,
+                              "default_target": "c1"?}}}
     ROUTES = {"virtual_hosts": [{"domains": ["*"], "routes": [
                 {"prefix": "/" | "path": "/s/m",
                  "headers": {"x-user": "alice"}?,
-                 "cluster": "c1" | "weighted": [["c1", 70], ["c2", 30]],
+                 "cluster": "c1" | "weighted": [["c1", 70], ["c2", 30]]
+                   | "rls": "rls1" (a route to that RLS cluster specifier plugin),
                  "max_stream_duration_ms": N?,
                  "retry": {"on": "unavailable", "num_retries": 2}?}]}]}
 
@@ -69,7 +74,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf import (
+    any_pb2,
+    descriptor_pb2,
+    descriptor_pool,
+    duration_pb2,
+    message_factory,
+    wrappers_pb2,
+)
 
 PREFIX = "type.googleapis.com/"
 LISTENER = PREFIX + "envoy.config.listener.v3.Listener"
@@ -101,8 +113,66 @@ def ads_source():
     return config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())
 
 
-def route_config(name, spec):
+def rls_messages():
+    """RouteLookupClusterSpecifier, built from a descriptor written here (the
+    xds-protos package has no grpc.lookup protos): only the fields the
+    scenarios set."""
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="lb_peers/grpc/lookup/v1/rls_config.proto", package="grpc.lookup.v1", syntax="proto3"
+    )
+
+    def field(msg, name, number, ftype, label=F.LABEL_OPTIONAL, type_name=None):
+        f = msg.field.add(name=name, number=number, type=ftype, label=label)
+        if type_name is not None:
+            f.type_name = type_name
+
+    matcher = fdp.message_type.add(name="NameMatcher")
+    field(matcher, "key", 1, F.TYPE_STRING)
+    field(matcher, "names", 2, F.TYPE_STRING, F.LABEL_REPEATED)
+    builder = fdp.message_type.add(name="GrpcKeyBuilder")
+    name = builder.nested_type.add(name="Name")
+    field(name, "service", 1, F.TYPE_STRING)
+    field(name, "method", 2, F.TYPE_STRING)
+    field(builder, "names", 1, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".grpc.lookup.v1.GrpcKeyBuilder.Name")
+    field(builder, "headers", 2, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".grpc.lookup.v1.NameMatcher")
+    config = fdp.message_type.add(name="RouteLookupConfig")
+    field(config, "grpc_keybuilders", 2, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".grpc.lookup.v1.GrpcKeyBuilder")
+    field(config, "lookup_service", 3, F.TYPE_STRING)
+    field(config, "cache_size_bytes", 7, F.TYPE_INT64)
+    field(config, "default_target", 9, F.TYPE_STRING)
+    spec = fdp.message_type.add(name="RouteLookupClusterSpecifier")
+    field(spec, "route_lookup_config", 1, F.TYPE_MESSAGE, type_name=".grpc.lookup.v1.RouteLookupConfig")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("grpc.lookup.v1.RouteLookupClusterSpecifier")
+    )
+
+
+RouteLookupClusterSpecifier = rls_messages()
+RLS_SPECIFIER_TYPE = PREFIX + "grpc.lookup.v1.RouteLookupClusterSpecifier"
+
+
+def rls_plugin(spec):
+    specifier = RouteLookupClusterSpecifier()
+    config = specifier.route_lookup_config
+    config.lookup_service = spec["lookup_service"]
+    config.cache_size_bytes = 1 << 20
+    config.default_target = spec.get("default_target", "")
+    builder = config.grpc_keybuilders.add()
+    builder.names.add(service=spec["service"])
+    for key, header in sorted(spec.get("headers", {}).items()):
+        builder.headers.add(key=key, names=[header])
+    return any_pb2.Any(type_url=RLS_SPECIFIER_TYPE, value=specifier.SerializeToString())
+
+
+def route_config(name, spec, plugins=None):
     rc = route_pb2.RouteConfiguration(name=name)
+    for plugin_name, plugin in sorted((plugins or {}).items()):
+        p = rc.cluster_specifier_plugins.add()
+        p.extension.name = plugin_name
+        p.extension.typed_config.CopyFrom(rls_plugin(plugin))
     for i, host in enumerate(spec["virtual_hosts"]):
         vh = rc.virtual_hosts.add(name="vh%d" % i, domains=host["domains"])
         for r in host["routes"]:
@@ -114,7 +184,9 @@ def route_config(name, spec):
             for header, value in sorted(r.get("headers", {}).items()):
                 match.headers.add(name=header, exact_match=value)
             action = route_components_pb2.RouteAction()
-            if "weighted" in r:
+            if "rls" in r:
+                action.cluster_specifier_plugin = r["rls"]
+            elif "weighted" in r:
                 for cluster, weight in r["weighted"]:
                     action.weighted_clusters.clusters.add(
                         name=cluster, weight=wrappers_pb2.UInt32Value(value=weight)
@@ -189,9 +261,10 @@ def endpoints(name, localities, drops=()):
 
 def resources(scenario):
     """The scenario's resources: type URL -> name -> serialized Any."""
+    plugins = scenario.get("rls_plugins") or {}
     builders = {
         LISTENER: ("listeners", listener),
-        ROUTE: ("routes", route_config),
+        ROUTE: ("routes", lambda name, spec: route_config(name, spec, plugins)),
         CLUSTER: ("clusters", cluster),
         ENDPOINT: ("endpoints", endpoints),
     }

@@ -148,9 +148,39 @@ pub struct Watch {
 struct WatchSlot {
     /// The state, and whether it changed since the watcher last read it.
     state: Mutex<(WatchState, bool)>,
-    /// Rung (without blocking) after each change; bounded 1, so rings
-    /// coalesce.
-    bell: Sender<()>,
+    /// Told after each change.
+    notify: Notify,
+}
+
+/// How a watch tells its watcher that its state changed.
+#[derive(Clone)]
+pub enum Notify {
+    /// Rings a bell with `try_send` (give it a bounded(1) channel: rings
+    /// coalesce), so one thread can wait on many watches.
+    Bell(Sender<()>),
+    /// Calls a function on the client's thread; it must not block (a policy
+    /// calls its `WorkScheduler::schedule_work`).
+    Call(Arc<dyn Fn() + Send + Sync>),
+}
+
+impl Notify {
+    fn notify(&self) {
+        match self {
+            Self::Bell(bell) => {
+                let _ = bell.try_send(());
+            }
+            Self::Call(f) => f(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Bell(_) => "Notify::Bell",
+            Self::Call(_) => "Notify::Call",
+        })
+    }
 }
 
 impl WatchSlot {
@@ -172,7 +202,16 @@ impl WatchSlot {
             }
             *changed = true;
         }
-        let _ = self.bell.try_send(());
+        self.notify.notify();
+    }
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -235,6 +274,14 @@ pub struct XdsClient {
     thread: Option<JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for XdsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsClient")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
 impl XdsClient {
     /// Starts a client streaming from `channel` (a channel to the management
     /// server).
@@ -260,29 +307,24 @@ impl XdsClient {
     /// The client is shutting down, or more than 1024 commands wait.
     pub fn watch(&self, kind: Kind, name: &str) -> Result<Watch, Status> {
         let (bell, rx) = bounded(1);
-        let mut watch = self.watch_with_bell(kind, name, bell)?;
+        let mut watch = self.watch_notify(kind, name, Notify::Bell(bell))?;
         watch.bell = Some(rx);
         Ok(watch)
     }
 
-    /// Watches the resource `name` of `kind`, ringing `bell` (with
-    /// `try_send`, so give it a bounded(1) channel) after each change: one
-    /// thread can wait on many watches, as the xDS resolver does. Read the
-    /// state with [`Watch::state`].
+    /// Watches the resource `name` of `kind`, telling `notify` after each
+    /// change (the xDS resolver's thread waits on one bell for all its
+    /// watches; a policy schedules its work). Read the state with
+    /// [`Watch::state`].
     ///
     /// # Errors
     ///
     /// The client is shutting down, or more than 1024 commands wait.
-    pub fn watch_with_bell(
-        &self,
-        kind: Kind,
-        name: &str,
-        bell: Sender<()>,
-    ) -> Result<Watch, Status> {
+    pub fn watch_notify(&self, kind: Kind, name: &str, notify: Notify) -> Result<Watch, Status> {
         let commands = self.commands.clone();
         let slot = Arc::new(WatchSlot {
             state: Mutex::new((WatchState::default(), false)),
-            bell,
+            notify,
         });
         commands
             .try_send(Command::Watch {

@@ -16,6 +16,9 @@
 //! - [`tree`]: a cluster's priority and locality policy tree from its
 //!   resources;
 //! - [`client`]: the ADS stream over a channel, shared by every watcher;
+//! - [`cluster_watch`]: one cluster's watches and the tree they make;
+//! - [`cds_policy`]: `cds_experimental`, a cluster named at run time (RLS's
+//!   targets);
 //! - [`resolver`]: the `xds:` resolver and its per-call config selector, which
 //!   give a channel its whole config (`xds_cluster_manager` over each
 //!   cluster's tree) and route each call.
@@ -23,7 +26,9 @@
 pub mod ads;
 pub mod bootstrap;
 pub mod cds;
+pub mod cds_policy;
 pub mod client;
+pub mod cluster_watch;
 pub mod eds;
 pub mod lds;
 mod pb;

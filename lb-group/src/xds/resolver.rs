@@ -28,8 +28,12 @@
 //!   watch and every cluster reference rings (bounded 1: rings coalesce, and
 //!   each wake reads every state).
 //!
-//! Not yet: logical DNS and aggregate clusters, cluster specifier plugins;
-//! calls routed to them fail UNAVAILABLE saying so.
+//! - A route to an RLS cluster specifier plugin goes to the plugin's child
+//!   (`cluster_specifier_plugin:<name>`), whose policy the plugin's converter
+//!   makes (lb-rls: `rls_experimental` over `cds_experimental` targets).
+//!
+//! Not yet: logical DNS and aggregate clusters; calls routed to them fail
+//! UNAVAILABLE saying so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -48,15 +52,14 @@ use lb_core::{Attributes, Endpoint, Metadata, PickerRandom, ResolverUpdate, Shar
 use serde_json::{Map, Value, json};
 
 use super::bootstrap::Bootstrap;
-use super::cds::{Cluster, ClusterKind};
-use super::client::{Kind, Watch, WatchState, XdsClient, XdsResource};
+use super::client::{Kind, Notify, Watch, WatchState, XdsClient, XdsResource};
+use super::cluster_watch::ClusterWatch;
 use super::lds::{Listener, RouteSource};
 use super::rds::RouteConfig;
 use super::routing::{
     HashPolicy, Route, RouteAction, VirtualHost, pick_virtual_host, pick_weighted,
 };
-use super::tree::{PriorityNames, cluster_tree};
-use crate::cluster_impl;
+use super::tree::ClusterTree;
 use crate::cluster_manager::{self, CLUSTER_ATTRIBUTE};
 use crate::hierarchy;
 
@@ -90,6 +93,18 @@ pub struct XdsResolverBuilder {
     client: Arc<XdsClient>,
     bootstrap: Arc<Bootstrap>,
     random: SharedRandom,
+    rls_plugin: Option<PluginPolicy>,
+}
+
+/// Turns an RLS cluster specifier plugin's encoded `RouteLookupConfig` into
+/// the policy config of its `xds_cluster_manager` child (lb-rls has it:
+/// `lb_rls::xds::plugin_policy`).
+pub type PluginPolicy = fn(&[u8]) -> Result<Value, String>;
+
+/// The `xds_cluster_manager` child (and call attribute) of cluster specifier
+/// plugin `name`, as gRPC names it.
+pub fn plugin_child(name: &str) -> String {
+    format!("cluster_specifier_plugin:{name}")
 }
 
 impl XdsResolverBuilder {
@@ -99,7 +114,17 @@ impl XdsResolverBuilder {
             client,
             bootstrap: Arc::new(bootstrap),
             random: SharedRandom::from_entropy(),
+            rls_plugin: None,
         }
+    }
+
+    /// The same, sending routes that name an RLS cluster specifier plugin to
+    /// the policy `convert` makes of the plugin's config (without it, calls
+    /// on such routes fail UNAVAILABLE saying so).
+    #[must_use]
+    pub fn with_rls_plugin(mut self, convert: PluginPolicy) -> Self {
+        self.rls_plugin = Some(convert);
+        self
     }
 
     /// The same, drawing weighted-cluster choices, runtime fractions and
@@ -136,7 +161,7 @@ impl ResolverBuilder for XdsResolverBuilder {
         let (stop, stopped) = bounded(0);
         let listener_watch = self
             .client
-            .watch_with_bell(Kind::Listener, &listener, bell.clone())
+            .watch_notify(Kind::Listener, &listener, Notify::Bell(bell.clone()))
             .map_err(|s| s.message().to_owned())?;
         let random = Arc::new(PickerRandom::new(&self.random));
         let worker = Worker {
@@ -151,6 +176,8 @@ impl ResolverBuilder for XdsResolverBuilder {
             refs: BTreeMap::new(),
             channel_id_hash: random.next_u64(),
             random,
+            rls_plugin: self.rls_plugin,
+            plugins: BTreeMap::new(),
             last: None,
         };
         let thread = std::thread::Builder::new()
@@ -207,17 +234,6 @@ impl Drop for ClusterRef {
     }
 }
 
-/// One cluster's watches.
-struct ClusterWatch {
-    cds: Watch,
-    /// The endpoint resource's name and watch (EDS clusters).
-    eds: Option<(String, Watch)>,
-    names: PriorityNames,
-}
-
-/// A cluster's policy config and its endpoints.
-type Tree = (Value, Vec<Endpoint>);
-
 /// What the last update was made of: an equal one is not sent again.
 type Published = (
     Value,
@@ -240,6 +256,10 @@ struct Worker {
     refs: BTreeMap<String, Weak<ClusterRef>>,
     channel_id_hash: u64,
     random: Arc<PickerRandom>,
+    rls_plugin: Option<PluginPolicy>,
+    /// The policies of the cluster specifier plugins in use, by child name
+    /// (kept while calls hold them, as clusters are).
+    plugins: BTreeMap<String, Result<Value, String>>,
     /// The last update sent: a config, or why calls fail.
     last: Option<Result<Published, String>>,
 }
@@ -303,9 +323,22 @@ impl Worker {
             .flat_map(|r| match &r.action {
                 RouteAction::Cluster(c) => vec![c.clone()],
                 RouteAction::Weighted(w) => w.iter().map(|(c, _)| c.clone()).collect(),
-                RouteAction::Plugin(_) | RouteAction::NonForwarding => Vec::new(),
+                RouteAction::Plugin(p) => vec![plugin_child(p)],
+                RouteAction::NonForwarding => Vec::new(),
             })
             .collect();
+        for (name, config) in &routes.plugins {
+            if referenced.contains(&plugin_child(name)) {
+                let policy = match self.rls_plugin {
+                    Some(convert) => convert(config),
+                    None => Err(format!(
+                        "the xDS route uses RLS cluster specifier plugin {name}, and this \
+                         resolver has none (XdsResolverBuilder::with_rls_plugin)"
+                    )),
+                };
+                self.plugins.insert(plugin_child(name), policy);
+            }
+        }
         // Clusters still held by calls or an earlier selector stay.
         self.refs.retain(|_, r| r.strong_count() > 0);
         let in_use: BTreeSet<String> = referenced
@@ -317,12 +350,26 @@ impl Worker {
         let mut trees = Map::new();
         let mut endpoints = Vec::new();
         let mut outcomes = BTreeMap::new();
+        self.plugins.retain(|name, _| in_use.contains(name));
         for name in &in_use {
+            if let Some(policy) = self.plugins.get(name) {
+                // A cluster specifier plugin's child: its policy, no endpoints.
+                match policy {
+                    Ok(p) => {
+                        trees.insert(name.clone(), json!({"childPolicy": [p]}));
+                        outcomes.insert(name.clone(), Ok(()));
+                    }
+                    Err(why) => {
+                        outcomes.insert(name.clone(), Err(why.clone()));
+                    }
+                }
+                continue;
+            }
             match self.cluster_tree(name) {
                 None => return, // still waiting for a resource
-                Some(Ok((config, eps))) => {
-                    trees.insert(name.clone(), json!({"childPolicy": [config]}));
-                    endpoints.extend(eps.into_iter().map(|e| {
+                Some(Ok(tree)) => {
+                    trees.insert(name.clone(), json!({"childPolicy": [tree.config]}));
+                    endpoints.extend(tree.endpoints.into_iter().map(|e| {
                         let mut path = vec![name.as_str().to_owned()];
                         path.extend(hierarchy::path(&e));
                         let path: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -370,9 +417,9 @@ impl Worker {
             RouteSource::Rds(name) => name,
         };
         if self.route.as_ref().is_none_or(|(n, _)| n != name) {
-            let watch = self
-                .client
-                .watch_with_bell(Kind::Route, name, self.bell.clone());
+            let watch =
+                self.client
+                    .watch_notify(Kind::Route, name, Notify::Bell(self.bell.clone()));
             match watch {
                 Ok(w) => self.route = Some((name.clone(), w)),
                 Err(s) => return Some(Err(s.message().to_owned())),
@@ -394,92 +441,18 @@ impl Worker {
         }
     }
 
-    /// A cluster's tree (config, endpoints); `None` while a resource it needs
-    /// has not arrived; an error when calls to it must fail.
-    fn cluster_tree(&mut self, name: &str) -> Option<Result<Tree, String>> {
+    /// A cluster's tree; `None` while a resource it needs has not arrived;
+    /// an error when calls to it must fail.
+    fn cluster_tree(&mut self, name: &str) -> Option<Result<ClusterTree, String>> {
         if !self.clusters.contains_key(name) {
-            let cds = self
-                .client
-                .watch_with_bell(Kind::Cluster, name, self.bell.clone());
-            let cds = match cds {
-                Ok(w) => w,
-                Err(s) => return Some(Err(s.message().to_owned())),
-            };
-            self.clusters.insert(
-                name.to_owned(),
-                ClusterWatch {
-                    cds,
-                    eds: None,
-                    names: PriorityNames::default(),
-                },
-            );
-        }
-        let watch = self.clusters.get_mut(name)?;
-        let cluster: Cluster = match watch.cds.state() {
-            WatchState {
-                resource: Some(XdsResource::Cluster(c)),
-                ..
-            } => c,
-            WatchState {
-                does_not_exist: true,
-                ..
-            } => return Some(Err(format!("xDS cluster {name} does not exist"))),
-            _ => return None,
-        };
-        let eds_name = match &cluster.kind {
-            ClusterKind::Eds { service_name } => service_name.as_deref().unwrap_or(name),
-            ClusterKind::LogicalDns { .. } => {
-                return Some(Err(format!(
-                    "xDS cluster {name} is a logical DNS cluster, not supported yet"
-                )));
-            }
-            ClusterKind::Aggregate { .. } => {
-                return Some(Err(format!(
-                    "xDS cluster {name} is an aggregate cluster, not supported yet"
-                )));
-            }
-        };
-        if watch.eds.as_ref().is_none_or(|(n, _)| n != eds_name) {
-            let eds = self
-                .client
-                .watch_with_bell(Kind::Endpoints, eds_name, self.bell.clone());
-            match eds {
-                Ok(w) => watch.eds = Some((eds_name.to_owned(), w)),
-                Err(s) => return Some(Err(s.message().to_owned())),
+            match ClusterWatch::start(&self.client, name, Notify::Bell(self.bell.clone())) {
+                Ok(w) => {
+                    self.clusters.insert(name.to_owned(), w);
+                }
+                Err(why) => return Some(Err(why)),
             }
         }
-        let (_, eds) = watch.eds.as_ref()?;
-        let endpoints = match eds.state() {
-            WatchState {
-                resource: Some(XdsResource::Endpoints(e)),
-                ..
-            } => e,
-            WatchState {
-                does_not_exist: true,
-                ..
-            } => {
-                return Some(Err(format!(
-                    "xDS endpoints {eds_name} of cluster {name} do not exist"
-                )));
-            }
-            _ => return None,
-        };
-        if endpoints.localities.is_empty() {
-            return Some(Err(format!("xDS cluster {name} has no endpoints")));
-        }
-        let tree = cluster_tree(&cluster, &endpoints, &mut watch.names);
-        let drops: Vec<Value> = endpoints
-            .drops
-            .iter()
-            .map(|d| json!({"category": d.category, "requestsPerMillion": d.per_million}))
-            .collect();
-        let config = json!({cluster_impl::NAME: {
-            "cluster": name,
-            "maxConcurrentRequests": cluster.max_requests,
-            "dropCategories": drops,
-            "childPolicy": [tree.config],
-        }});
-        Some(Ok((config, tree.endpoints)))
+        self.clusters.get_mut(name)?.tree(&self.client)
     }
 
     fn selector(
@@ -511,6 +484,14 @@ impl Worker {
                 (name.clone(), choice)
             })
             .collect();
+        let plugin_names: BTreeSet<String> = host
+            .routes
+            .iter()
+            .filter_map(|r| match &r.action {
+                RouteAction::Plugin(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
         let routes = host
             .routes
             .into_iter()
@@ -539,6 +520,13 @@ impl Worker {
         XdsSelector {
             host_name: host.name,
             domains: host.domains,
+            plugins: plugin_names
+                .into_iter()
+                .map(|p| {
+                    let child = plugin_child(&p);
+                    (p, child)
+                })
+                .collect(),
             routes,
             clusters,
             channel_id_hash: self.channel_id_hash,
@@ -558,6 +546,8 @@ pub struct XdsSelector {
     domains: Vec<String>,
     routes: Vec<(Route, Option<Arc<MethodConfig>>)>,
     clusters: BTreeMap<String, ClusterChoice>,
+    /// Each cluster specifier plugin's child in `clusters`, by plugin name.
+    plugins: BTreeMap<String, String>,
     channel_id_hash: u64,
     random: Arc<PickerRandom>,
 }
@@ -625,11 +615,14 @@ impl ConfigSelector for XdsSelector {
                 let draw = ((u128::from(self.random.next_u64()) * u128::from(total)) >> 64) as u64;
                 pick_weighted(clusters, draw).unwrap_or_default()
             }
-            RouteAction::Plugin(name) => {
-                return Err(Status::unavailable(format!(
-                    "the xDS route for {method} uses cluster specifier plugin {name}, not supported yet"
-                )));
-            }
+            RouteAction::Plugin(name) => match self.plugins.get(name) {
+                Some(child) => child.as_str(),
+                None => {
+                    return Err(Status::unavailable(format!(
+                        "xDS cluster specifier plugin {name} is not in the config"
+                    )));
+                }
+            },
             RouteAction::NonForwarding => {
                 return Err(Status::unavailable(format!(
                     "the xDS route for {method} is not a forwarding route"

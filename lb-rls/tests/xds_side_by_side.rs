@@ -8,6 +8,13 @@
 //!
 //! Each case prints a line of the table `| case | client | answers | failed |`;
 //! run with `--nocapture` to see it.
+//!
+//! It lives in lb-rls because one case routes through RLS as a cluster
+//! specifier plugin; our side is wired by `lb_rls::xds::register`. Needs the
+//! peers `cargo xtask test` installs (and the `server` feature, for
+//! lb-transport).
+
+#![cfg(feature = "server")]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +25,6 @@ use lb_core::channel::{CallOptions, Channel, ResolverRegistry};
 use lb_core::{Metadata, SharedRandom, SplitMix64};
 use lb_group::xds::Bootstrap;
 use lb_group::xds::client::{XdsClient, XdsClientOptions};
-use lb_group::xds::resolver::XdsResolverBuilder;
 use lb_testkit::peers::{
     self, GrpcServer, GrpcServerOptions, PeerEnv, ScriptClient, ScriptServer, TempDir,
 };
@@ -87,6 +93,7 @@ struct Rig {
     /// The scenario last applied (a restarted server starts from it).
     scenario: Value,
     addrs: Addrs,
+    _rls: Option<ScriptServer>,
     grpcio: ScriptClient,
     ours: Channel,
     _client: Arc<XdsClient>,
@@ -106,6 +113,17 @@ fn bootstrap(port: u16, node: &str) -> String {
 
 impl Rig {
     fn start(env: PeerEnv, ids: &[&'static str], scenario: impl Fn(&Addrs) -> Value) -> Self {
+        Self::start_with_rls(env, ids, None, scenario)
+    }
+
+    /// Also runs an RLS server (`rls_server.py`) with `rls_table`, at
+    /// `addrs.get("rls")`.
+    fn start_with_rls(
+        env: PeerEnv,
+        ids: &[&'static str],
+        rls_table: Option<Value>,
+        scenario: impl Fn(&Addrs) -> Value,
+    ) -> Self {
         let dir = env.temp_dir("xds-side-by-side").unwrap();
         let backends: BTreeMap<&'static str, GrpcServer> = ids
             .iter()
@@ -117,7 +135,25 @@ impl Rig {
                 (*id, GrpcServer::start(&env, options).unwrap())
             })
             .collect();
-        let addrs = Addrs(backends.iter().map(|(id, b)| (*id, b.target())).collect());
+        let mut addrs = Addrs(backends.iter().map(|(id, b)| (*id, b.target())).collect());
+        let rls = rls_table.map(|table| {
+            let file = dir.path().join("rls-table.json");
+            std::fs::write(&file, table.to_string()).unwrap();
+            let rls = ScriptServer::start(
+                &env,
+                "rls_server.py",
+                [
+                    "--port",
+                    "0",
+                    "--table",
+                    file.to_str().unwrap(),
+                    "--watch-stdin",
+                ],
+            )
+            .expect("rls_server.py starts");
+            addrs.0.insert("rls", rls.target());
+            rls
+        });
         let first = scenario(&addrs);
         let scenario_file = dir.path().join("scenario.json");
         std::fs::write(&scenario_file, first.to_string()).unwrap();
@@ -160,14 +196,18 @@ impl Rig {
         options.backoff.max = Duration::from_millis(500);
         let client = Arc::new(XdsClient::start(ads, options));
         let mut resolvers = ResolverRegistry::with_builtins();
-        resolvers.register(
-            XdsResolverBuilder::new(Arc::clone(&client), ours_bootstrap)
-                .with_random(SharedRandom::new(SplitMix64::seeded(7))),
+        let mut policies = lb_core::LbPolicyRegistry::with_builtins();
+        lb_rls::xds::register(
+            Arc::clone(&client),
+            ours_bootstrap,
+            &mut resolvers,
+            &mut policies,
         );
         let ours = Channel::builder("xds:///svc")
             .transport(transport)
             .resolver_registry(resolvers)
-            .lb_policy_registry(lb_group::registry())
+            .lb_policy_registry(policies)
+            .random(SharedRandom::new(SplitMix64::seeded(7)))
             .build()
             .unwrap();
         let mut rig = Self {
@@ -179,6 +219,7 @@ impl Rig {
             log: Vec::new(),
             scenario: first,
             addrs,
+            _rls: rls,
             grpcio,
             ours,
             _client: client,
@@ -730,4 +771,39 @@ fn drops_and_circuit_breaking_side_by_side() {
         "| breaker message | grpcio (C-core) | {:?} |",
         theirs.failed.keys().next()
     );
+}
+
+#[test]
+fn an_rls_cluster_specifier_route_side_by_side() {
+    let Some(env) = peers::require_peers() else {
+        return;
+    };
+    // RLS answers cluster names: alice's calls go to c2, everyone else's to c1.
+    let table = json!({
+        "routes": [{"keys": {"user": "alice"}, "targets": ["c2"]}],
+        "default": {"targets": ["c1"]}
+    });
+    let scenario = |a: &Addrs| {
+        let mut s = two_clusters(a, json!([{"prefix": "/", "rls": "rls1"}]));
+        s["rls_plugins"] = json!({"rls1": {
+            "lookup_service": a.get("rls"),
+            "service": "test.Echo",
+            "headers": {"user": "x-user"},
+            "default_target": "c1"
+        }});
+        s
+    };
+    let rig = Rig::start_with_rls(env, &["A", "B"], Some(table), scenario);
+    let alice = [("x-user", "alice")];
+    let bob = [("x-user", "bob")];
+    let (ours_a, theirs_a) = (rig.ours_calls(20, &alice), rig.grpcio_calls(20, &alice));
+    let (ours_b, theirs_b) = (rig.ours_calls(20, &bob), rig.grpcio_calls(20, &bob));
+    rows("RLS plugin, x-user: alice", &ours_a, &theirs_a);
+    rows("RLS plugin, x-user: bob", &ours_b, &theirs_b);
+    for t in [&ours_a, &theirs_a] {
+        assert_eq!(t.to("B"), 20, "RLS sends alice to c2: {t:?}");
+    }
+    for t in [&ours_b, &theirs_b] {
+        assert_eq!(t.to("A"), 20, "RLS sends bob to c1: {t:?}");
+    }
 }
