@@ -130,6 +130,7 @@ impl Rig {
             .map(|id| {
                 let options = GrpcServerOptions {
                     id: (*id).into(),
+                    log_calls: true,
                     ..GrpcServerOptions::default()
                 };
                 (*id, GrpcServer::start(&env, options).unwrap())
@@ -805,5 +806,108 @@ fn an_rls_cluster_specifier_route_side_by_side() {
     }
     for t in [&ours_b, &theirs_b] {
         assert_eq!(t.to("A"), 20, "RLS sends bob to c1: {t:?}");
+    }
+}
+
+impl Rig {
+    /// `n` calls from our client to `/test.Echo/Status` asking for `code`.
+    fn ours_fail(&self, n: u64, code: u32) -> Tally {
+        let mut tally = Tally::default();
+        for _ in 0..n {
+            let mut md = Metadata::new();
+            md.insert("x-status-code", &code.to_string()).unwrap();
+            let options = CallOptions::default()
+                .with_metadata(md)
+                .with_timeout(Duration::from_secs(5));
+            match self
+                .ours
+                .unary("/test.Echo/Status", b"asked to fail".to_vec(), options)
+            {
+                Ok(_) => *tally.ok.entry("ok".into()).or_default() += 1,
+                Err(s) => *tally.failed.entry(format!("{s}")).or_default() += 1,
+            }
+        }
+        tally
+    }
+
+    /// The same from gRPC C-core's client.
+    fn grpcio_fail(&self, n: u64, code: u32) -> Tally {
+        let line = self
+            .grpcio
+            .command(&format!("FAIL {n} {code}"), "RESULT ", WAIT)
+            .unwrap();
+        Tally::from_result(&line)
+    }
+
+    /// How many `CALL <method>` lines backend `id` printed since last asked
+    /// (waiting up to 1 s of quiet for stragglers; other lines are dropped).
+    fn calls_seen(&self, id: &str, method: &str) -> usize {
+        let mut n = 0;
+        while self.backends[id]
+            .wait_for_line(&format!("CALL {method}"), Duration::from_secs(1))
+            .is_ok()
+        {
+            n += 1;
+        }
+        n
+    }
+}
+
+#[test]
+fn route_timeouts_and_retries_side_by_side() {
+    let Some(env) = peers::require_peers() else {
+        return;
+    };
+    let scenario = |a: &Addrs| {
+        let mut s = one_cluster(a, &["A"]);
+        s["routes"]["r1"]["virtual_hosts"][0]["routes"] = json!([
+            {"prefix": "/test.Echo/Sleep", "cluster": "c1", "max_stream_duration_ms": 300},
+            {"prefix": "/test.Echo/Status", "cluster": "c1",
+             "retry": {"on": "unavailable,cancelled", "num_retries": 2}},
+            {"prefix": "/", "cluster": "c1"}
+        ]);
+        s
+    };
+    let rig = Rig::start(env, &["A"], scenario);
+
+    // 1. The route's max_stream_duration is the call's deadline (gRFC A31).
+    let (ours, theirs) = rig.both_sleep(1, 2000);
+    rows(
+        "route max_stream_duration 300 ms, a 2 s call",
+        &ours,
+        &theirs,
+    );
+    for t in [&ours, &theirs] {
+        assert_eq!(t.failures(), 1, "{t:?}");
+        assert!(
+            t.failed
+                .keys()
+                .all(|k| k.contains("DEADLINE_EXCEEDED") || k.contains("DeadlineExceeded")),
+            "{t:?}"
+        );
+    }
+
+    // 2. The route's retry policy (gRFC A44): UNAVAILABLE is tried three times
+    //    in all, INVALID_ARGUMENT once.
+    rig.calls_seen("A", "/test.Echo/Status");
+    for (code, tries) in [(14, 3), (3, 1)] {
+        let ours = rig.ours_fail(4, code);
+        let ours_attempts = rig.calls_seen("A", "/test.Echo/Status");
+        let theirs = rig.grpcio_fail(4, code);
+        let theirs_attempts = rig.calls_seen("A", "/test.Echo/Status");
+        eprintln!(
+            "| route retry policy, 4 calls failing with code {code} | lb-sync {ours_attempts} \
+             attempts | grpcio (C-core) {theirs_attempts} attempts |"
+        );
+        assert_eq!(
+            (ours.failures(), theirs.failures()),
+            (4, 4),
+            "{ours:?} {theirs:?}"
+        );
+        assert_eq!(
+            (ours_attempts, theirs_attempts),
+            (4 * tries, 4 * tries),
+            "attempts for code {code}"
+        );
     }
 }

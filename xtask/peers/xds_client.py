@@ -11,6 +11,8 @@ prints `READY` once its channel exists, then reads one command per line:
     CALL <n> [key=value ...]   n calls, one after another
     RUN <ms> [key=value ...]   calls one after another for ms milliseconds
     SLEEP <n> <ms>             n calls at once, each `/test.Echo/Sleep` for ms
+    FAIL <n> <code>            n calls, one after another, to `/test.Echo/Status`
+                               asking for status code <code>
 
 Each CALL or RUN call is a unary `/test.Echo/Who` (the backend answers its
 `--id`) with the key=value pairs as request metadata and a 5 s deadline; a
@@ -38,6 +40,7 @@ def main():
     channel = grpc.insecure_channel(args.target)
     who = channel.unary_unary("/test.Echo/Who")
     sleep = channel.unary_unary("/test.Echo/Sleep")
+    status = channel.unary_unary("/test.Echo/Status")
     print("READY", flush=True)
     for line in sys.stdin:
         words = line.split()
@@ -51,6 +54,16 @@ def main():
                 try:
                     call.result()
                     ok["slept"] = ok.get("slept", 0) + 1
+                except grpc.RpcError as e:
+                    key = "%s: %s" % (e.code().name, e.details())
+                    failed[key] = failed.get(key, 0) + 1
+            print("RESULT " + json.dumps({"ok": ok, "failed": failed}, sort_keys=True), flush=True)
+            continue
+        if command == "FAIL":
+            for _ in range(amount):
+                try:
+                    status(b"asked to fail", metadata=(("x-status-code", pairs[0]),), timeout=5)
+                    ok["ok"] = ok.get("ok", 0) + 1
                 except grpc.RpcError as e:
                     key = "%s: %s" % (e.code().name, e.details())
                     failed[key] = failed.get(key, 0) + 1
