@@ -911,3 +911,31 @@ fn route_timeouts_and_retries_side_by_side() {
         );
     }
 }
+
+#[test]
+fn an_aggregate_cluster_fails_over_between_its_clusters_side_by_side() {
+    let Some(env) = peers::require_peers() else {
+        return;
+    };
+    let scenario = |a: &Addrs| {
+        let mut s = two_clusters(a, json!([{"prefix": "/", "cluster": "agg"}]));
+        s["clusters"]["agg"] = json!({"aggregate": ["c1", "c2"]});
+        s
+    };
+    let mut rig = Rig::start(env, &["A", "B"], scenario);
+    let ours = rig.ours_calls(20, &[]);
+    let theirs = rig.grpcio_calls(20, &[]);
+    rows("aggregate [c1, c2]", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(t.to("A"), 20, "the first cluster serves: {t:?}");
+    }
+    rig.backends.get_mut("A").unwrap().kill();
+    let ours = rig.ours_calls(40, &[]);
+    let theirs = rig.grpcio_calls(40, &[]);
+    rows("aggregate [c1, c2], c1's endpoint down", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert!(t.to("B") >= 35, "the second cluster takes over: {t:?}");
+    }
+    rig.backends.get_mut("A").unwrap().restart().unwrap();
+    rig.settle(&[], "the first cluster back", |t| t.to("A") == 10);
+}

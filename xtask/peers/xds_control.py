@@ -19,7 +19,8 @@ The scenario is JSON (the starting one from --scenario, none otherwise):
      "routes":    {"r1": ROUTES},
      "clusters":  {"c1": {"lb": "ROUND_ROBIN" | "RING_HASH" | "LEAST_REQUEST"
                            | "MAGLEV" (which gRPC refuses), "eds": "name"?,
-                           "max_requests": N?}},
+                           "max_requests": N?}
+                     or {"aggregate": ["c1", "c2"]}},
      "endpoints": {"c1": [{"zone": "a", "priority": 0, "weight": 1,
                            "addresses": ["127.0.0.1:port", ...],
                            "health": "HEALTHY"?}]},
@@ -64,6 +65,7 @@ import grpc
 
 import peer_serve
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.config.core.v3 import config_source_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
@@ -225,6 +227,13 @@ def listener(name, spec):
 
 
 def cluster(name, spec):
+    if "aggregate" in spec:
+        c = cluster_pb2.Cluster(name=name)
+        c.cluster_type.name = "envoy.clusters.aggregate"
+        c.cluster_type.typed_config.CopyFrom(
+            packed(aggregate_pb2.ClusterConfig(clusters=spec["aggregate"]))
+        )
+        return c
     c = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,

@@ -3,15 +3,24 @@
 //! routes name) and the `cds_experimental` policy (clusters named at run time,
 //! such as RLS's targets).
 //!
-//! The tree is `xds_cluster_impl_experimental` (drops, `max_requests`) over
-//! [`cluster_tree`]'s priorities, with the endpoints' hierarchy paths.
+//! An EDS cluster's tree is `xds_cluster_impl_experimental` (drops,
+//! `max_requests`) over [`cluster_tree`]'s priorities, with the endpoints'
+//! hierarchy paths. An aggregate cluster (gRFC A37, with A75's fixes) is a
+//! `priority_experimental` over its leaf clusters, depth first, each running
+//! its own tree and policy; leaves that cannot be used are left out, and a
+//! chain deeper than [`MAX_AGGREGATE_DEPTH`] or a cycle is an error.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
 
 use super::cds::{Cluster, ClusterKind};
 use super::client::{Kind, Notify, Watch, WatchState, XdsClient, XdsResource};
 use super::tree::{ClusterTree, PriorityNames, cluster_tree};
-use crate::cluster_impl;
+use crate::{cluster_impl, hierarchy, priority};
+
+/// The deepest chain of aggregate clusters followed (gRFC A37 says 16).
+pub const MAX_AGGREGATE_DEPTH: usize = 16;
 
 /// A cluster's watches; see the [module docs](self).
 #[derive(Debug)]
@@ -22,6 +31,8 @@ pub struct ClusterWatch {
     /// The endpoint resource's name and watch (EDS clusters).
     eds: Option<(String, Watch)>,
     names: PriorityNames,
+    /// An aggregate cluster's underlying clusters' watches, by name.
+    subs: BTreeMap<String, Self>,
 }
 
 impl ClusterWatch {
@@ -40,6 +51,7 @@ impl ClusterWatch {
             cds,
             eds: None,
             names: PriorityNames::default(),
+            subs: BTreeMap::new(),
         })
     }
 
@@ -47,6 +59,16 @@ impl ClusterWatch {
     /// has not arrived, an error (for calls routed to it) when it cannot have
     /// one. Watches the endpoint resource once the cluster names it.
     pub fn tree(&mut self, client: &XdsClient) -> Option<Result<ClusterTree, String>> {
+        self.tree_within(client, &mut Vec::new())
+    }
+
+    /// [`tree`](Self::tree), with `chain` the aggregate clusters above this
+    /// one.
+    fn tree_within(
+        &mut self,
+        client: &XdsClient,
+        chain: &mut Vec<String>,
+    ) -> Option<Result<ClusterTree, String>> {
         let name = &self.name;
         let cluster: Cluster = match self.cds.state() {
             WatchState {
@@ -66,10 +88,9 @@ impl ClusterWatch {
                     "xDS cluster {name} is a logical DNS cluster, not supported yet"
                 )));
             }
-            ClusterKind::Aggregate { .. } => {
-                return Some(Err(format!(
-                    "xDS cluster {name} is an aggregate cluster, not supported yet"
-                )));
+            ClusterKind::Aggregate { clusters } => {
+                let clusters = clusters.clone();
+                return self.aggregate(client, &clusters, chain);
             }
         };
         if self.eds.as_ref().is_none_or(|(n, _)| n != eds_name) {
@@ -112,6 +133,85 @@ impl ClusterWatch {
         Some(Ok(ClusterTree {
             config,
             endpoints: tree.endpoints,
+        }))
+    }
+
+    /// An aggregate cluster's tree: a priority over its underlying clusters'
+    /// trees, in order.
+    fn aggregate(
+        &mut self,
+        client: &XdsClient,
+        clusters: &[String],
+        chain: &mut Vec<String>,
+    ) -> Option<Result<ClusterTree, String>> {
+        let name = self.name.clone();
+        if chain.contains(&name) {
+            return Some(Err(format!(
+                "xDS aggregate cluster {name} contains itself: {} -> {name}",
+                chain.join(" -> ")
+            )));
+        }
+        if chain.len() >= MAX_AGGREGATE_DEPTH {
+            return Some(Err(format!(
+                "xDS aggregate clusters nest deeper than {MAX_AGGREGATE_DEPTH} at {name}"
+            )));
+        }
+        self.subs.retain(|n, _| clusters.contains(n));
+        chain.push(name.clone());
+        let mut children = Map::new();
+        let mut priorities = Vec::new();
+        let mut endpoints = Vec::new();
+        let mut errors = Vec::new();
+        let mut waiting = false;
+        for sub in clusters {
+            if !self.subs.contains_key(sub) {
+                match Self::start(client, sub, self.notify.clone()) {
+                    Ok(w) => {
+                        self.subs.insert(sub.clone(), w);
+                    }
+                    Err(why) => {
+                        errors.push(why);
+                        continue;
+                    }
+                }
+            }
+            let Some(watch) = self.subs.get_mut(sub) else {
+                continue;
+            };
+            match watch.tree_within(client, chain) {
+                None => waiting = true,
+                Some(Err(why)) => errors.push(why),
+                Some(Ok(tree)) => {
+                    if children.contains_key(sub) {
+                        continue;
+                    }
+                    children.insert(
+                        sub.clone(),
+                        json!({"config": [tree.config], "ignoreReresolutionRequests": true}),
+                    );
+                    priorities.push(sub.clone());
+                    endpoints.extend(tree.endpoints.into_iter().map(|e| {
+                        let mut path = vec![sub.clone()];
+                        path.extend(hierarchy::path(&e));
+                        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                        hierarchy::with_path(e, &path)
+                    }));
+                }
+            }
+        }
+        chain.pop();
+        if waiting {
+            return None;
+        }
+        if priorities.is_empty() {
+            return Some(Err(format!(
+                "xDS aggregate cluster {name} has no usable cluster: {}",
+                errors.join("; ")
+            )));
+        }
+        Some(Ok(ClusterTree {
+            config: json!({priority::NAME: {"children": children, "priorities": priorities}}),
+            endpoints,
         }))
     }
 }
