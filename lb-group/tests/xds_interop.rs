@@ -73,6 +73,29 @@ fn every_resource_type_from_a_grpcio_management_server_with_ack_and_nack() {
     assert_eq!(c.kind, ClusterKind::Eds { service_name: None });
     assert_eq!(c.lb_policy, ClusterLbPolicy::RoundRobin);
     assert_eq!(c.max_requests, 77);
+    // gRFC A50's translation, with its defaults for what the server left out.
+    let od = c
+        .outlier_detection
+        .clone()
+        .expect("the cluster's outlier_detection");
+    assert_eq!(
+        od,
+        serde_json::json!({
+            "interval": "2s", "baseEjectionTime": "30s", "maxEjectionTime": "300s",
+            "maxEjectionPercent": 20,
+            "successRateEjection": {"stdevFactor": 1900, "enforcementPercentage": 100,
+                                    "minimumHosts": 5, "requestVolume": 100},
+            "failurePercentageEjection": {"threshold": 60, "enforcementPercentage": 50,
+                                          "minimumHosts": 5, "requestVolume": 50}
+        })
+    );
+    let mut with_child = od;
+    with_child["childPolicy"] = serde_json::json!([{"round_robin": {}}]);
+    lb_group::registry()
+        .parse_load_balancing_config(&serde_json::json!([
+            {"outlier_detection_experimental": with_child}
+        ]))
+        .expect("our outlier_detection policy takes the translated config");
     let ack = request(&server);
     assert_eq!(
         (ack["version"].as_str(), ack["nonce"].as_str()),

@@ -42,6 +42,7 @@ fn cluster(lb_policy: ClusterLbPolicy) -> Cluster {
         lb_policy,
         max_requests: 1024,
         lrs_to_self: false,
+        outlier_detection: None,
     }
 }
 
@@ -261,4 +262,25 @@ fn a_priority_that_cannot_connect_fails_over_and_an_eds_update_moves_endpoints()
     assert!(s.channel.settle());
     let seen = s.calls(20);
     assert_eq!(seen.get("10.0.1.2:80"), Some(&20), "{seen:?}");
+}
+
+#[test]
+fn a_cluster_with_outlier_detection_wraps_each_priority_and_the_channel_runs_it() {
+    let mut c = cluster(ClusterLbPolicy::RoundRobin);
+    c.outlier_detection = Some(json!({"interval": "10s", "maxEjectionPercent": 10}));
+    let tree = cluster_tree(
+        &c,
+        &eps(vec![locality("a", 0, 1, &["10.0.0.1:80"])]),
+        &mut PriorityNames::default(),
+    );
+    let child = &tree.config["priority_experimental"]["children"]["priority-0"]["config"][0];
+    let od = &child["outlier_detection_experimental"];
+    assert_eq!(od["interval"], "10s");
+    assert!(
+        od["childPolicy"][0]["weighted_target_experimental"].is_object(),
+        "{child}"
+    );
+    lb_group::registry()
+        .parse_load_balancing_config(&json!([tree.config]))
+        .expect("the wrapped tree parses");
 }

@@ -24,8 +24,9 @@ It answers from a fixed scenario, one response per type and request:
   stream duration of 30 s. Version `1`, nonce `l-1`.
 - RouteConfiguration `r1`: virtual host `*.example.com` with a route on header
   `x-user: alice` (prefix `/pkg.Svc/`) to `c2`. Version `1`, nonce `r-1`.
-- Cluster `c1`: EDS from ADS, round robin, max_requests 77 (version `1`, nonce
-  `c-1`). When the client ACKs it, version `2` (nonce `c-2`) sends `c1` with
+- Cluster `c1`: EDS from ADS, round robin, max_requests 77, an outlier_detection
+  (interval 2 s, max_ejection_percent 20, failure percentage threshold 60
+  enforced at 50 %) (version `1`, nonce `c-1`). When the client ACKs it, version `2` (nonce `c-2`) sends `c1` with
   lb_policy MAGLEV, which gRPC refuses: the client must NACK.
 - ClusterLoadAssignment `c1`: priority 0 zone `a` (weight 7, 10.0.0.1:80
   healthy), priority 1 zone `b` (weight 3, 10.0.0.2:81 draining), and a 5 %
@@ -141,6 +142,10 @@ def cluster(lb_policy):
     )
     t = c.circuit_breakers.thresholds.add()
     t.max_requests.value = 77
+    c.outlier_detection.interval.seconds = 2
+    c.outlier_detection.max_ejection_percent.value = 20
+    c.outlier_detection.enforcing_failure_percentage.value = 50
+    c.outlier_detection.failure_percentage_threshold.value = 60
     return c
 
 

@@ -11,6 +11,9 @@
 //! `load_balancing_policy` field is refused for now (it is gRFC A52's, not yet
 //! here), rather than silently ignored.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use lb_core::DecodeError;
 use lb_core::protowire::{Reader, wire};
 
@@ -37,6 +40,10 @@ pub struct Cluster {
     pub max_requests: u32,
     /// Load reports go to the management server this cluster came from.
     pub lrs_to_self: bool,
+    /// The `outlier_detection_experimental` config (without `childPolicy`)
+    /// from the cluster's `outlier_detection` (gRFC A50), which wraps each
+    /// priority's child; `None` when the cluster has none.
+    pub outlier_detection: Option<serde_json::Value>,
 }
 
 /// Where a cluster's endpoints come from.
@@ -126,6 +133,7 @@ struct RawCluster {
     choice_count: Option<u32>,
     max_requests: Option<u32>,
     lrs_to_self: bool,
+    outlier_detection: Option<RawOutlierDetection>,
     load_balancing_policy: bool,
     /// The logical DNS endpoints as (host, port).
     dns_endpoints: Vec<(String, u32)>,
@@ -227,7 +235,90 @@ fn validate(raw: RawCluster) -> Result<Cluster, String> {
         lb_policy,
         max_requests: raw.max_requests.unwrap_or(DEFAULT_MAX_REQUESTS),
         lrs_to_self: raw.lrs_to_self,
+        outlier_detection: raw.outlier_detection.map(outlier_config).transpose()?,
     })
+}
+
+/// The `OutlierDetection` fields gRPC reads (gRFC A50), as sent.
+#[derive(Default)]
+struct RawOutlierDetection {
+    interval: Option<Duration>,
+    base_ejection_time: Option<Duration>,
+    max_ejection_time: Option<Duration>,
+    /// UInt32Value fields by number: max_ejection_percent (4),
+    /// enforcing_success_rate (6), success_rate_minimum_hosts (7),
+    /// success_rate_request_volume (8), success_rate_stdev_factor (9),
+    /// failure_percentage_threshold (16), enforcing_failure_percentage (17),
+    /// failure_percentage_minimum_hosts (19), failure_percentage_request_volume
+    /// (20).
+    numbers: BTreeMap<u32, u32>,
+}
+
+fn read_outlier_detection(bytes: &[u8], base: usize) -> Result<RawOutlierDetection, DecodeError> {
+    let mut out = RawOutlierDetection::default();
+    pb::fields(bytes, base, |f, w, r| {
+        match (f, w) {
+            (2 | 3 | 21, wire::LEN) => {
+                let (base, b) = r.len_delimited(f)?;
+                let d = Some(pb::duration(b, base)?);
+                match f {
+                    2 => out.interval = d,
+                    3 => out.base_ejection_time = d,
+                    _ => out.max_ejection_time = d,
+                }
+            }
+            (4 | 6..=9 | 16 | 17 | 19 | 20, wire::LEN) => {
+                let (base, b) = r.len_delimited(f)?;
+                out.numbers.insert(f, pb::wrapped_u32(b, base)?);
+            }
+            _ => r.skip(f, w)?,
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// gRFC A50's translation, with its defaults and its limits (percentages of
+/// at most 100, else the resource is rejected).
+fn outlier_config(raw: RawOutlierDetection) -> Result<serde_json::Value, String> {
+    use lb_core::config::format_duration;
+    let n = |field: u32, default: u32| raw.numbers.get(&field).copied().unwrap_or(default);
+    let percent = |field: u32, default: u32, name: &str| {
+        let v = n(field, default);
+        if v > 100 {
+            Err(format!("outlier_detection.{name} {v} is over 100"))
+        } else {
+            Ok(v)
+        }
+    };
+    let base = raw.base_ejection_time.unwrap_or(Duration::from_secs(30));
+    let mut config = serde_json::json!({
+        "interval": format_duration(raw.interval.unwrap_or(Duration::from_secs(10))),
+        "baseEjectionTime": format_duration(base),
+        "maxEjectionTime": format_duration(
+            raw.max_ejection_time.unwrap_or(Duration::from_secs(300)).max(base)
+        ),
+        "maxEjectionPercent": percent(4, 10, "max_ejection_percent")?,
+    });
+    let success = percent(6, 100, "enforcing_success_rate")?;
+    if success > 0 {
+        config["successRateEjection"] = serde_json::json!({
+            "stdevFactor": n(9, 1900),
+            "enforcementPercentage": success,
+            "minimumHosts": n(7, 5),
+            "requestVolume": n(8, 100),
+        });
+    }
+    let failure = percent(17, 0, "enforcing_failure_percentage")?;
+    if failure > 0 {
+        config["failurePercentageEjection"] = serde_json::json!({
+            "threshold": percent(16, 85, "failure_percentage_threshold")?,
+            "enforcementPercentage": failure,
+            "minimumHosts": n(19, 5),
+            "requestVolume": n(20, 50),
+        });
+    }
+    Ok(config)
 }
 
 /// `envoy.extensions.clusters.aggregate.v3.ClusterConfig.clusters`, from the
@@ -297,6 +388,10 @@ impl RawCluster {
                 (41, wire::LEN) => {
                     r.len_delimited(field)?;
                     out.load_balancing_policy = true;
+                }
+                (19, wire::LEN) => {
+                    let (base, b) = r.len_delimited(field)?;
+                    out.outlier_detection = Some(read_outlier_detection(b, base).map_err(within)?);
                 }
                 (42, wire::LEN) => {
                     let (base, b) = r.len_delimited(field)?;
@@ -447,6 +542,7 @@ mod tests {
                 lb_policy: ClusterLbPolicy::RoundRobin,
                 max_requests: DEFAULT_MAX_REQUESTS,
                 lrs_to_self: false,
+                outlier_detection: None,
             }
         );
         assert_eq!(

@@ -5,11 +5,13 @@
 //!
 //! ```text
 //!   priority_experimental  (children named by PriorityNames, stable across updates)
-//!     └─ priority-N: weighted_target_experimental (one target per locality,
-//!          │          weighted by the locality's weight)
-//!          └─ <locality>: the cluster's policy (round_robin / least_request)
-//!     or, for ring hash, priority-N: ring_hash_experimental over all the
-//!        priority's endpoints, each weighted by locality weight x endpoint weight
+//!     └─ priority-N: outlier_detection_experimental (only when the cluster has
+//!          │          an outlier_detection, gRFC A50)
+//!          └─ weighted_target_experimental (one target per locality, weighted
+//!               │                          by the locality's weight)
+//!               └─ <locality>: the cluster's policy (round_robin / least_request)
+//!          or, for ring hash: ring_hash_experimental over all the priority's
+//!             endpoints, each weighted by locality weight x endpoint weight
 //! ```
 //!
 //! Only endpoints whose health is UNKNOWN or HEALTHY are given to the tree.
@@ -105,6 +107,7 @@ pub fn locality_name(l: &Locality) -> String {
 ///     lb_policy: ClusterLbPolicy::RoundRobin,
 ///     max_requests: 1024,
 ///     lrs_to_self: false,
+///     outlier_detection: None,
 /// };
 /// let endpoints = ClusterEndpoints {
 ///     localities: vec![LocalityEndpoints {
@@ -161,11 +164,16 @@ pub fn cluster_tree(
                 out.push(endpoint);
             }
         }
-        let child = if ring_hash {
+        let mut child = if ring_hash {
             json!([endpoint_policy.clone()])
         } else {
             json!([{"weighted_target_experimental": {"targets": targets}}])
         };
+        if let Some(od) = &cluster.outlier_detection {
+            let mut config = od.clone();
+            config["childPolicy"] = child;
+            child = json!([{crate::outlier_detection::NAME: config}]);
+        }
         children.insert(
             name.clone(),
             json!({"config": child, "ignoreReresolutionRequests": true}),
