@@ -15,8 +15,10 @@
 //!   4. `green` only, and an EDS update adds `gamma` to it;
 //!   5. calls with `x-user: vip` go to `blue`, the rest to `green`.
 //! - Progress lines every 0.5 s, a table of where each phase's calls went, the
-//!   policy tree xDS built (also on the admin page, whose address is printed),
-//!   and the calls that failed: none, if all went well.
+//!   policy tree xDS built (also on the admin page, whose address is printed,
+//!   with the xDS resources from `lb_group::xds::csds::dump_json`), the xDS
+//!   resources as CSDS would list them, and the calls that failed: none, if
+//!   all went well.
 //!
 //! ```text
 //! cargo run -p lb-group --example xds_demo -- [seconds to keep the admin page up (0)]
@@ -146,8 +148,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .lb_policy_registry(lb_group::registry())
         .build()?;
     let admin = AdminServer::bind("127.0.0.1:0")?;
+    let xds_clients = vec![Arc::clone(&client)];
+    admin.route("/api/xds", move |_| {
+        let dump = lb_group::xds::csds::dump_json(&xds_clients);
+        ("application/json", dump.to_string())
+    });
     println!(
-        "admin page: {} (the channel xds:///demo shows the tree xDS built)",
+        "admin page: {} (the channel xds:///demo shows the tree xDS built, and the \
+         xDS resources their versions and status)",
         admin.url()
     );
     println!("channel: xds:///demo, {THREADS} threads calling without pause\n");
@@ -240,6 +248,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match lb_core::channelz::registry().policy(channel.channelz_id(), Duration::from_secs(1)) {
         Some(view) => print_tree(&view, 1),
         None => println!("  (the channel did not answer)"),
+    }
+    println!("\nthe xDS resources (as CSDS and the admin page list them):");
+    for c in lb_group::xds::csds::dump_json(&[Arc::clone(&client)])["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for r in c["resources"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<22} {:<12} version {:<3} {}",
+                r["type"].as_str().unwrap_or(""),
+                r["name"].as_str().unwrap_or(""),
+                r["version"].as_str().unwrap_or(""),
+                r["status"].as_str().unwrap_or("")
+            );
+        }
     }
     println!("\nfailed calls: {}", t.failed.len());
     for f in t.failed.iter().take(10) {

@@ -94,6 +94,8 @@ struct Rig {
     scenario: Value,
     addrs: Addrs,
     _rls: Option<ScriptServer>,
+    /// Our CSDS service, for our client.
+    csds: lb_transport::server::Server,
     grpcio: ScriptClient,
     ours: Channel,
     _client: Arc<XdsClient>,
@@ -182,6 +184,7 @@ impl Rig {
                 grpcio_bootstrap.to_str().unwrap(),
                 "--target",
                 "xds:///svc",
+                "--csds",
             ],
         )
         .expect("xds_client.py starts");
@@ -196,6 +199,12 @@ impl Rig {
         options.backoff.initial = Duration::from_millis(100);
         options.backoff.max = Duration::from_millis(500);
         let client = Arc::new(XdsClient::start(ads, options));
+        let csds = lb_group::xds::csds::mount(
+            lb_transport::server::Server::builder(),
+            vec![Arc::clone(&client)],
+        )
+        .bind("127.0.0.1:0")
+        .unwrap();
         let mut resolvers = ResolverRegistry::with_builtins();
         let mut policies = lb_core::LbPolicyRegistry::with_builtins();
         lb_rls::xds::register(
@@ -221,6 +230,7 @@ impl Rig {
             scenario: first,
             addrs,
             _rls: rls,
+            csds,
             grpcio,
             ours,
             _client: client,
@@ -428,6 +438,37 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// What each client's CSDS says (`csds_client.py` against our service and
+    /// against grpcio-csds in the C-core client's process): resources as
+    /// [type, name, version, status, error], and how many unpacked.
+    fn csds(&self) -> [(Vec<Value>, u64); 2] {
+        let ask = |target: String| {
+            let out = peers::run_script(&self.env, "csds_client.py", ["--target", &target], WAIT)
+                .unwrap();
+            let line = out
+                .stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("CSDS "))
+                .unwrap_or_else(|| panic!("no CSDS line: {out:?}"))
+                .to_owned();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            // Without the node, which differs by design.
+            let resources = v["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| Value::Array(r.as_array().unwrap()[1..].to_vec()))
+                .collect();
+            (resources, v["decoded"].as_u64().unwrap())
+        };
+        [
+            ask(self.csds.local_addr().to_string()),
+            ask(format!("127.0.0.1:{}", self.grpcio.ready_line())),
+        ]
+    }
+}
+
 fn row(case: &str, client: &str, tally: &Tally) {
     let answers: Vec<String> = tally.ok.iter().map(|(k, n)| format!("{k} {n}")).collect();
     eprintln!(
@@ -586,6 +627,36 @@ fn routes_weights_headers_eds_updates_and_a_nack_side_by_side() {
         ours_version, &nacks[GRPCIO][0]["version"],
         "both NACK with the version they last accepted"
     );
+    // 6. CSDS: both clients report the same resources, versions and statuses,
+    //    c1 NACKED with the rejected version (errors are each client's words).
+    let [(ours_csds, ours_decoded), (theirs_csds, theirs_decoded)] = rig.csds();
+    let without_details = |rs: &[Value]| -> Vec<Value> {
+        rs.iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if let Some(e) = r[4].as_array().cloned() {
+                    r[4] = e[0].clone();
+                }
+                r
+            })
+            .collect()
+    };
+    eprintln!("| CSDS | lb-sync | {ours_csds:?} |");
+    eprintln!("| CSDS | grpcio (C-core) | {theirs_csds:?} |");
+    assert_eq!(
+        without_details(&ours_csds),
+        without_details(&theirs_csds),
+        "both CSDS answers list the same state"
+    );
+    assert!(
+        ours_csds
+            .iter()
+            .any(|r| r[0] == "Cluster" && r[1] == "c1" && r[3] == "NACKED"),
+        "{ours_csds:?}"
+    );
+    assert_eq!(ours_decoded, theirs_decoded, "every resource unpacks");
+    assert_eq!(ours_decoded as usize, ours_csds.len());
+
     let ours = rig.ours_calls(40, &[]);
     let theirs = rig.grpcio_calls(40, &[]);
     rows("after the NACK", &ours, &theirs);

@@ -648,6 +648,7 @@ impl ScriptServer {
 pub struct ScriptClient {
     script: String,
     process: ServerProcess,
+    ready: String,
 }
 
 impl ScriptClient {
@@ -660,11 +661,17 @@ impl ScriptClient {
         let mut cmd = python(env, script);
         cmd.args(args);
         let process = ServerProcess::spawn(cmd, script)?;
-        process.wait_ready(script, "READY")?;
+        let ready = process.wait_ready(script, "READY")?.trim().to_owned();
         Ok(Self {
             script: script.to_owned(),
             process,
+            ready,
         })
+    }
+
+    /// What the script printed after `READY` on that line (a port, say).
+    pub fn ready_line(&self) -> &str {
+        &self.ready
     }
 
     /// Sends one command line and waits (bounded) for the next output line

@@ -6,7 +6,7 @@
 //!
 //! - `a_described_tree_is_drawn`: a hand-made channel registered in channelz with a
 //!   hand-made policy tree (weighted_target → round_robin → subchannels, an RLS-like
-//!   cache table, trace events).
+//!   cache table, trace events), and a hand-made `/api/xds` (xDS resources).
 //! - `a_real_channel_over_h2_is_drawn`: a `Channel` over `H2Transport` to three of
 //!   our servers with `weighted_target_experimental` → `round_robin`. What it checks
 //!   of the channel (listed, its tree, its subchannels) is filled in by the channel,
@@ -413,8 +413,28 @@ fn a_described_tree_is_drawn() {
         .collect();
 
     let admin = AdminServer::bind("127.0.0.1:0").unwrap();
+    // An /api/xds as lb-group's xds::csds::dump_json writes it.
+    admin.route("/api/xds", |_| {
+        let xds = r#"{"clients": [{"node": "n1", "resources": [
+            {"type": "Listener", "name": "svc", "version": "1", "status": "ACKED", "error": null},
+            {"type": "Cluster", "name": "c1", "version": "3", "status": "NACKED",
+             "error": {"version": "4", "details": "<b>MAGLEV</b> is not supported"}}]}]}"#;
+        ("application/json", xds.to_owned())
+    });
     let page = dump_dom(&bin, &admin.url(), "admin-fake.html");
     check_loaded(&elements(&page), &page);
+    let all = elements(&page);
+    assert_eq!(
+        find(&all, &[("data-node", "xds-client")]).len(),
+        1,
+        "{page}"
+    );
+    assert_eq!(find(&all, &[("data-status", "ACKED")]).len(), 1, "{page}");
+    assert_eq!(find(&all, &[("data-status", "NACKED")]).len(), 1, "{page}");
+    assert!(
+        page.contains("4: &lt;b&gt;MAGLEV&lt;/b&gt; is not supported"),
+        "the rejection is shown, as text: {page}"
+    );
     let dom = channel_part(&page, target);
     let els = elements(dom);
 

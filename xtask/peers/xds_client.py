@@ -3,10 +3,12 @@
 commands on stdin, for side-by-side tests with lb-group's xDS resolver.
 
 Usage:
-    xds_client.py --bootstrap FILE --target xds:///svc
+    xds_client.py --bootstrap FILE --target xds:///svc [--csds]
 
 The bootstrap file is given to C-core through GRPC_XDS_BOOTSTRAP. The client
-prints `READY` once its channel exists, then reads one command per line:
+prints `READY` once its channel exists (`READY <port>` with --csds: grpcio's
+own CSDS service, grpcio-csds, serves C-core's xDS state on 127.0.0.1:<port>),
+then reads one command per line:
 
     CALL <n> [key=value ...]   n calls, one after another
     RUN <ms> [key=value ...]   calls one after another for ms milliseconds
@@ -33,6 +35,7 @@ def main():
     parser = argparse.ArgumentParser(description="grpcio xDS client")
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--target", required=True)
+    parser.add_argument("--csds", action="store_true")
     args = parser.parse_args()
     os.environ["GRPC_XDS_BOOTSTRAP"] = args.bootstrap
     import grpc  # after the environment is set: C-core reads it when it starts
@@ -41,7 +44,17 @@ def main():
     who = channel.unary_unary("/test.Echo/Who")
     sleep = channel.unary_unary("/test.Echo/Sleep")
     status = channel.unary_unary("/test.Echo/Status")
-    print("READY", flush=True)
+    ready = "READY"
+    if args.csds:
+        from concurrent import futures
+
+        import grpc_csds
+
+        csds = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        grpc_csds.add_csds_servicer(csds)
+        ready += " %d" % csds.add_insecure_port("127.0.0.1:0")
+        csds.start()
+    print(ready, flush=True)
     for line in sys.stdin:
         words = line.split()
         if not words:

@@ -102,6 +102,85 @@ struct Watched<R> {
     cached: Option<R>,
     /// When it is taken not to exist, if it has not come by then.
     deadline: Option<Instant>,
+    /// What a dump shows of it (CSDS, the admin page).
+    seen: Seen,
+}
+
+/// A resource as the server last sent it, for dumps.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    /// The version of the response that carried the value in use.
+    version: String,
+    /// The value in use, encoded (the resource message, not its `Any`).
+    raw: Option<Vec<u8>>,
+    /// Deleted, or not sent in time.
+    does_not_exist: bool,
+    /// The last rejected version, while no later one was accepted.
+    failure: Option<UpdateFailure>,
+}
+
+/// How the client stands with one resource (CSDS's `ClientResourceStatus`,
+/// gRFC A40).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceStatus {
+    /// Subscribed, not received yet.
+    Requested,
+    /// Deleted by the server, or not sent in time.
+    DoesNotExist,
+    /// Received and accepted.
+    Acked,
+    /// The last version was rejected (an earlier one may be in use).
+    Nacked,
+}
+
+impl ResourceStatus {
+    /// Its value in CSDS's `ClientResourceStatus` enum.
+    pub fn as_i32(self) -> i32 {
+        match self {
+            Self::Requested => 1,
+            Self::DoesNotExist => 2,
+            Self::Acked => 3,
+            Self::Nacked => 4,
+        }
+    }
+
+    /// Its name in CSDS's enum (`ACKED`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Requested => "REQUESTED",
+            Self::DoesNotExist => "DOES_NOT_EXIST",
+            Self::Acked => "ACKED",
+            Self::Nacked => "NACKED",
+        }
+    }
+}
+
+/// A rejected version of a resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateFailure {
+    /// The rejected response's version.
+    pub version: String,
+    /// Why it was rejected.
+    pub details: String,
+}
+
+/// One subscribed resource, as a dump shows it (gRFC A40's
+/// `GenericXdsConfig`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceDump {
+    /// Its type URL.
+    pub type_url: &'static str,
+    /// Its name.
+    pub name: String,
+    /// The version of the response that carried the value in use (empty
+    /// before one).
+    pub version: String,
+    /// Where it stands.
+    pub status: ResourceStatus,
+    /// The value in use, encoded, if there is one.
+    pub raw: Option<Vec<u8>>,
+    /// The last rejected version, while no later one was accepted.
+    pub failure: Option<UpdateFailure>,
 }
 
 /// The ADS state of one resource type on one server's stream.
@@ -165,6 +244,7 @@ impl<T: ResourceType> AdsState<T> {
             Watched {
                 cached: None,
                 deadline,
+                seen: Seen::default(),
             },
         );
         self.pending.get_or_insert(PendingRequest::Subscription);
@@ -207,6 +287,7 @@ impl<T: ResourceType> AdsState<T> {
         let mut errors = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, any) in response.resources.iter().enumerate() {
+            let mut raw = Vec::new();
             let decoded = match any.unwrap_resource() {
                 Err(e) => Err((None, format!("resource wrapper: {e}"))),
                 Ok((_, inner)) if inner.type_url != self.kind.type_url() => Err((
@@ -217,7 +298,11 @@ impl<T: ResourceType> AdsState<T> {
                         self.kind.type_url()
                     ),
                 )),
-                Ok((_, inner)) => self.kind.decode(&inner.value),
+                Ok((_, inner)) => {
+                    let decoded = self.kind.decode(&inner.value);
+                    raw = inner.value;
+                    decoded
+                }
             };
             match decoded {
                 Ok((name, resource)) => {
@@ -225,13 +310,17 @@ impl<T: ResourceType> AdsState<T> {
                         errors.push(format!("{name}: sent twice in one response"));
                         continue;
                     }
-                    self.accept(name, resource);
+                    self.accept(name, resource, raw, &response.version_info);
                 }
                 Err((name, reason)) => match &name {
                     Some(name) => {
                         seen.insert(name.clone());
                         errors.push(format!("{name}: {reason}"));
-                        if self.resources.contains_key(name) {
+                        if let Some(w) = self.resources.get_mut(name) {
+                            w.seen.failure = Some(UpdateFailure {
+                                version: response.version_info.clone(),
+                                details: reason.clone(),
+                            });
                             self.events.push_back(AdsEvent::Invalid {
                                 name: name.clone(),
                                 reason,
@@ -246,6 +335,10 @@ impl<T: ResourceType> AdsState<T> {
             for (name, w) in &mut self.resources {
                 if w.cached.is_some() && !seen.contains(name) {
                     w.cached = None;
+                    w.seen = Seen {
+                        does_not_exist: true,
+                        ..Seen::default()
+                    };
                     self.events
                         .push_back(AdsEvent::DoesNotExist { name: name.clone() });
                 }
@@ -259,12 +352,18 @@ impl<T: ResourceType> AdsState<T> {
         }
     }
 
-    fn accept(&mut self, name: String, resource: T::Resource) {
+    fn accept(&mut self, name: String, resource: T::Resource, raw: Vec<u8>, version: &str) {
         // A resource nobody subscribed to is not kept.
         let Some(w) = self.resources.get_mut(&name) else {
             return;
         };
         w.deadline = None;
+        w.seen = Seen {
+            version: version.to_owned(),
+            raw: Some(raw),
+            does_not_exist: false,
+            failure: None,
+        };
         if w.cached.as_ref() != Some(&resource) {
             w.cached = Some(resource.clone());
             self.events.push_back(AdsEvent::Changed { name, resource });
@@ -311,6 +410,7 @@ impl<T: ResourceType> AdsState<T> {
         for (name, w) in &mut self.resources {
             if w.deadline.is_some_and(|d| d <= now) {
                 w.deadline = None;
+                w.seen.does_not_exist = true;
                 self.events
                     .push_back(AdsEvent::DoesNotExist { name: name.clone() });
             }
@@ -330,6 +430,33 @@ impl<T: ResourceType> AdsState<T> {
     /// The version last accepted (empty before any).
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// Every subscribed resource as it stands (CSDS, the admin page).
+    pub fn dump(&self) -> Vec<ResourceDump> {
+        self.resources
+            .iter()
+            .map(|(name, w)| {
+                let seen = &w.seen;
+                let status = if seen.does_not_exist {
+                    ResourceStatus::DoesNotExist
+                } else if seen.failure.is_some() {
+                    ResourceStatus::Nacked
+                } else if seen.raw.is_some() {
+                    ResourceStatus::Acked
+                } else {
+                    ResourceStatus::Requested
+                };
+                ResourceDump {
+                    type_url: self.kind.type_url(),
+                    name: name.clone(),
+                    version: seen.version.clone(),
+                    status,
+                    raw: seen.raw.clone(),
+                    failure: seen.failure.clone(),
+                }
+            })
+            .collect()
     }
 }
 

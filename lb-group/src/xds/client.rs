@@ -30,7 +30,7 @@ use lb_core::channel::{CallOptions, Channel};
 use lb_core::{Backoff, BackoffConfig, SplitMix64, Status};
 use parking_lot::Mutex;
 
-use super::ads::{AdsEvent, AdsState, ResourceType};
+use super::ads::{AdsEvent, AdsState, ResourceDump, ResourceType};
 use super::bootstrap::Bootstrap;
 use super::cds::{Cluster, ClusterType};
 use super::eds::{ClusterEndpoints, EndpointType};
@@ -254,6 +254,8 @@ impl Drop for Watch {
 enum Command {
     /// The client is dropped: end the worker.
     Shutdown,
+    /// Every subscribed resource as it stands, to this one-slot reply.
+    Dump(Sender<Vec<ResourceDump>>),
     Watch {
         kind: Kind,
         name: String,
@@ -271,6 +273,7 @@ enum Command {
 pub struct XdsClient {
     commands: Sender<Command>,
     channel: Channel,
+    node: NodeInfo,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -288,6 +291,7 @@ impl XdsClient {
     pub fn start(channel: Channel, options: XdsClientOptions) -> Self {
         let (commands, rx) = bounded(COMMAND_QUEUE);
         let worker_channel = channel.clone();
+        let node = options.node.clone();
         let thread = std::thread::Builder::new()
             .name("lb-xds".into())
             .spawn(move || Worker::new(worker_channel, options, rx).run())
@@ -295,8 +299,32 @@ impl XdsClient {
         Self {
             commands,
             channel,
+            node,
             thread: Some(thread),
         }
+    }
+
+    /// Who this client says it is to the server.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// Every subscribed resource as it stands: version, status, the value in
+    /// use and the last rejection (CSDS, gRFC A40; the admin page). Waits at
+    /// most `timeout` for the client's thread.
+    ///
+    /// # Errors
+    ///
+    /// The client is shut down, busy beyond its queue, or did not answer in
+    /// time.
+    pub fn dump(&self, timeout: Duration) -> Result<Vec<ResourceDump>, Status> {
+        let (reply, answer) = bounded(1);
+        self.commands
+            .try_send(Command::Dump(reply))
+            .map_err(|_| Status::unavailable("the xDS client is busy or shut down"))?;
+        answer
+            .recv_timeout(timeout)
+            .map_err(|_| Status::unavailable("the xDS client did not answer in time"))
     }
 
     /// Watches the resource `name` of `kind`; [`Watch::next`] waits for its
@@ -369,6 +397,7 @@ trait Slot: Send {
     fn next_timeout(&self) -> Option<Instant>;
     fn poll_request(&mut self) -> Option<Vec<u8>>;
     fn deliver(&mut self);
+    fn dump(&self) -> Vec<ResourceDump>;
 }
 
 struct TypeSlot<T: ResourceType> {
@@ -412,6 +441,10 @@ impl<T: ResourceType> Slot for TypeSlot<T> {
     fn poll_request(&mut self) -> Option<Vec<u8>> {
         self.state.poll_request().map(|r| r.encode())
     }
+    fn dump(&self) -> Vec<ResourceDump> {
+        self.state.dump()
+    }
+
     fn deliver(&mut self) {
         while let Some(event) = self.state.poll_event() {
             let name = match &event {
@@ -517,6 +550,10 @@ impl Worker {
     fn command(&mut self, command: Command, now: Instant) -> bool {
         match command {
             Command::Shutdown => return false,
+            Command::Dump(reply) => {
+                let all = self.slots.values().flat_map(|s| s.dump()).collect();
+                let _ = reply.try_send(all);
+            }
             Command::Watch { kind, name, slot } => {
                 if let Some(s) = self.slots.get_mut(&kind) {
                     s.watch(&name, slot, now);

@@ -17,6 +17,7 @@
 //!   resources;
 //! - [`client`]: the ADS stream over a channel, shared by every watcher;
 //! - [`cluster_watch`]: one cluster's watches and the tree they make;
+//! - [`csds`]: the clients' resources for CSDS (gRFC A40) and the admin page;
 //! - [`cds_policy`]: `cds_experimental`, a cluster named at run time (RLS's
 //!   targets);
 //! - [`resolver`]: the `xds:` resolver and its per-call config selector, which
@@ -29,6 +30,7 @@ pub mod cds;
 pub mod cds_policy;
 pub mod client;
 pub mod cluster_watch;
+pub mod csds;
 pub mod eds;
 pub mod lds;
 mod pb;

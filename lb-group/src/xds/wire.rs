@@ -235,7 +235,8 @@ impl RpcStatus {
 }
 
 impl NodeInfo {
-    fn encode(&self) -> Vec<u8> {
+    /// The `envoy.config.core.v3.Node` message's bytes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let node = &self.node;
         let mut buf = Vec::new();
         put_nonempty(&mut buf, 1, &node.id);
