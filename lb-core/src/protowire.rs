@@ -284,6 +284,17 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
+    /// A 32-bit fixed-width field's value (`fixed32`, `sfixed32`, `float` as
+    /// bits).
+    ///
+    /// # Errors
+    ///
+    /// Fewer than 4 bytes left.
+    pub fn fixed32(&mut self, field: u32) -> Result<u32, DecodeError> {
+        let bytes = self.fixed(field, 4)?;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    }
+
     /// A 64-bit fixed-width field's value (`fixed64`, `sfixed64`, `double` as
     /// bits).
     ///

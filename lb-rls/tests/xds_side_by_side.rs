@@ -1010,3 +1010,57 @@ fn an_aggregate_cluster_fails_over_between_its_clusters_side_by_side() {
     rig.backends.get_mut("A").unwrap().restart().unwrap();
     rig.settle(&[], "the first cluster back", |t| t.to("A") == 10);
 }
+
+#[test]
+fn a52_load_balancing_policies_side_by_side() {
+    let Some(env) = peers::require_peers() else {
+        return;
+    };
+    // One locality with A then B; the policy list starts with a type nobody
+    // knows, which both clients skip.
+    let scenario = |a: &Addrs, policies: Value| {
+        let mut s = one_cluster(a, &["A", "B"]);
+        s["clusters"]["c1"]["lb_policies"] = policies;
+        s
+    };
+    let mut rig = Rig::start(env, &["A", "B"], |a| {
+        scenario(a, json!(["unknown", "pick_first"]))
+    });
+    let ours = rig.ours_calls(20, &[]);
+    let theirs = rig.grpcio_calls(20, &[]);
+    rows("A52 [unknown, pick_first] over [A, B]", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(t.to("A"), 20, "pick_first takes the first address: {t:?}");
+    }
+    let wrr = scenario(&rig.addrs, json!(["unknown", "wrr_locality:round_robin"]));
+    rig.apply(&wrr, &["Cluster"]);
+    rig.settle(&[], "round robin in force", |t| t.to("B") > 0);
+    let ours = rig.ours_calls(40, &[]);
+    let theirs = rig.grpcio_calls(40, &[]);
+    rows(
+        "A52 [unknown, wrr_locality(round_robin)] over [A, B]",
+        &ours,
+        &theirs,
+    );
+    for t in [&ours, &theirs] {
+        assert_eq!((t.to("A"), t.to("B")), (20, 20), "round robin: {t:?}");
+    }
+    // A list with nothing gRPC supports is NACKed by both.
+    rig.pump();
+    let from = rig.log.len();
+    let bad = scenario(&rig.addrs, json!(["unknown"]));
+    rig.control
+        .as_ref()
+        .unwrap()
+        .send_line(&format!("SCENARIO {bad}"))
+        .unwrap();
+    let nacks = rig.wait_both(
+        from,
+        &["Cluster"],
+        "NACK of an unsupported policy list",
+        |r| !r["error"].is_null(),
+    );
+    for (node, requests) in &nacks {
+        eprintln!("| A52 NACK | {node} | {} |", requests[0]["error"]);
+    }
+}

@@ -19,8 +19,13 @@ The scenario is JSON (the starting one from --scenario, none otherwise):
      "routes":    {"r1": ROUTES},
      "clusters":  {"c1": {"lb": "ROUND_ROBIN" | "RING_HASH" | "LEAST_REQUEST"
                            | "MAGLEV" (which gRPC refuses), "eds": "name"?,
-                           "max_requests": N?}
+                           "max_requests": N?,
+                           "lb_policies": [POLICY, ...]? (load_balancing_policy,
+                             gRFC A52; it wins over "lb")}
                      or {"aggregate": ["c1", "c2"]}},
+    POLICY = "round_robin" | "pick_first" | "least_request"
+           | "wrr_locality:<POLICY>" | "typed_struct:<name>" (a TypedStruct
+             naming a policy) | "unknown" (a type no gRPC client knows)
      "endpoints": {"c1": [{"zone": "a", "priority": 0, "weight": 1,
                            "addresses": ["127.0.0.1:port", ...],
                            "health": "HEALTHY"?}]},
@@ -66,6 +71,10 @@ import grpc
 import peer_serve
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+from envoy.extensions.load_balancing_policies.pick_first.v3 import pick_first_pb2
+from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
+from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.config.core.v3 import config_source_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
@@ -76,6 +85,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.type.v3 import percent_pb2
+from xds.type.v3 import typed_struct_pb2
 from google.protobuf import (
     any_pb2,
     descriptor_pb2,
@@ -245,7 +255,36 @@ def cluster(name, spec):
     if "max_requests" in spec:
         t = c.circuit_breakers.thresholds.add()
         t.max_requests.value = spec["max_requests"]
+    if "lb_policies" in spec:
+        c.load_balancing_policy.CopyFrom(lb_policy_list(spec["lb_policies"]))
     return c
+
+
+def lb_policy_list(names):
+    """A LoadBalancingPolicy listing the named policies, in order."""
+    out = cluster_pb2.LoadBalancingPolicy()
+    for name in names:
+        p = out.policies.add()
+        p.typed_extension_config.name = name
+        p.typed_extension_config.typed_config.CopyFrom(lb_policy(name))
+    return out
+
+
+def lb_policy(name):
+    if name == "round_robin":
+        return packed(round_robin_pb2.RoundRobin())
+    if name == "pick_first":
+        return packed(pick_first_pb2.PickFirst())
+    if name == "least_request":
+        return packed(least_request_pb2.LeastRequest())
+    if name.startswith("wrr_locality:"):
+        inner = lb_policy_list([name[len("wrr_locality:") :]])
+        return packed(wrr_locality_pb2.WrrLocality(endpoint_picking_policy=inner))
+    if name.startswith("typed_struct:"):
+        return packed(
+            typed_struct_pb2.TypedStruct(type_url="type.googleapis.com/" + name.split(":", 1)[1])
+        )
+    return any_pb2.Any(type_url="type.googleapis.com/test.UnknownPolicy", value=b"")
 
 
 def endpoints(name, localities, drops=()):

@@ -8,8 +8,10 @@
 //! source is neither `ads` nor `self`; when a logical DNS cluster has other
 //! than exactly one endpoint; when its `lb_policy` is none of ROUND_ROBIN,
 //! RING_HASH and LEAST_REQUEST, or their settings are out of range. The newer
-//! `load_balancing_policy` field is refused for now (it is gRFC A52's, not yet
-//! here), rather than silently ignored.
+//! `load_balancing_policy` field (gRFC A52, [`super::lb_policy`]) wins over
+//! `lb_policy` when present; a list with no policy gRPC supports is invalid.
+//! An `outlier_detection` becomes `outlier_detection_experimental`'s config
+//! (gRFC A50).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -84,6 +86,13 @@ pub enum ClusterLbPolicy {
         /// How many endpoints each pick compares.
         choice_count: u32,
     },
+    /// A policy (a `loadBalancingConfig` entry) run in each locality, the
+    /// localities weighted (gRFC A52's `WrrLocality`).
+    PerLocality(serde_json::Value),
+    /// A policy (a `loadBalancingConfig` entry) over all of a priority's
+    /// endpoints, localities ignored (A52: a top-level policy other than
+    /// `WrrLocality` and ring hash, such as `pick_first` or a custom one).
+    Whole(serde_json::Value),
 }
 
 impl ClusterLbPolicy {
@@ -100,6 +109,7 @@ impl ClusterLbPolicy {
             Self::LeastRequest { choice_count } => {
                 serde_json::json!({"least_request_experimental": {"choiceCount": choice_count}})
             }
+            Self::PerLocality(config) | Self::Whole(config) => config.clone(),
         }
     }
 }
@@ -134,7 +144,8 @@ struct RawCluster {
     max_requests: Option<u32>,
     lrs_to_self: bool,
     outlier_detection: Option<RawOutlierDetection>,
-    load_balancing_policy: bool,
+    /// `load_balancing_policy` (gRFC A52), converted; it wins over `lb_policy`.
+    load_balancing_policy: Option<Result<ClusterLbPolicy, String>>,
     /// The logical DNS endpoints as (host, port).
     dns_endpoints: Vec<(String, u32)>,
 }
@@ -187,12 +198,10 @@ fn validate(raw: RawCluster) -> Result<Cluster, String> {
             ));
         }
     };
-    if raw.load_balancing_policy {
-        return Err("load_balancing_policy (gRFC A52) is not supported yet".to_owned());
-    }
-    let lb_policy = match raw.lb_policy {
-        0 => ClusterLbPolicy::RoundRobin,
-        2 => {
+    let lb_policy = match (raw.load_balancing_policy, raw.lb_policy) {
+        (Some(converted), _) => converted?,
+        (None, 0) => ClusterLbPolicy::RoundRobin,
+        (None, 2) => {
             let (min, max, hash) = raw.ring_hash.unwrap_or((None, None, 0));
             if hash != 0 {
                 return Err("ring hash needs hash_function XX_HASH".to_owned());
@@ -210,7 +219,7 @@ fn validate(raw: RawCluster) -> Result<Cluster, String> {
                 max_ring_size,
             }
         }
-        1 => {
+        (None, 1) => {
             let choice_count = raw.choice_count.unwrap_or(2);
             if choice_count < 2 {
                 return Err(format!(
@@ -219,7 +228,7 @@ fn validate(raw: RawCluster) -> Result<Cluster, String> {
             }
             ClusterLbPolicy::LeastRequest { choice_count }
         }
-        other => {
+        (None, other) => {
             let name = match other {
                 3 => "RANDOM",
                 5 => "MAGLEV",
@@ -386,8 +395,8 @@ impl RawCluster {
                     out.dns_endpoints = super::eds::socket_addresses(b, base).map_err(within)?;
                 }
                 (41, wire::LEN) => {
-                    r.len_delimited(field)?;
-                    out.load_balancing_policy = true;
+                    let (base, b) = r.len_delimited(field)?;
+                    out.load_balancing_policy = Some(super::lb_policy::convert(b, base));
                 }
                 (19, wire::LEN) => {
                     let (base, b) = r.len_delimited(field)?;
@@ -718,7 +727,7 @@ mod tests {
             ),
             (
                 with(eds_cluster("c", "", 3), |b| put_bytes(b, 41, &[])),
-                "load_balancing_policy (gRFC A52) is not supported yet",
+                "load_balancing_policy has no policy gRPC supports (skipped: none listed)",
             ),
             (
                 msg(|b| {

@@ -11,6 +11,7 @@
 //! - [`cds`] and [`eds`]: cluster and endpoint resources, decoded and
 //!   validated;
 //! - [`lds`]: client listeners, naming their routes;
+//! - [`lb_policy`]: a cluster's `load_balancing_policy` (gRFC A52);
 //! - [`rds`]: route configurations, decoded into [`routing`]'s types;
 //! - [`routing`]: choosing a call's virtual host and route;
 //! - [`tree`]: a cluster's priority and locality policy tree from its
@@ -32,6 +33,7 @@ pub mod client;
 pub mod cluster_watch;
 pub mod csds;
 pub mod eds;
+pub mod lb_policy;
 pub mod lds;
 mod pb;
 pub mod rds;

@@ -11,7 +11,10 @@
 //!               │                          by the locality's weight)
 //!               └─ <locality>: the cluster's policy (round_robin / least_request)
 //!          or, for ring hash: ring_hash_experimental over all the priority's
-//!             endpoints, each weighted by locality weight x endpoint weight
+//!             endpoints, each weighted by locality weight x endpoint weight;
+//!          or, for a top-level load_balancing_policy other than WrrLocality
+//!             (gRFC A52: pick_first, a custom policy): that policy over all
+//!             the priority's endpoints
 //! ```
 //!
 //! Only endpoints whose health is UNKNOWN or HEALTHY are given to the tree.
@@ -133,7 +136,12 @@ pub fn cluster_tree(
 ) -> ClusterTree {
     let priority_names = names.assign(endpoints);
     let endpoint_policy = cluster.lb_policy.to_json();
-    let ring_hash = matches!(cluster.lb_policy, ClusterLbPolicy::RingHash { .. });
+    // Ring hash and A52's top-level policies see the whole priority; the
+    // others run per locality under a weighted_target.
+    let ring_hash = matches!(
+        cluster.lb_policy,
+        ClusterLbPolicy::RingHash { .. } | ClusterLbPolicy::Whole(_)
+    );
     let mut children = Map::new();
     let mut out = Vec::new();
     let priorities: BTreeSet<u32> = endpoints.localities.iter().map(|l| l.priority).collect();
