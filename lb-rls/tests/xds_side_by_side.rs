@@ -984,7 +984,7 @@ fn route_timeouts_and_retries_side_by_side() {
 }
 
 #[test]
-fn an_aggregate_cluster_fails_over_between_its_clusters_side_by_side() {
+fn aggregate_and_logical_dns_clusters_side_by_side() {
     let Some(env) = peers::require_peers() else {
         return;
     };
@@ -1009,6 +1009,22 @@ fn an_aggregate_cluster_fails_over_between_its_clusters_side_by_side() {
     }
     rig.backends.get_mut("A").unwrap().restart().unwrap();
     rig.settle(&[], "the first cluster back", |t| t.to("A") == 10);
+
+    // A logical DNS cluster (gRFC A37) in the aggregate's place: `localhost`
+    // resolved by each client's own DNS resolver.
+    let port = rig.addrs.get("B").rsplit(':').next().unwrap().to_owned();
+    let mut dns = rig.scenario.clone();
+    dns["routes"]["r1"]["virtual_hosts"][0]["routes"] =
+        json!([{"prefix": "/", "cluster": "by-dns"}]);
+    dns["clusters"]["by-dns"] = json!({"dns": format!("localhost:{port}")});
+    rig.apply(&dns, &["RouteConfiguration", "Cluster"]);
+    rig.settle(&[], "the DNS cluster in use", |t| t.to("B") == 10);
+    let ours = rig.ours_calls(20, &[]);
+    let theirs = rig.grpcio_calls(20, &[]);
+    rows("logical DNS cluster localhost:<B's port>", &ours, &theirs);
+    for t in [&ours, &theirs] {
+        assert_eq!(t.to("B"), 20, "{t:?}");
+    }
 }
 
 #[test]

@@ -22,7 +22,8 @@ The scenario is JSON (the starting one from --scenario, none otherwise):
                            "max_requests": N?,
                            "lb_policies": [POLICY, ...]? (load_balancing_policy,
                              gRFC A52; it wins over "lb")}
-                     or {"aggregate": ["c1", "c2"]}},
+                     or {"aggregate": ["c1", "c2"]}
+                     or {"dns": "host:port"} (a LOGICAL_DNS cluster)},
     POLICY = "round_robin" | "pick_first" | "least_request"
            | "wrr_locality:<POLICY>" | "typed_struct:<name>" (a TypedStruct
              naming a policy) | "unknown" (a type no gRPC client knows)
@@ -237,6 +238,13 @@ def listener(name, spec):
 
 
 def cluster(name, spec):
+    if "dns" in spec:
+        c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.LOGICAL_DNS)
+        host, port = spec["dns"].rsplit(":", 1)
+        lb = c.load_assignment.endpoints.add().lb_endpoints.add()
+        lb.endpoint.address.socket_address.address = host
+        lb.endpoint.address.socket_address.port_value = int(port)
+        return c
     if "aggregate" in spec:
         c = cluster_pb2.Cluster(name=name)
         c.cluster_type.name = "envoy.clusters.aggregate"

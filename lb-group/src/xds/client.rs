@@ -164,7 +164,7 @@ pub enum Notify {
 }
 
 impl Notify {
-    fn notify(&self) {
+    pub(crate) fn notify(&self) {
         match self {
             Self::Bell(bell) => {
                 let _ = bell.try_send(());

@@ -5,13 +5,20 @@
 //!
 //! An EDS cluster's tree is `xds_cluster_impl_experimental` (drops,
 //! `max_requests`) over [`cluster_tree`]'s priorities, with the endpoints'
-//! hierarchy paths. An aggregate cluster (gRFC A37, with A75's fixes) is a
+//! hierarchy paths. A logical DNS cluster (gRFC A37) is resolved by lb-core's
+//! `dns` resolver (its own `lb-resolver-dns` thread, results through the
+//! watch's [`Notify`]) into one endpoint with every address, under
+//! `pick_first`. An aggregate cluster (gRFC A37, with A75's fixes) is a
 //! `priority_experimental` over its leaf clusters, depth first, each running
 //! its own tree and policy; leaves that cannot be used are left out, and a
 //! chain deeper than [`MAX_AGGREGATE_DEPTH`] or a cycle is an error.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use lb_core::channel::{DnsResolverBuilder, Resolver, ResolverBuilder, ResolverHandle};
+use lb_core::channel::{ResolverInbox, ResolverRegistry};
+use lb_core::{Endpoint, WorkScheduler};
 use serde_json::{Map, Value, json};
 
 use super::cds::{Cluster, ClusterKind};
@@ -33,6 +40,41 @@ pub struct ClusterWatch {
     names: PriorityNames,
     /// An aggregate cluster's underlying clusters' watches, by name.
     subs: BTreeMap<String, Self>,
+    /// A logical DNS cluster's resolution.
+    dns: Option<Dns>,
+}
+
+/// A logical DNS cluster's resolver and what it last found.
+struct Dns {
+    target: String,
+    resolver: Box<dyn Resolver>,
+    inbox: ResolverInbox,
+    /// The addresses found, or why none were.
+    found: Option<Result<Endpoint, String>>,
+}
+
+impl std::fmt::Debug for Dns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dns")
+            .field("target", &self.target)
+            .field("found", &self.found)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        self.resolver.shutdown();
+    }
+}
+
+/// Tells a watch's [`Notify`] of a resolver result.
+struct NotifyScheduler(Notify);
+
+impl WorkScheduler for NotifyScheduler {
+    fn schedule_work(&self) {
+        self.0.notify();
+    }
 }
 
 impl ClusterWatch {
@@ -52,6 +94,7 @@ impl ClusterWatch {
             eds: None,
             names: PriorityNames::default(),
             subs: BTreeMap::new(),
+            dns: None,
         })
     }
 
@@ -83,10 +126,9 @@ impl ClusterWatch {
         };
         let eds_name = match &cluster.kind {
             ClusterKind::Eds { service_name } => service_name.as_deref().unwrap_or(name),
-            ClusterKind::LogicalDns { .. } => {
-                return Some(Err(format!(
-                    "xDS cluster {name} is a logical DNS cluster, not supported yet"
-                )));
+            ClusterKind::LogicalDns { target } => {
+                let target = target.clone();
+                return self.logical_dns(&cluster, &target);
             }
             ClusterKind::Aggregate { clusters } => {
                 let clusters = clusters.clone();
@@ -212,6 +254,85 @@ impl ClusterWatch {
         Some(Ok(ClusterTree {
             config: json!({priority::NAME: {"children": children, "priorities": priorities}}),
             endpoints,
+        }))
+    }
+
+    /// A logical DNS cluster's tree: one priority, one endpoint with every
+    /// address `target` resolves to, `pick_first` over them.
+    fn logical_dns(
+        &mut self,
+        cluster: &Cluster,
+        target: &str,
+    ) -> Option<Result<ClusterTree, String>> {
+        let name = self.name.clone();
+        if self.dns.as_ref().is_none_or(|d| d.target != target) {
+            self.dns = None;
+            let scheduler = Arc::new(NotifyScheduler(self.notify.clone()));
+            let (handle, inbox) = ResolverHandle::for_policy(scheduler);
+            let parsed =
+                ResolverRegistry::with_builtins().parse_target(&format!("dns:///{target}"));
+            let built = parsed
+                .map_err(|e| e.to_string())
+                .and_then(|t| DnsResolverBuilder.build(&t, handle));
+            match built {
+                Ok(resolver) => {
+                    self.dns = Some(Dns {
+                        target: target.to_owned(),
+                        resolver,
+                        inbox,
+                        found: None,
+                    });
+                }
+                Err(why) => {
+                    return Some(Err(format!(
+                        "xDS logical DNS cluster {name}: target {target}: {why}"
+                    )));
+                }
+            }
+        }
+        let dns = self.dns.as_mut()?;
+        if let Some(update) = dns.inbox.take() {
+            let found = match update.endpoints {
+                Ok(endpoints) => {
+                    let addresses = lb_core::flatten_addresses(&endpoints);
+                    if addresses.is_empty() {
+                        Err(format!("{target} resolved to no address"))
+                    } else {
+                        Ok(Endpoint::new(addresses))
+                    }
+                }
+                Err(status) => Err(status.message().to_owned()),
+            };
+            // An error after addresses keeps the addresses (they may still work).
+            if found.is_ok() || !matches!(dns.found, Some(Ok(_))) {
+                dns.found = Some(found);
+            }
+        }
+        let endpoint = match dns.found.as_ref()? {
+            Ok(e) => e.clone(),
+            Err(why) => {
+                return Some(Err(format!("xDS logical DNS cluster {name}: {why}")));
+            }
+        };
+        let priority = "priority-0";
+        let mut child = json!([{"pick_first": {}}]);
+        if let Some(od) = &cluster.outlier_detection {
+            let mut config = od.clone();
+            config["childPolicy"] = child;
+            child = json!([{crate::outlier_detection::NAME: config}]);
+        }
+        let tree = json!({priority::NAME: {
+            "children": {priority: {"config": child, "ignoreReresolutionRequests": true}},
+            "priorities": [priority],
+        }});
+        let config = json!({cluster_impl::NAME: {
+            "cluster": name,
+            "maxConcurrentRequests": cluster.max_requests,
+            "childPolicy": [tree],
+        }});
+        Some(Ok(ClusterTree {
+            config,
+            endpoints: vec![hierarchy::with_path(endpoint, &[priority])],
         }))
     }
 }
