@@ -9,7 +9,8 @@
 //!   replays `../seeds/<name>/` and `../regressions/<name>/` through [`TARGETS`] under
 //!   plain `cargo test`, so a fixed finding stays fixed without the fuzzer.
 //!
-//! So it may use only lb-rls, lb-core, serde_json and std (lb-rls's own dependencies):
+//! So it may use only lb-rls, lb-group, lb-core, serde_json and std (lb-rls's own
+//! dependencies):
 //! never libfuzzer-sys or lb-transport, and no `mod` items of its own. The targets of
 //! lb-transport and lb-core are in `bodies.rs`, replayed by lb-transport's test.
 //!
@@ -32,7 +33,11 @@ pub type Body = fn(&[u8]);
 
 /// Every RLS target with its body, by name: the fuzz project's `[[bin]]` names and the
 /// directory names under `seeds/` and `regressions/`.
-pub const TARGETS: &[(&str, Body)] = &[("rls_response", rls_response), ("rls_config", rls_config)];
+pub const TARGETS: &[(&str, Body)] = &[
+    ("rls_response", rls_response),
+    ("rls_config", rls_config),
+    ("rls_xds", rls_xds),
+];
 
 // ----- rls_response -----
 
@@ -203,4 +208,50 @@ fn check_config_error(e: &ConfigError, input: &str) {
         e.field()
     );
     assert!(!e.to_string().is_empty(), "empty error for {input:?}");
+}
+
+// ----- rls_xds -----
+
+/// The input through every xDS decoder (lb-group's, which lb-rls builds on, and
+/// lb-rls's RLS plugin): each xDS resource type, a `DiscoveryResponse` and
+/// `DiscoveryRequest`, a CSDS request, a `load_balancing_policy` list, and an
+/// RLS plugin's `RouteLookupConfig`. Garbage must be an error whose message says
+/// something, never a panic; a decoded resource has a name; a plugin config that
+/// decodes is checked by `RlsConfig::parse` like any other.
+pub fn rls_xds(data: &[u8]) {
+    use lb_group::xds::ads::ResourceType;
+    use lb_group::xds::cds::ClusterType;
+    use lb_group::xds::eds::EndpointType;
+    use lb_group::xds::lds::ListenerType;
+    use lb_group::xds::rds::RouteConfigType;
+
+    fn check<R>(kind: &str, decoded: Result<(String, R), (Option<String>, String)>) {
+        if let Err((_, why)) = decoded {
+            assert!(!why.is_empty(), "{kind}: an error without a message");
+        }
+    }
+    check("listener", ListenerType.decode(data));
+    check("route configuration", RouteConfigType.decode(data));
+    check("cluster", ClusterType.decode(data));
+    check("endpoints", EndpointType.decode(data));
+    if let Err(e) = lb_group::xds::wire::DiscoveryResponse::decode(data) {
+        assert!(!e.to_string().is_empty());
+    }
+    if let Err(e) = lb_group::xds::wire::DiscoveryRequest::decode(data) {
+        assert!(!e.to_string().is_empty());
+    }
+    let _ = lb_group::xds::csds::decode_request(data);
+    if let Err(why) = lb_group::xds::lb_policy::convert(data, 0) {
+        assert!(!why.is_empty());
+    }
+    match lb_rls::xds::plugin_policy(data) {
+        Ok(policy) => {
+            let config = &policy[lb_rls::config::POLICY_NAME];
+            let parsed = RlsConfig::parse(config, &registry(), &RlsConfigOptions::default());
+            if let Err(e) = parsed {
+                assert!(!e.to_string().is_empty());
+            }
+        }
+        Err(why) => assert!(why.contains("RouteLookupConfig"), "{why}"),
+    }
 }
