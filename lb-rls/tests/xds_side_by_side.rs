@@ -1080,3 +1080,166 @@ fn a52_load_balancing_policies_side_by_side() {
         eprintln!("| A52 NACK | {node} | {} |", requests[0]["error"]);
     }
 }
+
+/// Federation (gRFC A47): a target in authority `other` takes every resource,
+/// named `xdstp://other/...`, from that authority's own management server.
+#[test]
+fn a_federation_authority_with_its_own_management_server_side_by_side() {
+    let Some(env) = peers::require_peers() else {
+        return;
+    };
+    let dir = env.temp_dir("xds-federation").unwrap();
+    let backends: Vec<GrpcServer> = ["A", "B"]
+        .iter()
+        .map(|id| {
+            let options = GrpcServerOptions {
+                id: (*id).into(),
+                ..GrpcServerOptions::default()
+            };
+            GrpcServer::start(&env, options).unwrap()
+        })
+        .collect();
+    let x = |kind: &str, name: &str| format!("xdstp://other/envoy.config.{kind}/{name}");
+    let (listener, route) = (
+        x("listener.v3.Listener", "svc"),
+        x("route.v3.RouteConfiguration", "r1"),
+    );
+    let (cluster, endpoints) = (
+        x("cluster.v3.Cluster", "c1"),
+        x("endpoint.v3.ClusterLoadAssignment", "c1"),
+    );
+    // The default server has an old-style `svc` to A; `other` has its own to B.
+    let default_scenario = one_cluster(
+        &Addrs([("A", backends[0].target())].into_iter().collect()),
+        &["A"],
+    );
+    let other_scenario = json!({
+        "listeners": {&listener: {"rds": &route}},
+        "routes": {&route: {"virtual_hosts": [{"domains": ["*"], "routes": [
+            {"prefix": "/", "cluster": &cluster}
+        ]}]}},
+        "clusters": {&cluster: {"eds": &endpoints}},
+        "endpoints": {&endpoints: [{"zone": "b", "addresses": [backends[1].target()]}]}
+    });
+    let start = |name: &str, scenario: &Value| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, scenario.to_string()).unwrap();
+        ScriptServer::start(
+            &env,
+            "xds_control.py",
+            [
+                "--port",
+                "0",
+                "--scenario",
+                file.to_str().unwrap(),
+                "--watch-stdin",
+            ],
+        )
+        .unwrap()
+    };
+    let default_cp = start("default.json", &default_scenario);
+    let other_cp = start("other.json", &other_scenario);
+    let bootstrap = |node: &str| {
+        json!({
+            "xds_servers": [{"server_uri": default_cp.target(),
+                             "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+            "authorities": {"other": {
+                "xds_servers": [{"server_uri": other_cp.target(),
+                                 "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+                "client_listener_resource_name_template":
+                    "xdstp://other/envoy.config.listener.v3.Listener/%s"
+            }},
+            "node": {"id": node}
+        })
+        .to_string()
+    };
+    let file = dir.path().join("grpcio-bootstrap.json");
+    std::fs::write(&file, bootstrap(GRPCIO)).unwrap();
+    let grpcio = ScriptClient::start(
+        &env,
+        "xds_client.py",
+        [
+            "--bootstrap",
+            file.to_str().unwrap(),
+            "--target",
+            "xds://other/svc",
+        ],
+    )
+    .unwrap();
+
+    let ours_bootstrap = Bootstrap::parse(&bootstrap(OURS)).unwrap();
+    let transport = Arc::new(H2Transport::new(TransportConfig::default()).unwrap());
+    let client = XdsClient::start_for(&ours_bootstrap, |server| {
+        Channel::builder(format!("ipv4:{}", server.uri))
+            .transport(transport.clone())
+            .build()
+    })
+    .unwrap();
+    let (mut resolvers, mut policies) = (
+        ResolverRegistry::with_builtins(),
+        lb_core::LbPolicyRegistry::with_builtins(),
+    );
+    lb_rls::xds::register(
+        Arc::new(client),
+        ours_bootstrap,
+        &mut resolvers,
+        &mut policies,
+    );
+    let ours = Channel::builder("xds://other/svc")
+        .transport(transport)
+        .resolver_registry(resolvers)
+        .lb_policy_registry(policies)
+        .build()
+        .unwrap();
+
+    let mut tally = Tally::default();
+    for _ in 0..20 {
+        let options = CallOptions::default().with_timeout(Duration::from_secs(10));
+        match ours.unary("/test.Echo/Who", Vec::new(), options) {
+            Ok(r) => {
+                *tally
+                    .ok
+                    .entry(String::from_utf8_lossy(&r.message).into_owned())
+                    .or_default() += 1
+            }
+            Err(s) => *tally.failed.entry(format!("{s}")).or_default() += 1,
+        }
+    }
+    let line = grpcio.command("CALL 20", "RESULT ", WAIT).unwrap();
+    let theirs = Tally::from_result(&line);
+    rows("federation: xds://other/svc", &tally, &theirs);
+    for t in [&tally, &theirs] {
+        assert_eq!(t.to("B"), 20, "authority other's server routes to B: {t:?}");
+    }
+    // Each client asked `other`'s server for the xdstp names, and the default
+    // server for nothing.
+    let asked = |cp: &ScriptServer| -> Vec<(String, String)> {
+        cp.lines_now()
+            .iter()
+            .filter_map(|l| l.strip_prefix("REQUEST "))
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .flat_map(|r| {
+                let node = r["node"].as_str().unwrap_or("").to_owned();
+                r["names"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |n| (node.clone(), n.as_str().unwrap().to_owned()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let from_other = asked(&other_cp);
+    for node in [OURS, GRPCIO] {
+        for name in [&listener, &route, &cluster, &endpoints] {
+            assert!(
+                from_other.contains(&(node.to_owned(), name.clone())),
+                "{node} asked other's server for {name}: {from_other:?}"
+            );
+        }
+    }
+    assert!(
+        asked(&default_cp).is_empty(),
+        "the default server was not asked"
+    );
+}

@@ -31,7 +31,7 @@ use lb_core::{Backoff, BackoffConfig, SplitMix64, Status};
 use parking_lot::Mutex;
 
 use super::ads::{AdsEvent, AdsState, ResourceDump, ResourceType};
-use super::bootstrap::Bootstrap;
+use super::bootstrap::{Bootstrap, XdsServer};
 use super::cds::{Cluster, ClusterType};
 use super::eds::{ClusterEndpoints, EndpointType};
 use super::lds::{Listener, ListenerType};
@@ -268,40 +268,146 @@ enum Command {
     },
 }
 
-/// The xDS client: see the [module docs](self). Dropping it closes the stream
-/// and joins its threads; watches still held then hear nothing more.
+/// The xDS client: see the [module docs](self). Dropping it closes every
+/// stream and joins its threads; watches still held then hear nothing more.
 pub struct XdsClient {
+    /// One stream (and worker) per management server.
+    servers: Vec<ServerStream>,
+    /// Which server serves the resources of each authority (`None`: the
+    /// old-style names); an authority not listed uses server 0.
+    by_authority: BTreeMap<Option<String>, usize>,
+    node: NodeInfo,
+}
+
+/// One management server's ADS stream: its worker and channel.
+struct ServerStream {
+    uri: String,
     commands: Sender<Command>,
     channel: Channel,
-    node: NodeInfo,
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for XdsClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XdsClient")
-            .field("channel", &self.channel)
-            .finish_non_exhaustive()
-    }
-}
-
-impl XdsClient {
-    /// Starts a client streaming from `channel` (a channel to the management
-    /// server).
-    pub fn start(channel: Channel, options: XdsClientOptions) -> Self {
+impl ServerStream {
+    fn start(uri: String, channel: Channel, options: XdsClientOptions) -> Self {
         let (commands, rx) = bounded(COMMAND_QUEUE);
         let worker_channel = channel.clone();
-        let node = options.node.clone();
         let thread = std::thread::Builder::new()
             .name("lb-xds".into())
             .spawn(move || Worker::new(worker_channel, options, rx).run())
             .expect("spawn the xDS client thread");
         Self {
+            uri,
             commands,
             channel,
-            node,
             thread: Some(thread),
         }
+    }
+}
+
+impl Drop for ServerStream {
+    fn drop(&mut self) {
+        // Closing the channel first ends the stream, so a worker blocked in a
+        // send returns and drains its queue; the shutdown then always arrives.
+        self.channel.close();
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("the xDS client thread panicked");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for XdsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let servers: Vec<&str> = self.servers.iter().map(|s| s.uri.as_str()).collect();
+        f.debug_struct("XdsClient")
+            .field("servers", &servers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The authority of a resource name: `Some` for `xdstp://authority/...`.
+fn authority_of(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("xdstp://")?;
+    Some(rest.split('/').next().unwrap_or(""))
+}
+
+impl XdsClient {
+    /// Starts a client streaming from `channel` (a channel to the management
+    /// server) for every resource.
+    pub fn start(channel: Channel, options: XdsClientOptions) -> Self {
+        let node = options.node.clone();
+        Self {
+            servers: vec![ServerStream::start(String::new(), channel, options)],
+            by_authority: BTreeMap::new(),
+            node,
+        }
+    }
+
+    /// Starts a client for `bootstrap`'s servers and federation authorities
+    /// (gRFC A47): one ADS stream per distinct management server, each opened
+    /// on the channel `connect` builds for it (the first of a list is used);
+    /// an `xdstp://authority/...` resource goes to its authority's server, an
+    /// old-style name to the top-level one.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use lb_core::channel::Channel;
+    /// use lb_group::xds::Bootstrap;
+    /// use lb_group::xds::client::{XdsClient, XdsClientOptions};
+    /// # fn transport() -> Arc<dyn lb_core::Transport> { unimplemented!() }
+    /// let bootstrap = Bootstrap::from_env()?;
+    /// let client = XdsClient::start_for(&bootstrap, |server| {
+    ///     Channel::builder(format!("dns:///{}", server.uri)).transport(transport()).build()
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The bootstrap lists no server, or `connect` fails for one.
+    pub fn start_for<E: std::fmt::Display>(
+        bootstrap: &Bootstrap,
+        mut connect: impl FnMut(&XdsServer) -> Result<Channel, E>,
+    ) -> Result<Self, String> {
+        let options = XdsClientOptions::from_bootstrap(bootstrap);
+        let mut servers: Vec<ServerStream> = Vec::new();
+        let mut by_authority = BTreeMap::new();
+        let authorities = std::iter::once(None).chain(bootstrap.authorities.keys().map(Some));
+        for authority in authorities {
+            let Some(server) = bootstrap.servers_for(authority.map(String::as_str)).first() else {
+                return Err("the xDS bootstrap lists no server".to_owned());
+            };
+            let index = match servers.iter().position(|s| s.uri == server.uri) {
+                Some(i) => i,
+                None => {
+                    let mut server_options = options.clone();
+                    server_options.ignore_resource_deletion = server.ignore_resource_deletion;
+                    let channel =
+                        connect(server).map_err(|e| format!("xDS server {}: {e}", server.uri))?;
+                    servers.push(ServerStream::start(
+                        server.uri.clone(),
+                        channel,
+                        server_options,
+                    ));
+                    servers.len() - 1
+                }
+            };
+            by_authority.insert(authority.cloned(), index);
+        }
+        Ok(Self {
+            servers,
+            by_authority,
+            node: options.node,
+        })
+    }
+
+    /// The stream that serves resource `name`.
+    fn server_for(&self, name: &str) -> &ServerStream {
+        let authority = authority_of(name).map(str::to_owned);
+        let index = self.by_authority.get(&authority).copied().unwrap_or(0);
+        &self.servers[index]
     }
 
     /// Who this client says it is to the server.
@@ -318,13 +424,22 @@ impl XdsClient {
     /// The client is shut down, busy beyond its queue, or did not answer in
     /// time.
     pub fn dump(&self, timeout: Duration) -> Result<Vec<ResourceDump>, Status> {
-        let (reply, answer) = bounded(1);
-        self.commands
-            .try_send(Command::Dump(reply))
-            .map_err(|_| Status::unavailable("the xDS client is busy or shut down"))?;
-        answer
-            .recv_timeout(timeout)
-            .map_err(|_| Status::unavailable("the xDS client did not answer in time"))
+        let deadline = Instant::now() + timeout;
+        let mut all = Vec::new();
+        for server in &self.servers {
+            let (reply, answer) = bounded(1);
+            server
+                .commands
+                .try_send(Command::Dump(reply))
+                .map_err(|_| Status::unavailable("the xDS client is busy or shut down"))?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            all.extend(
+                answer
+                    .recv_timeout(left)
+                    .map_err(|_| Status::unavailable("the xDS client did not answer in time"))?,
+            );
+        }
+        Ok(all)
     }
 
     /// Watches the resource `name` of `kind`; [`Watch::next`] waits for its
@@ -349,7 +464,7 @@ impl XdsClient {
     ///
     /// The client is shutting down, or more than 1024 commands wait.
     pub fn watch_notify(&self, kind: Kind, name: &str, notify: Notify) -> Result<Watch, Status> {
-        let commands = self.commands.clone();
+        let commands = self.server_for(name).commands.clone();
         let slot = Arc::new(WatchSlot {
             state: Mutex::new((WatchState::default(), false)),
             notify,
@@ -368,20 +483,6 @@ impl XdsClient {
             name: name.to_owned(),
             commands,
         })
-    }
-}
-
-impl Drop for XdsClient {
-    fn drop(&mut self) {
-        // Closing the channel first ends the stream, so a worker blocked in a
-        // send returns and drains its queue; the shutdown then always arrives.
-        self.channel.close();
-        let _ = self.commands.send(Command::Shutdown);
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                log::error!("the xDS client thread panicked");
-            }
-        }
     }
 }
 
