@@ -1096,7 +1096,9 @@ impl Transport for InMemoryTransport {
         _options: &ConnectOptions,
         events: ConnectionEvents,
     ) -> Result<Arc<dyn Connection>, Status> {
-        let (accepted, hold, id) = {
+        // The attempt is counted and the connection listed in one critical
+        // section: a test that sees the count also sees the connection.
+        let (conn, accepted, hold) = {
             let mut state = self.shared.state.lock();
             state.next_connection += 1;
             let id = state.next_connection;
@@ -1105,28 +1107,28 @@ impl Transport for InMemoryTransport {
                 .entry(address.address.clone())
                 .or_default()
                 .connects += 1;
-            match state.servers.get(&address.address) {
-                Some(s) if !s.refusing => (true, s.holding_connections, id),
-                _ => (false, false, id),
+            let conn = Arc::new(MemConnection {
+                id,
+                address: address.address.clone(),
+                shared: self.shared.clone(),
+                events,
+                ready: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+                streams: Mutex::new(Vec::new()),
+            });
+            match state.servers.get_mut(&address.address) {
+                Some(s) if !s.refusing => {
+                    s.connections.push(Arc::downgrade(&conn));
+                    (conn, true, s.holding_connections)
+                }
+                _ => (conn, false, false),
             }
         };
-        let conn = Arc::new(MemConnection {
-            id,
-            address: address.address.clone(),
-            shared: self.shared.clone(),
-            events,
-            ready: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            streams: Mutex::new(Vec::new()),
-        });
         if !accepted {
             conn.close_with(Some(Status::unavailable(format!(
                 "{address}: connection refused"
             ))));
             return Ok(conn);
-        }
-        if let Some(s) = self.shared.state.lock().servers.get_mut(&address.address) {
-            s.connections.push(Arc::downgrade(&conn));
         }
         if !hold {
             conn.ready.store(true, Ordering::SeqCst);
