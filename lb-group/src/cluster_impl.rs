@@ -30,7 +30,7 @@ use lb_core::config::{ConfigError, Fields};
 use lb_core::{
     CallCompletion, ChannelController, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions,
     LbPolicyRegistry, LbState, ParsedLbConfig, PickInfo, PickResult, Picker, PickerRandom,
-    ResolverUpdate, Status, Subchannel, SubchannelState, UpdateError,
+    ResolverUpdate, Status, UpdateError,
 };
 
 use crate::group::BalancerGroup;
@@ -248,41 +248,7 @@ impl LbPolicy for ClusterImpl {
         result
     }
 
-    fn subchannel_update(
-        &mut self,
-        subchannel: &Subchannel,
-        state: &SubchannelState,
-        controller: &mut dyn ChannelController,
-        now: Instant,
-    ) {
-        if self.closed {
-            return;
-        }
-        self.group
-            .subchannel_update(subchannel, state, controller, now);
-        self.publish(false, controller);
-    }
-
-    fn work(&mut self, controller: &mut dyn ChannelController, now: Instant) {
-        if self.closed {
-            return;
-        }
-        self.group.work(controller, now);
-        self.publish(false, controller);
-    }
-
-    fn exit_idle(&mut self, controller: &mut dyn ChannelController, now: Instant) {
-        if self.closed {
-            return;
-        }
-        self.group.exit_idle(controller, now);
-        self.publish(false, controller);
-    }
-
-    fn close(&mut self) {
-        self.closed = true;
-        self.group.close();
-    }
+    group_forwarding!();
 
     fn describe(&self, view: &mut PolicyView) {
         if let Some(config) = &self.config {

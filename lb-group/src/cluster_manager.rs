@@ -30,7 +30,7 @@ use lb_core::config::{ConfigError, Fields};
 use lb_core::{
     ChannelController, ConnectivityState, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions,
     LbPolicyRegistry, LbState, ParsedLbConfig, PickInfo, PickResult, Picker, ResolverUpdate,
-    Status, Subchannel, SubchannelState, UpdateError, aggregate_states,
+    Status, UpdateError, aggregate_states,
 };
 
 use crate::group::BalancerGroup;
@@ -231,41 +231,7 @@ impl LbPolicy for ClusterManager {
         Ok(())
     }
 
-    fn subchannel_update(
-        &mut self,
-        subchannel: &Subchannel,
-        state: &SubchannelState,
-        controller: &mut dyn ChannelController,
-        now: Instant,
-    ) {
-        if self.closed {
-            return;
-        }
-        self.group
-            .subchannel_update(subchannel, state, controller, now);
-        self.publish(false, controller);
-    }
-
-    fn work(&mut self, controller: &mut dyn ChannelController, now: Instant) {
-        if self.closed {
-            return;
-        }
-        self.group.work(controller, now);
-        self.publish(false, controller);
-    }
-
-    fn exit_idle(&mut self, controller: &mut dyn ChannelController, now: Instant) {
-        if self.closed {
-            return;
-        }
-        self.group.exit_idle(controller, now);
-        self.publish(false, controller);
-    }
-
-    fn close(&mut self) {
-        self.closed = true;
-        self.group.close();
-    }
+    group_forwarding!();
 
     fn describe(&self, view: &mut PolicyView) {
         for (name, child) in &self.children {

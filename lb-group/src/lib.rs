@@ -83,6 +83,62 @@
 //! the same guarantee; see its issue 5845 and the priority leak when a remove raced
 //! with a close.)
 
+/// The `LbPolicy` methods of a policy whose children all live in its
+/// `group: BalancerGroup`, with a `closed: bool` flag and a
+/// `publish(&mut self, force: bool, &mut dyn ChannelController)` that takes
+/// the children's new states: `subchannel_update`, `work` and `exit_idle` pass
+/// the call to the group and publish once; `close` closes the group for good.
+/// One definition for `weighted_target`, `xds_cluster_manager` and
+/// `xds_cluster_impl`, which differ only in how they publish. (Defined before
+/// the modules, so they see it.)
+macro_rules! group_forwarding {
+    () => {
+        fn subchannel_update(
+            &mut self,
+            subchannel: &lb_core::Subchannel,
+            state: &lb_core::SubchannelState,
+            controller: &mut dyn lb_core::ChannelController,
+            now: std::time::Instant,
+        ) {
+            if self.closed {
+                return;
+            }
+            self.group
+                .subchannel_update(subchannel, state, controller, now);
+            self.publish(false, controller);
+        }
+
+        fn work(
+            &mut self,
+            controller: &mut dyn lb_core::ChannelController,
+            now: std::time::Instant,
+        ) {
+            if self.closed {
+                return;
+            }
+            self.group.work(controller, now);
+            self.publish(false, controller);
+        }
+
+        fn exit_idle(
+            &mut self,
+            controller: &mut dyn lb_core::ChannelController,
+            now: std::time::Instant,
+        ) {
+            if self.closed {
+                return;
+            }
+            self.group.exit_idle(controller, now);
+            self.publish(false, controller);
+        }
+
+        fn close(&mut self) {
+            self.closed = true;
+            self.group.close();
+        }
+    };
+}
+
 mod aggregator;
 mod cache;
 pub mod cluster_impl;

@@ -25,7 +25,7 @@ use lb_core::channelz::PolicyView;
 use lb_core::config::{ConfigError, Fields};
 use lb_core::{
     ChannelController, LbConfig, LbPolicy, LbPolicyBuilder, LbPolicyOptions, LbPolicyRegistry,
-    ParsedLbConfig, ResolverUpdate, Subchannel, SubchannelState, UpdateError,
+    ParsedLbConfig, ResolverUpdate, UpdateError,
 };
 
 use crate::aggregator::WeightedAggregator;
@@ -242,41 +242,7 @@ impl LbPolicy for WeightedTarget {
         Ok(())
     }
 
-    fn subchannel_update(
-        &mut self,
-        subchannel: &Subchannel,
-        state: &SubchannelState,
-        controller: &mut dyn ChannelController,
-        now: Instant,
-    ) {
-        if self.closed {
-            return;
-        }
-        self.group
-            .subchannel_update(subchannel, state, controller, now);
-        self.publish(false, controller);
-    }
-
-    fn work(&mut self, controller: &mut dyn ChannelController, now: Instant) {
-        if self.closed {
-            return;
-        }
-        self.group.work(controller, now);
-        self.publish(false, controller);
-    }
-
-    fn exit_idle(&mut self, controller: &mut dyn ChannelController, now: Instant) {
-        if self.closed {
-            return;
-        }
-        self.group.exit_idle(controller, now);
-        self.publish(false, controller);
-    }
-
-    fn close(&mut self) {
-        self.closed = true;
-        self.group.close();
-    }
+    group_forwarding!();
 
     fn describe(&self, view: &mut PolicyView) {
         let total: u64 = self.targets.values().map(|t| u64::from(t.weight)).sum();

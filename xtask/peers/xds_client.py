@@ -55,6 +55,16 @@ def main():
         ready += " %d" % csds.add_insecure_port("127.0.0.1:0")
         csds.start()
     print(ready, flush=True)
+    def count(ok, failed, call):
+        """Runs one call: its answer (a label) counts in `ok`, its failure in
+        `failed` by code and details."""
+        try:
+            label = call()
+            ok[label] = ok.get(label, 0) + 1
+        except grpc.RpcError as e:
+            key = "%s: %s" % (e.code().name, e.details())
+            failed[key] = failed.get(key, 0) + 1
+
     for line in sys.stdin:
         words = line.split()
         if not words:
@@ -64,35 +74,22 @@ def main():
         if command == "SLEEP":
             calls = [sleep.future(pairs[0].encode(), timeout=10) for _ in range(amount)]
             for call in calls:
-                try:
-                    call.result()
-                    ok["slept"] = ok.get("slept", 0) + 1
-                except grpc.RpcError as e:
-                    key = "%s: %s" % (e.code().name, e.details())
-                    failed[key] = failed.get(key, 0) + 1
-            print("RESULT " + json.dumps({"ok": ok, "failed": failed}, sort_keys=True), flush=True)
-            continue
-        if command == "FAIL":
+                count(ok, failed, lambda: (call.result(), "slept")[1])
+        elif command == "FAIL":
+            metadata = (("x-status-code", pairs[0]),)
             for _ in range(amount):
-                try:
-                    status(b"asked to fail", metadata=(("x-status-code", pairs[0]),), timeout=5)
-                    ok["ok"] = ok.get("ok", 0) + 1
-                except grpc.RpcError as e:
-                    key = "%s: %s" % (e.code().name, e.details())
-                    failed[key] = failed.get(key, 0) + 1
-            print("RESULT " + json.dumps({"ok": ok, "failed": failed}, sort_keys=True), flush=True)
-            continue
-        metadata = tuple(tuple(p.split("=", 1)) for p in pairs)
-        end = time.monotonic() + amount / 1000.0
-        count = 0
-        while (count < amount) if command == "CALL" else (time.monotonic() < end):
-            count += 1
-            try:
-                server = who(b"", metadata=metadata, timeout=5).decode("utf-8")
-                ok[server] = ok.get(server, 0) + 1
-            except grpc.RpcError as e:
-                key = "%s: %s" % (e.code().name, e.details())
-                failed[key] = failed.get(key, 0) + 1
+                count(
+                    ok,
+                    failed,
+                    lambda: (status(b"asked to fail", metadata=metadata, timeout=5), "ok")[1],
+                )
+        else:
+            metadata = tuple(tuple(p.split("=", 1)) for p in pairs)
+            end = time.monotonic() + amount / 1000.0
+            n = 0
+            while (n < amount) if command == "CALL" else (time.monotonic() < end):
+                n += 1
+                count(ok, failed, lambda: who(b"", metadata=metadata, timeout=5).decode("utf-8"))
         print("RESULT " + json.dumps({"ok": ok, "failed": failed}, sort_keys=True), flush=True)
     channel.close()
     return 0

@@ -96,26 +96,11 @@ from google.protobuf import (
     wrappers_pb2,
 )
 
-PREFIX = "type.googleapis.com/"
-LISTENER = PREFIX + "envoy.config.listener.v3.Listener"
-ROUTE = PREFIX + "envoy.config.route.v3.RouteConfiguration"
-CLUSTER = PREFIX + "envoy.config.cluster.v3.Cluster"
-ENDPOINT = PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+# The type URLs and the output and Any helpers are xds_server.py's (the
+# fixed-scenario server of the client interop test).
+from xds_server import CLUSTER, ENDPOINT, LISTENER, PREFIX, ROUTE, packed, say
+
 TYPES = (LISTENER, ROUTE, CLUSTER, ENDPOINT)
-
-_print_lock = threading.Lock()
-
-
-def say(line):
-    with _print_lock:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
-
-def packed(message):
-    a = any_pb2.Any()
-    a.Pack(message)
-    return a
 
 
 def millis(ms):
