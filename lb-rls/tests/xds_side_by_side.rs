@@ -1243,3 +1243,91 @@ fn a_federation_authority_with_its_own_management_server_side_by_side() {
         "the default server was not asked"
     );
 }
+
+/// gRFC A57: with the management server unreachable and nothing cached, calls
+/// fail UNAVAILABLE at once, naming the listener and why, instead of waiting
+/// out their deadline.
+#[test]
+fn an_unreachable_management_server_fails_calls_at_once_side_by_side() {
+    let Some(env) = peers::require_peers() else {
+        return;
+    };
+    let dir = env.temp_dir("xds-unreachable").unwrap();
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let bootstrap = |node: &str| {
+        json!({
+            "xds_servers": [{"server_uri": dead.to_string(),
+                             "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+            "node": {"id": node}
+        })
+        .to_string()
+    };
+    let file = dir.path().join("bootstrap.json");
+    std::fs::write(&file, bootstrap(GRPCIO)).unwrap();
+    let grpcio = ScriptClient::start(
+        &env,
+        "xds_client.py",
+        [
+            "--bootstrap",
+            file.to_str().unwrap(),
+            "--target",
+            "xds:///svc",
+        ],
+    )
+    .unwrap();
+    let ours_bootstrap = Bootstrap::parse(&bootstrap(OURS)).unwrap();
+    let transport = Arc::new(H2Transport::new(TransportConfig::default()).unwrap());
+    let client = XdsClient::start_for(&ours_bootstrap, |server| {
+        Channel::builder(format!("ipv4:{}", server.uri))
+            .transport(transport.clone())
+            .build()
+    })
+    .unwrap();
+    let (mut resolvers, mut policies) = (
+        ResolverRegistry::with_builtins(),
+        lb_core::LbPolicyRegistry::with_builtins(),
+    );
+    lb_rls::xds::register(
+        Arc::new(client),
+        ours_bootstrap,
+        &mut resolvers,
+        &mut policies,
+    );
+    let ours = Channel::builder("xds:///svc")
+        .transport(transport)
+        .resolver_registry(resolvers)
+        .lb_policy_registry(policies)
+        .build()
+        .unwrap();
+
+    let started = Instant::now();
+    let options = CallOptions::default().with_timeout(Duration::from_secs(10));
+    let err = ours
+        .unary("/test.Echo/Who", Vec::new(), options)
+        .unwrap_err();
+    let took = started.elapsed();
+    let theirs = Tally::from_result(&grpcio.command("CALL 1", "RESULT ", WAIT).unwrap());
+    eprintln!("| server unreachable | lb-sync | {err} | {took:?} |");
+    eprintln!(
+        "| server unreachable | grpcio (C-core) | {:?} |",
+        theirs.failed
+    );
+    assert_eq!(err.code(), lb_core::Code::Unavailable, "{err}");
+    assert!(
+        err.message().contains("listener svc") && err.message().contains("unreachable"),
+        "{err}"
+    );
+    assert!(
+        took < Duration::from_secs(9),
+        "failed before its deadline: {took:?}"
+    );
+    assert_eq!(theirs.failures(), 1, "{theirs:?}");
+    assert!(
+        theirs.failed.keys().all(|k| k.starts_with("UNAVAILABLE")),
+        "{theirs:?}"
+    );
+}

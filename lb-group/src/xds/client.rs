@@ -492,7 +492,7 @@ trait Slot: Send {
     fn watch(&mut self, name: &str, slot: Arc<WatchSlot>, now: Instant);
     fn unwatch(&mut self, name: &str, slot: &Arc<WatchSlot>);
     fn stream_started(&mut self, now: Instant);
-    fn stream_failed(&mut self);
+    fn stream_failed(&mut self, why: &str);
     fn handle_response(&mut self, response: &DiscoveryResponse);
     fn handle_timeout(&mut self, now: Instant);
     fn next_timeout(&self) -> Option<Instant>;
@@ -505,6 +505,32 @@ struct TypeSlot<T: ResourceType> {
     state: AdsState<T>,
     watchers: BTreeMap<String, Vec<Arc<WatchSlot>>>,
     wrap: fn(T::Resource) -> XdsResource,
+    /// Why the last stream failed, until a response arrives: watchers of a
+    /// resource with no value learn it (gRFC A57), so their calls fail
+    /// instead of waiting for a server that cannot be reached.
+    failure: Option<String>,
+}
+
+impl<T: ResourceType> TypeSlot<T> {
+    /// Tells the watchers of `name` (all of them, or `only` one) why the
+    /// server cannot give it, if it has no value.
+    fn tell_failure(&self, name: &str, only: Option<&Arc<WatchSlot>>) {
+        let Some(why) = &self.failure else {
+            return;
+        };
+        if self.state.cached(name).is_some() {
+            return;
+        }
+        let event = AdsEvent::Invalid {
+            name: name.to_owned(),
+            reason: format!("xDS server unreachable: {why}"),
+        };
+        for w in self.watchers.get(name).into_iter().flatten() {
+            if only.is_none_or(|o| Arc::ptr_eq(o, w)) {
+                w.put(event.clone(), self.wrap);
+            }
+        }
+    }
 }
 
 impl<T: ResourceType> Slot for TypeSlot<T> {
@@ -512,8 +538,12 @@ impl<T: ResourceType> Slot for TypeSlot<T> {
         self.state.type_url()
     }
     fn watch(&mut self, name: &str, slot: Arc<WatchSlot>, now: Instant) {
-        self.watchers.entry(name.to_owned()).or_default().push(slot);
+        self.watchers
+            .entry(name.to_owned())
+            .or_default()
+            .push(Arc::clone(&slot));
         self.state.subscribe(name, now);
+        self.tell_failure(name, Some(&slot));
     }
     fn unwatch(&mut self, name: &str, slot: &Arc<WatchSlot>) {
         if let Some(list) = self.watchers.get_mut(name) {
@@ -527,10 +557,15 @@ impl<T: ResourceType> Slot for TypeSlot<T> {
     fn stream_started(&mut self, now: Instant) {
         self.state.stream_started(now);
     }
-    fn stream_failed(&mut self) {
+    fn stream_failed(&mut self, why: &str) {
         self.state.stream_failed();
+        self.failure = Some(why.to_owned());
+        for name in self.watchers.keys() {
+            self.tell_failure(name, None);
+        }
     }
     fn handle_response(&mut self, response: &DiscoveryResponse) {
+        self.failure = None;
         self.state.handle_response(response);
     }
     fn handle_timeout(&mut self, now: Instant) {
@@ -572,6 +607,7 @@ fn slot<T: ResourceType + Default>(
         ),
         watchers: BTreeMap::new(),
         wrap,
+        failure: None,
     })
 }
 
@@ -623,8 +659,9 @@ impl Worker {
                 StreamEnd::Closed => break,
                 StreamEnd::Failed { heard, status } => {
                     log::info!("xDS stream ended: {status}");
+                    let why = status.to_string();
                     for s in self.slots.values_mut() {
-                        s.stream_failed();
+                        s.stream_failed(&why);
                     }
                     if heard {
                         self.backoff.reset();
@@ -672,11 +709,14 @@ impl Worker {
         true
     }
 
-    /// Runs one ADS stream until it fails or the client closes.
+    /// Runs one ADS stream until it fails or the client closes. The call is
+    /// not wait-for-ready: when the server cannot be reached it fails at once,
+    /// so watchers of resources with no value learn why (gRFC A57), and the
+    /// next stream is tried after the backoff.
     fn stream(&mut self) -> StreamEnd {
         let call = match self
             .channel
-            .bidi_streaming(ADS_METHOD, CallOptions::default().with_wait_for_ready(true))
+            .bidi_streaming(ADS_METHOD, CallOptions::default())
         {
             Ok(call) => call,
             Err(status) => {

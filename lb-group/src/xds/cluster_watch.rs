@@ -122,6 +122,10 @@ impl ClusterWatch {
                 does_not_exist: true,
                 ..
             } => return Some(Err(format!("xDS cluster {name} does not exist"))),
+            // No value, and an error: rejected, or the server is unreachable.
+            WatchState {
+                error: Some(error), ..
+            } => return Some(Err(format!("xDS cluster {name}: {error}"))),
             _ => return None,
         };
         let eds_name = match &cluster.kind {
@@ -153,6 +157,13 @@ impl ClusterWatch {
             } => {
                 return Some(Err(format!(
                     "xDS endpoints {eds_name} of cluster {name} do not exist"
+                )));
+            }
+            WatchState {
+                error: Some(error), ..
+            } => {
+                return Some(Err(format!(
+                    "xDS endpoints {eds_name} of cluster {name}: {error}"
                 )));
             }
             _ => return None,

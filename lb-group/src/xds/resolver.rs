@@ -301,6 +301,14 @@ impl Worker {
                 let why = format!("xDS listener {} does not exist", self.listener_name);
                 return self.fail(why);
             }
+            // No value, and an error: rejected, or the server is unreachable
+            // (gRFC A57): calls fail rather than wait.
+            WatchState {
+                error: Some(error), ..
+            } => {
+                let why = format!("xDS listener {}: {error}", self.listener_name);
+                return self.fail(why);
+            }
             _ => return,
         };
         let Some(routes) = self.route_config(&listener) else {
@@ -437,6 +445,9 @@ impl Worker {
             } => Some(Err(format!(
                 "xDS route configuration {name} does not exist"
             ))),
+            WatchState {
+                error: Some(error), ..
+            } => Some(Err(format!("xDS route configuration {name}: {error}"))),
             _ => None,
         }
     }

@@ -183,9 +183,37 @@ fn dropping_a_client_whose_server_cannot_be_reached_returns() {
         done.recv_timeout(Duration::from_secs(20)).is_ok(),
         "dropping the client returned"
     );
-    assert_eq!(
-        watch.state(),
-        WatchState::default(),
-        "nothing was ever heard"
+    // Nothing was ever heard but, perhaps, why (gRFC A57): no value, and not
+    // taken for deleted.
+    let state = watch.state();
+    assert_eq!((&state.resource, state.does_not_exist), (&None, false));
+    assert!(
+        state
+            .error
+            .as_deref()
+            .is_none_or(|e| e.contains("xDS server unreachable")),
+        "{state:?}"
     );
+}
+
+#[test]
+fn watchers_of_resources_with_no_value_learn_that_the_server_is_unreachable() {
+    let transport = InMemoryTransport::new();
+    transport.serve_address("cp:1");
+    transport.refuse_connections("cp:1", true);
+    let client = XdsClient::start(channel_to_cp(&transport), XdsClientOptions::default());
+    let first = client.watch(Kind::Cluster, "c1").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut state = first.state();
+    while state.error.is_none() {
+        assert!(Instant::now() < deadline, "no error: {state:?}");
+        state = first.next(Duration::from_millis(50)).unwrap_or(state);
+    }
+    let error = state.error.unwrap();
+    assert!(error.contains("xDS server unreachable"), "{error}");
+    assert_eq!((state.resource, state.does_not_exist), (None, false));
+    // A watcher that comes later is told at once.
+    let later = client.watch(Kind::Route, "r1").unwrap();
+    let told = later.next(Duration::from_secs(5)).expect("told at once");
+    assert!(told.error.is_some_and(|e| e.contains("unreachable")));
 }
