@@ -38,6 +38,23 @@ pub fn with_path(mut endpoint: Endpoint, path: &[&str]) -> Endpoint {
     endpoint
 }
 
+/// `endpoint` one level down: `parent` put in front of its path (the child
+/// of a parent policy whose own child routes it by the rest).
+///
+/// ```
+/// use lb_core::Endpoint;
+/// use lb_group::hierarchy;
+/// let e = hierarchy::with_path(Endpoint::new(["10.0.0.1:80"]), &["p0", "east"]);
+/// assert_eq!(hierarchy::path(&hierarchy::under(e, "cluster-a")), ["cluster-a", "p0", "east"]);
+/// ```
+pub fn under(endpoint: Endpoint, parent: &str) -> Endpoint {
+    let rest = path(&endpoint);
+    let full: Vec<&str> = std::iter::once(parent)
+        .chain(rest.iter().map(String::as_str))
+        .collect();
+    with_path(endpoint, &full)
+}
+
 /// The hierarchy path of `endpoint` (empty if it has none).
 pub fn path(endpoint: &Endpoint) -> Vec<String> {
     match endpoint.attributes.get(PATH_KEY) {

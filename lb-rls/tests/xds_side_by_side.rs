@@ -469,6 +469,30 @@ impl Rig {
     }
 }
 
+/// Our channel to `target`, with an xDS client for every server of
+/// `bootstrap` (`XdsClient::start_for`) wired by `lb_rls::xds::register`.
+fn xds_channel(bootstrap: &str, target: &str) -> Channel {
+    let bootstrap = Bootstrap::parse(bootstrap).unwrap();
+    let transport = Arc::new(H2Transport::new(TransportConfig::default()).unwrap());
+    let client = XdsClient::start_for(&bootstrap, |server| {
+        Channel::builder(format!("ipv4:{}", server.uri))
+            .transport(transport.clone())
+            .build()
+    })
+    .unwrap();
+    let (mut resolvers, mut policies) = (
+        ResolverRegistry::with_builtins(),
+        lb_core::LbPolicyRegistry::with_builtins(),
+    );
+    lb_rls::xds::register(Arc::new(client), bootstrap, &mut resolvers, &mut policies);
+    Channel::builder(target)
+        .transport(transport)
+        .resolver_registry(resolvers)
+        .lb_policy_registry(policies)
+        .build()
+        .unwrap()
+}
+
 fn row(case: &str, client: &str, tally: &Tally) {
     let answers: Vec<String> = tally.ok.iter().map(|(k, n)| format!("{k} {n}")).collect();
     eprintln!(
@@ -1167,30 +1191,7 @@ fn a_federation_authority_with_its_own_management_server_side_by_side() {
     )
     .unwrap();
 
-    let ours_bootstrap = Bootstrap::parse(&bootstrap(OURS)).unwrap();
-    let transport = Arc::new(H2Transport::new(TransportConfig::default()).unwrap());
-    let client = XdsClient::start_for(&ours_bootstrap, |server| {
-        Channel::builder(format!("ipv4:{}", server.uri))
-            .transport(transport.clone())
-            .build()
-    })
-    .unwrap();
-    let (mut resolvers, mut policies) = (
-        ResolverRegistry::with_builtins(),
-        lb_core::LbPolicyRegistry::with_builtins(),
-    );
-    lb_rls::xds::register(
-        Arc::new(client),
-        ours_bootstrap,
-        &mut resolvers,
-        &mut policies,
-    );
-    let ours = Channel::builder("xds://other/svc")
-        .transport(transport)
-        .resolver_registry(resolvers)
-        .lb_policy_registry(policies)
-        .build()
-        .unwrap();
+    let ours = xds_channel(&bootstrap(OURS), "xds://other/svc");
 
     let mut tally = Tally::default();
     for _ in 0..20 {
@@ -1279,30 +1280,7 @@ fn an_unreachable_management_server_fails_calls_at_once_side_by_side() {
         ],
     )
     .unwrap();
-    let ours_bootstrap = Bootstrap::parse(&bootstrap(OURS)).unwrap();
-    let transport = Arc::new(H2Transport::new(TransportConfig::default()).unwrap());
-    let client = XdsClient::start_for(&ours_bootstrap, |server| {
-        Channel::builder(format!("ipv4:{}", server.uri))
-            .transport(transport.clone())
-            .build()
-    })
-    .unwrap();
-    let (mut resolvers, mut policies) = (
-        ResolverRegistry::with_builtins(),
-        lb_core::LbPolicyRegistry::with_builtins(),
-    );
-    lb_rls::xds::register(
-        Arc::new(client),
-        ours_bootstrap,
-        &mut resolvers,
-        &mut policies,
-    );
-    let ours = Channel::builder("xds:///svc")
-        .transport(transport)
-        .resolver_registry(resolvers)
-        .lb_policy_registry(policies)
-        .build()
-        .unwrap();
+    let ours = xds_channel(&bootstrap(OURS), "xds:///svc");
 
     let started = Instant::now();
     let options = CallOptions::default().with_timeout(Duration::from_secs(10));

@@ -217,7 +217,8 @@ impl std::fmt::Debug for Watch {
 
 impl Watch {
     /// The state if it changed since the last call, waiting up to `timeout`
-    /// for a change.
+    /// for a change (a watch made with [`XdsClient::watch_notify`] does not
+    /// wait: its owner waits on its notifier).
     pub fn next(&self, timeout: Duration) -> Option<WatchState> {
         let take = || {
             let mut guard = self.slot.state.lock();
@@ -226,11 +227,10 @@ impl Watch {
         if let Some(s) = take() {
             return Some(s);
         }
-        match &self.bell {
-            Some(bell) => {
-                let _ = bell.recv_timeout(timeout);
-            }
-            None => std::thread::sleep(timeout),
+        // A watch on a shared bell has nothing of its own to wait on: its
+        // owner waits on the bell.
+        if let Some(bell) = &self.bell {
+            let _ = bell.recv_timeout(timeout);
         }
         take()
     }

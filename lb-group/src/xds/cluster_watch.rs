@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::cds::{Cluster, ClusterKind};
 use super::client::{Kind, Notify, Watch, WatchState, XdsClient, XdsResource};
-use super::tree::{ClusterTree, PriorityNames, cluster_tree};
+use super::tree::{ClusterTree, PriorityNames, cluster_tree, with_outlier_detection};
 use crate::{cluster_impl, hierarchy, priority};
 
 /// The deepest chain of aggregate clusters followed (gRFC A37 says 16).
@@ -177,14 +177,8 @@ impl ClusterWatch {
             .iter()
             .map(|d| json!({"category": d.category, "requestsPerMillion": d.per_million}))
             .collect();
-        let config = json!({cluster_impl::NAME: {
-            "cluster": name,
-            "maxConcurrentRequests": cluster.max_requests,
-            "dropCategories": drops,
-            "childPolicy": [tree.config],
-        }});
         Some(Ok(ClusterTree {
-            config,
+            config: impl_config(name, &cluster, drops, tree.config),
             endpoints: tree.endpoints,
         }))
     }
@@ -243,12 +237,7 @@ impl ClusterWatch {
                         json!({"config": [tree.config], "ignoreReresolutionRequests": true}),
                     );
                     priorities.push(sub.clone());
-                    endpoints.extend(tree.endpoints.into_iter().map(|e| {
-                        let mut path = vec![sub.clone()];
-                        path.extend(hierarchy::path(&e));
-                        let path: Vec<&str> = path.iter().map(String::as_str).collect();
-                        hierarchy::with_path(e, &path)
-                    }));
+                    endpoints.extend(tree.endpoints.into_iter().map(|e| hierarchy::under(e, sub)));
                 }
             }
         }
@@ -326,24 +315,25 @@ impl ClusterWatch {
             }
         };
         let priority = "priority-0";
-        let mut child = json!([{"pick_first": {}}]);
-        if let Some(od) = &cluster.outlier_detection {
-            let mut config = od.clone();
-            config["childPolicy"] = child;
-            child = json!([{crate::outlier_detection::NAME: config}]);
-        }
+        let child = with_outlier_detection(cluster, json!([{"pick_first": {}}]));
         let tree = json!({priority::NAME: {
             "children": {priority: {"config": child, "ignoreReresolutionRequests": true}},
             "priorities": [priority],
         }});
-        let config = json!({cluster_impl::NAME: {
-            "cluster": name,
-            "maxConcurrentRequests": cluster.max_requests,
-            "childPolicy": [tree],
-        }});
         Some(Ok(ClusterTree {
-            config,
+            config: impl_config(&name, cluster, Vec::new(), tree),
             endpoints: vec![hierarchy::with_path(endpoint, &[priority])],
         }))
     }
+}
+
+/// `xds_cluster_impl_experimental` (drops, `max_requests`) around a cluster's
+/// tree.
+fn impl_config(name: &str, cluster: &Cluster, drops: Vec<Value>, tree: Value) -> Value {
+    json!({cluster_impl::NAME: {
+        "cluster": name,
+        "maxConcurrentRequests": cluster.max_requests,
+        "dropCategories": drops,
+        "childPolicy": [tree],
+    }})
 }

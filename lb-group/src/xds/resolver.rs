@@ -377,12 +377,11 @@ impl Worker {
                 None => return, // still waiting for a resource
                 Some(Ok(tree)) => {
                     trees.insert(name.clone(), json!({"childPolicy": [tree.config]}));
-                    endpoints.extend(tree.endpoints.into_iter().map(|e| {
-                        let mut path = vec![name.as_str().to_owned()];
-                        path.extend(hierarchy::path(&e));
-                        let path: Vec<&str> = path.iter().map(String::as_str).collect();
-                        hierarchy::with_path(e, &path)
-                    }));
+                    endpoints.extend(
+                        tree.endpoints
+                            .into_iter()
+                            .map(|e| hierarchy::under(e, name)),
+                    );
                     outcomes.insert(name.clone(), Ok(()));
                 }
                 Some(Err(why)) => {

@@ -177,11 +177,7 @@ pub fn cluster_tree(
         } else {
             json!([{"weighted_target_experimental": {"targets": targets}}])
         };
-        if let Some(od) = &cluster.outlier_detection {
-            let mut config = od.clone();
-            config["childPolicy"] = child;
-            child = json!([{crate::outlier_detection::NAME: config}]);
-        }
+        child = with_outlier_detection(cluster, child);
         children.insert(
             name.clone(),
             json!({"config": child, "ignoreReresolutionRequests": true}),
@@ -190,6 +186,20 @@ pub fn cluster_tree(
     ClusterTree {
         config: json!({"priority_experimental": {"children": children, "priorities": priority_names}}),
         endpoints: out,
+    }
+}
+
+/// `child` (a `childPolicy` list) under the cluster's
+/// `outlier_detection_experimental` (gRFC A50), or as it is when the cluster
+/// has none.
+pub fn with_outlier_detection(cluster: &Cluster, child: Value) -> Value {
+    match &cluster.outlier_detection {
+        Some(od) => {
+            let mut config = od.clone();
+            config["childPolicy"] = child;
+            json!([{crate::outlier_detection::NAME: config}])
+        }
+        None => child,
     }
 }
 
