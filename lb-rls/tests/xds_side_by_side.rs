@@ -469,6 +469,24 @@ impl Rig {
     }
 }
 
+/// gRPC C-core's xDS client (`xds_client.py`) to `target`, with `bootstrap`
+/// written to `file`.
+fn grpcio_client(
+    env: &PeerEnv,
+    file: &std::path::Path,
+    bootstrap: &str,
+    target: &str,
+) -> ScriptClient {
+    std::fs::write(file, bootstrap).unwrap();
+    let file = file.to_str().unwrap();
+    ScriptClient::start(
+        env,
+        "xds_client.py",
+        ["--bootstrap", file, "--target", target],
+    )
+    .unwrap()
+}
+
 /// Our channel to `target`, with an xDS client for every server of
 /// `bootstrap` (`XdsClient::start_for`) wired by `lb_rls::xds::register`.
 fn xds_channel(bootstrap: &str, target: &str) -> Channel {
@@ -1177,19 +1195,12 @@ fn a_federation_authority_with_its_own_management_server_side_by_side() {
         })
         .to_string()
     };
-    let file = dir.path().join("grpcio-bootstrap.json");
-    std::fs::write(&file, bootstrap(GRPCIO)).unwrap();
-    let grpcio = ScriptClient::start(
+    let grpcio = grpcio_client(
         &env,
-        "xds_client.py",
-        [
-            "--bootstrap",
-            file.to_str().unwrap(),
-            "--target",
-            "xds://other/svc",
-        ],
-    )
-    .unwrap();
+        &dir.path().join("grpcio-bootstrap.json"),
+        &bootstrap(GRPCIO),
+        "xds://other/svc",
+    );
 
     let ours = xds_channel(&bootstrap(OURS), "xds://other/svc");
 
@@ -1267,19 +1278,12 @@ fn an_unreachable_management_server_fails_calls_at_once_side_by_side() {
         })
         .to_string()
     };
-    let file = dir.path().join("bootstrap.json");
-    std::fs::write(&file, bootstrap(GRPCIO)).unwrap();
-    let grpcio = ScriptClient::start(
+    let grpcio = grpcio_client(
         &env,
-        "xds_client.py",
-        [
-            "--bootstrap",
-            file.to_str().unwrap(),
-            "--target",
-            "xds:///svc",
-        ],
-    )
-    .unwrap();
+        &dir.path().join("bootstrap.json"),
+        &bootstrap(GRPCIO),
+        "xds:///svc",
+    );
     let ours = xds_channel(&bootstrap(OURS), "xds:///svc");
 
     let started = Instant::now();
